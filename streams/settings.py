@@ -1,0 +1,190 @@
+"""One frozen settings object for every Pulse process, built at the entry point.
+
+Every setting comes from an environment variable ``PULSE_*``; connection settings that ``pulse up``
+discovers (the free ports it chose) are read from the state file ``$PULSE_HOME/servers.json``
+when the matching variable is unset. Setting ``PULSE_KAFKA_BOOTSTRAP``, ``PULSE_CASSANDRA_HOSTS``
+or ``PULSE_QDRANT_URL`` points Pulse at external servers; ``pulse up`` then starts nothing for them.
+
+The table in README.md ("Settings") lists the same variables; keep them in step.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout Pulse runs from: ``schemas/``, ``infra/`` live here."""
+
+
+class SettingsError(ValueError):
+    """A ``PULSE_*`` variable holds a value Pulse cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Pulse configuration. Build it with :meth:`from_env`; pass it down, never re-read the env.
+
+    Attributes
+    ----------
+    home:
+        ``PULSE_HOME`` (default ``~/.pulse``): server data, logs, PID files, the state file and
+        the embedded Qdrant directory. Data here survives ``pulse down`` / ``pulse up``.
+    cache_dir:
+        ``PULSE_CACHE`` (default ``~/.cache/pulse``): the JVM servers' jars resolved from Maven
+        Central, shared by every ``PULSE_HOME`` on the machine.
+    kafka_bootstrap:
+        ``PULSE_KAFKA_BOOTSTRAP``: ``host:port[,host:port]`` of an external Kafka cluster; when
+        unset, the embedded broker's address from the state file (``None`` before ``pulse up``).
+    cassandra_hosts:
+        ``PULSE_CASSANDRA_HOSTS``: comma-separated ``host[:port]`` contact points of an external
+        Cassandra cluster; when unset, the embedded node from the state file.
+    cassandra_keyspace:
+        ``PULSE_CASSANDRA_KEYSPACE`` (default ``pulse``).
+    cassandra_replication:
+        ``PULSE_CASSANDRA_REPLICATION`` (default ``1``): SimpleStrategy replication factor used
+        when Pulse creates the keyspace.
+    cassandra_protocol_version:
+        ``PULSE_CASSANDRA_PROTOCOL`` (default ``5``; use 4 for Cassandra 3.x/4.x clusters).
+    qdrant_url:
+        ``PULSE_QDRANT_URL``: URL of a Qdrant server; when unset, the embedded qdrant-edge
+        engine stores vectors under ``$PULSE_HOME/qdrant``.
+    schema_registry_url:
+        ``PULSE_SCHEMA_REGISTRY_URL``: when set, events use the Confluent wire format with schema
+        ids from that registry instead of Avro single-object encoding.
+    app_id:
+        ``PULSE_APP_ID`` (default ``pulse``): the Faust application id, i.e. the consumer-group
+        prefix and the changelog-topic prefix.
+    topic_partitions:
+        ``PULSE_PARTITIONS`` (default ``0`` = as each topic in ``infra/kafka/topics.toml`` says):
+        overrides every topic's partition count when topics are created.
+    web_port:
+        ``PULSE_WEB_PORT`` (default ``6066``): first port a worker's Faust web server tries.
+    sink_batch_size / sink_flush_interval_s:
+        ``PULSE_SINK_BATCH`` (default ``500`` rows) and ``PULSE_SINK_FLUSH_S`` (default ``1.0``):
+        a sink flushes when either is reached, and always before offsets are committed.
+    kafka_heap / cassandra_heap:
+        ``PULSE_KAFKA_HEAP`` (default ``512m``) and ``PULSE_CASSANDRA_HEAP`` (default ``1g``):
+        JVM heap of the embedded servers.
+    startup_timeout_s:
+        ``PULSE_STARTUP_TIMEOUT_S`` (default ``180``): how long ``pulse up`` waits for a server.
+    """
+
+    home: Path
+    cache_dir: Path
+    kafka_bootstrap: str | None = None
+    cassandra_hosts: tuple[str, ...] = ()
+    cassandra_keyspace: str = "pulse"
+    cassandra_replication: int = 1
+    cassandra_protocol_version: int = 5
+    qdrant_url: str | None = None
+    schema_registry_url: str | None = None
+    app_id: str = "pulse"
+    topic_partitions: int = 0
+    web_port: int = 6066
+    sink_batch_size: int = 500
+    sink_flush_interval_s: float = 1.0
+    kafka_heap: str = "512m"
+    cassandra_heap: str = "1g"
+    startup_timeout_s: float = 180.0
+    external: frozenset[str] = field(default_factory=frozenset)
+    """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
+
+    @property
+    def state_file(self) -> Path:
+        """``$PULSE_HOME/servers.json``: what ``pulse up`` started, where, with which PIDs."""
+        return self.home / "servers.json"
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Directory of the embedded qdrant-edge shards."""
+        return self.home / "qdrant"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``) and the state file.
+
+        Raises
+        ------
+        SettingsError
+            A variable holds a value of the wrong type.
+        """
+        env = os.environ if env is None else env
+        home = Path(env.get("PULSE_HOME") or Path.home() / ".pulse").expanduser().resolve()
+        cache = Path(env.get("PULSE_CACHE") or Path.home() / ".cache" / "pulse").expanduser().resolve()
+        state = read_state(home / "servers.json")
+        external = {name for name, var in (("kafka", "PULSE_KAFKA_BOOTSTRAP"),
+                                          ("cassandra", "PULSE_CASSANDRA_HOSTS"),
+                                          ("qdrant", "PULSE_QDRANT_URL")) if env.get(var)}
+        kafka = env.get("PULSE_KAFKA_BOOTSTRAP") or state.get("kafka", {}).get("bootstrap")
+        hosts_raw = env.get("PULSE_CASSANDRA_HOSTS") or ",".join(state.get("cassandra", {}).get("hosts", []))
+        hosts = tuple(h.strip() for h in hosts_raw.split(",") if h.strip())
+        return cls(
+            home=home,
+            cache_dir=cache,
+            kafka_bootstrap=kafka or None,
+            cassandra_hosts=hosts,
+            cassandra_keyspace=env.get("PULSE_CASSANDRA_KEYSPACE") or "pulse",
+            cassandra_replication=_int(env, "PULSE_CASSANDRA_REPLICATION", 1),
+            cassandra_protocol_version=_int(env, "PULSE_CASSANDRA_PROTOCOL", 5),
+            qdrant_url=env.get("PULSE_QDRANT_URL") or None,
+            schema_registry_url=env.get("PULSE_SCHEMA_REGISTRY_URL") or None,
+            app_id=env.get("PULSE_APP_ID") or "pulse",
+            topic_partitions=_int(env, "PULSE_PARTITIONS", 0),
+            web_port=_int(env, "PULSE_WEB_PORT", 6066),
+            sink_batch_size=_int(env, "PULSE_SINK_BATCH", 500),
+            sink_flush_interval_s=_float(env, "PULSE_SINK_FLUSH_S", 1.0),
+            kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
+            cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",
+            startup_timeout_s=_float(env, "PULSE_STARTUP_TIMEOUT_S", 180.0),
+            external=frozenset(external),
+        )
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some fields changed (settings stay frozen)."""
+        return replace(self, **changes)
+
+
+def read_state(path: Path) -> dict:
+    """The state file's JSON object, or ``{}`` when there is none (or it is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cassandra_contact_points(hosts: tuple[str, ...]) -> tuple[list[str], int]:
+    """Split ``("127.0.0.1:9042", ...)`` into driver contact points and one native port.
+
+    The Python driver takes a single port for all contact points; the first explicit port wins
+    and ``9042`` is the default.
+    """
+    points, port = [], None
+    for h in hosts:
+        host, _, p = h.rpartition(":") if ":" in h else (h, "", "")
+        points.append(host or h)
+        if p and port is None:
+            port = int(p)
+    return points, port or 9042
