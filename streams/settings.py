@@ -81,7 +81,11 @@ class Settings:
         ``PULSE_PARTITIONS`` (default ``0`` = as each topic in ``infra/kafka/topics.toml`` says):
         overrides every topic's partition count when topics are created.
     web_port:
-        ``PULSE_WEB_PORT`` (default ``6066``): first port a worker's Faust web server tries.
+        ``PULSE_WEB_PORT`` (default ``0`` = off): port of a worker's Faust web server (its
+        ``/stats`` and agent views); one worker per port.
+    session_timeout_s:
+        ``PULSE_SESSION_TIMEOUT_S`` (default ``10``): Kafka consumer session timeout; a killed
+        worker's partitions move to the surviving workers after at most this long.
     sink_batch_size / sink_flush_interval_s:
         ``PULSE_SINK_BATCH`` (default ``500`` rows) and ``PULSE_SINK_FLUSH_S`` (default ``1.0``):
         a sink flushes when either is reached, and always before offsets are committed.
@@ -103,7 +107,8 @@ class Settings:
     schema_registry_url: str | None = None
     app_id: str = "pulse"
     topic_partitions: int = 0
-    web_port: int = 6066
+    web_port: int = 0
+    session_timeout_s: float = 10.0
     sink_batch_size: int = 500
     sink_flush_interval_s: float = 1.0
     kafka_heap: str = "512m"
@@ -153,7 +158,8 @@ class Settings:
             schema_registry_url=env.get("PULSE_SCHEMA_REGISTRY_URL") or None,
             app_id=env.get("PULSE_APP_ID") or "pulse",
             topic_partitions=_int(env, "PULSE_PARTITIONS", 0),
-            web_port=_int(env, "PULSE_WEB_PORT", 6066),
+            web_port=_int(env, "PULSE_WEB_PORT", 0),
+            session_timeout_s=_float(env, "PULSE_SESSION_TIMEOUT_S", 10.0),
             sink_batch_size=_int(env, "PULSE_SINK_BATCH", 500),
             sink_flush_interval_s=_float(env, "PULSE_SINK_FLUSH_S", 1.0),
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",

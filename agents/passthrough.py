@@ -1,0 +1,21 @@
+"""Pass-through agent: decode, validate, re-emit. The runtime's own overhead, measured by
+``pulse bench backbone`` against a plain confluent-kafka consume-produce loop.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from streams.effects import Effect, Emit
+
+from .base import AgentSpec
+
+
+def make_spec(source: str, sink: str, schema: str, batch_size: int = 1000) -> AgentSpec:
+    """A pass-through agent re-emitting every ``schema`` event of ``source`` to ``sink``."""
+
+    def process(topic: str, record: dict[str, Any]) -> list[Effect]:
+        return [Emit(sink, record)]
+
+    return AgentSpec(name="passthrough", topics=(source,), process=process,
+                     doc="Re-emits every event unchanged (benchmark baseline of the runtime).",
+                     batch_size=batch_size, topic_schemas={source: schema, sink: schema})

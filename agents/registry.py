@@ -1,0 +1,28 @@
+"""The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
+from __future__ import annotations
+
+from . import materializer
+from .base import AgentSpec
+
+#: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
+AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
+    materializer.SPEC,
+)}
+
+
+def select(names: str | None) -> list[AgentSpec]:
+    """Agents named in a comma-separated list (``None`` or ``"all"``: every agent).
+
+    Raises
+    ------
+    KeyError
+        A name is not registered; the message lists the registered agents.
+    """
+    if not names or names == "all":
+        return list(AGENTS.values())
+    chosen = []
+    for n in (x.strip() for x in names.split(",") if x.strip()):
+        if n not in AGENTS:
+            raise KeyError(f"unknown agent {n!r}; registered agents: {', '.join(AGENTS)}")
+        chosen.append(AGENTS[n])
+    return chosen

@@ -1,0 +1,66 @@
+"""The Faust application factory (no module-level app: build one per process from settings)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from agents.base import AgentSpec
+
+from .runtime import RuntimeContext, bind
+from .settings import Settings
+from .topics import require_bootstrap
+
+
+def faust_broker_urls(bootstrap: str) -> list[str]:
+    """``"h1:9092,h2:9092"`` -> ``["kafka://h1:9092", "kafka://h2:9092"]``."""
+    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
+
+
+def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str | None = None):
+    """A Faust app running ``agents``; returns ``(app, RuntimeContext)``.
+
+    All agents of one app share one consumer group (``app_id``, default ``settings.app_id``), so
+    workers started with the same agents split the partitions between them. Tables use the memory
+    store with changelog topics; source topics are never declared by Faust (``pulse topics
+    create`` made them with the catalog's partition counts).
+
+    Raises
+    ------
+    TopicError
+        No Kafka cluster is configured.
+    """
+    import faust
+
+    extra: dict[str, str] = {}
+    for spec in agents:
+        extra.update(spec.topic_schemas)
+    app = faust.App(
+        app_id or settings.app_id,
+        broker=faust_broker_urls(require_bootstrap(settings)),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        web_enabled=settings.web_port > 0,
+        web_port=max(settings.web_port, 1),
+        web_host="127.0.0.1",
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 4),
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        producer_linger_ms=5,
+        producer_max_batch_size=1 << 20,
+        consumer_max_fetch_size=4 << 20,
+        stream_buffer_maxsize=16384,
+        datadir=str(settings.home / "faust" / (app_id or settings.app_id)),
+    )
+    ctx = RuntimeContext(settings, extra)
+    for spec in agents:
+        bind(app, ctx, spec)
+
+    @app.on_shutdown.connect
+    async def _close_sinks(app_, **kwargs):  # noqa: ARG001
+        ctx.close()
+
+    return app, ctx

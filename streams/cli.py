@@ -1,0 +1,333 @@
+"""``pulse``: the command line of Pulse (typer + rich).
+
+Every command builds one :class:`~streams.settings.Settings` from the environment and the state
+file, and turns Pulse's own errors into one red line a person can act on (exit code 1), never a
+traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import Settings, SettingsError
+
+app = typer.Typer(help="Pulse: event-sourced stream processing for a social platform's AI systems.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Topics of the catalog (infra/kafka/topics.toml).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: one JSON object each, with a same-run baseline.",
+                        no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .cassandra import ViewStoreError
+    from .codec import CodecError
+    from .publisher import PublishError
+    from .servers.supervisor import ServerError
+    from .sinks import SinkError
+    from .topics import TopicError
+
+    return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
+            SettingsError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def friendly(fn):
+    """Run a command; print Pulse's own errors as one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130)
+        except _user_errors() as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(1)
+        except KeyError as exc:  # registry / catalog look-ups carry their own message
+            err_console.print(f"[bold red]error:[/] {exc.args[0] if exc.args else exc}")
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+# ---------------------------------------------------------------------------------- servers
+
+
+@app.command()
+@friendly
+def up() -> None:
+    """Start embedded Kafka and Cassandra (unless external ones are configured), create the topics
+    and the views, and print what runs where."""
+    from .servers.supervisor import up as servers_up
+
+    s = settings()
+    with console.status("starting servers") as status:
+        servers_up(s, on_step=lambda m: status.update(m))
+    s = settings()  # re-read: the state file now has the addresses
+    _prepare(s)
+    _print_status(s)
+
+
+def _prepare(s: Settings) -> None:
+    from .cassandra import apply_schema
+    from .topics import create_topics
+
+    created = create_topics(s)
+    n_new = sum(1 for v in created.values() if v == "created")
+    console.print(f"topics: {n_new} created, {len(created) - n_new} already there")
+    mismatched = {k: v for k, v in created.items() if v.startswith("exists (")}
+    for k, v in mismatched.items():
+        console.print(f"[yellow]topic {k}: {v}[/]")
+    n = apply_schema(s)
+    console.print(f"views: keyspace {s.cassandra_keyspace} with {n - 1} tables ready")
+
+
+@app.command()
+@friendly
+def down() -> None:
+    """Stop what `pulse up` started (by PID, nothing else). Data is kept for the next `up`."""
+    from .servers.supervisor import down as servers_down
+
+    stopped = servers_down(settings())
+    for line in stopped or ["nothing was running"]:
+        console.print(line)
+
+
+@app.command()
+@friendly
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show each server: running, stopped or external, its address and PID."""
+    s = settings()
+    if as_json:
+        from .servers.supervisor import status as servers_status
+
+        print(json.dumps(servers_status(s), default=str, indent=2))
+    else:
+        _print_status(s)
+
+
+def _print_status(s: Settings) -> None:
+    from .servers.supervisor import status as servers_status
+
+    st = servers_status(s)
+    t = Table(title=f"Pulse servers (PULSE_HOME={s.home})")
+    for col in ("server", "state", "address", "pid", "answering"):
+        t.add_column(col)
+    for name, info in st.items():
+        if not isinstance(info, dict):
+            continue
+        t.add_row(name, str(info.get("state", "")), str(info.get("address", "")),
+                  str(info.get("pid", "") or ""), str(info.get("answering", "")))
+    console.print(t)
+
+
+# ----------------------------------------------------------------------------------- topics
+
+
+@topics_app.command("create")
+@friendly
+def topics_create() -> None:
+    """Create every topic of the catalog that is missing (idempotent)."""
+    from .topics import create_topics
+
+    for name, outcome in create_topics(settings()).items():
+        console.print(f"{name}: {outcome}")
+
+
+@topics_app.command("list")
+@friendly
+def topics_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                internal: bool = typer.Option(False, help="Include Kafka's internal topics.")) -> None:
+    """Topics on the cluster with partition counts and end offsets."""
+    from .topics import list_topics, topic_catalog
+
+    infos = list_topics(settings(), include_internal=internal)
+    if as_json:
+        print(json.dumps([{"topic": i.name, "partitions": i.partitions,
+                           "end_offsets": list(i.end_offsets), "messages": i.messages,
+                           "in_catalog": i.in_catalog} for i in infos], indent=2))
+        return
+    cat = topic_catalog()
+    t = Table(title="topics")
+    for col in ("topic", "partitions", "end offsets (sum)", "event type", "policy"):
+        t.add_column(col)
+    for i in infos:
+        spec = cat.get(i.name)
+        t.add_row(i.name, str(i.partitions), str(i.messages),
+                  spec.schema if spec else "-", spec.policy if spec else "-")
+    console.print(t)
+
+
+# ----------------------------------------------------------------------------------- worker
+
+
+@app.command()
+@friendly
+def agents() -> None:
+    """List the registered agents and the topics they consume."""
+    from agents.registry import AGENTS
+
+    t = Table(title="agents")
+    for col in ("agent", "consumes", "what it does"):
+        t.add_column(col)
+    for spec in AGENTS.values():
+        t.add_row(spec.name, ", ".join(spec.topics), spec.doc)
+    console.print(t)
+
+
+@app.command()
+@friendly
+def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
+                                                     help="Comma-separated agents (default: all)."),
+           loglevel: str = typer.Option("warning", help="Faust/aiokafka log level.")) -> None:
+    """Run agents as a Faust worker until SIGTERM/SIGINT. Start several workers (same agents) to
+    share the partitions; a killed worker's partitions move to the others."""
+    from faust.worker import Worker
+
+    from agents.registry import select
+
+    from .app import create_app
+
+    s = settings()
+    specs = select(agent_names)
+    faust_app, _ = create_app(s, specs)
+    err_console.print(f"worker: agents {', '.join(sp.name for sp in specs)} on {s.kafka_bootstrap} "
+                      f"(consumer group {s.app_id})")
+    Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+# --------------------------------------------------------------------------------- publishing
+
+
+@app.command()
+@friendly
+def publish(file: Path = typer.Argument(..., help="JSON Lines file, one event per line."),
+            topic: str = typer.Option(..., "--topic", help="Topic to publish to.")) -> None:
+    """Validate each line against the topic's schema and publish it; bad lines are reported with
+    their line number and sent to `dead-letters` with their original text."""
+    from rich.progress import Progress
+
+    from .publisher import Publisher, publish_jsonl
+
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file")
+    total = sum(1 for _ in open(file, "rb"))
+    with Publisher(settings(), producer_name="pulse-publish") as pub, Progress(console=err_console) as bar:
+        task = bar.add_task(f"publishing to {topic}", total=total)
+        report = publish_jsonl(pub, file, topic, on_line=lambda n: bar.update(task, completed=n))
+    for n, reason in report.errors:
+        err_console.print(f"[red]line {n}:[/] {reason}", highlight=False)
+    console.print(f"published {report.published}, invalid {report.invalid} "
+                  f"(sent to dead-letters: {report.dead_lettered})")
+    if report.invalid:
+        raise typer.Exit(2)
+
+
+@app.command("dead-letters")
+@friendly
+def dead_letters(limit: int = typer.Option(20, help="How many to show (newest last)."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
+    """List dead letters: where each came from, why, and the start of its original bytes."""
+    from replay.reader import read_topic
+
+    rows = list(read_topic(settings(), "dead-letters", last=limit))
+    if as_json:
+        for pos, rec in rows:
+            rec = dict(rec, key=(rec.get("key") or b"").decode("utf-8", "replace"),
+                       value=rec["value"].decode("utf-8", "replace"))
+            print(json.dumps(rec, default=str))
+        return
+    t = Table(title=f"dead-letters (last {limit})")
+    for col in ("offset", "source", "consumer", "reason", "original (start)"):
+        t.add_column(col, overflow="fold")
+    for pos, rec in rows:
+        src = f"{rec['source_topic']}[{rec.get('partition')}]@{rec.get('offset')}" \
+            if rec.get("partition") is not None else rec["source_topic"]
+        t.add_row(str(pos.offset), src, rec.get("consumer", ""), rec["reason"],
+                  rec["value"][:60].decode("utf-8", "replace"))
+    console.print(t)
+    if not rows:
+        console.print("no dead letters")
+
+
+# -------------------------------------------------------------------------------------- views
+
+
+@app.command()
+@friendly
+def posts(creator: str = typer.Option(..., "--creator", help="Creator's user id."),
+          limit: int = typer.Option(20, help="How many, newest first.")) -> None:
+    """A creator's posts, newest first, read from the Cassandra view."""
+    from .views import posts_by_creator
+
+    rows = posts_by_creator(settings(), creator, limit)
+    t = Table(title=f"posts by {creator}")
+    for col in ("uploaded (UTC)", "post", "kind", "title / caption", "hashtags"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["uploaded_at"].strftime("%Y-%m-%d %H:%M"), r["post_id"], r["kind"],
+                  (r["title"] or r["caption"] or "")[:80], " ".join(f"#{h}" for h in r["hashtags"] or []))
+    console.print(t if rows else f"no posts by {creator}")
+
+
+@app.command()
+@friendly
+def follows(user_id: str = typer.Argument(..., help="User id."),
+            limit: int = typer.Option(20, help="How many followees to list.")) -> None:
+    """Whom a user follows, and their follower and following counts, from the Cassandra views."""
+    from .views import follow_summary
+
+    f = follow_summary(settings(), user_id, limit)
+    console.print(f"{user_id}: {f['followers']} followers, follows {f['following']}")
+    for row in f["followees"]:
+        console.print(f"  -> {row['followee_id']} (since {row['since']:%Y-%m-%d})")
+
+
+@app.command()
+@friendly
+def demo(stackexchange: Optional[Path] = typer.Option(
+             None, help="A Stack Exchange data dump directory (Posts.xml, Users.xml, ...)."),
+         media: Optional[Path] = typer.Option(None, help="A directory of video clips and images."),
+         photos: bool = typer.Option(True, help="Publish scikit-image's sample photos."),
+         timeout: float = typer.Option(900.0, help="Seconds to wait for the agents to catch up.")) -> None:
+    """Run the main job: servers up, agents running, real input published, summary printed."""
+    from .demo import DemoError, print_summary, run_demo
+
+    try:
+        result = run_demo(settings(), stackexchange=stackexchange, media=media, photos=photos,
+                          timeout_s=timeout, console=err_console)
+    except DemoError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1)
+    print_summary(result, console)
+    console.print("servers keep running: try `pulse posts --creator ...`, `pulse follows ...`; "
+                  "`pulse down` stops them")
+
+
+def main() -> None:
+    """Entry point of the ``pulse`` script."""
+    try:
+        app()
+    except SettingsError as exc:  # raised before a command's own handler runs
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""`pulse demo`: the main job on embedded defaults, end to end, on real input.
+
+1. bring the servers up (or use the configured external ones), create topics and views;
+2. start a `pulse worker` process running every registered agent;
+3. publish a real platform's history (a Stack Exchange dump: sign-ups, posts, comments,
+   favourites and derived follows, in time order with their real timestamps) and real media
+   (scikit-image's sample photos, and the video clips of ``--media``) as events;
+4. wait until the worker's consumer group has committed every published offset;
+5. print a summary per topic and per view, and stop the worker (the servers keep running, so the
+   views can be queried: `pulse posts`, `pulse follows`; `pulse down` stops them).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agents.registry import AGENTS
+
+from .settings import Settings
+from .topics import require_bootstrap
+
+#: Source record kind (streams.sources) -> topic.
+KIND_TOPIC = {"user_signup": "signups", "upload": "uploads", "interaction": "interactions",
+              "follow": "follows"}
+
+
+class DemoError(RuntimeError):
+    """The demo could not finish (worker died, input missing, timeout); the message says why."""
+
+
+@dataclass
+class DemoResult:
+    """What the demo published and what the views hold afterwards."""
+
+    published: Counter = field(default_factory=Counter)
+    skipped: dict[str, int] = field(default_factory=dict)
+    end_offsets: dict[str, int] = field(default_factory=dict)
+    views: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def collect_events(stackexchange: Path | None, media: Path | None, photos: bool,
+                   now_ms: int) -> tuple[list[tuple[str, dict]], dict[str, int]]:
+    """Every demo event as ``(topic, record)`` in publishing order, plus skip counts by reason."""
+    from .sources import media as media_src
+
+    events: list[tuple[str, dict]] = []
+    skipped: dict[str, int] = {}
+    if stackexchange is not None:
+        from .sources import stackexchange as se
+
+        dump = se.load_dump(stackexchange)
+        events.extend((KIND_TOPIC[kind], rec) for kind, rec in se.iter_events_in_time_order(dump))
+        skipped.update({f"stackexchange: {k}": v for k, v in dump.skipped.items()})
+    if photos:
+        events.extend(("uploads", rec) for rec in media_src.scikit_image_uploads(now_ms))
+    if media is not None:
+        uploads, media_skipped = media_src.media_dir_uploads(media, now_ms)
+        events.extend(("uploads", rec) for rec in uploads)
+        skipped.update({f"media: {k}": v for k, v in media_skipped.items()})
+    return events, skipped
+
+
+def start_worker(settings: Settings, log_path: Path, agents: str | None = None) -> subprocess.Popen:
+    """Start `pulse worker` as a child process logging to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "streams.cli", "worker"] + (["--agents", agents] if agents else [])
+    env = dict(os.environ, PULSE_HOME=str(settings.home))
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+
+
+def stop_worker(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """SIGTERM the worker and wait; SIGKILL it if it does not stop within ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file ('' when absent)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def group_lag(settings: Settings, group: str, topics: list[str]) -> tuple[int, int]:
+    """``(committed, end)``: summed committed offsets of consumer group ``group`` and summed end
+    offsets over every partition of ``topics``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": require_bootstrap(settings), "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        md = c.list_topics(timeout=10).topics
+        tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
+        end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
+        return committed, end
+    finally:
+        c.close()
+
+
+def wait_caught_up(settings: Settings, topics: list[str], worker: subprocess.Popen, log_path: Path,
+                   timeout_s: float, on_progress: Callable[[int, int], None]) -> None:
+    """Block until the worker's group committed every end offset of ``topics``.
+
+    Raises
+    ------
+    DemoError
+        The worker exited, or ``timeout_s`` seconds passed (with the worker log's tail).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if worker.poll() is not None:
+            raise DemoError(f"the worker exited with code {worker.returncode}; "
+                            f"its log ({log_path}) ends:\n{log_tail(log_path)}")
+        committed, end = group_lag(settings, settings.app_id, topics)
+        on_progress(committed, end)
+        if committed >= end:
+            return
+        if time.monotonic() > deadline:
+            raise DemoError(f"the worker processed {committed} of {end} events in {timeout_s:.0f} s; "
+                            f"its log ({log_path}) ends:\n{log_tail(log_path)}")
+        time.sleep(1.0)
+
+
+def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | None,
+             photos: bool = True, timeout_s: float = 900.0, console: Console | None = None
+             ) -> DemoResult:
+    """Run the whole demo (see the module docstring); returns its :class:`DemoResult`.
+
+    Raises
+    ------
+    DemoError, ServerError, TopicError, ViewStoreError, PublishError
+        With a message saying what failed.
+    """
+    from .cassandra import apply_schema
+    from .publisher import Publisher
+    from .servers.supervisor import up
+    from .topics import create_topics, list_topics
+    from .views import table_counts
+
+    console = console or Console(stderr=True)
+    result = DemoResult()
+    for label, path in (("--stackexchange", stackexchange), ("--media", media)):
+        if path is not None and not Path(path).is_dir():
+            raise DemoError(f"{label} {path}: no such directory")
+    t0 = time.monotonic()
+    with console.status("starting servers") as st:
+        up(settings, on_step=lambda m: st.update(m))
+    settings = Settings.from_env({**os.environ, "PULSE_HOME": str(settings.home)})  # new addresses
+    create_topics(settings)
+    apply_schema(settings)
+    result.seconds["servers_ready"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    with console.status("reading input"):
+        events, result.skipped = collect_events(stackexchange, media, photos, int(time.time() * 1000))
+    result.seconds["read_input"] = round(time.monotonic() - t0, 1)
+
+    log_path = settings.home / "logs" / "demo-worker.log"
+    worker = start_worker(settings, log_path)
+    try:
+        t0 = time.monotonic()
+        with Publisher(settings, producer_name="pulse-demo") as pub, _progress(console) as bar:
+            task = bar.add_task("publishing events", total=len(events))
+            for i, (topic, record) in enumerate(events, 1):
+                pub.publish(topic, record)
+                result.published[topic] += 1
+                if i % 500 == 0:
+                    bar.update(task, completed=i)
+            bar.update(task, completed=len(events))
+        result.seconds["publish"] = round(time.monotonic() - t0, 1)
+
+        t0 = time.monotonic()
+        consumed = sorted({t for spec in AGENTS.values() for t in spec.topics})
+        with _progress(console) as bar:
+            task = bar.add_task("agents processing", total=None)
+            wait_caught_up(settings, consumed, worker, log_path, timeout_s,
+                           lambda done, end: bar.update(task, completed=done, total=end))
+        result.seconds["process"] = round(time.monotonic() - t0, 1)
+    finally:
+        stop_worker(worker)
+
+    result.end_offsets = {i.name: i.messages for i in list_topics(settings) if i.in_catalog}
+    result.dead_letters = result.end_offsets.get("dead-letters", 0)
+    result.views = table_counts(settings, ("users", "posts", "posts_by_creator", "following", "followers"))
+    return result
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    """The demo's closing tables: per topic, per view, and what was skipped."""
+    t = Table(title="topics")
+    for col in ("topic", "published now", "end offsets (all runs)"):
+        t.add_column(col)
+    for topic, end in result.end_offsets.items():
+        if end or result.published.get(topic):
+            t.add_row(topic, str(result.published.get(topic, 0)), str(end))
+    console.print(t)
+    v = Table(title="views (Cassandra rows)")
+    v.add_column("view")
+    v.add_column("rows")
+    for name, n in result.views.items():
+        v.add_row(name, str(n))
+    console.print(v)
+    for reason, n in result.skipped.items():
+        console.print(f"skipped {n}: {reason}")
+    console.print(f"dead letters on the topic: {result.dead_letters}")
+    console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))

@@ -1,0 +1,163 @@
+"""Binding agents to Faust: decode, dead-letter, process, flush sinks, emit, then acknowledge.
+
+Per agent, the binding takes up to ``spec.batch_size`` raw events (``stream.take_events``) and:
+
+1. decodes each value with the topic's codec; undecodable values become ``DeadLetter`` events;
+2. calls the agent's pure ``process``; an exception there also dead-letters the event (with the
+   agent's name and the error), instead of crash-looping the worker on one poison message;
+3. writes the batch's view effects through the sinks (in an executor thread, so the event loop
+   never blocks on Cassandra or Qdrant) and hands emitted events to Faust's producer;
+4. only then lets ``take_events`` acknowledge the events; Faust flushes the producer before it
+   commits offsets. Together: at-least-once, and idempotent sinks make it effectively once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Iterable, Sequence
+
+from agents.base import AgentSpec
+
+from .codec import CodecError, codec_for
+from .deadletters import DEAD_LETTER_TOPIC, dead_letter
+from .effects import Effect, Emit
+from .settings import Settings
+from .sinks import CassandraSink, SinkSet, VectorSink
+from .topics import topic_catalog
+
+log = logging.getLogger("pulse.runtime")
+
+
+class RuntimeContext:
+    """What a worker's agents share: settings, codecs per topic, sinks (opened lazily).
+
+    Thread-safety: ``sinks()`` may be first called from executor threads; a lock guards opening.
+    """
+
+    def __init__(self, settings: Settings, extra_schemas: dict[str, str] | None = None):
+        self.settings = settings
+        self._schemas = {name: spec.schema for name, spec in topic_catalog().items()}
+        self._schemas.update(extra_schemas or {})
+        self._codecs: dict[str, Any] = {}
+        self._sinks: SinkSet | None = None
+        self._lock = threading.Lock()
+        self._closers: list = []
+        self.counters: dict[str, int] = {"events": 0, "dead_letters": 0, "emitted": 0, "rows": 0}
+
+    def codec(self, topic: str):
+        """The codec of ``topic``'s event type (catalog or ``extra_schemas``)."""
+        c = self._codecs.get(topic)
+        if c is None:
+            try:
+                schema = self._schemas[topic]
+            except KeyError:
+                raise KeyError(f"topic {topic!r} carries no known event type") from None
+            c = self._codecs[topic] = codec_for(self.settings, schema, topic)
+        return c
+
+    def key_of(self, topic: str, record: dict[str, Any]) -> bytes | None:
+        """The message key of ``record`` on ``topic``: its catalog key field, UTF-8."""
+        spec = topic_catalog().get(topic)
+        if spec is None:
+            return None
+        value = record.get(spec.key)
+        return None if value is None else str(value).encode()
+
+    def sinks(self, needs: Iterable[str]) -> SinkSet:
+        """The worker's sinks, opening Cassandra / the vector index on first need (blocking)."""
+        needs = set(needs)
+        with self._lock:
+            if self._sinks is None:
+                self._sinks = SinkSet()
+            if "cassandra" in needs and self._sinks.cassandra is None:
+                from .cassandra import connect
+
+                cluster, session = connect(self.settings, self.settings.cassandra_keyspace)
+                self._closers.append(cluster.shutdown)
+                self._sinks.cassandra = CassandraSink(session)
+            if "vectors" in needs and self._sinks.vectors is None:
+                from .vectors import open_vector_index
+
+                index = open_vector_index(self.settings)
+                self._closers.append(index.close)
+                self._sinks.vectors = VectorSink(index)
+            return self._sinks
+
+    def close(self) -> None:
+        """Close every sink connection opened so far."""
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # closing is best effort at shutdown
+                log.exception("closing a sink failed")
+        self._closers.clear()
+
+
+def process_batch(ctx: RuntimeContext, spec: AgentSpec,
+                  messages: Sequence[tuple[str, int | None, int | None, bytes | None, bytes | None]]
+                  ) -> tuple[list[Effect], list[Emit]]:
+    """Decode and process raw messages ``(topic, partition, offset, key, value)``.
+
+    Returns ``(view_effects, emits)``; undecodable or failing messages become dead-letter emits.
+    This is the whole per-batch logic of the worker, without Faust, so replay and tests share it.
+    """
+    effects: list[Effect] = []
+    emits: list[Emit] = []
+    for topic, partition, offset, key, value in messages:
+        try:
+            record = ctx.codec(topic).decode(value)
+        except CodecError as exc:
+            emits.append(Emit(DEAD_LETTER_TOPIC, dead_letter(
+                source_topic=topic, partition=partition, offset=offset, key=key, value=value,
+                reason=str(exc), error_type="CodecError", consumer=spec.name, producer=spec.name)))
+            continue
+        try:
+            out = spec.process(topic, record)
+        except Exception as exc:  # a bug or bad data in one event must not stop the partition
+            log.exception("agent %s failed on %s[%s]@%s", spec.name, topic, partition, offset)
+            emits.append(Emit(DEAD_LETTER_TOPIC, dead_letter(
+                source_topic=topic, partition=partition, offset=offset, key=key, value=value,
+                reason=f"{spec.name} failed: {exc!r}", error_type=type(exc).__name__,
+                consumer=spec.name, producer=spec.name)))
+            continue
+        for e in out:
+            (emits if isinstance(e, Emit) else effects).append(e)
+    return effects, emits
+
+
+async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, producer,
+                        effects: list[Effect], emits: list[Emit]) -> None:
+    """Write view effects through the sinks (executor thread), then hand emits to ``producer``.
+
+    ``producer`` is Faust's (``app.producer``): ``send`` enqueues, and Faust flushes it before
+    committing offsets.
+    """
+    if effects:
+        loop = asyncio.get_running_loop()
+        sinks = await loop.run_in_executor(None, ctx.sinks, spec.sinks)
+        ctx.counters["rows"] += await loop.run_in_executor(None, sinks.write, effects)
+    for e in emits:
+        value = ctx.codec(e.topic).encode(e.record)
+        await producer.send(e.topic, ctx.key_of(e.topic, e.record), value, None, None, None)
+        if e.topic == DEAD_LETTER_TOPIC:
+            ctx.counters["dead_letters"] += 1
+        else:
+            ctx.counters["emitted"] += 1
+
+
+def bind(app, ctx: RuntimeContext, spec: AgentSpec):
+    """Register ``spec`` as a Faust agent on ``app`` reading its topics as raw bytes."""
+    channel = app.topic(*spec.topics, key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw")
+
+    async def run(stream):
+        async for events in stream.take_events(spec.batch_size, within=spec.within_s):
+            batch = [(ev.message.topic, ev.message.partition, ev.message.offset,
+                      ev.message.key, ev.message.value) for ev in events]
+            effects, emits = process_batch(ctx, spec, batch)
+            await apply_effects(ctx, spec, app.producer, effects, emits)
+            ctx.counters["events"] += len(batch)
+
+    run.__name__ = spec.name
+    return app.agent(channel, name=spec.name)(run)

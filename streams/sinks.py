@@ -1,0 +1,164 @@
+"""Sinks: batch the effects agents return and write them idempotently.
+
+A sink collects effects with :meth:`add` and writes them with :meth:`flush`. The runtime flushes
+every sink after each batch of consumed events and *before* those events are acknowledged, so
+Faust only commits offsets whose effects are durable (at-least-once). Writes are keyed by ids
+from the events and stamped with the event time (``USING TIMESTAMP``), so re-delivery and replay
+produce the same rows (see ``infra/cassandra/schema.cql``).
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any, Iterable
+
+from .effects import Delete, Upsert, VectorDelete, VectorUpsert
+
+
+class SinkError(RuntimeError):
+    """A batch could not be written; nothing of it is acknowledged, so it will be re-delivered."""
+
+
+class CassandraSink:
+    """Batched, idempotent Cassandra writer for :class:`Upsert` and :class:`Delete` effects.
+
+    Statements are prepared once per (table, column set) and executed concurrently with
+    ``cassandra.concurrent.execute_concurrent_with_args`` at ``concurrency`` requests in flight.
+    Not thread-safe for concurrent ``add``/``flush`` from several threads (one per agent).
+    """
+
+    def __init__(self, session, concurrency: int = 64):
+        self.session = session
+        self.concurrency = concurrency
+        self._prepared: dict[tuple, Any] = {}
+        self._pending: dict[tuple, list[tuple]] = defaultdict(list)
+        self.rows_written = 0
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    def _statement(self, key: tuple):
+        stmt = self._prepared.get(key)
+        if stmt is None:
+            kind, table, cols = key
+            if kind == "upsert":
+                cql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                       f"({', '.join('?' for _ in cols)}) USING TIMESTAMP ?")
+            else:
+                where = " AND ".join(f"{c} = ?" for c in cols)
+                cql = f"DELETE FROM {table} USING TIMESTAMP ? WHERE {where}"
+            stmt = self._prepared[key] = self.session.prepare(cql)
+        return stmt
+
+    def add(self, effect: Upsert | Delete) -> None:
+        """Buffer one effect (no I/O)."""
+        if isinstance(effect, Upsert):
+            cols = tuple(sorted(effect.row))
+            self._pending[("upsert", effect.table, cols)].append(
+                tuple(effect.row[c] for c in cols) + (effect.timestamp_us,))
+        elif isinstance(effect, Delete):
+            cols = tuple(sorted(effect.key))
+            self._pending[("delete", effect.table, cols)].append(
+                (effect.timestamp_us,) + tuple(effect.key[c] for c in cols))
+        else:
+            raise TypeError(f"CassandraSink cannot write {type(effect).__name__}")
+
+    def flush(self) -> int:
+        """Write every buffered effect; returns the number of statements executed.
+
+        Raises
+        ------
+        SinkError
+            Any write failed (the buffer is kept, so the caller may retry or crash and be re-delivered).
+        """
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        done = 0
+        for key in list(self._pending):
+            params = self._pending[key]
+            try:
+                execute_concurrent_with_args(self.session, self._statement(key), params,
+                                             concurrency=self.concurrency, raise_on_first_error=True)
+            except Exception as exc:
+                raise SinkError(f"writing {len(params)} rows to {key[1]} failed: {exc}") from exc
+            done += len(params)
+            del self._pending[key]
+        self.rows_written += done
+        return done
+
+
+class VectorSink:
+    """Batched writer of :class:`VectorUpsert` / :class:`VectorDelete` effects to a ``VectorIndex``.
+
+    Upserts by id are idempotent; within one batch the last upsert of an id wins.
+    """
+
+    def __init__(self, index):
+        self.index = index
+        self._upserts: dict[str, dict[str, Any]] = defaultdict(dict)
+        self._deletes: dict[str, set[str]] = defaultdict(set)
+        self.points_written = 0
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._upserts.values()) + sum(len(v) for v in self._deletes.values())
+
+    def add(self, effect: VectorUpsert | VectorDelete) -> None:
+        """Buffer one effect (no I/O)."""
+        if isinstance(effect, VectorUpsert):
+            self._deletes[effect.collection].discard(effect.id)
+            self._upserts[effect.collection][effect.id] = effect
+        elif isinstance(effect, VectorDelete):
+            for i in effect.ids:
+                self._upserts[effect.collection].pop(i, None)
+                self._deletes[effect.collection].add(i)
+        else:
+            raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
+
+    def flush(self) -> int:
+        """Write buffered points; returns how many points were upserted or deleted."""
+        from .vectors import Point
+
+        done = 0
+        for coll, effects in list(self._upserts.items()):
+            if effects:
+                self.index.upsert(coll, [Point(e.id, e.vector, e.payload) for e in effects.values()])
+                done += len(effects)
+            del self._upserts[coll]
+        for coll, ids in list(self._deletes.items()):
+            if ids:
+                self.index.delete(coll, sorted(ids))
+                done += len(ids)
+            del self._deletes[coll]
+        self.points_written += done
+        return done
+
+
+class SinkSet:
+    """The sinks one worker process writes through; routes each effect to its sink.
+
+    ``flush`` is called from an executor thread, so a lock serialises agents sharing the set.
+    """
+
+    def __init__(self, cassandra: CassandraSink | None = None, vectors: VectorSink | None = None):
+        self.cassandra = cassandra
+        self.vectors = vectors
+        self._lock = threading.Lock()
+
+    def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete]) -> int:
+        """Buffer ``effects`` and flush them all (blocking; run it in an executor)."""
+        with self._lock:
+            for e in effects:
+                if isinstance(e, (Upsert, Delete)):
+                    if self.cassandra is None:
+                        raise SinkError(f"effect on table {e.table!r} but no Cassandra is configured")
+                    self.cassandra.add(e)
+                else:
+                    if self.vectors is None:
+                        raise SinkError(f"effect on collection {e.collection!r} but no vector index is open")
+                    self.vectors.add(e)
+            n = 0
+            if self.cassandra is not None:
+                n += self.cassandra.flush()
+            if self.vectors is not None:
+                n += self.vectors.flush()
+            return n

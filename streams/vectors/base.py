@@ -1,0 +1,411 @@
+"""The vector-index contract: collection specs, points, hits, filters and the ``VectorIndex`` ABC.
+
+Two engines implement it (DESIGN.md, "Qdrant"): :class:`~streams.vectors.qdrant_client_index.QdrantClientIndex`
+(a Qdrant server, or qdrant-client's pure-Python local mode) and
+:class:`~streams.vectors.edge_index.EdgeIndex` (Qdrant's own engine in-process, qdrant-edge-py).
+``tests/unit/test_vector_index_contract.py`` runs one suite against both.
+
+Ids. Pulse ids are strings (``"se-123"``, user ids); Qdrant point ids are uint64 or UUIDs. A Pulse
+id maps to ``uuid5(PULSE_ID_NAMESPACE, id)`` (RFC 4122 name-based UUID, so the same id is the same
+point on every engine and every replay) and the original string is kept in the payload under
+``"_id"``. Callers never see ``"_id"`` in payloads; ``Point.id`` and ``Hit.id`` are the strings.
+
+Scores are the engine's own (Qdrant's convention): ``cosine`` -> cosine similarity in [-1, 1] and
+``dot`` -> dot product, best first (descending); ``euclid`` -> Euclidean distance and
+``manhattan`` -> L1 distance, best first (ascending). On 0/1 vectors the Manhattan distance is the
+Hamming distance (an integer-valued float).
+
+Filters (``must`` / ``must_not``) are dicts from payload field to a condition:
+
+- ``{"kind": "video"}``, ``{"published": True}``, ``{"frame": 3}`` -- equality on a keyword, bool or
+  integer field; on an array field (``categories``) it matches when any element equals.
+- ``{"creator_id": ["u1", "u2"]}`` -- any-of (strings, or integers). Empty: in ``must`` nothing
+  matches; in ``must_not`` nothing is excluded.
+- ``{"created_at": {"gte": t0, "lt": t1}}`` -- range (``gt``/``gte``/``lt``/``lte``) on numbers, or on
+  RFC 3339 strings for a ``datetime`` field.
+- ``"_id"`` names the Pulse id, e.g. ``must_not={"_id": seen_post_ids}``.
+
+``must`` requires every condition; ``must_not`` excludes a point that matches *any* of its
+conditions.
+"""
+from __future__ import annotations
+
+import abc
+import math
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COLLECTIONS_TOML = REPO_ROOT / "infra" / "qdrant" / "collections.toml"
+PULSE_ID_NAMESPACE = uuid.UUID("abcd20bb-d7ad-5f95-a01f-06558fc75178")
+"""uuid5(NAMESPACE_URL, "https://pulse.events/vector-point-ids"). Never change it: every stored point id derives from it."""
+ID_FIELD = "_id"
+DISTANCES = ("cosine", "dot", "euclid", "manhattan")
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
+RANGE_OPS = ("gt", "gte", "lt", "lte")
+Distance = Literal["cosine", "dot", "euclid", "manhattan"]
+
+
+class VectorIndexError(RuntimeError):
+    """Base class of the vector layer's own errors."""
+
+
+class CollectionNotFoundError(VectorIndexError, KeyError):
+    """The collection does not exist: call ``ensure_collection`` first."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CollectionSpecMismatchError(VectorIndexError, ValueError):
+    """The collection exists with another vector size or distance (a rebuild is needed)."""
+
+
+class IndexLockedError(VectorIndexError):
+    """The on-disk index is opened by another process (or another index object in this one)."""
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """One Qdrant collection: ``size``-d vectors compared by ``distance``, with payload indexes.
+
+    ``payload_indexes`` maps a payload field to one of :data:`PAYLOAD_INDEX_TYPES`.
+    """
+
+    name: str
+    size: int
+    distance: Distance
+    payload_indexes: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"bad collection name {self.name!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"collection {self.name!r}: size must be a positive integer, got {self.size!r}")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"collection {self.name!r}: distance must be one of {DISTANCES}, got {self.distance!r}")
+        for name, kind in self.payload_indexes.items():
+            if kind not in PAYLOAD_INDEX_TYPES:
+                raise ValueError(f"collection {self.name!r}: payload index {name!r} has type {kind!r}, "
+                                 f"not one of {PAYLOAD_INDEX_TYPES}")
+
+
+@dataclass(frozen=True, eq=False)
+class Point:
+    """A vector with its Pulse id and payload. ``vector`` becomes a ``(size,) float32`` array.
+
+    ``payload`` must be JSON-like (str, int, float, bool, None, lists, dicts) and must not use
+    the reserved key ``"_id"``.
+    """
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vector", np.asarray(self.vector, dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"Point(id={self.id!r}, vector=<{self.vector.shape} float32>, payload={self.payload!r})"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: Pulse id, engine score (see the module docstring) and payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def load_collection_specs(path: Path | str = COLLECTIONS_TOML, *,
+                          embedding_dim: int | None = None) -> dict[str, CollectionSpec]:
+    """Read ``infra/qdrant/collections.toml`` into ``{name: CollectionSpec}``.
+
+    ``size = "embedding_dim"`` in a collection refers to the top-level integer of that name;
+    ``embedding_dim`` (when given) overrides the file's value, for an embedding model of another
+    width. Raises ``ValueError`` on a malformed file, ``OSError`` when it cannot be read.
+    """
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    constants = {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if embedding_dim is not None:
+        constants["embedding_dim"] = int(embedding_dim)
+    specs = {}
+    for name, table in doc.get("collections", {}).items():
+        size = table.get("size")
+        if isinstance(size, str):
+            if size not in constants:
+                raise ValueError(f"{path}: collection {name!r} has size {size!r}, not a top-level integer")
+            size = constants[size]
+        specs[name] = CollectionSpec(name=name, size=size, distance=table.get("distance"),
+                                     payload_indexes=dict(table.get("payload_indexes", {})),
+                                     doc=table.get("doc", ""))
+    return specs
+
+
+def point_uuid(pulse_id: str) -> str:
+    """The Qdrant point id of a Pulse id: ``str(uuid5(PULSE_ID_NAMESPACE, pulse_id))``."""
+    if not isinstance(pulse_id, str) or not pulse_id:
+        raise ValueError(f"a Pulse id is a non-empty string, got {pulse_id!r}")
+    return str(uuid.uuid5(PULSE_ID_NAMESPACE, pulse_id))
+
+
+# --------------------------------------------------------------------------- filters
+
+@dataclass(frozen=True)
+class Condition:
+    """One parsed filter condition; the engines translate it to their own classes.
+
+    ``op`` is ``"equals"`` (value: str | int | bool), ``"any_of"`` (value: tuple of str, or of
+    int) or ``"range"`` (value: ``{"gte": 1.0, ...}`` of floats, or of RFC 3339 strings).
+    """
+
+    field: str
+    op: Literal["equals", "any_of", "range"]
+    value: Any
+
+
+def _scalar(field_: str, v: Any) -> str | int | bool:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (float, np.floating)):
+        raise ValueError(f"filter on {field_!r}: equality on a float is not supported, use a range")
+    raise ValueError(f"filter on {field_!r}: {v!r} is not a string, integer or bool")
+
+
+def parse_filter(conditions: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+    """Parse a ``must`` / ``must_not`` dict (module docstring); ``ValueError`` on anything else."""
+    parsed = []
+    for name, v in (conditions or {}).items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"filter field names are non-empty strings, got {name!r}")
+        if isinstance(v, Mapping):
+            bad = set(v) - set(RANGE_OPS)
+            if bad or not v:
+                raise ValueError(f"range filter on {name!r} takes keys {RANGE_OPS}, got {sorted(v)}")
+            if all(isinstance(x, str) for x in v.values()):
+                bounds = dict(v)
+            elif all(isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+                     and math.isfinite(x) for x in v.values()):
+                bounds = {k: float(x) for k, x in v.items()}
+            else:
+                raise ValueError(f"range filter on {name!r}: bounds must be all finite numbers or all "
+                                 f"RFC 3339 strings, got {dict(v)!r}")
+            parsed.append(Condition(name, "range", bounds))
+        elif isinstance(v, (list, tuple, set, frozenset, np.ndarray)):
+            values = tuple(_scalar(name, x) for x in v)
+            if any(isinstance(x, bool) for x in values) or len({type(x) for x in values}) > 1:
+                raise ValueError(f"any-of filter on {name!r} takes only strings or only integers, got {list(v)!r}")
+            parsed.append(Condition(name, "any_of", values))
+        else:
+            parsed.append(Condition(name, "equals", _scalar(name, v)))
+    return tuple(parsed)
+
+
+# --------------------------------------------------------------------------- the contract
+
+class VectorIndex(abc.ABC):
+    """A set of named vector collections; one implementation per engine.
+
+    The public methods below validate their input, map Pulse ids to point UUIDs and back, and
+    call the engine's hooks (``_create``, ``_upsert``, ...), so every engine behaves the same.
+    Errors: ``ValueError`` for bad input (wrong vector width, non-finite values, bad filters,
+    reserved payload keys), :class:`CollectionNotFoundError` for an unknown collection,
+    :class:`IndexLockedError` when the storage is held by another process. Use it as a context
+    manager, or call :meth:`close`.
+    """
+
+    upsert_batch_size = 512
+    """Points sent to the engine per call."""
+
+    # ---- engine hooks
+    @abc.abstractmethod
+    def _create(self, spec: CollectionSpec) -> None:
+        """Create the collection, or check the existing one (size, distance) and add missing payload indexes."""
+
+    @abc.abstractmethod
+    def _dims(self, collection: str) -> tuple[int, Distance]:
+        """``(size, distance)`` of an existing collection; CollectionNotFoundError otherwise."""
+
+    @abc.abstractmethod
+    def _upsert(self, collection: str, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Write ``(n, size) float32`` vectors under point UUIDs ``ids``; returns when durable/visible."""
+
+    @abc.abstractmethod
+    def _delete(self, collection: str, ids: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    def _retrieve(self, collection: str, ids: list[str]) -> list[tuple[Any, list[float], dict]]:
+        """``(point id, vector, payload)`` of each existing point among UUIDs ``ids``, any order."""
+
+    @abc.abstractmethod
+    def _count(self, collection: str) -> int: ...
+
+    @abc.abstractmethod
+    def _search(self, collection: str, queries: np.ndarray, limit: int, must: tuple[Condition, ...],
+                must_not: tuple[Condition, ...], exact: bool) -> list[list[tuple[Any, float, dict]]]:
+        """Per ``(q, size)`` query row, up to ``limit`` ``(point id, score, payload)``, best first."""
+
+    @abc.abstractmethod
+    def optimize(self) -> None:
+        """Build indexes / merge segments now (blocking); a no-op where the engine does it itself."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush and release the storage (locks, files, connections). Idempotent."""
+
+    # ---- public API
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Create ``spec`` if absent, else check it matches; add missing payload indexes. Idempotent.
+
+        Raises :class:`CollectionSpecMismatchError` when the collection exists with another size
+        or distance.
+        """
+        self._create(spec)
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        """Insert or overwrite points by id (the same id replaces vector and whole payload).
+
+        Raises ``ValueError`` for a vector that is not ``(size,)`` or not finite, a non-string id or
+        a payload using ``"_id"``; the batch is validated before anything is written.
+        """
+        size, _ = self._dims(collection)
+        points = list(points)
+        if not points:
+            return
+        vectors = _as_matrix([p.vector for p in points], size, collection, what="point vectors")
+        ids, payloads = [], []
+        for p in points:
+            if ID_FIELD in p.payload:
+                raise ValueError(f"point {p.id!r}: payload key {ID_FIELD!r} is reserved for the Pulse id")
+            ids.append(point_uuid(p.id))
+            payloads.append({**p.payload, ID_FIELD: p.id})
+        for start in range(0, len(points), self.upsert_batch_size):
+            stop = start + self.upsert_batch_size
+            self._upsert(collection, ids[start:stop], vectors[start:stop], payloads[start:stop])
+
+    def delete(self, collection: str, ids: Iterable[str]) -> None:
+        """Delete points by Pulse id; ids that are not there are ignored."""
+        self._dims(collection)
+        uuids = [point_uuid(i) for i in ids]
+        if uuids:
+            self._delete(collection, uuids)
+
+    def get(self, collection: str, ids: Iterable[str]) -> list[Point]:
+        """The stored points among ``ids``, in the order asked (missing ids are skipped).
+
+        The vector is as the engine stores it: unit-normalised in a cosine collection.
+        """
+        self._dims(collection)
+        wanted = list(dict.fromkeys(ids))
+        found = {}
+        for uid, vector, payload in self._retrieve(collection, [point_uuid(i) for i in wanted]):
+            pid, payload = _split_payload(payload, uid)
+            found[pid] = Point(pid, np.asarray(vector, dtype=np.float32), payload)
+        return [found[i] for i in wanted if i in found]
+
+    def count(self, collection: str) -> int:
+        """Exact number of points in the collection."""
+        self._dims(collection)
+        return self._count(collection)
+
+    def search(self, collection: str, vector: np.ndarray | Sequence[float], limit: int = 10,
+               must: Mapping[str, Any] | None = None, must_not: Mapping[str, Any] | None = None,
+               *, exact: bool = False) -> list[Hit]:
+        """The ``limit`` nearest points to a ``(size,)`` vector, best first, among those passing the filters.
+
+        ``exact=True`` forces a brute-force scan where the engine has built an approximate (HNSW)
+        index. Scores and filters: see the module docstring.
+        """
+        size, _ = self._dims(collection)
+        q = np.asarray(vector, dtype=np.float32)
+        if q.ndim != 1:
+            raise ValueError(f"search on {collection!r}: query must be one ({size},) vector, got shape {q.shape}")
+        return self.search_batch(collection, q[None, :], limit, must, must_not, exact=exact)[0]
+
+    def search_batch(self, collection: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int = 10,
+                     must: Mapping[str, Any] | None = None, must_not: Mapping[str, Any] | None = None,
+                     *, exact: bool = False) -> list[list[Hit]]:
+        """:meth:`search` for each row of ``(q, size)`` vectors with the same filters, in one engine call."""
+        size, _ = self._dims(collection)
+        queries = _as_matrix(vectors, size, collection, what="query vectors")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        must_c, must_not_c = parse_filter(must), parse_filter(must_not)
+        if len(queries) == 0 or any(c.op == "any_of" and not c.value for c in must_c):
+            return [[] for _ in range(len(queries))]
+        must_not_c = tuple(c for c in must_not_c if not (c.op == "any_of" and not c.value))
+        results = self._search(collection, queries, int(limit), must_c, must_not_c, exact)
+        hits = []
+        for rows in results:
+            hits.append([])
+            for uid, score, payload in rows:
+                pid, payload = _split_payload(payload, uid)
+                hits[-1].append(Hit(pid, float(score), payload))
+        return hits
+
+    def __enter__(self) -> "VectorIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _split_payload(payload: dict | None, point_id: Any) -> tuple[str, dict]:
+    """``(pulse id, payload without "_id")``; a point written without ``"_id"`` keeps its UUID as id."""
+    payload = dict(payload or {})
+    return str(payload.pop(ID_FIELD, point_id)), payload
+
+
+def _as_matrix(vectors: Any, size: int, collection: str, what: str) -> np.ndarray:
+    """``(n, size)`` C-contiguous float32 from vectors; ValueError on another width or NaN/inf."""
+    try:
+        m = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{collection!r}: {what} are not numeric ({size},) arrays: {e}") from None
+    if m.ndim != 2 or m.shape[1] != size:
+        raise ValueError(f"{collection!r} holds ({size},) vectors; {what} have shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{collection!r}: {what} contain NaN or infinity")
+    return np.ascontiguousarray(m)
+
+
+def open_vector_index(settings: "Settings", *, backend: Literal["auto", "server", "edge", "local"] = "auto",
+                      path: Path | str | None = None) -> VectorIndex:
+    """The vector index Pulse uses, from settings.
+
+    ``backend="auto"``: a Qdrant server when ``settings.qdrant_url`` is set, else the embedded
+    qdrant-edge engine under ``settings.qdrant_path`` (one shard directory per collection; one
+    process per directory). ``"server"`` / ``"edge"`` force one; ``"local"`` is qdrant-client's
+    local mode at ``path`` (default ``$PULSE_HOME/qdrant-local``; ``":memory:"`` for RAM only).
+    ``path`` also overrides the edge root. Raises :class:`IndexLockedError` when the storage is
+    held by another process.
+    """
+    if backend == "auto":
+        backend = "server" if settings.qdrant_url else "edge"
+    if backend == "server":
+        from streams.vectors.qdrant_client_index import QdrantClientIndex
+        if not settings.qdrant_url:
+            raise ValueError("backend='server' needs PULSE_QDRANT_URL (settings.qdrant_url)")
+        return QdrantClientIndex(url=settings.qdrant_url)
+    if backend == "local":
+        from streams.vectors.qdrant_client_index import QdrantClientIndex
+        return QdrantClientIndex(path=path if path is not None else settings.home / "qdrant-local")
+    if backend == "edge":
+        from streams.vectors.edge_index import EdgeIndex
+        return EdgeIndex(path if path is not None else settings.qdrant_path)
+    raise ValueError(f"unknown vector backend {backend!r}: auto, server, edge or local")
