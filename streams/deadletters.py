@@ -15,7 +15,8 @@ _NS = uuid.UUID("0b7c9a52-8a1e-4f8e-b1a3-6d3f2c9e7a10")
 
 def dead_letter(*, source_topic: str, value: bytes | None, reason: str, error_type: str,
                 consumer: str, partition: int | None = None, offset: int | None = None,
-                key: bytes | None = None, producer: str = "pulse") -> dict[str, Any]:
+                key: bytes | None = None, headers=(), original_timestamp: int | None = None,
+                producer: str = "pulse") -> dict[str, Any]:
     """A ``DeadLetter`` record.
 
     Its ``event_id`` is a uuid5 of (topic, partition, offset) when the position is known, so a
@@ -34,6 +35,8 @@ def dead_letter(*, source_topic: str, value: bytes | None, reason: str, error_ty
         "offset": offset,
         "key": key,
         "value": value if value is not None else b"",
+        "headers": [{"key": k, "value": v} for k, v in (headers or ())],
+        "original_timestamp": original_timestamp,
         "reason": reason,
         "error_type": error_type,
         "consumer": consumer,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from agents.base import AgentSpec
 
@@ -94,32 +94,45 @@ class RuntimeContext:
         self._closers.clear()
 
 
-def process_batch(ctx: RuntimeContext, spec: AgentSpec,
-                  messages: Sequence[tuple[str, int | None, int | None, bytes | None, bytes | None]]
+class RawMessage(NamedTuple):
+    """A consumed Kafka message as the runtime sees it (bytes, not yet decoded)."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple = ()
+    timestamp_ms: int | None = None
+
+
+def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[RawMessage]
                   ) -> tuple[list[Effect], list[Emit]]:
-    """Decode and process raw messages ``(topic, partition, offset, key, value)``.
+    """Decode and process raw messages (:class:`RawMessage` or plain 5-to-7-tuples).
 
     Returns ``(view_effects, emits)``; undecodable or failing messages become dead-letter emits.
     This is the whole per-batch logic of the worker, without Faust, so replay and tests share it.
     """
     effects: list[Effect] = []
     emits: list[Emit] = []
-    for topic, partition, offset, key, value in messages:
+    for m in messages:
+        topic, partition, offset, key, value = m[:5]
+        where = dict(source_topic=topic, partition=partition, offset=offset, key=key, value=value,
+                     headers=m[5] if len(m) > 5 else (),
+                     original_timestamp=m[6] if len(m) > 6 else None,
+                     consumer=spec.name, producer=spec.name)
         try:
             record = ctx.codec(topic).decode(value)
         except CodecError as exc:
             emits.append(Emit(DEAD_LETTER_TOPIC, dead_letter(
-                source_topic=topic, partition=partition, offset=offset, key=key, value=value,
-                reason=str(exc), error_type="CodecError", consumer=spec.name, producer=spec.name)))
+                reason=str(exc), error_type="CodecError", **where)))
             continue
         try:
             out = spec.process(topic, record)
         except Exception as exc:  # a bug or bad data in one event must not stop the partition
             log.exception("agent %s failed on %s[%s]@%s", spec.name, topic, partition, offset)
             emits.append(Emit(DEAD_LETTER_TOPIC, dead_letter(
-                source_topic=topic, partition=partition, offset=offset, key=key, value=value,
-                reason=f"{spec.name} failed: {exc!r}", error_type=type(exc).__name__,
-                consumer=spec.name, producer=spec.name)))
+                reason=f"{spec.name} failed: {exc!r}", error_type=type(exc).__name__, **where)))
             continue
         for e in out:
             (emits if isinstance(e, Emit) else effects).append(e)
@@ -146,6 +159,13 @@ async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, producer,
             ctx.counters["emitted"] += 1
 
 
+def _headers(headers) -> tuple:
+    """Faust gives headers as a list of pairs or a mapping; normalise to a tuple of pairs."""
+    if not headers:
+        return ()
+    return tuple(headers.items()) if hasattr(headers, "items") else tuple(headers)
+
+
 def bind(app, ctx: RuntimeContext, spec: AgentSpec):
     """Register ``spec`` as a Faust agent on ``app`` reading its topics as raw bytes."""
     channel = app.topic(*spec.topics, key_type=bytes, value_type=bytes,
@@ -153,8 +173,9 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
     async def run(stream):
         async for events in stream.take_events(spec.batch_size, within=spec.within_s):
-            batch = [(ev.message.topic, ev.message.partition, ev.message.offset,
-                      ev.message.key, ev.message.value) for ev in events]
+            batch = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
+                                _headers(m.headers), int(m.timestamp * 1000) if m.timestamp else None)
+                     for m in (ev.message for ev in events)]
             effects, emits = process_batch(ctx, spec, batch)
             await apply_effects(ctx, spec, app.producer, effects, emits)
             ctx.counters["events"] += len(batch)

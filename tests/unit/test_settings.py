@@ -1,0 +1,29 @@
+import json
+
+import pytest
+
+from streams.settings import Settings, SettingsError, cassandra_contact_points
+
+
+def test_defaults_and_state_file(tmp_path):
+    (tmp_path / "servers.json").write_text(json.dumps({
+        "kafka": {"bootstrap": "127.0.0.1:39001"}, "cassandra": {"hosts": ["127.0.0.1:39002"]}}))
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    assert s.kafka_bootstrap == "127.0.0.1:39001"
+    assert s.cassandra_hosts == ("127.0.0.1:39002",)
+    assert s.external == frozenset()
+    assert s.qdrant_path == tmp_path / "qdrant"
+
+
+def test_environment_names_external_servers_over_the_state_file(tmp_path):
+    (tmp_path / "servers.json").write_text(json.dumps({"kafka": {"bootstrap": "127.0.0.1:1"}}))
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+                           "PULSE_CASSANDRA_HOSTS": "c1, c2:9142", "PULSE_QDRANT_URL": "http://q:6333"})
+    assert s.kafka_bootstrap == "k1:9092,k2:9092"
+    assert s.external == {"kafka", "cassandra", "qdrant"}
+    assert cassandra_contact_points(s.cassandra_hosts) == (["c1", "c2"], 9142)
+
+
+def test_bad_number_names_the_variable(tmp_path):
+    with pytest.raises(SettingsError, match="PULSE_SINK_BATCH='many' is not an integer"):
+        Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_SINK_BATCH": "many"})
