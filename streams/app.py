@@ -30,6 +30,8 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str |
     """
     import faust
 
+    datadir = settings.home / "faust" / (app_id or settings.app_id)
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, str] = {}
     for spec in agents:
         extra.update(spec.topic_schemas)
@@ -53,13 +55,13 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str |
         producer_max_batch_size=1 << 20,
         consumer_max_fetch_size=4 << 20,
         stream_buffer_maxsize=16384,
-        datadir=str(settings.home / "faust" / (app_id or settings.app_id)),
+        datadir=str(datadir),
     )
     ctx = RuntimeContext(settings, extra)
     for spec in agents:
         bind(app, ctx, spec)
 
-    @app.on_shutdown.connect
+    @app.on_before_shutdown.connect
     async def _close_sinks(app_, **kwargs):  # noqa: ARG001
         ctx.close()
 

@@ -31,22 +31,22 @@ def connect(settings: Settings, keyspace: str | None = None, timeout_s: float = 
     ViewStoreError
         No contact points are configured, or none answers within ``timeout_s`` seconds.
     """
-    from cassandra.cluster import Cluster, NoHostAvailable
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
     from cassandra.policies import RoundRobinPolicy
 
     if not settings.cassandra_hosts:
         raise ViewStoreError("no Cassandra configured: run `pulse up` to start the embedded node, "
                              "or set PULSE_CASSANDRA_HOSTS=host[:port],...")
     points, port = cassandra_contact_points(settings.cassandra_hosts)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s)
     cluster = Cluster(points, port=port, protocol_version=settings.cassandra_protocol_version,
-                      load_balancing_policy=RoundRobinPolicy(), connect_timeout=timeout_s)
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=timeout_s)
     try:
         session = cluster.connect(keyspace)
     except NoHostAvailable as exc:
         cluster.shutdown()
         raise ViewStoreError(f"Cassandra at {','.join(settings.cassandra_hosts)} did not answer: "
                              f"{exc}") from None
-    session.default_timeout = timeout_s
     return cluster, session
 
 

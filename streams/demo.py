@@ -111,7 +111,7 @@ def log_tail(path: Path, lines: int = 30) -> str:
 def group_lag(settings: Settings, group: str, topics: list[str]) -> tuple[int, int]:
     """``(committed, end)``: summed committed offsets of consumer group ``group`` and summed end
     offsets over every partition of ``topics``."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     c = Consumer({"bootstrap.servers": require_bootstrap(settings), "group.id": group,
                   "enable.auto.commit": False})
@@ -119,8 +119,15 @@ def group_lag(settings: Settings, group: str, topics: list[str]) -> tuple[int, i
         md = c.list_topics(timeout=10).topics
         tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
         end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-        committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
-        return committed, end
+        for attempt in range(120):  # the group coordinator may still be loading (NOT_COORDINATOR)
+            try:
+                committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
+                return committed, end
+            except KafkaException as exc:
+                if attempt == 119:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
     finally:
         c.close()
 

@@ -40,7 +40,8 @@ def stable_event_id(source: str, key: str) -> str:
 
     Examples
     --------
-    >>> stable_event_id("stackexchange", "upload:se-p1") == stable_event_id("stackexchange", "upload:se-p1")
+    >>> a = stable_event_id("stackexchange", "upload:se-p1")
+    >>> a == stable_event_id("stackexchange", "upload:se-p1") != stable_event_id("media", "x")
     True
     """
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}:{key}"))

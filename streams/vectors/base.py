@@ -287,13 +287,15 @@ class VectorIndex(abc.ABC):
         points = list(points)
         if not points:
             return
-        vectors = _as_matrix([p.vector for p in points], size, collection, what="point vectors")
         ids, payloads = [], []
         for p in points:
+            if p.vector.shape != (size,):
+                raise ValueError(f"{collection!r} holds ({size},) vectors; point {p.id!r} has shape {p.vector.shape}")
             if ID_FIELD in p.payload:
                 raise ValueError(f"point {p.id!r}: payload key {ID_FIELD!r} is reserved for the Pulse id")
             ids.append(point_uuid(p.id))
             payloads.append({**p.payload, ID_FIELD: p.id})
+        vectors = _as_matrix([p.vector for p in points], size, collection, what="point vectors")
         for start in range(0, len(points), self.upsert_batch_size):
             stop = start + self.upsert_batch_size
             self._upsert(collection, ids[start:stop], vectors[start:stop], payloads[start:stop])
@@ -377,6 +379,8 @@ def _as_matrix(vectors: Any, size: int, collection: str, what: str) -> np.ndarra
         m = np.asarray(vectors, dtype=np.float32)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{collection!r}: {what} are not numeric ({size},) arrays: {e}") from None
+    if m.shape == (0,):
+        m = m.reshape(0, size)
     if m.ndim != 2 or m.shape[1] != size:
         raise ValueError(f"{collection!r} holds ({size},) vectors; {what} have shape {m.shape}")
     if not np.isfinite(m).all():

@@ -21,7 +21,7 @@ def test_event_logs_keep_everything_and_state_topics_compact():
     for name in ("uploads", "interactions", "follows", "signups", "dead-letters"):
         assert specs[name].configs["retention.ms"] == "-1"
         assert specs[name].configs["cleanup.policy"] == "delete"
-    for name in ("profiles", "golden-moments", "creator-stats"):
+    for name in ("profiles", "feed-updates"):
         assert specs[name].configs["cleanup.policy"] == "compact"
 
 

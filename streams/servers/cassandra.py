@@ -1,0 +1,142 @@
+"""Single-node Apache Cassandra 5.0 run from ``cassandra-all`` and its jars (no tarball, no scripts).
+
+The JVM runs ``org.apache.cassandra.service.CassandraDaemon`` directly, as embedded-Cassandra test
+libraries do, with the flags of Cassandra's own ``conf/jvm-server.options`` and
+``conf/jvm17-server.options`` (kept in ``infra/cassandra/jvm17-server.options``), the jamm agent
+that arrives with the jars, and a ``cassandra.yaml`` written here. Layout under
+``$PULSE_HOME/cassandra``: ``cassandra.yaml`` (rewritten on every start, so the ports follow the
+ones chosen then), ``data/``, ``commitlog/``, ``saved_caches/``, ``hints/``, ``cdc_raw/``,
+``triggers/``. Keyspaces and rows survive a restart, also on other ports.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..settings import REPO_ROOT, Settings, cassandra_contact_points
+from . import Launch, ServerError, process_marker
+
+ARTIFACT = "cassandra-all"
+POM = REPO_ROOT / "infra" / "cassandra" / "pom.xml"
+LOGBACK = REPO_ROOT / "infra" / "cassandra" / "logback.xml"
+JVM_OPTIONS = REPO_ROOT / "infra" / "cassandra" / "jvm17-server.options"
+MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
+PORTS = ("native", "storage", "jmx")
+"""Port names: ``native`` is the CQL native transport clients use, ``storage`` the internode
+(gossip) port, ``jmx`` the local-only JMX port (``nodetool -p``); each home gets its own."""
+
+DIRS = ("data", "commitlog", "saved_caches", "hints", "cdc_raw", "triggers")
+
+
+def cassandra_yaml(root: Path, native_port: int, storage_port: int) -> str:
+    """``cassandra.yaml`` of a one-node cluster on 127.0.0.1 with its directories under ``root``.
+
+    Only keys Cassandra 5.0 knows (it refuses to start on unknown or Thrift-era keys such as
+    ``start_rpc``); everything not named keeps Cassandra's default.
+    """
+    q = json.dumps  # a JSON string is a valid YAML scalar
+    return "\n".join([
+        "# Written by `pulse up` (streams/servers/cassandra.py) on every start; edits are overwritten.",
+        "cluster_name: 'Pulse'",
+        "num_tokens: 1",
+        "partitioner: org.apache.cassandra.dht.Murmur3Partitioner",
+        "endpoint_snitch: SimpleSnitch",
+        "listen_address: 127.0.0.1",
+        "rpc_address: 127.0.0.1",
+        "start_native_transport: true",
+        f"native_transport_port: {native_port}",
+        f"storage_port: {storage_port}",
+        "seed_provider:",
+        "  - class_name: org.apache.cassandra.locator.SimpleSeedProvider",
+        "    parameters:",
+        f"      - seeds: {q(f'127.0.0.1:{storage_port}')}",
+        "data_file_directories:",
+        f"  - {q(str(root / 'data'))}",
+        f"commitlog_directory: {q(str(root / 'commitlog'))}",
+        f"saved_caches_directory: {q(str(root / 'saved_caches'))}",
+        f"hints_directory: {q(str(root / 'hints'))}",
+        f"cdc_raw_directory: {q(str(root / 'cdc_raw'))}",
+        "commitlog_sync: periodic",
+        "commitlog_sync_period: 10s",
+        "auto_snapshot: false",
+        "",
+    ])
+
+
+def jvm_options(path: Path = JVM_OPTIONS) -> list[str]:
+    """The flags in a Cassandra ``*.options`` file: every line starting with ``-``, split like a shell would."""
+    flags: list[str] = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("-"):
+            flags += shlex.split(line)
+    return flags
+
+
+def prepare(settings: Settings, java: str, lib: Path, ports: dict[str, int], version: str,
+            on_step: Callable[[str], None] = lambda _m: None) -> Launch:
+    """Write ``cassandra.yaml``, create the directories and build the ``CassandraDaemon`` command.
+
+    Raises
+    ------
+    ServerError
+        The jamm agent jar is missing from ``lib`` (a broken jar cache: delete it and retry).
+    """
+    root = settings.home / "cassandra"
+    for d in DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    config = root / "cassandra.yaml"
+    config.write_text(cassandra_yaml(root, ports["native"], ports["storage"]))
+    jamm = sorted(lib.glob("jamm-*.jar"))
+    if not jamm:
+        raise ServerError(f"no jamm-*.jar in {lib}; delete {lib.parent} so that `pulse up` resolves the jars again")
+    marker = process_marker("cassandra", settings.home)
+    argv = [java, f"-Xms{settings.cassandra_heap}", f"-Xmx{settings.cassandra_heap}", *jvm_options(), marker,
+            f"-javaagent:{jamm[-1]}",
+            f"-Dcassandra.config={config.as_uri()}",
+            "-Dcassandra-foreground=yes",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            f"-Dcassandra.jmx.local.port={ports['jmx']}",
+            f"-Dcassandra.triggers_dir={root / 'triggers'}",
+            f"-Dcassandra.storagedir={root}",
+            f"-Dlogback.configurationFile={LOGBACK}",
+            "-cp", f"{lib}/*", MAIN_CLASS]
+    return Launch(argv=argv, cwd=root, marker=marker, record={
+        "hosts": [f"127.0.0.1:{ports['native']}"], "ports": dict(ports), "data": str(root),
+        "config": str(config), "version": version})
+
+
+def probe(hosts: Sequence[str], protocol_version: int = 5, timeout_s: float = 2.0) -> str | None:
+    """Cassandra's ``release_version`` (e.g. ``"5.0.8"``) when a CQL query answers, else ``None``.
+
+    ``hosts`` are ``host[:port]`` contact points (see :func:`streams.settings.cassandra_contact_points`).
+    A closed native port is detected at once, without the driver; otherwise the driver gets about
+    ``timeout_s`` seconds to connect and ``timeout_s`` for ``SELECT release_version FROM system.local``.
+    """
+    points, port = cassandra_contact_points(tuple(hosts))
+    if not any(_port_open(p, port, min(timeout_s, 1.0)) for p in points):
+        return None
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
+
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s)
+    cluster = Cluster(points, port=port, protocol_version=protocol_version, connect_timeout=timeout_s,
+                      control_connection_timeout=timeout_s, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    try:
+        row = cluster.connect().execute("SELECT release_version FROM system.local").one()
+        return row.release_version if row else None
+    except Exception:  # NoHostAvailable, OperationTimedOut, a node still starting: all mean "not answering"
+        return None
+    finally:
+        cluster.shutdown()
+
+
+def _port_open(host: str, port: int, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
