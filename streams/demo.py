@@ -45,6 +45,7 @@ class DemoResult:
 
     published: Counter = field(default_factory=Counter)
     skipped: dict[str, int] = field(default_factory=dict)
+    adjusted: dict[str, int] = field(default_factory=dict)
     end_offsets: dict[str, int] = field(default_factory=dict)
     views: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
@@ -57,25 +58,30 @@ def _progress(console: Console) -> Progress:
 
 
 def collect_events(stackexchange: Path | None, media: Path | None, photos: bool,
-                   now_ms: int) -> tuple[list[tuple[str, dict]], dict[str, int]]:
-    """Every demo event as ``(topic, record)`` in publishing order, plus skip counts by reason."""
+                   now_ms: int) -> tuple[list[tuple[str, dict]], dict[str, int], dict[str, int]]:
+    """Every demo event as ``(topic, record)`` in publishing order, plus counts of skipped
+    records and of records whose time was adjusted to keep references in order, by reason."""
     from .sources import media as media_src
 
     events: list[tuple[str, dict]] = []
     skipped: dict[str, int] = {}
+    adjusted: dict[str, int] = {}
     if stackexchange is not None:
         from .sources import stackexchange as se
 
         dump = se.load_dump(stackexchange)
         events.extend((KIND_TOPIC[kind], rec) for kind, rec in se.iter_events_in_time_order(dump))
         skipped.update({f"stackexchange: {k}": v for k, v in dump.skipped.items()})
+        adjusted.update({f"stackexchange: {k}": v for k, v in dump.adjusted.items()})
+    if photos or media is not None:  # the demo creators who post the media sign up first
+        events.extend(("signups", rec) for rec in media_src.demo_creator_signups(now_ms))
     if photos:
         events.extend(("uploads", rec) for rec in media_src.scikit_image_uploads(now_ms))
     if media is not None:
         uploads, media_skipped = media_src.media_dir_uploads(media, now_ms)
         events.extend(("uploads", rec) for rec in uploads)
         skipped.update({f"media: {k}": v for k, v in media_skipped.items()})
-    return events, skipped
+    return events, skipped, adjusted
 
 
 def start_worker(settings: Settings, log_path: Path, agents: str | None = None) -> subprocess.Popen:
@@ -187,7 +193,7 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
 
     t0 = time.monotonic()
     with console.status("reading input"):
-        events, result.skipped = collect_events(stackexchange, media, photos, int(time.time() * 1000))
+        events, result.skipped, result.adjusted = collect_events(stackexchange, media, photos, int(time.time() * 1000))
     result.seconds["read_input"] = round(time.monotonic() - t0, 1)
 
     log_path = settings.home / "logs" / "demo-worker.log"
@@ -237,5 +243,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
     console.print(v)
     for reason, n in result.skipped.items():
         console.print(f"skipped {n}: {reason}")
+    for reason, n in result.adjusted.items():
+        console.print(f"time adjusted {n}: {reason}")
     console.print(f"dead letters on the topic: {result.dead_letters}")
     console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
