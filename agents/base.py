@@ -39,9 +39,9 @@ class AgentSpec:
         Source topics (names from ``infra/kafka/topics.toml``).
     process:
         The pure core: ``(topic, record) -> effects``.
-    batch_size / within_s:
-        The runtime takes up to ``batch_size`` events or waits ``within_s`` seconds, processes
-        them, flushes the sinks, then acknowledges them (``stream.take_events``).
+    batch_size:
+        The runtime takes every event already buffered, up to ``batch_size``, processes them,
+        flushes the sinks, then acknowledges them.
     sinks:
         Which sinks the effects need: subset of ``{"cassandra", "vectors"}``.
     topic_schemas:
@@ -53,6 +53,5 @@ class AgentSpec:
     process: Process
     doc: str = ""
     batch_size: int = 500
-    within_s: float = 0.2
     sinks: frozenset[str] = frozenset()
     topic_schemas: dict[str, str] = field(default_factory=dict)

@@ -85,17 +85,19 @@ def up() -> None:
 
 
 def _prepare(s: Settings) -> None:
-    from .cassandra import apply_schema
-    from .topics import create_topics
+    from .provision import provision
 
-    created = create_topics(s)
-    n_new = sum(1 for v in created.values() if v == "created")
-    console.print(f"topics: {n_new} created, {len(created) - n_new} already there")
-    mismatched = {k: v for k, v in created.items() if v.startswith("exists (")}
-    for k, v in mismatched.items():
-        console.print(f"[yellow]topic {k}: {v}[/]")
-    n = apply_schema(s)
-    console.print(f"views: keyspace {s.cassandra_keyspace} with {n - 1} tables ready")
+    done = provision(s)
+    n_new = sum(1 for v in done.topics.values() if v == "created")
+    console.print(f"topics: {n_new} created, {len(done.topics) - n_new} already there")
+    for k, v in done.topics.items():
+        if v.startswith("exists ("):
+            console.print(f"[yellow]topic {k}: {v}[/]")
+    console.print(f"views: keyspace {s.cassandra_keyspace}, {done.cql_statements - 1} tables ready")
+    if done.collections:
+        console.print(f"vectors: collections {', '.join(done.collections)} ready")
+    for note in done.notes:
+        console.print(f"[yellow]{note}[/]")
 
 
 @app.command()
@@ -198,18 +200,16 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
            loglevel: str = typer.Option("warning", help="Faust/aiokafka log level.")) -> None:
     """Run agents as a Faust worker until SIGTERM/SIGINT. Start several workers (same agents) to
     share the partitions; a killed worker's partitions move to the others."""
-    from faust.worker import Worker
-
     from agents.registry import select
 
-    from .app import create_app
+    from .app import create_app, run_worker
 
     s = settings()
     specs = select(agent_names)
     faust_app, _ = create_app(s, specs)
     err_console.print(f"worker: agents {', '.join(sp.name for sp in specs)} on {s.kafka_bootstrap} "
                       f"(consumer group {s.app_id})")
-    Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    run_worker(faust_app, loglevel)
 
 
 # --------------------------------------------------------------------------------- publishing
@@ -318,6 +318,19 @@ def demo(stackexchange: Optional[Path] = typer.Option(
     print_summary(result, console)
     console.print("servers keep running: try `pulse posts --creator ...`, `pulse follows ...`; "
                   "`pulse down` stops them")
+
+
+@bench_app.command("backbone")
+@friendly
+def bench_backbone(events: int = typer.Option(100_000, help="Events per publish / pass-through run."),
+                   codec_events: int = typer.Option(50_000, help="Events for the codec figures.")) -> None:
+    """Codec, publish and pass-through-agent throughput against same-run baselines, and the
+    time `pulse up` takes; prints one JSON object."""
+    from .bench.backbone import run_backbone
+
+    with err_console.status("benchmarking") as st:
+        result = run_backbone(codec_events, events, events, on_step=lambda m: st.update(f"bench: {m}"))
+    print(json.dumps(result, indent=2))
 
 
 def main() -> None:

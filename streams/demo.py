@@ -172,10 +172,10 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
     DemoError, ServerError, TopicError, ViewStoreError, PublishError
         With a message saying what failed.
     """
-    from .cassandra import apply_schema
+    from .provision import provision
     from .publisher import Publisher
     from .servers.supervisor import up
-    from .topics import create_topics, list_topics
+    from .topics import list_topics
     from .views import table_counts
 
     console = console or Console(stderr=True)
@@ -187,8 +187,7 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
     with console.status("starting servers") as st:
         up(settings, on_step=lambda m: st.update(m))
     settings = Settings.from_env({**os.environ, "PULSE_HOME": str(settings.home)})  # new addresses
-    create_topics(settings)
-    apply_schema(settings)
+    provision(settings)
     result.seconds["servers_ready"] = round(time.monotonic() - t0, 1)
 
     t0 = time.monotonic()
