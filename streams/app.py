@@ -21,15 +21,19 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str |
     All agents of one app share one consumer group (``app_id``, default ``settings.app_id``), so
     workers started with the same agents split the partitions between them. Tables use the memory
     store with changelog topics; source topics are never declared by Faust (``pulse topics
-    create`` made them with the catalog's partition counts).
+    create`` made them with the catalog's partition counts). Every event type is registered as a
+    Faust codec named ``pulse.<snake_name>`` (e.g. ``pulse.upload``); Pulse's own agents read raw
+    bytes and decode themselves, so that an undecodable message becomes a dead letter.
 
     Raises
     ------
     TopicError
         No Kafka cluster is configured.
     """
+    from .codec import register_faust_codecs
     from .transport import pulse_app_class
 
+    register_faust_codecs()  # `pulse.<event>` codecs, for agents that want typed Faust topics
     datadir = settings.home / "faust" / (app_id or settings.app_id)
     datadir.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, str] = {}

@@ -303,7 +303,7 @@ class VectorIndex(abc.ABC):
     def delete(self, collection: str, ids: Iterable[str]) -> None:
         """Delete points by Pulse id; ids that are not there are ignored."""
         self._dims(collection)
-        uuids = [point_uuid(i) for i in ids]
+        uuids = [point_uuid(i) for i in _id_list(ids)]
         if uuids:
             self._delete(collection, uuids)
 
@@ -313,7 +313,7 @@ class VectorIndex(abc.ABC):
         The vector is as the engine stores it: unit-normalised in a cosine collection.
         """
         self._dims(collection)
-        wanted = list(dict.fromkeys(ids))
+        wanted = list(dict.fromkeys(_id_list(ids)))
         found = {}
         for uid, vector, payload in self._retrieve(collection, [point_uuid(i) for i in wanted]):
             pid, payload = _split_payload(payload, uid)
@@ -365,6 +365,12 @@ class VectorIndex(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _id_list(ids: Iterable[str]) -> list[str]:
+    if isinstance(ids, str):  # a lone id would iterate as characters
+        raise ValueError(f"pass a list of ids, not the string {ids!r}")
+    return list(ids)
 
 
 def _split_payload(payload: dict | None, point_id: Any) -> tuple[str, dict]:

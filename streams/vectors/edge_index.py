@@ -23,7 +23,12 @@ Engine quirks handled here (qdrant-edge-py 0.9.0):
   one to call is decided by the presence of ``edge_config.json``.
 - A cosine collection stores vectors unit-normalised (as the Qdrant server does).
 - Search is an exact scan until :meth:`EdgeIndex.optimize` builds HNSW segments; afterwards it is
-  approximate unless ``exact=True``. ``optimize`` blocks (minutes for 100k x 512 on 2 cores).
+  approximate unless ``exact=True``. ``optimize`` blocks: 100 to 220 s for 100k x 512 on 2 cores,
+  then about 2 ms per query (8 to 9 ms before). HNSW recall@10 measured after it: 1.0 on clustered,
+  embedding-like vectors, but 0.12 on i.i.d. Gaussian ones (their worst case); see
+  ``streams.vectors.bench``.
+- Calls from several threads are safe but not faster (the engine runs its own search pool);
+  ``search_batch`` is about twice the throughput of one query at a time.
 """
 from __future__ import annotations
 

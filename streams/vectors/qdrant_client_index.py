@@ -110,7 +110,7 @@ class QdrantClientIndex(VectorIndex):
         if must or must_not:
             flt = models.Filter(must=[_condition(c) for c in must] or None,
                                 must_not=[_condition(c) for c in must_not] or None)
-        params = models.SearchParams(exact=True) if exact else None
+        params = models.SearchParams(exact=True) if exact and not self.local else None  # local mode is always exact
         if len(queries) == 1:
             responses = [self.client.query_points(collection, query=queries[0].tolist(), limit=limit,
                                                   query_filter=flt, search_params=params, with_payload=True)]

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,15 +34,14 @@ CONTENT, HASHES = SPECS["content"], SPECS["copyright_hashes"]
 class Backend:
     name: str
     open: Callable[[], VectorIndex]
-    persistent: bool
 
 
 def _backend(name: str, tmp_path: Path) -> Backend:
     if name == "edge":
-        return Backend(name, lambda: EdgeIndex(tmp_path / "edge"), True)
+        return Backend(name, lambda: EdgeIndex(tmp_path / "edge"))
     if name == "local-path":
-        return Backend(name, lambda: QdrantClientIndex(path=tmp_path / "local"), True)
-    return Backend(name, lambda: QdrantClientIndex(path=":memory:"), False)
+        return Backend(name, lambda: QdrantClientIndex(path=tmp_path / "local"))
+    return Backend(name, lambda: QdrantClientIndex(path=":memory:"))
 
 
 @pytest.fixture(params=["edge", "local-memory", "local-path"])
@@ -58,20 +56,17 @@ def disk_backend(request, tmp_path) -> Backend:
 
 @pytest.fixture
 def index(backend):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # local mode's "payload indexes have no effect"
-        idx = backend.open()
+    with backend.open() as idx:
         yield idx
-        idx.close()
 
 
-def random_unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
+def gaussian(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
 def posts(n: int, seed: int = 0) -> list[Point]:
     """Posts with every filterable payload shape: keyword, int, bool, keyword array."""
-    vectors = random_unit(n, CONTENT.size, seed)
+    vectors = gaussian(n, CONTENT.size, seed)
     return [Point(f"se-{i}", vectors[i], {
         "post_id": f"se-{i}", "creator_id": f"u{i % 5}", "kind": ["video", "image", "text"][i % 3],
         "categories": [["music", "dance"], ["news"], []][i % 3], "created_at": 1_700_000_000_000 + i * 1000,
@@ -144,7 +139,7 @@ def test_unknown_collection_raises(index):
 def test_upsert_overwrites_by_id(index):
     index.ensure_collection(CONTENT)
     index.upsert("content", posts(10))
-    new = Point("se-3", random_unit(1, 512, seed=9)[0], {"kind": "image"})
+    new = Point("se-3", gaussian(1, 512, seed=9)[0], {"kind": "image"})
     index.upsert("content", [new])
     assert index.count("content") == 10
     [got] = index.get("content", ["se-3"])
@@ -175,6 +170,8 @@ def test_delete(index):
     assert index.get("content", ["se-0", "se-5", "se-6"])[0].id == "se-6"
     hits = index.search("content", data[5].vector, limit=20)
     assert {h.id for h in hits} == {p.id for p in data} - {"se-0", "se-5"}
+    with pytest.raises(ValueError, match="list of ids"):
+        index.delete("content", "se-6")  # not six one-character ids
 
 
 def test_rejects_wrong_dimension_nan_reserved_key_and_bad_id_before_writing(index):
@@ -215,9 +212,9 @@ def exact_scores(data: np.ndarray, q: np.ndarray, distance: str) -> np.ndarray:
 def test_search_ranking_matches_numpy(index, distance, dim):
     spec = CollectionSpec("vecs", dim, distance)
     index.ensure_collection(spec)
-    data = random_unit(1000, dim, seed=2).astype(np.float64)
+    data = gaussian(1000, dim, seed=2).astype(np.float64)
     index.upsert("vecs", [Point(f"p{i}", v, {}) for i, v in enumerate(data)])
-    queries = random_unit(5, dim, seed=3).astype(np.float64)
+    queries = gaussian(5, dim, seed=3).astype(np.float64)
     for q, hits in zip(queries, index.search_batch("vecs", queries, limit=10)):
         scores = exact_scores(data, q, distance)
         order = np.argsort(-scores if distance in ("cosine", "dot") else scores, kind="stable")[:10]
@@ -243,7 +240,7 @@ def test_search_batch_equals_single_searches_and_limit_bounds(index):
     index.ensure_collection(CONTENT)
     data = posts(30)
     index.upsert("content", data)
-    queries = random_unit(4, 512, seed=5)
+    queries = gaussian(4, 512, seed=5)
     batch = index.search_batch("content", queries, limit=5, must={"published": True})
     for hits, q in zip(batch, queries):
         assert_same_hits(hits, index.search("content", q, limit=5, must={"published": True}))
