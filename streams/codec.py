@@ -766,6 +766,8 @@ def register_faust_codecs(catalog: Optional[SchemaCatalog] = None) -> dict[str, 
     """Register one Faust codec per event type, named ``pulse.<snake_name>`` (``pulse.upload``),
     using single-object encoding; use the name as a topic's ``value_serializer``.
 
+    Idempotent: a name already registered for the same catalog keeps its codec object.
+
     Returns
     -------
     dict[str, faust Codec]
@@ -776,7 +778,13 @@ def register_faust_codecs(catalog: Optional[SchemaCatalog] = None) -> dict[str, 
     catalog = catalog or default_catalog()
     registered = {}
     for et in catalog:
+        name = faust_codec_name(et)
+        existing = faust_codecs.codecs.get(name)
+        inner = getattr(existing, "event_codec", None)
+        if inner is not None and getattr(inner, "catalog", None) is catalog:
+            registered[name] = existing
+            continue
         codec = faust_codec(AvroCodec(catalog, et.full_name))
-        faust_codecs.register(faust_codec_name(et), codec)
-        registered[faust_codec_name(et)] = codec
+        faust_codecs.register(name, codec)
+        registered[name] = codec
     return registered

@@ -45,6 +45,8 @@ class RuntimeContext:
         self._lock = threading.Lock()
         self._closers: list = []
         self.counters: dict[str, int] = {"events": 0, "dead_letters": 0, "emitted": 0, "rows": 0}
+        self.emitter = None
+        """Where emitted events go: ``send_many(topic, [(key, value)])`` (set by :func:`bind`)."""
         self.first_batch_at: float | None = None
         """``time.perf_counter()`` when the first batch arrived (benchmarks time from here)."""
 
@@ -142,24 +144,26 @@ def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[RawMe
     return effects, emits
 
 
-async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, producer,
-                        effects: list[Effect], emits: list[Emit]) -> None:
-    """Write view effects through the sinks (executor thread), then hand emits to ``producer``.
+async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, effects: list[Effect],
+                        emits: list[Emit]) -> None:
+    """Write view effects through the sinks (executor thread), then enqueue the emits.
 
-    ``producer`` is Faust's (``app.producer``): ``send`` enqueues, and Faust flushes it before
-    committing offsets.
+    Emits go through ``ctx.emitter`` (a :class:`~streams.emitter.BatchEmitter` on the Faust app's
+    producer), grouped by topic; Faust flushes the producer before committing offsets.
     """
     if effects:
         loop = asyncio.get_running_loop()
         sinks = await loop.run_in_executor(None, ctx.sinks, spec.sinks)
         ctx.counters["rows"] += await loop.run_in_executor(None, sinks.write, effects)
+    if not emits:
+        return
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
     for e in emits:
-        value = ctx.codec(e.topic).encode(e.record)
-        await producer.send(e.topic, ctx.key_of(e.topic, e.record), value, None, None, None)
-        if e.topic == DEAD_LETTER_TOPIC:
-            ctx.counters["dead_letters"] += 1
-        else:
-            ctx.counters["emitted"] += 1
+        by_topic.setdefault(e.topic, []).append(
+            (ctx.key_of(e.topic, e.record), ctx.codec(e.topic).encode(e.record)))
+    for topic, items in by_topic.items():
+        await ctx.emitter.send_many(topic, items)
+        ctx.counters["dead_letters" if topic == DEAD_LETTER_TOPIC else "emitted"] += len(items)
 
 
 def _headers(headers) -> tuple:
@@ -179,8 +183,14 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
     (measured by ``pulse bench backbone``), so the binding acknowledges each event itself once
     the batch's effects are written; Faust commits only acknowledged offsets.
     """
-    channel = app.topic(*spec.topics, key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw")
+    from .transport import raw_topic_class
+
+    channel = raw_topic_class()(app, topics=list(spec.topics), key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw")
+    if ctx.emitter is None:
+        from .emitter import BatchEmitter
+
+        ctx.emitter = BatchEmitter(app.producer)
 
     async def run(stream):
         queue = stream.channel.queue
@@ -196,7 +206,7 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                                 _headers(m.headers), int(m.timestamp * 1000) if m.timestamp else None)
                      for m in (ev.message for ev in events)]
             effects, emits = process_batch(ctx, spec, batch)
-            await apply_effects(ctx, spec, app.producer, effects, emits)
+            await apply_effects(ctx, spec, effects, emits)
             for ev in events:
                 ev.ack()
             ctx.counters["events"] += len(batch)

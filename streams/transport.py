@@ -77,6 +77,27 @@ class PulseConsumer(faust_aiokafka.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
+def raw_topic_class():
+    """A ``faust.Topic`` subclass whose ``decode`` wraps the message's bytes in an event as they are.
+
+    Faust compiles a topic's decode from its schema: key and value go through the serializer
+    registry even for the ``raw`` codec. Pulse's agents decode (and dead-letter) themselves, so
+    their channels skip that step.
+    """
+    import faust
+
+    class RawTopic(faust.Topic):
+        def _compile_decode(self) -> None:
+            create_event = self.app.create_event
+
+            async def decode(message, *, propagate: bool = False):
+                return create_event(message.key, message.value, message.headers, message)
+
+            self.decode = decode
+
+    return RawTopic
+
+
 class PulseTransport(faust_aiokafka.Transport):
     """The aiokafka transport with :class:`PulseConsumer`."""
 

@@ -5,7 +5,8 @@
 - publish: ``Publisher.publish`` (validate, encode, produce) vs a plain confluent-kafka producer
   sending pre-encoded bytes, both until the broker acknowledged everything;
 - pass-through: Pulse's pass-through agent in a Faust worker vs a plain confluent-kafka
-  consume-produce loop, each in its own process, over the same pre-loaded topic;
+  consume-produce loop copying bytes, and vs the same plain loop doing the agent's Avro work
+  (decode, validate, encode), each in its own process, over the same pre-loaded topic;
 - up: seconds from `pulse up` on an empty PULSE_HOME until Kafka and Cassandra both answer.
 
 The benchmark starts its own servers in a temporary PULSE_HOME (so `up` is measured cold) and
@@ -141,8 +142,9 @@ def _run_loop(kind: str, settings: Settings, src: str, dst: str, n: int, timeout
         log = Path(tmp) / "loop.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
         env["PULSE_HOME"] = str(settings.home)
-        if kind == "pulse" and os.environ.get("PULSE_BENCH_PROFILE"):
-            env["PULSE_BENCH_PROFILE"] = os.environ["PULSE_BENCH_PROFILE"]
+        for var in ("PULSE_BENCH_PROFILE",):
+            if kind == "pulse" and os.environ.get(var):
+                env[var] = os.environ[var]
         with open(log, "wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "streams.bench.loops", kind,
                                      settings.kafka_bootstrap, src, dst, str(n), str(result)],
@@ -167,7 +169,8 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
 
     run = uuid.uuid4().hex[:8]
     src, out_pulse, out_plain = f"bench-in-{run}", f"bench-out-pulse-{run}", f"bench-out-plain-{run}"
-    _create(settings, [src, out_pulse, out_plain])
+    out_avro = f"bench-out-plain-avro-{run}"
+    _create(settings, [src, out_pulse, out_plain, out_avro])
     codec = AvroCodec(default_catalog(), "Upload")
     p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20,
                   "queue.buffering.max.messages": 1_000_000, "partitioner": "murmur2_random"})
@@ -180,11 +183,15 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
                 p.poll(0.05)
     p.flush(120)
     plain = _run_loop("plain", settings, src, out_plain, n, timeout_s)
+    avro = _run_loop("plain-avro", settings, src, out_avro, n, timeout_s)
     pulse = _run_loop("pulse", settings, src, out_pulse, n, timeout_s)
     pulse_rate = pulse["events"] / pulse["seconds"]
     plain_rate = plain["events"] / plain["seconds"]
+    avro_rate = avro["events"] / avro["seconds"]
     return {"events": n, "pulse_agent_per_s": round(pulse_rate),
             "baseline_confluent_loop_per_s": round(plain_rate), "ratio": round(pulse_rate / plain_rate, 3),
+            "baseline_confluent_loop_same_avro_work_per_s": round(avro_rate),
+            "ratio_same_work": round(pulse_rate / avro_rate, 3),
             "dead_letters": pulse.get("dead_letters", 0), "goal_per_s": 20_000, "goal_ratio": 0.5}
 
 

@@ -3,7 +3,7 @@ process (one core each): Pulse's pass-through agent in a Faust worker, and a pla
 consume-produce loop. Each writes ``{"events": n, "seconds": s}`` to a result file, timed from
 the first consumed message to the last produced one acknowledged by the broker.
 
-Run as ``python -m streams.bench.loops pulse|plain BOOTSTRAP SRC DST N RESULT_JSON``.
+Run as ``python -m streams.bench.loops pulse|plain|plain-avro BOOTSTRAP SRC DST N RESULT_JSON``.
 """
 from __future__ import annotations
 
@@ -14,9 +14,16 @@ import time
 import uuid
 
 
-def plain_loop(bootstrap: str, src: str, dst: str, n: int, result: str) -> None:
-    """Baseline: confluent-kafka poll -> produce the same bytes, batched by ``consume(1000)``."""
+def plain_loop(bootstrap: str, src: str, dst: str, n: int, result: str, avro: bool = False) -> None:
+    """Baseline: confluent-kafka ``consume(1000)`` -> produce. ``avro=False`` copies the bytes;
+    ``avro=True`` does the pass-through agent's work (decode, validate, encode with Pulse's
+    codec) in the plain loop, isolating what the Faust runtime itself costs."""
     from confluent_kafka import Consumer, Producer
+
+    from streams.codec import AvroCodec
+    from streams.schemas import default_catalog
+
+    codec = AvroCodec(default_catalog(), "Upload")
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-plain-{uuid.uuid4()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": True})
@@ -30,9 +37,10 @@ def plain_loop(bootstrap: str, src: str, dst: str, n: int, result: str) -> None:
                 continue
             if t0 is None:
                 t0 = time.perf_counter()
+            value = codec.encode(codec.decode(m.value())) if avro else m.value()
             while True:
                 try:
-                    p.produce(dst, m.value(), m.key())
+                    p.produce(dst, value, m.key())
                     break
                 except BufferError:
                     p.poll(0.01)
@@ -82,4 +90,7 @@ def pulse_loop(bootstrap: str, src: str, dst: str, n: int, result: str) -> None:
 
 if __name__ == "__main__":
     kind, bootstrap, src, dst, n, result = sys.argv[1:7]
-    (pulse_loop if kind == "pulse" else plain_loop)(bootstrap, src, dst, int(n), result)
+    if kind == "pulse":
+        pulse_loop(bootstrap, src, dst, int(n), result)
+    else:
+        plain_loop(bootstrap, src, dst, int(n), result, avro=kind == "plain-avro")
