@@ -57,6 +57,20 @@ def _progress(console: Console) -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
+def media_epoch_ms(media: Path | None, photos: bool) -> int:
+    """The time the demo's media uploads are stamped with: the newest modification time of the
+    media sources (scikit-image's data directory, ``--media``), in epoch ms.
+
+    A fixed, input-derived time (not "now") makes a re-run publish identical events, so the
+    idempotent views do not change; e.g. ``posts_by_creator``, clustered by upload time, would
+    otherwise gain a second row per post.
+    """
+    import skimage
+
+    dirs = ([Path(skimage.data_dir)] if photos else []) + ([Path(media)] if media is not None else [])
+    return int(max((d.stat().st_mtime for d in dirs), default=0) * 1000)
+
+
 def collect_events(stackexchange: Path | None, media: Path | None, photos: bool,
                    now_ms: int) -> tuple[list[tuple[str, dict]], dict[str, int], dict[str, int]]:
     """Every demo event as ``(topic, record)`` in publishing order, plus counts of skipped
@@ -192,7 +206,8 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
 
     t0 = time.monotonic()
     with console.status("reading input"):
-        events, result.skipped, result.adjusted = collect_events(stackexchange, media, photos, int(time.time() * 1000))
+        events, result.skipped, result.adjusted = collect_events(stackexchange, media, photos,
+                                                                 media_epoch_ms(media, photos))
     result.seconds["read_input"] = round(time.monotonic() - t0, 1)
 
     log_path = settings.home / "logs" / "demo-worker.log"

@@ -1,0 +1,54 @@
+"""The CLI answers bad situations with one actionable line and exit code 1, never a traceback.
+
+These run `pulse` as a user would (a subprocess) against an empty PULSE_HOME, so nothing is
+configured and no server runs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from streams.settings import REPO_ROOT
+
+
+def pulse(tmp_path, *args, **env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    full.update(PULSE_HOME=str(tmp_path), **env)
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("posts", "--creator", "u1"), "no Cassandra configured: run `pulse up`"),
+    (("follows", "u1"), "no Cassandra configured: run `pulse up`"),
+    (("topics", "list"), "no Kafka cluster configured: run `pulse up`"),
+    (("dead-letters",), "no Kafka cluster configured: run `pulse up`"),
+    (("worker", "--agents", "nope"), "unknown agent 'nope'; registered agents: materializer"),
+    (("publish", "missing.jsonl", "--topic", "uploads"), "missing.jsonl: no such file"),
+])
+def test_user_errors_are_one_line(tmp_path, args, message):
+    out = pulse(tmp_path, *args)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert message in " ".join(out.stderr.split())
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_setting_names_the_variable(tmp_path):
+    out = pulse(tmp_path, "status", PULSE_SINK_BATCH="lots")
+    assert out.returncode == 1
+    assert "PULSE_SINK_BATCH='lots' is not an integer" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_status_with_nothing_started(tmp_path):
+    out = pulse(tmp_path, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    assert '"kafka"' in out.stdout and '"cassandra"' in out.stdout
+
+
+def test_agents_lists_the_registry(tmp_path):
+    out = pulse(tmp_path, "agents")
+    assert out.returncode == 0 and "materializer" in out.stdout and "uploads" in out.stdout
