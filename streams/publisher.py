@@ -49,9 +49,12 @@ class Publisher:
         self._codecs: dict[str, Any] = {}
         self._errors: list[str] = []
         self.sent = 0
+        # murmur2_random: the Java client's and aiokafka's partitioner, so Pulse's publisher,
+        # Faust agents and JVM apps put one key in the same partition (librdkafka's default,
+        # consistent_random, hashes with CRC32 instead)
         conf = {"bootstrap.servers": require_bootstrap(settings), "linger.ms": 10,
                 "compression.type": "lz4", "enable.idempotence": True, "acks": "all",
-                "queue.buffering.max.messages": 1_000_000}
+                "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000}
         conf.update(config or {})
         self._producer = Producer(conf)
 

@@ -86,9 +86,6 @@ class Settings:
     session_timeout_s:
         ``PULSE_SESSION_TIMEOUT_S`` (default ``10``): Kafka consumer session timeout; a killed
         worker's partitions move to the surviving workers after at most this long.
-    sink_batch_size / sink_flush_interval_s:
-        ``PULSE_SINK_BATCH`` (default ``500`` rows) and ``PULSE_SINK_FLUSH_S`` (default ``1.0``):
-        a sink flushes when either is reached, and always before offsets are committed.
     kafka_heap / cassandra_heap:
         ``PULSE_KAFKA_HEAP`` (default ``512m``) and ``PULSE_CASSANDRA_HEAP`` (default ``1g``):
         JVM heap of the embedded servers.
@@ -109,8 +106,6 @@ class Settings:
     topic_partitions: int = 0
     web_port: int = 0
     session_timeout_s: float = 10.0
-    sink_batch_size: int = 500
-    sink_flush_interval_s: float = 1.0
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
     startup_timeout_s: float = 180.0
@@ -160,8 +155,6 @@ class Settings:
             topic_partitions=_int(env, "PULSE_PARTITIONS", 0),
             web_port=_int(env, "PULSE_WEB_PORT", 0),
             session_timeout_s=_float(env, "PULSE_SESSION_TIMEOUT_S", 10.0),
-            sink_batch_size=_int(env, "PULSE_SINK_BATCH", 500),
-            sink_flush_interval_s=_float(env, "PULSE_SINK_FLUSH_S", 1.0),
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
             cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",
             startup_timeout_s=_float(env, "PULSE_STARTUP_TIMEOUT_S", 180.0),

@@ -37,9 +37,9 @@ def test_user_errors_are_one_line(tmp_path, args, message):
 
 
 def test_bad_setting_names_the_variable(tmp_path):
-    out = pulse(tmp_path, "status", PULSE_SINK_BATCH="lots")
+    out = pulse(tmp_path, "status", PULSE_PARTITIONS="lots")
     assert out.returncode == 1
-    assert "PULSE_SINK_BATCH='lots' is not an integer" in out.stderr
+    assert "PULSE_PARTITIONS='lots' is not an integer" in out.stderr
     assert "Traceback" not in out.stderr
 
 

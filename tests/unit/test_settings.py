@@ -25,5 +25,7 @@ def test_environment_names_external_servers_over_the_state_file(tmp_path):
 
 
 def test_bad_number_names_the_variable(tmp_path):
-    with pytest.raises(SettingsError, match="PULSE_SINK_BATCH='many' is not an integer"):
-        Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_SINK_BATCH": "many"})
+    with pytest.raises(SettingsError, match="PULSE_PARTITIONS='many' is not an integer"):
+        Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_PARTITIONS": "many"})
+    with pytest.raises(SettingsError, match="PULSE_SESSION_TIMEOUT_S='soon' is not a number"):
+        Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_SESSION_TIMEOUT_S": "soon"})
