@@ -333,6 +333,110 @@ def bench_backbone(events: int = typer.Option(100_000, help="Events per publish 
     print(json.dumps(result, indent=2))
 
 
+# ------------------------------------------------------------------------------ replay, export
+
+
+def _time_range(start: Optional[str], end: Optional[str]) -> tuple[Optional[int], Optional[int]]:
+    """``--from`` / ``--to`` as UTC epoch ms; a bad or empty range is a usage error (exit 2)."""
+    from replay.rebuild import TimeRangeError, check_range, parse_time_ms
+
+    out = []
+    for flag, value in (("--from", start), ("--to", end)):
+        try:
+            out.append(None if value is None else parse_time_ms(value, ""))
+        except TimeRangeError as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"'{flag}'") from None
+    try:
+        check_range(*out)
+    except TimeRangeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--from' / '--to'") from None
+    return out[0], out[1]
+
+
+_FROM_HELP = "ISO-8601 time (UTC unless it has an offset) or epoch ms: start at this Kafka timestamp."
+_TO_HELP = "ISO-8601 time or epoch ms: stop before this Kafka timestamp (default: the end offsets now)."
+
+
+@app.command()
+@friendly
+def replay(agent_names: Optional[str] = typer.Option(None, "--agents",
+                                                     help="Comma-separated agents (default: all)."),
+           start: Optional[str] = typer.Option(None, "--from", help=_FROM_HELP),
+           end: Optional[str] = typer.Option(None, "--to", help=_TO_HELP),
+           emit: bool = typer.Option(False, "--emit", help="Also publish derived events and dead "
+                                     "letters (default: only count them, so nothing is duplicated).")
+           ) -> None:
+    """Rebuild the agents' views: replay their source topics through the worker's own per-batch
+    code. Views are idempotent, so replaying over a live view leaves the same rows."""
+    from rich.progress import Progress
+
+    from agents.registry import select
+    from replay.rebuild import rebuild_views
+
+    start_ms, end_ms = _time_range(start, end)
+    names = [spec.name for spec in select(agent_names)]  # unknown names fail before any output
+    with Progress(console=err_console) as bar:
+        task = bar.add_task("replaying", total=None)
+        r = rebuild_views(settings(), names, start_ms=start_ms, end_ms=end_ms, emit=emit,
+                          on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    t = Table(title=f"replay: {', '.join(r['agents'])}")
+    t.add_column("")
+    t.add_column("count", justify="right")
+    for topic, n in r["topics"].items():
+        t.add_row(f"events from {topic}", str(n))
+    t.add_row("view rows written", str(r["effects"]))
+    t.add_row("derived events published" if emit else "derived events not re-published",
+              str(r["emits_published"] if emit else r["emits_skipped"]))
+    t.add_row("dead letters" + (" (published)" if emit else " (not re-published)"), str(r["dead_letters"]))
+    t.add_row("seconds", f"{r['seconds']:.1f}")
+    t.add_row("events/s", str(r["events_per_s"]))
+    console.print(t)
+    for d in r["dead_letter_list"]:
+        err_console.print(f"[yellow]dead letter[/] {d['topic']}[{d['partition']}]@{d['offset']}: "
+                          f"{d['reason']}", highlight=False)
+
+
+@app.command()
+@friendly
+def export(topic: str = typer.Argument(..., help="Topic to export."),
+           out: Path = typer.Option(..., "--out", help="Parquet file to write (replaced if it exists)."),
+           start: Optional[str] = typer.Option(None, "--from", help=_FROM_HELP),
+           end: Optional[str] = typer.Option(None, "--to", help=_TO_HELP),
+           skip_undecodable: bool = typer.Option(False, "--skip-undecodable",
+                                                 help="Leave out messages that do not decode.")) -> None:
+    """Write a topic's events to Parquet: one column per schema field (types from the Avro
+    contract) plus _topic, _partition, _offset and _timestamp_ms."""
+    from rich.progress import Progress
+
+    from replay.export import ExportError, export_topic
+    from replay.rebuild import count_messages
+
+    from .codec import CodecError
+    from .topics import topic_spec
+
+    start_ms, end_ms = _time_range(start, end)
+    s = settings()
+    topic_spec(topic)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such directory")
+    with Progress(console=err_console) as bar:
+        task = bar.add_task(f"exporting {topic}", total=count_messages(s, [topic], start_ms))
+        try:
+            r = export_topic(s, topic, out, start_ms=start_ms, end_ms=end_ms,
+                             skip_undecodable=skip_undecodable,
+                             on_progress=lambda n: bar.update(task, completed=n))
+        except CodecError as exc:
+            err_console.print(f"[bold red]error:[/] {exc} (--skip-undecodable leaves such messages "
+                              f"out; they are in dead-letters)", highlight=False)
+            raise typer.Exit(1)
+        except ExportError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1)
+        bar.update(task, completed=r["rows"], total=r["rows"])
+    console.print(f"{r['rows']} rows written to {r['path']} ({r['row_groups']} row groups, "
+                  f"{r['bytes']:,} bytes, {r['seconds']:.1f} s)")
+
+
 def main() -> None:
     """Entry point of the ``pulse`` script."""
     try:

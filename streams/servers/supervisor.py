@@ -16,18 +16,12 @@ state file ``$PULSE_HOME/servers.json``::
 out their addresses) and ``up`` reuses the ports recorded there when they are still free. A PID
 is signalled only while ``/proc/<pid>/cmdline`` is a ``java`` command carrying this server's
 :func:`~streams.servers.process_marker` for this ``PULSE_HOME``; data directories are never removed.
-Linux only (``/proc``).
+Linux only (``/proc``). The process and port plumbing (spawning, signalling, ``/proc`` checks,
+log tails, free ports) lives in :mod:`.processes`.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import random
-import shlex
-import signal
-import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -35,8 +29,11 @@ from types import ModuleType
 from typing import Callable
 
 from ..settings import Settings, read_state
-from . import MissingToolError, ServerError, cassandra, kafka, process_marker
+from . import MissingToolError, ServerError, cassandra, kafka
 from .maven import find_tool, java_major_version, resolve_jars
+from .processes import (alive, cmdline, exit_code, find_ours, free_port, is_ours, spawn, tail_message, terminate,
+                        utc_now)
+from .processes import port_free as _port_free  # looked up here, so a test can fake a port-taken race
 
 __all__ = ["ServerError", "MissingToolError", "up", "down", "status"]
 
@@ -46,17 +43,6 @@ TITLES = {"kafka": "Kafka", "cassandra": "Cassandra"}
 
 PROBE_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.5
-STOP_TIMEOUT_S = 60.0
-"""How long ``down`` waits after SIGTERM (Kafka's controlled shutdown and Cassandra's flush take ~5-7 s)."""
-KILL_TIMEOUT_S = 10.0
-LOG_TAIL_LINES = 40
-LOG_LINE_CHARS = 400
-"""Longer log lines (Cassandra's one-line config and classpath dumps) are cut in error messages."""
-LOG_ROTATE_BYTES = 20 * 2**20
-_BANNER = "==== pulse up:"
-
-_children: dict[int, subprocess.Popen] = {}
-"""Processes this Python process started, kept so they can be reaped (no zombies, no ResourceWarning)."""
 
 
 def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> dict:
@@ -86,11 +72,11 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
         entry = state["stopped"].get(name) or {}
         pid = entry.get("pid")
         if name in settings.external:
-            if pid and _is_ours(pid, name, settings.home):  # keep it recorded, so `down` stops it
+            if pid and is_ours(pid, name, settings.home):  # keep it recorded, so `down` stops it
                 state[name] = state["stopped"].pop(name)
                 step(f"{name}: using the external one; the embedded one (PID {pid}) runs until `pulse down`")
             continue
-        if pid and _is_ours(pid, name, settings.home):
+        if pid and is_ours(pid, name, settings.home):
             state[name] = state["stopped"].pop(name)
             if _probe(name, _address(name, entry), settings) is not None:
                 step(f"{name}: already running (PID {pid}) at {_address(name, entry)}")
@@ -100,7 +86,7 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
             continue
         if pid:  # it died (crash, reboot) without `pulse down`: keep its ports, forget its PID
             state["stopped"][name] = {**entry, "pid": None}
-        stray = _find_ours(name, settings.home)
+        stray = find_ours(name, settings.home)
         if stray:
             raise ServerError(f"a {TITLES[name]} of PULSE_HOME={settings.home} runs as PID {stray} but is not "
                               f"recorded in {settings.state_file}; stop it (kill {stray}) and run `pulse up` again")
@@ -109,9 +95,9 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
         ports = _choose_ports(module.PORTS, entry.get("ports") or {}, taken)
         launch = module.prepare(settings, java, lib, ports, version, step)
         log = settings.home / "logs" / f"{name}.log"
-        pid = _spawn(launch.argv, launch.cwd, log)
+        pid = spawn(launch.argv, launch.cwd, log)
         state["stopped"].pop(name, None)
-        state[name] = {**launch.record, "pid": pid, "log": str(log), "started_at": _now()}
+        state[name] = {**launch.record, "pid": pid, "log": str(log), "started_at": utc_now()}
         _write_state(settings.state_file, state)
         step(f"{name}: started {TITLES[name]} {version} as PID {pid}; waiting for {_address(name, state[name])}")
         deadlines[name] = (time.monotonic(), time.monotonic() + settings.startup_timeout_s)
@@ -122,7 +108,7 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop the recorded servers (SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`); keep their data.
+    """Stop the recorded servers (SIGTERM, then SIGKILL after :data:`~.processes.STOP_TIMEOUT_S`); keep their data.
 
     Only PIDs from the state file are signalled, and only while they are still this home's
     server JVMs. Returns one line per server that was stopped or left alone (and why).
@@ -139,14 +125,14 @@ def down(settings: Settings) -> list[str]:
         if name not in SERVERS or not isinstance(entry, dict):
             continue
         pid = entry.get("pid")
-        if pid and _is_ours(pid, name, settings.home):
+        if pid and is_ours(pid, name, settings.home):
             ours[pid] = name
-        elif pid and _alive(pid):
+        elif pid and alive(pid):
             lines.append(f"{name}: PID {pid} is no longer Pulse's {TITLES[name]} "
-                         f"({' '.join(_cmdline(pid) or ['?'])[:120]}); left alone")
+                         f"({' '.join(cmdline(pid) or ['?'])[:120]}); left alone")
         if pid or name in old:
-            state["stopped"][name] = {**entry, "pid": None, "stopped_at": _now()}
-    for pid, how in _terminate(list(ours)).items():
+            state["stopped"][name] = {**entry, "pid": None, "stopped_at": utc_now()}
+    for pid, how in terminate(list(ours)).items():
         lines.append(f"{ours[pid]}: stopped PID {pid} ({how}); data kept in {entries[ours[pid]].get('data')}")
     _write_state(settings.state_file, state)
     return lines
@@ -169,7 +155,7 @@ def status(settings: Settings) -> dict:
             continue
         entry = st.get(name) or st.get("stopped", {}).get(name) or {}
         pid = entry.get("pid")
-        running = bool(pid) and _is_ours(pid, name, settings.home)
+        running = bool(pid) and is_ours(pid, name, settings.home)
         address = _address(name, entry) if entry else None
         answer = _probe(name, address, settings) if running else None
         out[name] = {"state": "running" if running else "stopped", "address": address,
@@ -193,12 +179,12 @@ def _wait_until_answering(settings: Settings, state: dict, deadlines: dict[str, 
         for name in list(deadlines):
             entry = state[name]
             pid, log, address = entry["pid"], Path(entry["log"]), _address(name, entry)
-            if not _alive(pid):
-                code = _children[pid].returncode if pid in _children else None
+            if not alive(pid):
+                code = exit_code(pid)
                 _mark_stopped(settings, state, name)
                 how = f" with code {code}" if code is not None else ""
                 raise ServerError(f"{TITLES[name]} (PID {pid}) exited{how} while starting on {address}."
-                                  f"{_tail_message(log)}")
+                                  f"{tail_message(log)}")
             answer = _probe(name, address, settings)
             launched, deadline = deadlines[name]
             if answer is not None:
@@ -206,18 +192,18 @@ def _wait_until_answering(settings: Settings, state: dict, deadlines: dict[str, 
                 step(f"{name}: answering at {address} after {entry['answering_after_s']} s")
                 del deadlines[name]
             elif time.monotonic() > deadline:
-                how = _terminate([pid]).get(pid, "")
+                how = terminate([pid]).get(pid, "")
                 _mark_stopped(settings, state, name)
                 raise ServerError(
                     f"{TITLES[name]} (PID {pid}) did not answer on {address} within "
                     f"{settings.startup_timeout_s:.0f} s, so it was stopped ({how}). On a slow or busy "
-                    f"machine raise PULSE_STARTUP_TIMEOUT_S.{_tail_message(log)}")
+                    f"machine raise PULSE_STARTUP_TIMEOUT_S.{tail_message(log)}")
         if deadlines:
             time.sleep(POLL_INTERVAL_S)
 
 
 def _mark_stopped(settings: Settings, state: dict, name: str) -> None:
-    state["stopped"][name] = {**state.pop(name), "pid": None, "stopped_at": _now()}
+    state["stopped"][name] = {**state.pop(name), "pid": None, "stopped_at": utc_now()}
     _write_state(settings.state_file, state)
 
 
@@ -241,7 +227,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-# ---------------------------------------------------------------------------------- processes
+# --------------------------------------------------------------------------------------- java
 
 
 def _java(step: Callable[[str], None]) -> str:
@@ -255,108 +241,6 @@ def _java(step: Callable[[str], None]) -> str:
     return java
 
 
-def _spawn(argv: list[str], cwd: Path, log: Path) -> int:
-    """Start ``argv`` detached (new session, stdin closed) with stdout+stderr appended to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    if log.exists() and log.stat().st_size > LOG_ROTATE_BYTES:
-        log.replace(log.with_name(log.name + ".1"))
-    env = {k: v for k, v in os.environ.items() if k != "CLASSPATH"}
-    with open(log, "ab") as out:
-        out.write(f"\n{_BANNER} {_now()} in {cwd}: {shlex.join(argv)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    _children[proc.pid] = proc
-    return proc.pid
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie counts as gone (and is reaped when it is our child)."""
-    if pid in _children:
-        return _children[pid].poll() is None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        return False
-    return True
-
-
-def _is_ours(pid: int, name: str, home: Path) -> bool:
-    args = _cmdline(pid)
-    return (bool(args) and os.path.basename(args[0]) == "java"
-            and process_marker(name, home) in args and _alive(pid))
-
-
-def _find_ours(name: str, home: Path) -> int | None:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and _is_ours(int(proc.name), name, home):
-            return int(proc.name)
-    return None
-
-
-def _terminate(pids: list[int]) -> dict[int, str]:
-    """SIGTERM every PID, wait up to :data:`STOP_TIMEOUT_S`, SIGKILL the rest; ``{pid: how}``."""
-    t0, done = time.monotonic(), {}
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    for sig, limit in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S + KILL_TIMEOUT_S)):
-        if sig == signal.SIGKILL:
-            for pid in pids:
-                if pid not in done:
-                    _signal(pid, signal.SIGKILL)
-        while len(done) < len(pids) and time.monotonic() - t0 < limit:
-            for pid in pids:
-                if pid not in done and not _alive(pid):
-                    done[pid] = f"{sig.name}, {time.monotonic() - t0:.1f} s"
-            time.sleep(0.1)
-    for pid in pids:
-        done.setdefault(pid, "still running after SIGKILL")
-    return done
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _tail_message(log: Path) -> str:
-    lines = log_tail(log)
-    if not lines:
-        return f" Its log {log} is empty."
-    shown = (line if len(line) <= LOG_LINE_CHARS else line[:LOG_LINE_CHARS] + " [...]" for line in lines)
-    return f" Last {len(lines)} lines of {log}:\n" + "\n".join("    " + line for line in shown)
-
-
-def log_tail(log: Path, n: int = LOG_TAIL_LINES) -> list[str]:
-    """The last ``n`` lines a server wrote to ``log`` since its latest start (``[]`` if none)."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    starts = [i for i, line in enumerate(lines) if line.startswith(_BANNER)]
-    if starts:
-        lines = lines[starts[-1] + 1:]
-    return lines[-n:]
-
-
 # -------------------------------------------------------------------------------- ports, state
 
 
@@ -366,40 +250,10 @@ def _choose_ports(names: tuple[str, ...], previous: dict, taken: set[int]) -> di
     for name in names:
         port = previous.get(name)
         if not (isinstance(port, int) and port not in taken and _port_free(port)):
-            port = _free_port(taken)
+            port = free_port(taken)
         ports[name] = port
         taken.add(port)
     return ports
-
-
-def _port_free(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:``port`` now (TIME_WAIT leftovers do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _free_port(taken: set[int]) -> int:
-    """A free port below the kernel's ephemeral range, so outgoing connections never occupy it."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    if low > 16000:
-        for _ in range(200):
-            port = random.randrange(15000, low)
-            if port not in taken and _port_free(port):
-                return port
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in taken:
-            return port
 
 
 def _qdrant(settings: Settings) -> dict:
@@ -414,7 +268,3 @@ def _write_state(path: Path, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(body, indent=2) + "\n")
     tmp.replace(path)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")

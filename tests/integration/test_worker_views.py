@@ -44,6 +44,7 @@ def test_worker_materializes_posts_users_follows_idempotently(pipeline, workers)
 
     rows = posts_by_creator(pipeline, creator, limit=50)
     assert [r["post_id"] for r in rows] == [f"{creator}-p{i}" for i in reversed(range(5))]
+    assert all(r["hashtags"] == ["qubits"] for r in rows)  # delivered twice, written once
     f = follow_summary(pipeline, creator)
     assert f["followers"] == 1
     assert follow_summary(pipeline, fan1)["following"] == 0

@@ -1,0 +1,327 @@
+"""Rebuilding views by replaying the log through the live code path.
+
+:func:`rebuild_views` reads every source topic of the chosen agents as raw bytes, from the start
+of each partition (or from a Kafka timestamp) up to the end offsets taken when the replay began,
+and feeds them to exactly what a worker runs per batch: :func:`streams.runtime.process_batch`,
+then ``ctx.sinks(spec.sinks).write(effects)``. Views are idempotent upserts written at event time
+(``USING TIMESTAMP``), so replaying over a live view leaves the same rows and write times.
+
+Derived events (emits) are counted but not published unless ``emit=True``: a replay must not
+duplicate output events. Dead letters found on the way are counted and listed the same way.
+
+Order: one partition's messages in offset order; partitions and topics interleaved by Kafka
+timestamp (a k-way merge), so cross-topic order resembles the live stream.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Iterator
+
+from agents.registry import select
+from streams.deadletters import DEAD_LETTER_TOPIC
+from streams.runtime import RawMessage, RuntimeContext, process_batch
+from streams.settings import Settings
+from streams.topics import TopicError, require_bootstrap
+
+Progress = Callable[[int, int], None]
+"""``on_progress(messages_done, messages_total)``; the total shrinks when a partition ends early
+(``end_ms``), so it reaches ``done`` at the end."""
+
+MAX_BUFFERED = 2_000
+"""Messages buffered per partition before it is paused (bounds memory during the merge)."""
+
+MAX_LISTED_DEAD_LETTERS = 20
+"""How many dead letters a replay lists individually (all are counted)."""
+
+
+class TimeRangeError(ValueError):
+    """A ``--from`` / ``--to`` value is not a time, or the range is empty; the message says which."""
+
+
+def parse_time_ms(text: str, what: str = "time") -> int:
+    """Parse an ISO-8601 time (``2018-03-12``, ``2018-03-12T10:00:00Z``, ``...+02:00``) or an
+    integer of epoch milliseconds into UTC epoch milliseconds. A time without offset is UTC.
+
+    Raises
+    ------
+    TimeRangeError
+        ``text`` is neither; the message names ``what`` (unless empty) and shows an example.
+    """
+    s = text.strip()
+    if s.lstrip("-").isdigit():
+        return int(s)
+    try:
+        t = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in "zZ" and s else s)
+    except ValueError:
+        raise TimeRangeError(f"{what + ': ' if what else ''}{text!r} is not an ISO-8601 time (e.g. 2018-03-12 or "
+                             f"2018-03-12T10:00:00Z) nor epoch milliseconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+def check_range(start_ms: int | None, end_ms: int | None) -> None:
+    """Raise :class:`TimeRangeError` when ``start_ms >= end_ms`` (both epoch ms)."""
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise TimeRangeError(f"empty time range: from {start_ms} ms is not before to {end_ms} ms")
+
+
+@dataclass
+class _Partition:
+    """Replay state of one partition: next offset to deliver, the end (exclusive), its buffer."""
+
+    topic: str
+    partition: int
+    next: int
+    end: int
+    buffer: deque
+    paused: bool = False
+
+
+def _consumer(settings: Settings):
+    from confluent_kafka import Consumer
+
+    return Consumer({"bootstrap.servers": require_bootstrap(settings),
+                     "group.id": f"pulse-replay-{uuid.uuid4()}", "enable.auto.commit": False,
+                     "enable.auto.offset.store": False, "enable.partition.eof": True,
+                     "auto.offset.reset": "earliest"})
+
+
+def plan_partitions(consumer, topics: Iterable[str], start_ms: int | None,
+                    timeout_s: float = 30.0) -> list[tuple[str, int, int, int]]:
+    """``[(topic, partition, start_offset, end_offset)]`` for every partition of ``topics``.
+
+    ``start_offset`` is the low watermark, or the first offset at or after ``start_ms`` (epoch ms,
+    ``offsets_for_times``); ``end_offset`` is the high watermark now (exclusive).
+
+    Raises
+    ------
+    TopicError
+        A topic does not exist on the cluster, or the cluster does not answer.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    plan = []
+    for topic in topics:
+        try:
+            md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        except KafkaException as exc:
+            raise TopicError(f"Kafka did not answer: {exc}") from None
+        if md.error is not None or not md.partitions:
+            raise TopicError(f"topic {topic!r} is not on the cluster ({md.error}); "
+                             f"run `pulse topics create`")
+        for p in sorted(md.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            start = low
+            if start_ms is not None:
+                found = consumer.offsets_for_times([TopicPartition(topic, p, start_ms)],
+                                                   timeout=timeout_s)[0]
+                start = max(low, found.offset if found.offset >= 0 else high)
+            plan.append((topic, p, start, high))
+    return plan
+
+
+def count_messages(settings: Settings, topics: Iterable[str], start_ms: int | None = None) -> int:
+    """How many messages of ``topics`` lie at or after ``start_ms`` (epoch ms; ``None``: all):
+    the sum of end minus start offsets, an upper bound for progress bars (compaction not
+    subtracted). Raises :class:`TopicError` like :func:`plan_partitions`."""
+    consumer = _consumer(settings)
+    try:
+        return sum(max(0, e - s) for _, _, s, e in plan_partitions(consumer, topics, start_ms))
+    finally:
+        consumer.close()
+
+
+def read_merged(settings: Settings, topics: Iterable[str], *, start_ms: int | None = None,
+                end_ms: int | None = None, on_total: Callable[[int], None] | None = None,
+                timeout_s: float = 30.0) -> Iterator[RawMessage]:
+    """Yield the raw messages of ``topics`` in ``[start_ms, end_ms)`` merged by Kafka timestamp.
+
+    Within a partition: offset order. A partition ends at its end offset taken at the start, or
+    at its first message with timestamp >= ``end_ms``. No consumer-group offsets are committed.
+    ``on_total(n)`` is told the number of messages expected (an upper bound, lowered as
+    partitions end early).
+
+    Raises
+    ------
+    TopicError
+        A topic is missing, a fetch fails, or nothing arrives for ``timeout_s`` seconds.
+    """
+    from confluent_kafka import KafkaError, TopicPartition
+
+    consumer = _consumer(settings)
+    try:
+        parts = {(t, p): _Partition(t, p, s, e, deque())
+                 for t, p, s, e in plan_partitions(consumer, topics, start_ms, timeout_s) if s < e}
+        total = sum(x.end - x.next for x in parts.values())
+        if on_total:
+            on_total(total)
+        if not parts:
+            return
+        consumer.assign([TopicPartition(x.topic, x.partition, x.next) for x in parts.values()])
+        active = set(parts)          # partitions that may still deliver messages
+        heads: list = []             # (timestamp_ms, topic, partition) of each non-empty buffer
+
+        def finish(x: _Partition) -> None:
+            nonlocal total
+            active.discard((x.topic, x.partition))
+            total -= x.end - x.next
+            x.next = x.end
+            if on_total:
+                on_total(total)
+
+        last_message = time.monotonic()
+        while active or heads:
+            starving = [k for k in active if not parts[k].buffer]
+            if not starving:  # every live partition has a head: the oldest head goes next
+                _, t, p = heapq.heappop(heads)
+                x = parts[(t, p)]
+                msg = x.buffer.popleft()
+                if x.buffer:
+                    heapq.heappush(heads, (x.buffer[0].timestamp_ms or 0, t, p))
+                if x.paused and len(x.buffer) < MAX_BUFFERED // 2:
+                    consumer.resume([TopicPartition(t, p)])
+                    x.paused = False
+                yield msg
+                continue
+            batch = consumer.consume(num_messages=1000, timeout=0.2)
+            if batch:
+                last_message = time.monotonic()
+            elif time.monotonic() - last_message > timeout_s:
+                raise TopicError(f"replay stalled: nothing from {sorted(starving)[:3]} for {timeout_s:.0f} s")
+            for m in batch:
+                key = (m.topic(), m.partition())
+                x = parts.get(key)
+                if x is None or key not in active:
+                    continue
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        finish(x)
+                        continue
+                    raise TopicError(f"reading {key[0]}[{key[1]}]: {err}")
+                if m.offset() < x.next:  # re-fetched after a resume
+                    continue
+                ts_type, ts = m.timestamp()
+                ts = ts if ts_type and ts >= 0 else None
+                if end_ms is not None and ts is not None and ts >= end_ms:
+                    finish(x)
+                    continue
+                raw = RawMessage(key[0], key[1], m.offset(), m.key(), m.value(),
+                                 tuple(m.headers() or ()), ts)
+                total -= m.offset() - x.next  # offsets skipped (compaction, control records)
+                x.next = m.offset() + 1
+                if not x.buffer:
+                    heapq.heappush(heads, (ts or 0, key[0], key[1]))
+                x.buffer.append(raw)
+                if x.next >= x.end:
+                    active.discard(key)
+                elif len(x.buffer) >= MAX_BUFFERED and not x.paused:
+                    consumer.pause([TopicPartition(*key)])
+                    x.paused = True
+    finally:
+        consumer.close()
+
+
+def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms: int | None = None,
+                  end_ms: int | None = None, emit: bool = False,
+                  on_progress: Progress | None = None) -> dict:
+    """Replay the source topics of ``agent_names`` (``None`` or empty: every agent) through the
+    worker's per-batch code and write their view effects.
+
+    Parameters
+    ----------
+    start_ms / end_ms:
+        Kafka-timestamp range ``[start_ms, end_ms)`` in UTC epoch ms (``None``: whole log).
+    emit:
+        Also publish the emitted events and dead letters (keys from ``ctx.key_of``), as the
+        worker would; by default they are only counted.
+
+    Returns
+    -------
+    dict
+        ``agents`` (names), ``topics`` (``{topic: messages read}``), ``events`` (total read),
+        ``effects`` (view rows / points written), ``emits_skipped``, ``emits_published``,
+        ``dead_letters`` (count), ``dead_letters_published``, ``dead_letter_list`` (up to
+        :data:`MAX_LISTED_DEAD_LETTERS` of ``{topic, partition, offset, reason}``), ``seconds``,
+        ``events_per_s``.
+
+    Raises
+    ------
+    KeyError
+        An unknown agent name.
+    TopicError
+        Kafka is not configured or reachable, or a source topic is missing.
+    streams.sinks.SinkError, streams.cassandra.ViewStoreError
+        Writing the views failed.
+    TimeRangeError
+        ``start_ms >= end_ms``.
+    """
+    check_range(start_ms, end_ms)
+    specs = select(",".join(agent_names) if agent_names else None)
+    extra = {t: s for spec in specs for t, s in spec.topic_schemas.items()}
+    ctx = RuntimeContext(settings, extra_schemas=extra)
+    topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
+    by_topic = {t: [sp for sp in specs if t in sp.topics] for t in topics}
+    batches: dict[str, list[RawMessage]] = {sp.name: [] for sp in specs}
+    out = {"agents": [sp.name for sp in specs], "topics": dict.fromkeys(topics, 0), "events": 0,
+           "effects": 0, "emits_skipped": 0, "emits_published": 0, "dead_letters": 0,
+           "dead_letters_published": 0, "dead_letter_list": []}
+    publisher = None
+    if emit:
+        from streams.publisher import Publisher
+
+        publisher = Publisher(settings, producer_name="pulse-replay")
+    total = [0]
+
+    def run(spec, batch: list[RawMessage]) -> None:
+        # exactly the worker's per-batch logic (streams.runtime.bind / apply_effects), synchronously
+        effects, emits = process_batch(ctx, spec, batch)
+        if effects:
+            out["effects"] += ctx.sinks(spec.sinks).write(effects)
+        for e in emits:
+            dead = e.topic == DEAD_LETTER_TOPIC
+            if dead:
+                out["dead_letters"] += 1
+                if len(out["dead_letter_list"]) < MAX_LISTED_DEAD_LETTERS:
+                    r = e.record
+                    out["dead_letter_list"].append({"topic": r["source_topic"], "partition": r["partition"],
+                                                    "offset": r["offset"], "reason": r["reason"]})
+            if publisher is not None:
+                publisher.produce_raw(e.topic, ctx.key_of(e.topic, e.record),
+                                      ctx.codec(e.topic).encode(e.record))
+                out["dead_letters_published" if dead else "emits_published"] += 1
+            elif not dead:
+                out["emits_skipped"] += 1
+        batch.clear()
+
+    began = time.perf_counter()
+    try:
+        for msg in read_merged(settings, topics, start_ms=start_ms, end_ms=end_ms,
+                               on_total=lambda n: total.__setitem__(0, n)):
+            out["topics"][msg.topic] += 1
+            out["events"] += 1
+            for spec in by_topic[msg.topic]:
+                batch = batches[spec.name]
+                batch.append(msg)
+                if len(batch) >= spec.batch_size:
+                    run(spec, batch)
+            if on_progress and out["events"] % 1000 == 0:
+                on_progress(out["events"], total[0])
+        for spec in specs:
+            if batches[spec.name]:
+                run(spec, batches[spec.name])
+        if publisher is not None:
+            publisher.flush()
+    finally:
+        ctx.close()
+    if on_progress:
+        on_progress(out["events"], out["events"])
+    out["seconds"] = round(time.perf_counter() - began, 3)
+    out["events_per_s"] = round(out["events"] / out["seconds"]) if out["seconds"] > 0 else 0
+    return out
