@@ -40,8 +40,9 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
     on_error:
         ``"raise"`` (a :class:`CodecError` names the position) or ``"skip"``.
 
-    Messages are yielded partition by partition, in offset order within each partition. The read
-    stops at the end offsets taken when it began, so it terminates on a live topic.
+    All partitions are read at once: offset order within a partition, partitions interleaved as
+    the broker delivers them. The read stops at the end offsets taken when it began, so it
+    terminates on a live topic.
     """
     from confluent_kafka import Consumer, TopicPartition
 
@@ -53,34 +54,39 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
         md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         if md.error is not None:
             raise CodecError(f"cannot read {topic}: {md.error}")
+        assign, ends = [], {}
         for p in sorted(md.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            start = low
-            if last is not None:
-                start = max(low, high - last)
+            start = low if last is None else max(low, high - last)
             if start_ms is not None:
                 found = consumer.offsets_for_times([TopicPartition(topic, p, start_ms)], timeout=timeout_s)[0]
                 start = max(start, found.offset if found.offset >= 0 else high)
-            if start >= high:
+            if start < high:
+                assign.append(TopicPartition(topic, p, start))
+                ends[p] = high
+        if not assign:
+            return
+        consumer.assign(assign)
+        while ends:
+            msg = consumer.poll(timeout_s)
+            if msg is None:
+                break  # nothing more within timeout_s: the broker has no more for us
+            if msg.error():
+                raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")
+            p, offset, ts = msg.partition(), msg.offset(), msg.timestamp()[1]
+            if p not in ends:
                 continue
-            consumer.assign([TopicPartition(topic, p, start)])
-            offset = start
-            while offset < high:
-                msg = consumer.poll(timeout_s)
-                if msg is None:
-                    break
-                if msg.error():
-                    raise CodecError(f"reading {topic}[{p}]: {msg.error()}")
-                offset = msg.offset() + 1
-                ts = msg.timestamp()[1]
-                if end_ms is not None and ts >= end_ms:
-                    break
-                try:
-                    record = codec.decode(msg.value())
-                except CodecError as exc:
-                    if on_error == "skip":
-                        continue
-                    raise CodecError(f"{topic}[{p}]@{msg.offset()}: {exc}") from None
-                yield Position(topic, p, msg.offset(), ts), record
+            if offset + 1 >= ends[p]:
+                del ends[p]
+            if end_ms is not None and ts >= end_ms:
+                ends.pop(p, None)  # this partition has reached the end of the range
+                continue
+            try:
+                record = codec.decode(msg.value())
+            except CodecError as exc:
+                if on_error == "skip":
+                    continue
+                raise CodecError(f"{topic}[{p}]@{offset}: {exc}") from None
+            yield Position(topic, p, offset, ts), record
     finally:
         consumer.close()

@@ -7,8 +7,10 @@ Pulse runs the servers' own official jars from Maven Central; nothing here imita
   storage once and builds the ``kafka.Kafka`` command; its probe is a real metadata request.
 - :mod:`.cassandra` writes ``cassandra.yaml`` and builds the ``CassandraDaemon`` command with the
   Java 17 flags of Cassandra's own ``conf/jvm17-server.options``; its probe is a CQL query.
-- :mod:`.supervisor` picks free ports, starts the processes detached, waits until they answer,
-  records them in ``$PULSE_HOME/servers.json`` and stops them by PID.
+- :mod:`.processes` is the process and port plumbing: spawning detached JVMs, checking a PID's
+  ``/proc`` command line, signalling, log tails, free ports.
+- :mod:`.supervisor` picks the ports, starts the servers, waits until they answer, records them
+  in ``$PULSE_HOME/servers.json`` and stops them by PID.
 
 Only the errors, :class:`Launch` and :func:`process_marker` live here, so the modules
 can share them without importing each other.
