@@ -78,9 +78,18 @@ def run_worker(app, loglevel: str = "warning") -> None:
     Faust's terminal spinner is switched off: with it, Faust sets the root logger to DEBUG so that
     every debug record can spin it, and aiokafka then builds a log record for every message it
     sends (a third of a pass-through agent's time in ``pulse bench backbone``'s profile).
+
+    The garbage collector is tuned for a stream worker, which allocates a few short-lived objects
+    per event and almost no cycles: objects alive at start-up are frozen out of collection
+    (``gc.freeze``) and a young-generation collection runs every 50,000 allocations instead of
+    700 (about +10 % events/s for the pass-through agent, measured with ``pulse bench backbone``).
     """
+    import gc
+
     from faust.worker import Worker
 
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.spinner = None
     worker.execute_from_commandline()
