@@ -111,9 +111,10 @@ class RawMessage(NamedTuple):
     timestamp_ms: int | None = None
 
 
-def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[RawMessage]
+def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[Any]
                   ) -> tuple[list[Effect], list[Emit]]:
-    """Decode and process raw messages (:class:`RawMessage` or plain 5-to-7-tuples).
+    """Decode and process consumed messages: :class:`RawMessage` s or Faust ``Message`` s (both
+    have ``topic``, ``partition``, ``offset``, ``key``, ``value`` and ``headers``).
 
     Returns ``(view_effects, emits)``; undecodable or failing messages become dead-letter emits.
     This is the whole per-batch logic of the worker, without Faust, so replay and tests share it.
@@ -121,27 +122,33 @@ def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[RawMe
     effects: list[Effect] = []
     emits: list[Emit] = []
     for m in messages:
-        topic, partition, offset, key, value = m[:5]
-        where = dict(source_topic=topic, partition=partition, offset=offset, key=key, value=value,
-                     headers=m[5] if len(m) > 5 else (),
-                     original_timestamp=m[6] if len(m) > 6 else None,
-                     consumer=spec.name, producer=spec.name)
+        topic = m.topic
         try:
-            record = ctx.codec(topic).decode(value)
+            record = ctx.codec(topic).decode(m.value)
         except CodecError as exc:
-            emits.append(Emit(DEAD_LETTER_TOPIC, dead_letter(
-                reason=str(exc), error_type="CodecError", **where)))
+            emits.append(_dead_letter_of(m, spec, str(exc), "CodecError"))
             continue
         try:
             out = spec.process(topic, record)
         except Exception as exc:  # a bug or bad data in one event must not stop the partition
-            log.exception("agent %s failed on %s[%s]@%s", spec.name, topic, partition, offset)
-            emits.append(Emit(DEAD_LETTER_TOPIC, dead_letter(
-                reason=f"{spec.name} failed: {exc!r}", error_type=type(exc).__name__, **where)))
+            log.exception("agent %s failed on %s[%s]@%s", spec.name, topic, m.partition, m.offset)
+            emits.append(_dead_letter_of(m, spec, f"{spec.name} failed: {exc!r}", type(exc).__name__))
             continue
         for e in out:
             (emits if isinstance(e, Emit) else effects).append(e)
     return effects, emits
+
+
+def _dead_letter_of(m: Any, spec: AgentSpec, reason: str, error_type: str) -> Emit:
+    """The dead-letter emit for message ``m`` (a RawMessage or a Faust Message)."""
+    if isinstance(m, RawMessage):
+        timestamp_ms = m.timestamp_ms
+    else:  # Faust: seconds as a float
+        timestamp_ms = int(m.timestamp * 1000) if m.timestamp else None
+    return Emit(DEAD_LETTER_TOPIC, dead_letter(
+        source_topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
+        headers=_headers(m.headers), original_timestamp=timestamp_ms, reason=reason,
+        error_type=error_type, consumer=spec.name, producer=spec.name))
 
 
 async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, effects: list[Effect],
@@ -202,14 +209,11 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                 events.append(get_nowait())
             if ctx.first_batch_at is None:
                 ctx.first_batch_at = time.perf_counter()
-            batch = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
-                                _headers(m.headers), int(m.timestamp * 1000) if m.timestamp else None)
-                     for m in (ev.message for ev in events)]
-            effects, emits = process_batch(ctx, spec, batch)
+            effects, emits = process_batch(ctx, spec, [ev.message for ev in events])
             await apply_effects(ctx, spec, effects, emits)
             for ev in events:
                 ev.ack()
-            ctx.counters["events"] += len(batch)
+            ctx.counters["events"] += len(events)
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)

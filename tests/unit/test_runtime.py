@@ -3,7 +3,7 @@ from agents.base import AgentSpec, derived_event_id
 from agents.materializer import SPEC as MATERIALIZER
 from streams.codec import AvroCodec
 from streams.effects import Emit, Upsert
-from streams.runtime import RuntimeContext, process_batch
+from streams.runtime import RawMessage, RuntimeContext, process_batch
 from streams.schemas import default_catalog
 from streams.settings import Settings
 
@@ -18,9 +18,9 @@ def test_good_events_become_effects_and_bad_bytes_dead_letters(tmp_path):
     c = ctx(tmp_path)
     good = AvroCodec(default_catalog(), "Upload").encode(upload())
     effects, emits = process_batch(c, MATERIALIZER, [
-        ("uploads", 0, 7, b"p1", good),
-        ("uploads", 1, 8, b"k", b"\xc3\x01garbage"),
-        ("uploads", 2, 9, None, good[:-3]),
+        RawMessage("uploads", 0, 7, b"p1", good),
+        RawMessage("uploads", 1, 8, b"k", b"\xc3\x01garbage"),
+        RawMessage("uploads", 2, 9, None, good[:-3]),
     ])
     assert [e.table for e in effects] == ["posts", "posts_by_creator"]
     assert all(isinstance(e, Upsert) for e in effects)
@@ -33,7 +33,7 @@ def test_good_events_become_effects_and_bad_bytes_dead_letters(tmp_path):
     decoded = AvroCodec(default_catalog(), "DeadLetter").decode(
         AvroCodec(default_catalog(), "DeadLetter").encode(dl))
     assert decoded["value"] == b"\xc3\x01garbage"
-    _, again = process_batch(c, MATERIALIZER, [("uploads", 1, 8, b"k", b"\xc3\x01garbage")])
+    _, again = process_batch(c, MATERIALIZER, [RawMessage("uploads", 1, 8, b"k", b"\xc3\x01garbage")])
     assert again[0].record["event_id"] == dl["event_id"]
 
 
@@ -43,7 +43,7 @@ def test_an_agent_exception_dead_letters_the_event_instead_of_stopping(tmp_path)
 
     spec = AgentSpec(name="boom", topics=("uploads",), process=boom)
     good = AvroCodec(default_catalog(), "Upload").encode(upload())
-    effects, emits = process_batch(ctx(tmp_path), spec, [("uploads", 0, 1, None, good)])
+    effects, emits = process_batch(ctx(tmp_path), spec, [RawMessage("uploads", 0, 1, None, good)])
     assert effects == []
     assert emits[0].record["reason"] == "boom failed: RuntimeError('model file missing')"
     assert emits[0].record["value"] == good
@@ -53,7 +53,7 @@ def test_emits_pass_through_and_keys_come_from_the_catalog(tmp_path):
     c = ctx(tmp_path)
     spec = AgentSpec(name="echo", topics=("uploads",), process=lambda t, r: [Emit("uploads", r)])
     good = AvroCodec(default_catalog(), "Upload").encode(upload())
-    _, emits = process_batch(c, spec, [("uploads", 0, 1, None, good)])
+    _, emits = process_batch(c, spec, [RawMessage("uploads", 0, 1, None, good)])
     assert c.key_of("uploads", emits[0].record) == b"p1"
 
 
