@@ -159,9 +159,7 @@ async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, effects: list[Effe
     producer), grouped by topic; Faust flushes the producer before committing offsets.
     """
     if effects:
-        loop = asyncio.get_running_loop()
-        sinks = await loop.run_in_executor(None, ctx.sinks, spec.sinks)
-        ctx.counters["rows"] += await loop.run_in_executor(None, sinks.write, effects)
+        ctx.counters["rows"] += await write_with_retry(ctx, spec, effects)
     if not emits:
         return
     by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
@@ -171,6 +169,42 @@ async def apply_effects(ctx: RuntimeContext, spec: AgentSpec, effects: list[Effe
     for topic, items in by_topic.items():
         await ctx.emitter.send_many(topic, items)
         ctx.counters["dead_letters" if topic == DEAD_LETTER_TOPIC else "emitted"] += len(items)
+
+
+#: Back-off between attempts to write a batch whose store is unreachable (seconds; doubles).
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0
+
+
+async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list[Effect]) -> int:
+    """Buffer ``effects`` in the sinks and flush them, retrying until the stores take them.
+
+    A store that is down (Cassandra restarting, a network partition) blocks this agent's batch,
+    and so its partitions, instead of skipping events: the batch is not acknowledged until it is
+    written, and each retry writes exactly what is still buffered, with exponential back-off
+    (0.5 s doubling to 30 s) and a warning per attempt. The heartbeat goes on meanwhile, so the
+    group does not rebalance. A configuration error (an effect for a store this worker has not
+    got) is not retried.
+
+    Returns the number of rows and points written.
+    """
+    from .cassandra import ViewStoreError
+    from .sinks import SinkError
+
+    loop = asyncio.get_running_loop()
+    delay, added = RETRY_FIRST_S, False
+    while True:
+        try:
+            sinks = await loop.run_in_executor(None, ctx.sinks, spec.sinks)
+            if not added:
+                await loop.run_in_executor(None, sinks.add, effects)
+                added = True
+            return await loop.run_in_executor(None, sinks.flush)
+        except (SinkError, ViewStoreError) as exc:
+            if not added and isinstance(exc, SinkError):
+                raise  # the effects could not even be buffered: a configuration error
+            log.warning("agent %s: %s; retrying in %.1f s", spec.name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 def _headers(headers) -> tuple:

@@ -115,20 +115,29 @@ class VectorSink:
             raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
 
     def flush(self) -> int:
-        """Write buffered points; returns how many points were upserted or deleted."""
+        """Write buffered points; returns how many points were upserted or deleted.
+
+        Raises
+        ------
+        SinkError
+            A write failed; what was not written stays buffered for the next flush.
+        """
         from .vectors import Point
 
         done = 0
-        for coll, effects in list(self._upserts.items()):
-            if effects:
-                self.index.upsert(coll, [Point(e.id, e.vector, e.payload) for e in effects.values()])
-                done += len(effects)
-            del self._upserts[coll]
-        for coll, ids in list(self._deletes.items()):
-            if ids:
-                self.index.delete(coll, sorted(ids))
-                done += len(ids)
-            del self._deletes[coll]
+        try:
+            for coll, effects in list(self._upserts.items()):
+                if effects:
+                    self.index.upsert(coll, [Point(e.id, e.vector, e.payload) for e in effects.values()])
+                    done += len(effects)
+                del self._upserts[coll]
+            for coll, ids in list(self._deletes.items()):
+                if ids:
+                    self.index.delete(coll, sorted(ids))
+                    done += len(ids)
+                del self._deletes[coll]
+        except Exception as exc:  # the engines raise many types; what is not written stays buffered
+            raise SinkError(f"writing vectors failed: {exc}") from exc
         self.points_written += done
         return done
 
@@ -144,8 +153,14 @@ class SinkSet:
         self.vectors = vectors
         self._lock = threading.Lock()
 
-    def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete]) -> int:
-        """Buffer ``effects`` and flush them all (blocking; run it in an executor)."""
+    def add(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete]) -> None:
+        """Buffer ``effects`` in their sinks (no I/O).
+
+        Raises
+        ------
+        SinkError
+            An effect needs a store this worker has not opened (a configuration error).
+        """
         with self._lock:
             for e in effects:
                 if isinstance(e, (Upsert, Delete)):
@@ -156,9 +171,25 @@ class SinkSet:
                     if self.vectors is None:
                         raise SinkError(f"effect on collection {e.collection!r} but no vector index is open")
                     self.vectors.add(e)
+
+    def flush(self) -> int:
+        """Write everything buffered (blocking; run it in an executor). Returns rows/points written.
+
+        Raises
+        ------
+        SinkError
+            A store refused or could not be reached; unwritten effects stay buffered, so calling
+            ``flush`` again retries exactly them.
+        """
+        with self._lock:
             n = 0
             if self.cassandra is not None:
                 n += self.cassandra.flush()
             if self.vectors is not None:
                 n += self.vectors.flush()
             return n
+
+    def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete]) -> int:
+        """:meth:`add` then :meth:`flush`."""
+        self.add(effects)
+        return self.flush()

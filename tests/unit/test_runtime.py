@@ -59,3 +59,48 @@ def test_emits_pass_through_and_keys_come_from_the_catalog(tmp_path):
 
 def test_derived_event_ids_are_deterministic():
     assert derived_event_id("a", "e1") == derived_event_id("a", "e1") != derived_event_id("b", "e1")
+
+
+def test_sink_outage_is_retried_until_written_and_config_errors_are_not(tmp_path, monkeypatch):
+    import asyncio
+
+    import pytest
+
+    import streams.runtime as runtime
+    from streams.cassandra import ViewStoreError
+    from streams.sinks import SinkError
+
+    monkeypatch.setattr(runtime, "RETRY_FIRST_S", 0.001)
+    calls = []
+
+    class FlakySinks:
+        def add(self, effects):
+            calls.append(("add", len(effects)))
+
+        def flush(self):
+            calls.append(("flush",))
+            if calls.count(("flush",)) < 3:
+                raise SinkError("Cassandra did not answer")
+            return 2
+
+    c = ctx(tmp_path)
+    opened = []
+
+    def sinks(needs):
+        opened.append(needs)
+        if len(opened) == 1:
+            raise ViewStoreError("Cassandra at 127.0.0.1:9 did not answer")
+        return FlakySinks()
+
+    c.sinks = sinks
+    effects = [Upsert("posts", {"post_id": "p"}, 1), Upsert("users", {"user_id": "u"}, 1)]
+    assert asyncio.run(runtime.write_with_retry(c, MATERIALIZER, effects)) == 2
+    assert calls == [("add", 2), ("flush",), ("flush",), ("flush",)]  # buffered once, retried
+
+    class Misconfigured:
+        def add(self, effects):
+            raise SinkError("effect on table 'posts' but no Cassandra is configured")
+
+    c.sinks = lambda needs: Misconfigured()
+    with pytest.raises(SinkError, match="no Cassandra is configured"):
+        asyncio.run(runtime.write_with_retry(c, MATERIALIZER, effects))
