@@ -102,7 +102,9 @@ def start_worker(settings: Settings, log_path: Path, agents: str | None = None) 
     """Start `pulse worker` as a child process logging to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "streams.cli", "worker"] + (["--agents", agents] if agents else [])
-    env = dict(os.environ, PULSE_HOME=str(settings.home))
+    env = dict(os.environ, PULSE_HOME=str(settings.home), PULSE_APP_ID=settings.app_id,
+               PULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+               PULSE_CASSANDRA_HOSTS=",".join(settings.cassandra_hosts))
     with open(log_path, "ab") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
@@ -200,7 +202,9 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
     t0 = time.monotonic()
     with console.status("starting servers") as st:
         up(settings, on_step=lambda m: st.update(m))
-    settings = Settings.from_env({**os.environ, "PULSE_HOME": str(settings.home)})  # new addresses
+    fresh = Settings.from_env({**os.environ, "PULSE_HOME": str(settings.home)})  # addresses from `up`
+    settings = settings.with_(kafka_bootstrap=settings.kafka_bootstrap or fresh.kafka_bootstrap,
+                              cassandra_hosts=settings.cassandra_hosts or fresh.cassandra_hosts)
     provision(settings)
     result.seconds["servers_ready"] = round(time.monotonic() - t0, 1)
 

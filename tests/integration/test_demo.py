@@ -1,0 +1,31 @@
+"""The main job end to end on the real Stack Exchange dump: every event published through real
+Kafka, the materializer catches up, and the views hold exactly what the dump says."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from streams.demo import print_summary, run_demo
+from streams.settings import REPO_ROOT
+
+DUMP = REPO_ROOT.parent / "shared" / "data" / "stackexchange-quantumcomputing"
+
+
+@pytest.mark.skipif(not DUMP.is_dir(), reason=f"the Stack Exchange dump is not at {DUMP}")
+def test_demo_publishes_the_dump_and_the_views_match_it(pipeline, tmp_path: Path):
+    settings = pipeline.with_(app_id="demo-test")
+    console = Console(file=open(tmp_path / "demo.out", "w"), width=120)
+    result = run_demo(settings, stackexchange=DUMP, media=None, photos=True, timeout_s=600,
+                      console=console)
+    print_summary(result, console)
+    published = result.published
+    assert published["signups"] == 3461 + 3  # the dump's users + the demo creators of the photos
+    assert published["uploads"] == 1667 + 17  # questions and answers with an owner + 17 photos
+    assert published["interactions"] == 14378 and published["follows"] == 1771
+    # other tests share these topics and views, so the views hold at least the demo's rows
+    assert result.views["users"] >= published["signups"]
+    assert result.views["posts"] >= published["uploads"]
+    assert result.views["following"] >= published["follows"]
+    assert result.seconds["process"] > 0
