@@ -439,6 +439,11 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
 
 def main() -> None:
     """Entry point of the ``pulse`` script."""
+    import logging
+
+    # librdkafka warnings it retries by itself (a coordinator still loading) are noise on a
+    # terminal; its errors still show, and failures reach the user as Pulse errors
+    logging.getLogger("pulse.librdkafka").setLevel(logging.ERROR)
     try:
         app()
     except SettingsError as exc:  # raised before a command's own handler runs

@@ -10,6 +10,7 @@ anything is sent; :func:`publish_jsonl` instead reports such lines and dead-lett
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from .codec import CodecError, codec_for
 from .deadletters import DEAD_LETTER_TOPIC, dead_letter
 from .settings import Settings
 from .topics import TopicError, require_bootstrap, topic_spec
+
+
+#: librdkafka's own log lines (e.g. retried "Coordinator load in progress" warnings) go here.
+LIBRDKAFKA_LOG = logging.getLogger("pulse.librdkafka")
 
 
 class PublishError(RuntimeError):
@@ -54,7 +59,8 @@ class Publisher:
         # consistent_random, hashes with CRC32 instead)
         conf = {"bootstrap.servers": require_bootstrap(settings), "linger.ms": 10,
                 "compression.type": "lz4", "enable.idempotence": True, "acks": "all",
-                "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000}
+                "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000,
+                "logger": LIBRDKAFKA_LOG}
         conf.update(config or {})
         self._producer = Producer(conf)
 
@@ -190,11 +196,12 @@ def publish_jsonl(publisher: Publisher, path: Path, topic: str,
                     raise CodecError(f"expected a JSON object, got {type(record).__name__}")
                 key, value = publisher.encode(topic, record)
             except (ValueError, CodecError) as exc:  # JSONDecodeError is a ValueError
+                if isinstance(exc, json.JSONDecodeError):
+                    exc = CodecError(f"not valid JSON: {exc}")
                 reason = f"line {n}: {exc}"
                 report.invalid += 1
                 report.errors.append((n, str(exc)))
-                publisher.dead_letter(topic, raw.rstrip(b"\r\n"), reason,
-                                      "CodecError" if isinstance(exc, CodecError) else "JSONDecodeError")
+                publisher.dead_letter(topic, raw.rstrip(b"\r\n"), reason, "CodecError")
                 report.dead_lettered += 1
                 continue
             publisher.produce_raw(topic, key, value)

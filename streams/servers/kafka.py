@@ -54,6 +54,7 @@ def server_properties(data_dir: Path, broker_port: int, controller_port: int) ->
         # 50 partitions (the default) take tens of seconds to create on 2 cores, during which
         # every consumer group gets NOT_COORDINATOR; one node needs no more than a few.
         "offsets.topic.num.partitions": "4",
+        "transaction.state.log.num.partitions": "4",  # same for the idempotent producers' PIDs
         "transaction.state.log.replication.factor": "1",
         "transaction.state.log.min.isr": "1",
         "share.coordinator.state.topic.replication.factor": "1",
