@@ -31,6 +31,8 @@ err_console = Console(stderr=True)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from models.fingerprints import FingerprintUnavailable, MediaError
+
     from .cassandra import ViewStoreError
     from .codec import CodecError
     from .publisher import PublishError
@@ -39,7 +41,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .topics import TopicError
 
     return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
-            SettingsError, FileNotFoundError, NotADirectoryError, PermissionError)
+            SettingsError, FileNotFoundError, NotADirectoryError, PermissionError, MediaError,
+            FingerprintUnavailable)
 
 
 def friendly(fn):
@@ -435,6 +438,52 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
         bar.update(task, completed=r["rows"], total=r["rows"])
     console.print(f"{r['rows']} rows written to {r['path']} ({r['row_groups']} row groups, "
                   f"{r['bytes']:,} bytes, {r['seconds']:.1f} s)")
+
+
+@app.command()
+@friendly
+def fingerprint(file: Path = typer.Argument(..., help="An image, audio or video file."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Fingerprint a file: PDQ and pHash of an image, Chromaprint of audio, and for a video the
+    PDQ/pHash of frames sampled about once a second plus keyframes, and its audio track."""
+    from models.fingerprints import (chromaprint_file, detect_modality, image_hashes,
+                                     video_fingerprint)
+
+    modality = detect_modality(file)
+    out: dict = {"file": str(file), "modality": modality}
+    if modality == "image":
+        h = image_hashes(str(file))
+        out.update(width=h.width, height=h.height, pdq=h.pdq_hex, pdq_quality=h.pdq_quality,
+                   phash=h.phash_hex)
+    elif modality == "audio":
+        a = chromaprint_file(file)
+        out["audio"] = {"chromaprint": a.encoded, "items": int(len(a.raw)),
+                        "duration_s": round(a.duration_s, 3), "algorithm": a.algorithm}
+    else:
+        v = video_fingerprint(file)
+        out.update(duration_s=round(v.duration_s, 3), width=v.width, height=v.height,
+                   frames=[{"t_s": f.t_s, "pdq": f.pdq.hex(), "pdq_quality": f.quality,
+                            "phash": f.phash.hex()} for f in v.frames],
+                   audio=None if v.audio is None else {
+                       "chromaprint": v.audio.encoded, "items": int(len(v.audio.raw)),
+                       "duration_s": round(v.audio.duration_s, 3),
+                       "algorithm": v.audio.algorithm})
+    if as_json:
+        print(json.dumps(out))
+        return
+    table = Table(title=f"{file.name}: {modality}")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for key, value in out.items():
+        if key == "frames":
+            for f in value:
+                table.add_row(f"frame {f['t_s']:.3f} s", f"pdq {f['pdq']} (q {f['pdq_quality']})")
+        elif key == "audio" and value:
+            table.add_row("chromaprint", f"{value['items']} items, {value['duration_s']} s: "
+                                         f"{value['chromaprint'][:48]}...")
+        elif key not in ("file", "modality"):
+            table.add_row(key, str(value))
+    console.print(table)
 
 
 def main() -> None:

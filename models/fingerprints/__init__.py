@@ -1,4 +1,4 @@
-"""Media fingerprints for Copyright Guard: Chromaprint for audio, PDQ and pHash for images.
+"""Media fingerprints for Copyright Guard: Chromaprint for audio, PDQ and pHash for images/video.
 
 Pure model code: functions from media (a file, PCM bytes, decoded pixels) to fingerprints, and the
 distances used to compare them. No I/O beyond reading the media, no bank, no matching policy.
@@ -12,6 +12,12 @@ Images (``image``)
     ``image_hashes(path_or_bytes)`` / ``hash_image(pil_or_rgb_array)`` ->
     ``ImageHashes(pdq 32 bytes, pdq_quality, phash 8 bytes, width, height)``; ``pdq_dihedral`` for
     the 8 rotations/flips; ``hamming(a, b)``.
+Video (``video``)
+    ``video_fingerprint(path)`` -> ``VideoFingerprint(frames [FrameHash(t_s, pdq, quality, phash)],
+    audio AudioFingerprint | None, duration_s, width, height)`` from frames sampled about once a
+    second plus keyframes (``sample_frames``, dark bars trimmed by ``trim_borders``);
+    ``frame_match_ratio(query, reference)`` is vPDQ's share of matching frames; ``probe`` and
+    ``detect_modality`` describe a file with ffprobe.
 Errors
     ``MediaError(ValueError)`` for media that cannot be fingerprinted (its message is a reason for
     a verdict); ``FingerprintUnavailable(RuntimeError)`` when ffmpeg or libchromaprint is missing.
@@ -32,6 +38,7 @@ from models.fingerprints.audio import (
     chromaprint_pcm,
     decode_audio,
 )
+from models.fingerprints.bank import PDQBank, brute_force_search
 from models.fingerprints.errors import FingerprintUnavailable, MediaError
 from models.fingerprints.image import (
     ImageHashes,
@@ -41,8 +48,28 @@ from models.fingerprints.image import (
     load_image,
     pdq_dihedral,
 )
+from models.fingerprints.video import (
+    FrameHash,
+    VideoFingerprint,
+    detect_modality,
+    frame_match_ratio,
+    probe,
+    sample_frames,
+    trim_borders,
+    video_fingerprint,
+)
 
 __all__ = [
+    "PDQBank",
+    "brute_force_search",
+    "FrameHash",
+    "VideoFingerprint",
+    "detect_modality",
+    "frame_match_ratio",
+    "probe",
+    "sample_frames",
+    "trim_borders",
+    "video_fingerprint",
     "ITEM_DURATION_S",
     "AudioFingerprint",
     "FingerprintUnavailable",
