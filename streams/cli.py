@@ -430,7 +430,7 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
                              on_progress=lambda n: bar.update(task, completed=n))
         except CodecError as exc:
             err_console.print(f"[bold red]error:[/] {exc} (--skip-undecodable leaves such messages "
-                              f"out; they are in dead-letters)", highlight=False)
+                              f"out; a worker sends them to dead-letters when it consumes them)", highlight=False)
             raise typer.Exit(1)
         except ExportError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)

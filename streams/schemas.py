@@ -44,8 +44,22 @@ def snake_name(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+class _Named:
+    """``name`` and ``snake_name`` derived from a ``full_name`` like ``"pulse.events.Upload"``."""
+
+    @property
+    def name(self) -> str:
+        """Short record name, ``"Upload"``."""
+        return self.full_name.rpartition(".")[2]
+
+    @property
+    def snake_name(self) -> str:
+        """``"upload"``."""
+        return snake_name(self.name)
+
+
 @dataclass(frozen=True, eq=False)
-class SchemaVersion:
+class SchemaVersion(_Named):
     """One version of one event type, loaded from one ``.avsc`` file.
 
     Attributes
@@ -76,16 +90,6 @@ class SchemaVersion:
     fingerprint: bytes
 
     @property
-    def name(self) -> str:
-        """Short record name, ``"Upload"``."""
-        return self.full_name.rpartition(".")[2]
-
-    @property
-    def snake_name(self) -> str:
-        """``"upload"``."""
-        return snake_name(self.name)
-
-    @property
     def fingerprint_int(self) -> int:
         """The fingerprint as an unsigned 64-bit integer (the CRC-64-AVRO value)."""
         return int.from_bytes(self.fingerprint, "little")
@@ -97,21 +101,11 @@ class SchemaVersion:
 
 
 @dataclass(frozen=True, eq=False)
-class EventType:
+class EventType(_Named):
     """All versions of one event type, oldest first; ``current`` is the newest."""
 
     full_name: str
     versions: tuple[SchemaVersion, ...]
-
-    @property
-    def name(self) -> str:
-        """``"Upload"``."""
-        return self.full_name.rpartition(".")[2]
-
-    @property
-    def snake_name(self) -> str:
-        """``"upload"``."""
-        return snake_name(self.name)
 
     @property
     def current(self) -> SchemaVersion:

@@ -23,15 +23,14 @@ to that directory: ``stable_event_id("media", "upload:<relative path>")`` and ``
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 from PIL import Image
 
+from models.fingerprints.errors import FingerprintUnavailable, MediaError
+from models.fingerprints.video import probe as probe_video
 from streams.sources import EVENT_ID_NAMESPACE, stable_event_id
 
 PRODUCER = "demo.media"
@@ -97,8 +96,9 @@ _STOPWORDS = frozenset(
 )
 
 
-class MediaToolMissing(RuntimeError):
-    """A command-line media tool (ffprobe) is not installed; the message says how to install it."""
+#: Raised when ffprobe is missing (the message says ``apt-get install ffmpeg``); the same
+#: type as the fingerprint layer's, whose ``probe`` the video uploads use.
+MediaToolMissing = FingerprintUnavailable
 
 
 def skimage_data_dir() -> Path:
@@ -178,7 +178,8 @@ def media_dir_uploads(path: Path, now_ms: int, *,
                       content_type: str = "FOREVER") -> tuple[list[dict], dict[str, int]]:
     """VIDEO and IMAGE uploads of every media file under ``path`` (recursively).
 
-    Videos are probed with ffprobe (duration, width and height of the first video stream);
+    Videos are probed with ``models.fingerprints.video.probe`` (ffprobe: duration, and
+    width and height as displayed);
     images are read with Pillow. Audio files are skipped for now.
 
     Parameters
@@ -286,37 +287,10 @@ def _image_upload(path: Path, event_time: int, *, key: str, post_id: str, creato
 def _video_upload(path: Path, event_time: int, *, key: str, post_id: str, creator: str,
                   caption: str, content_type: str) -> dict:
     try:
-        probe = ffprobe(path)
-    except ValueError:
+        info = probe_video(path, max_bytes=None)  # the demo publishes any size; the gates judge it
+    except MediaError:
         raise _Unreadable("unreadable_video") from None
-    video = next((s for s in probe.get("streams", []) if s.get("codec_type") == "video"), None)
-    duration = probe.get("format", {}).get("duration") or (video or {}).get("duration")
-    if video is None or duration is None:
+    if not info.get("duration"):
         raise _Unreadable("unreadable_video")
     return _upload(path, event_time, key, post_id, creator, caption, "VIDEO", content_type,
-                   int(video["width"]), int(video["height"]), round(float(duration) * 1000))
-
-
-def ffprobe(path: Path) -> dict:
-    """``ffprobe -show_format -show_streams -of json`` of one file, parsed.
-
-    Raises
-    ------
-    MediaToolMissing
-        ffprobe is not on PATH.
-    ValueError
-        ffprobe cannot read the file (the message names it and quotes ffprobe).
-    """
-    binary = shutil.which("ffprobe")
-    if binary is None:
-        raise MediaToolMissing(
-            "ffprobe not found on PATH; it reads video duration and size: "
-            "install ffmpeg (apt-get install ffmpeg)"
-        )
-    result = subprocess.run(
-        [binary, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )
-    if result.returncode != 0:
-        raise ValueError(f"{path}: ffprobe failed: {result.stderr.strip()[:500]}")
-    return json.loads(result.stdout or "{}")
+                   int(info["width"]), int(info["height"]), round(float(info["duration"]) * 1000))

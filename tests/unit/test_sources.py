@@ -437,7 +437,9 @@ def test_media_dir_ids_follow_relative_paths_and_skips_are_counted(tmp_path):
 
 def test_media_dir_without_ffprobe_says_how_to_install_it(tmp_path, monkeypatch):
     (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
-    monkeypatch.setattr(media.shutil, "which", lambda name: None)
+    import models.fingerprints.video as video
+
+    monkeypatch.setattr(video.shutil, "which", lambda name: None)
     with pytest.raises(MediaToolMissing, match="apt-get install ffmpeg"):
         media_dir_uploads(tmp_path, 0)
 
