@@ -1,72 +1,17 @@
-"""``pulse``: the command line of Pulse (typer + rich).
-
-Every command builds one :class:`~streams.settings.Settings` from the environment and the state
-file, and turns Pulse's own errors into one red line a person can act on (exit code 1), never a
-traceback.
-"""
+"""The backbone's commands: servers, topics, workers, publishing, views, replay, export, and
+fingerprints."""
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .settings import Settings, SettingsError
-
-app = typer.Typer(help="Pulse: event-sourced stream processing for a social platform's AI systems.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-topics_app = typer.Typer(help="Topics of the catalog (infra/kafka/topics.toml).", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: one JSON object each, with a same-run baseline.",
-                        no_args_is_help=True)
-app.add_typer(topics_app, name="topics")
-app.add_typer(bench_app, name="bench")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from models.fingerprints import FingerprintUnavailable, MediaError
-
-    from .cassandra import ViewStoreError
-    from .codec import CodecError
-    from .publisher import PublishError
-    from .servers.supervisor import ServerError
-    from .sinks import SinkError
-    from .topics import TopicError
-
-    return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
-            SettingsError, FileNotFoundError, NotADirectoryError, PermissionError, MediaError,
-            FingerprintUnavailable)
-
-
-def friendly(fn):
-    """Run a command; print Pulse's own errors as one line and exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130)
-        except _user_errors() as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-            raise typer.Exit(1)
-        except KeyError as exc:  # registry / catalog look-ups carry their own message
-            err_console.print(f"[bold red]error:[/] {exc.args[0] if exc.args else exc}")
-            raise typer.Exit(1)
-
-    return wrapper
-
-
-def settings() -> Settings:
-    return Settings.from_env()
+from ..settings import Settings
+from .common import (app, bench_app, console, err_console, friendly, settings,
+                     topics_app)
 
 
 # ---------------------------------------------------------------------------------- servers
@@ -77,7 +22,7 @@ def settings() -> Settings:
 def up() -> None:
     """Start embedded Kafka and Cassandra (unless external ones are configured), create the topics
     and the views, and print what runs where."""
-    from .servers.supervisor import up as servers_up
+    from ..servers.supervisor import up as servers_up
 
     s = settings()
     with console.status("starting servers") as status:
@@ -88,7 +33,7 @@ def up() -> None:
 
 
 def _prepare(s: Settings) -> None:
-    from .provision import provision
+    from ..provision import provision
 
     done = provision(s)
     n_new = sum(1 for v in done.topics.values() if v == "created")
@@ -107,7 +52,7 @@ def _prepare(s: Settings) -> None:
 @friendly
 def down() -> None:
     """Stop what `pulse up` started (by PID, nothing else). Data is kept for the next `up`."""
-    from .servers.supervisor import down as servers_down
+    from ..servers.supervisor import down as servers_down
 
     stopped = servers_down(settings())
     for line in stopped or ["nothing was running"]:
@@ -120,7 +65,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     """Show each server: running, stopped or external, its address and PID."""
     s = settings()
     if as_json:
-        from .servers.supervisor import status as servers_status
+        from ..servers.supervisor import status as servers_status
 
         print(json.dumps(servers_status(s), default=str, indent=2))
     else:
@@ -128,7 +73,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 
 def _print_status(s: Settings) -> None:
-    from .servers.supervisor import status as servers_status
+    from ..servers.supervisor import status as servers_status
 
     st = servers_status(s)
     t = Table(title=f"Pulse servers (PULSE_HOME={s.home})")
@@ -149,7 +94,7 @@ def _print_status(s: Settings) -> None:
 @friendly
 def topics_create() -> None:
     """Create every topic of the catalog that is missing (idempotent)."""
-    from .topics import create_topics
+    from ..topics import create_topics
 
     for name, outcome in create_topics(settings()).items():
         console.print(f"{name}: {outcome}")
@@ -160,7 +105,7 @@ def topics_create() -> None:
 def topics_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 internal: bool = typer.Option(False, help="Include Kafka's internal topics.")) -> None:
     """Topics on the cluster with partition counts and end offsets."""
-    from .topics import list_topics, topic_catalog
+    from ..topics import list_topics, topic_catalog
 
     infos = list_topics(settings(), include_internal=internal)
     if as_json:
@@ -205,7 +150,7 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
     share the partitions; a killed worker's partitions move to the others."""
     from agents.registry import select
 
-    from .app import create_app, run_worker
+    from ..app import create_app, run_worker
 
     s = settings()
     specs = select(agent_names)
@@ -226,7 +171,7 @@ def publish(file: Path = typer.Argument(..., help="JSON Lines file, one event pe
     their line number and sent to `dead-letters` with their original text."""
     from rich.progress import Progress
 
-    from .publisher import Publisher, publish_jsonl
+    from ..publisher import Publisher, publish_jsonl
 
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
@@ -277,7 +222,7 @@ def dead_letters(limit: int = typer.Option(20, help="How many to show (newest la
 def posts(creator: str = typer.Option(..., "--creator", help="Creator's user id."),
           limit: int = typer.Option(20, help="How many, newest first.")) -> None:
     """A creator's posts, newest first, read from the Cassandra view."""
-    from .views import posts_by_creator
+    from ..views import posts_by_creator
 
     rows = posts_by_creator(settings(), creator, limit)
     t = Table(title=f"posts by {creator}")
@@ -294,7 +239,7 @@ def posts(creator: str = typer.Option(..., "--creator", help="Creator's user id.
 def follows(user_id: str = typer.Argument(..., help="User id."),
             limit: int = typer.Option(20, help="How many followees to list.")) -> None:
     """Whom a user follows, and their follower and following counts, from the Cassandra views."""
-    from .views import follow_summary
+    from ..views import follow_summary
 
     f = follow_summary(settings(), user_id, limit)
     console.print(f"{user_id}: {f['followers']} followers, follows {f['following']}")
@@ -310,7 +255,7 @@ def demo(stackexchange: Optional[Path] = typer.Option(
          photos: bool = typer.Option(True, help="Publish scikit-image's sample photos."),
          timeout: float = typer.Option(900.0, help="Seconds to wait for the agents to catch up.")) -> None:
     """Run the main job: servers up, agents running, real input published, summary printed."""
-    from .demo import DemoError, print_summary, run_demo
+    from ..demo import DemoError, print_summary, run_demo
 
     try:
         result = run_demo(settings(), stackexchange=stackexchange, media=media, photos=photos,
@@ -329,7 +274,7 @@ def bench_backbone(events: int = typer.Option(100_000, help="Events per publish 
                    codec_events: int = typer.Option(50_000, help="Events for the codec figures.")) -> None:
     """Codec, publish and pass-through-agent throughput against same-run baselines, and the
     time `pulse up` takes; prints one JSON object."""
-    from .bench.backbone import run_backbone
+    from ..bench.backbone import run_backbone
 
     with err_console.status("benchmarking") as st:
         result = run_backbone(codec_events, events, events, on_step=lambda m: st.update(f"bench: {m}"))
@@ -414,8 +359,8 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
     from replay.export import ExportError, export_topic
     from replay.rebuild import count_messages
 
-    from .codec import CodecError
-    from .topics import topic_spec
+    from ..codec import CodecError
+    from ..topics import topic_spec
 
     start_ms, end_ms = _time_range(start, end)
     s = settings()
@@ -484,21 +429,3 @@ def fingerprint(file: Path = typer.Argument(..., help="An image, audio or video 
         elif key not in ("file", "modality"):
             table.add_row(key, str(value))
     console.print(table)
-
-
-def main() -> None:
-    """Entry point of the ``pulse`` script."""
-    import logging
-
-    # librdkafka warnings it retries by itself (a coordinator still loading) are noise on a
-    # terminal; its errors still show, and failures reach the user as Pulse errors
-    logging.getLogger("pulse.librdkafka").setLevel(logging.ERROR)
-    try:
-        app()
-    except SettingsError as exc:  # raised before a command's own handler runs
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

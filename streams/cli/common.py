@@ -1,0 +1,84 @@
+"""What every ``pulse`` command shares: the typer apps, the consoles, settings, and ``friendly``,
+which turns Pulse's own errors into one red line a person can act on (exit code 1), never a
+traceback.
+
+Command modules (``core``, ``copyright``, ``moderation``, ``clip``) attach their commands to the
+apps defined here; ``streams.cli`` imports them all.
+"""
+from __future__ import annotations
+
+import functools
+
+import typer
+from rich.console import Console
+
+from ..settings import Settings
+
+app = typer.Typer(help="Pulse: event-sourced stream processing for a social platform's AI systems.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Topics of the catalog (infra/kafka/topics.toml).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: one JSON object each, with a same-run baseline.",
+                        no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluations on labelled data: one JSON object each.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model; writes a versioned artifact with its metrics.",
+                        no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(bench_app, name="bench")
+app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
+
+console = Console()
+err_console = Console(stderr=True)
+
+_EXTRA_USER_ERRORS: list[type[BaseException]] = []
+
+
+def register_user_errors(*types: type[BaseException]) -> None:
+    """Declare exception types whose message is meant for the user (printed as one line, exit 1).
+
+    Command modules call this for their own error types (a model that is not trained yet, a bad
+    policy file, an unknown review task).
+    """
+    for t in types:
+        if t not in _EXTRA_USER_ERRORS:
+            _EXTRA_USER_ERRORS.append(t)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from models.fingerprints import FingerprintUnavailable, MediaError
+
+    from ..cassandra import ViewStoreError
+    from ..codec import CodecError
+    from ..publisher import PublishError
+    from ..servers.supervisor import ServerError
+    from ..settings import SettingsError
+    from ..sinks import SinkError
+    from ..topics import TopicError
+
+    return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
+            SettingsError, FileNotFoundError, NotADirectoryError, PermissionError, MediaError,
+            FingerprintUnavailable, *_EXTRA_USER_ERRORS)
+
+
+def friendly(fn):
+    """Run a command; print Pulse's own errors as one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130)
+        except _user_errors() as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(1)
+        except KeyError as exc:  # registry / catalog look-ups carry their own message
+            err_console.print(f"[bold red]error:[/] {exc.args[0] if exc.args else exc}")
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def settings() -> Settings:
+    return Settings.from_env()
