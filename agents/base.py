@@ -8,11 +8,30 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, MutableMapping, Protocol, Sequence
 
 from streams.effects import Effect
 
 Process = Callable[[str, dict[str, Any]], Sequence[Effect]]
+
+
+class BatchProcessor(Protocol):
+    """A stateful agent core (models loaded, a reference bank, a join table), built once per
+    worker by :attr:`AgentSpec.setup`.
+
+    ``process_batch`` gets the batch's decoded events as ``(topic, record)`` pairs, in consumed
+    order, and returns one entry per event: its effects, or the exception that event raised
+    (the runtime dead-letters that event alone and keeps the others' effects).
+    """
+
+    def process_batch(self, items: Sequence[tuple[str, dict[str, Any]]]
+                      ) -> list[Sequence[Effect] | BaseException]: ...
+
+
+#: ``setup(settings, tables) -> BatchProcessor``: ``tables`` maps each name of
+#: :attr:`AgentSpec.tables` to a mutable mapping (a changelogged Faust table in a worker, a dict
+#: in replay and tests).
+Setup = Callable[[Any, dict[str, MutableMapping[str, Any]]], BatchProcessor]
 
 #: Namespace of every id Pulse derives (uuid5), so a derived event's id is a pure function of
 #: the agent and its cause: a re-delivered input yields the same output ``event_id``.
@@ -46,6 +65,18 @@ class AgentSpec:
         Which sinks the effects need: subset of ``{"cassandra", "vectors"}``.
     topic_schemas:
         Event types of source or output topics that are not in the catalog (benchmarks).
+    setup:
+        For stateful agents: builds the agent's :class:`BatchProcessor` once per worker (in a
+        thread; may load models). When set, ``process`` is not used.
+    blocking:
+        The processor does CPU-heavy or blocking work (model inference, media decoding): the
+        runtime runs each batch in the agent's own worker thread, never on the event loop, so
+        heartbeats, fetches and the other agents go on meanwhile.
+    tables:
+        Names of changelogged tables the processor keeps state in (keyed like the source topics,
+        which must be co-partitioned). A worker backs each with a Faust table (memory store,
+        changelog topic ``<app_id>-<agent>-<table>-changelog``), restored on partition
+        assignment; each event is processed with its own partition as the write partition.
     """
 
     name: str
@@ -55,3 +86,6 @@ class AgentSpec:
     batch_size: int = 500
     sinks: frozenset[str] = frozenset()
     topic_schemas: dict[str, str] = field(default_factory=dict)
+    setup: Setup | None = None
+    blocking: bool = False
+    tables: tuple[str, ...] = ()

@@ -49,6 +49,26 @@ class RuntimeContext:
         """Where emitted events go: ``send_many(topic, [(key, value)])`` (set by :func:`bind`)."""
         self.first_batch_at: float | None = None
         """``time.perf_counter()`` when the first batch arrived (benchmarks time from here)."""
+        self.tables: dict[str, dict[str, Any]] = {}
+        """Per agent name: its state tables (Faust tables in a worker, set by :func:`bind`;
+        plain dicts otherwise, made on first use)."""
+        self._processors: dict[str, Any] = {}
+
+    def processor(self, spec: AgentSpec):
+        """``spec.setup``'s :class:`~agents.base.BatchProcessor`, built once (thread-safe)."""
+        proc = self._processors.get(spec.name)
+        if proc is None:
+            with self._lock:
+                proc = self._processors.get(spec.name)
+                if proc is None:
+                    tables = self.tables.setdefault(spec.name, {})
+                    for name in spec.tables:
+                        tables.setdefault(name, {})
+                    proc = self._processors[spec.name] = spec.setup(self.settings, tables)
+                    close = getattr(proc, "close", None)
+                    if close is not None:
+                        self._closers.append(close)
+        return proc
 
     def codec(self, topic: str):
         """The codec of ``topic``'s event type (catalog or ``extra_schemas``)."""
@@ -118,15 +138,20 @@ def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[Any]
 
     Returns ``(view_effects, emits)``; undecodable or failing messages become dead-letter emits.
     This is the whole per-batch logic of the worker, without Faust, so replay and tests share it.
+    Agents with a ``setup`` get the batch's decoded events in one ``process_batch`` call.
     """
     effects: list[Effect] = []
     emits: list[Emit] = []
+    decoded: list[tuple[Any, str, dict[str, Any]]] = []
     for m in messages:
         topic = m.topic
         try:
             record = ctx.codec(topic).decode(m.value)
         except CodecError as exc:
             emits.append(_dead_letter_of(m, spec, str(exc), "CodecError"))
+            continue
+        if spec.setup is not None:
+            decoded.append((m, topic, record))
             continue
         try:
             out = spec.process(topic, record)
@@ -136,7 +161,45 @@ def process_batch(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[Any]
             continue
         for e in out:
             (emits if isinstance(e, Emit) else effects).append(e)
+    if decoded:
+        results = _process_stateful(ctx, spec, decoded)
+        for (m, topic, _), out in zip(decoded, results):
+            if isinstance(out, BaseException):
+                log.error("agent %s failed on %s[%s]@%s: %r", spec.name, topic, m.partition,
+                          m.offset, out)
+                emits.append(_dead_letter_of(m, spec, f"{spec.name} failed: {out!r}",
+                                             type(out).__name__))
+                continue
+            for e in out:
+                (emits if isinstance(e, Emit) else effects).append(e)
     return effects, emits
+
+
+def _process_stateful(ctx: RuntimeContext, spec: AgentSpec,
+                      decoded: list[tuple[Any, str, dict[str, Any]]]) -> list[Any]:
+    """Run the processor on a batch; if the batch call itself raises, retry event by event so
+    that only the failing events are dead-lettered."""
+    proc = ctx.processor(spec)
+    items = [(topic, record) for _, topic, record in decoded]
+    try:
+        results = list(proc.process_batch(items))
+        if len(results) != len(items):
+            raise RuntimeError(f"{spec.name}.process_batch returned {len(results)} results "
+                               f"for {len(items)} events")
+        return results
+    except Exception:
+        if len(items) == 1:
+            import sys
+
+            return [sys.exc_info()[1]]
+        log.exception("agent %s failed on a batch of %d; retrying one by one", spec.name, len(items))
+    out: list[Any] = []
+    for item in items:
+        try:
+            out.extend(proc.process_batch([item]))
+        except Exception as exc:  # noqa: BLE001 - this event alone is dead-lettered
+            out.append(exc)
+    return out
 
 
 def _dead_letter_of(m: Any, spec: AgentSpec, reason: str, error_type: str) -> Emit:
@@ -233,17 +296,33 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
         ctx.emitter = BatchEmitter(app.producer)
 
+    executor = None
+    if spec.blocking:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # one thread per agent: batches stay in order, and a slow model never holds up the
+        # sinks' executor threads or another agent
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"pulse-{spec.name}")
+    faust_tables = _faust_tables(app, ctx, spec)
+
     async def run(stream):
         queue = stream.channel.queue
         get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
         limit = spec.batch_size
+        loop = asyncio.get_running_loop()
         while True:
             events = [await get()]
             while len(events) < limit and not empty():
                 events.append(get_nowait())
             if ctx.first_batch_at is None:
                 ctx.first_batch_at = time.perf_counter()
-            effects, emits = process_batch(ctx, spec, [ev.message for ev in events])
+            if faust_tables:
+                effects, emits = _process_with_tables(ctx, spec, events)
+            elif executor is not None:
+                effects, emits = await loop.run_in_executor(
+                    executor, process_batch, ctx, spec, [ev.message for ev in events])
+            else:
+                effects, emits = process_batch(ctx, spec, [ev.message for ev in events])
             await apply_effects(ctx, spec, effects, emits)
             for ev in events:
                 ev.ack()
@@ -251,3 +330,43 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)
+
+
+def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
+    """Create ``spec.tables`` as Faust tables (memory store + changelog topic) on ``app``."""
+    if not spec.tables:
+        return {}
+    catalog = topic_catalog()
+    partitions = {ctx.settings.topic_partitions or catalog[t].partitions
+                  for t in spec.topics if t in catalog}
+    if len(partitions) != 1:
+        raise ValueError(f"agent {spec.name} keeps tables, so its source topics must be "
+                         f"co-partitioned; they have {sorted(partitions)} partitions")
+    n = partitions.pop()
+    tables = {name: app.Table(f"{spec.name}-{name}", partitions=n, key_type=str,
+                              key_serializer="json", value_serializer="json",
+                              help=f"{spec.name}'s {name} state, keyed like its source topics")
+              for name in spec.tables}
+    ctx.tables[spec.name] = tables
+    return tables
+
+
+def _process_with_tables(ctx: RuntimeContext, spec: AgentSpec, events: list
+                         ) -> tuple[list[Effect], list[Emit]]:
+    """Process events one at a time on the event loop, each as Faust's *current event*, so that
+    every table write goes to the changelog partition of the event that caused it."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    effects: list[Effect] = []
+    emits: list[Emit] = []
+    try:
+        for ev in events:
+            _current_event.set(weakref.ref(ev))
+            e, m = process_batch(ctx, spec, [ev.message])
+            effects.extend(e)
+            emits.extend(m)
+    finally:
+        _current_event.set(None)
+    return effects, emits
