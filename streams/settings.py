@@ -43,6 +43,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
+#: The gates a post can wait for (``PULSE_GATES``): Content Guard and Copyright Guard.
+GATES = ("moderation", "copyright")
+
+
+def _gates(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return GATES
+    names = tuple(dict.fromkeys(g.strip().lower() for g in raw.split(",") if g.strip()))
+    if names in ((), ("none",)):
+        return ()
+    unknown = [g for g in names if g not in GATES]
+    if unknown:
+        raise SettingsError(f"PULSE_GATES={raw!r}: unknown gate {unknown[0]!r}; "
+                            f"use a comma-separated subset of {', '.join(GATES)} (or 'none')")
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     """Pulse configuration. Build it with :meth:`from_env`; pass it down, never re-read the env.
@@ -91,6 +108,17 @@ class Settings:
         JVM heap of the embedded servers.
     startup_timeout_s:
         ``PULSE_STARTUP_TIMEOUT_S`` (default ``180``): how long ``pulse up`` waits for a server.
+    gates:
+        ``PULSE_GATES`` (default ``moderation,copyright``): the gates the publisher waits for
+        before it emits ``posts-published``; a comma-separated subset of ``moderation``
+        (Content Guard) and ``copyright`` (Copyright Guard). Empty (``none``) publishes every
+        upload at once.
+    moderation_model:
+        ``PULSE_MODERATION_MODEL``: the Content Guard model version (a directory name under
+        ``models/moderation/artifacts``) or a path to a model directory; unset = the shipped one.
+    media_max_bytes:
+        ``PULSE_MEDIA_MAX_BYTES`` (default 150 MB = ``157286400``): larger media get a verdict
+        saying so instead of being decoded.
     """
 
     home: Path
@@ -109,6 +137,9 @@ class Settings:
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
     startup_timeout_s: float = 180.0
+    gates: tuple[str, ...] = ("moderation", "copyright")
+    moderation_model: str | None = None
+    media_max_bytes: int = 150 * 1024 * 1024
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -158,6 +189,9 @@ class Settings:
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
             cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",
             startup_timeout_s=_float(env, "PULSE_STARTUP_TIMEOUT_S", 180.0),
+            gates=_gates(env.get("PULSE_GATES")),
+            moderation_model=env.get("PULSE_MODERATION_MODEL") or None,
+            media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),
             external=frozenset(external),
         )
 

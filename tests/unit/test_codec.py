@@ -137,8 +137,19 @@ def test_old_versions_decode_under_the_current_schema(old, data):
     decoded = codec.decode(single_object(old, record))
     for field in codec.event_type.current.schema["fields"]:
         name = field["name"]
-        assert decoded[name] == (record[name] if name in record else field["default"]), name
+        expected = record[name] if name in record else field["default"]
+        assert _written_part(decoded[name], expected) == expected, name
     assert set(decoded) == {f["name"] for f in codec.event_type.current.schema["fields"]}
+
+
+def _written_part(decoded, written):
+    """``decoded`` cut down to what the old writer wrote: a newer reader adds nested record
+    fields (with their defaults) inside arrays and maps of records."""
+    if isinstance(written, dict) and isinstance(decoded, dict):
+        return {k: _written_part(decoded[k], v) for k, v in written.items() if k in decoded}
+    if isinstance(written, list) and isinstance(decoded, list) and len(written) == len(decoded):
+        return [_written_part(d, w) for d, w in zip(decoded, written)]
+    return decoded
 
 
 def test_upload_v1_bytes_decode_with_v2_fields_null():

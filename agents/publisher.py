@@ -1,0 +1,205 @@
+"""The publish gate: joins the gates' verdicts by ``post_id`` and releases a post to distribution
+(``posts-published``) only when every enabled gate allowed it.
+
+Sources (all keyed by ``post_id``, all with the same partition count, so one post's events meet
+in one partition and one worker): ``uploads``, ``moderation-verdicts`` (Content Guard),
+``copyright-verdicts`` (Copyright Guard) and ``content-enriched`` (CLIP AI: not a gate; its
+categories and quality ride along when they arrived first).
+
+State: one changelogged table row per post (``gates``), a JSON object::
+
+    {"upload": {...}, "moderation": {...}, "copyright": {...}, "enrichment": {...},
+     "status": "PENDING" | "IN_REVIEW" | "PUBLISHED" | "RESTRICTED" | "BLOCKED",
+     "published_event_id": str | None}
+
+Decision rule, applied after every event of the post (the gates are ``settings.gates``):
+
+* any enabled gate's latest verdict is BLOCK -> ``BLOCKED`` (never published; the reasons are
+  the gates' own, written to the ``posts`` view's ``status_reasons``);
+* otherwise, a verdict still REVIEW -> ``IN_REVIEW`` (a moderator's decision, which Content
+  Guard turns into a HUMAN-tier verdict, decides it later);
+* otherwise, once the upload and every enabled gate's verdict are in: publish, with
+  distribution RESTRICTED if any gate said RESTRICT (shown to followers, never recommended),
+  else FULL.
+
+A verdict from the HUMAN tier supersedes automatic ones whatever their times; otherwise the
+later verdict (by ``event_time``) wins. A post is published at most once: the table remembers it,
+and the ``posts-published`` event id is derived from the post id, so a re-delivery after a lost
+table still writes the same event. A post already published is not withdrawn by a later BLOCK
+(there is no takedown event in this version); the ``posts`` view shows the block.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, MutableMapping, Sequence
+
+from streams.effects import Effect, Emit, Upsert
+
+from .base import AgentSpec, derived_event_id
+
+log = logging.getLogger("pulse.publisher")
+
+NAME = "publisher"
+SOURCES = ("uploads", "moderation-verdicts", "copyright-verdicts", "content-enriched")
+GATE_TOPICS = {"moderation-verdicts": "moderation", "copyright-verdicts": "copyright"}
+#: How long a post lives, by content type (PostPublished.expires_at). FLASH: 24 hours, as the
+#: platform defines it; MEMORY: the platform's default time box of 7 days (an upload carries no
+#: box of its own in Upload v2); FOREVER: no expiry.
+LIFETIME = {"FLASH": timedelta(hours=24), "MEMORY": timedelta(days=7), "FOREVER": None}
+_SEVERITY = {"ALLOW": 0, "RESTRICT": 1, "REVIEW": 2, "BLOCK": 3}
+
+
+def _ms(t: Any) -> int:
+    """An event time (aware datetime or epoch ms) as epoch milliseconds."""
+    if isinstance(t, datetime):
+        return int(round(t.timestamp() * 1000))
+    return int(t)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+class GateJoin:
+    """The publisher's core: ``process_batch`` over a ``post_id -> state`` mapping.
+
+    Parameters
+    ----------
+    gates:
+        Enabled gates, a subset of ``("moderation", "copyright")``.
+    table:
+        The state mapping (a Faust table in a worker, a dict in tests and replay).
+    """
+
+    def __init__(self, gates: Sequence[str], table: MutableMapping[str, Any]):
+        self.gates = tuple(gates)
+        self.table = table
+
+    def process_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
+        out: list[Any] = []
+        for topic, record in items:
+            try:
+                out.append(self.process(topic, record))
+            except Exception as exc:  # noqa: BLE001 - the runtime dead-letters this event alone
+                out.append(exc)
+        return out
+
+    def process(self, topic: str, record: dict[str, Any]) -> list[Effect]:
+        post_id = record["post_id"]
+        state = dict(self.table.get(post_id) or {})
+        if not self._fold(state, topic, record):
+            return []
+        effects = self._decide(post_id, state)
+        self.table[post_id] = state
+        return effects
+
+    # -- folding events into the post's state -------------------------------------------------
+
+    def _fold(self, state: dict[str, Any], topic: str, record: dict[str, Any]) -> bool:
+        """Merge one event into ``state``; False when it changes nothing (duplicate, comment)."""
+        at = _ms(record["event_time"])
+        if topic == "uploads":
+            if state.get("upload", {}).get("event_id") == record["event_id"]:
+                return False
+            state["upload"] = {
+                "event_id": record["event_id"], "at": at, "creator_id": record["creator_id"],
+                "kind": record["kind"], "content_type": record["content_type"],
+                "hashtags": list(record.get("hashtags") or []),
+                "parent_post_id": record.get("parent_post_id")}
+            return True
+        if topic == "content-enriched":
+            if state.get("enrichment", {}).get("event_id") == record["event_id"]:
+                return False
+            state["enrichment"] = {"event_id": record["event_id"], "at": at,
+                                   "categories": dict(record.get("categories") or {}),
+                                   "quality_score": record.get("quality_score")}
+            return True
+        gate = GATE_TOPICS.get(topic)
+        if gate is None or (gate == "moderation" and record.get("comment_id")):
+            return False  # a comment's verdict does not gate its post
+        tier = record.get("tier") or "AUTO"
+        new = {"event_id": record["event_id"], "at": at, "action": record["action"], "tier": tier,
+               "reasons": list(record.get("reasons") or [])}
+        old = state.get(gate)
+        if old is not None:
+            if old["event_id"] == new["event_id"]:
+                return False
+            human_old, human_new = old["tier"] == "HUMAN", tier == "HUMAN"
+            if (human_old and not human_new) or (human_old == human_new and old["at"] > at):
+                return False  # an older or an automatic verdict cannot override
+        state[gate] = new
+        return True
+
+    # -- deciding ------------------------------------------------------------------------------
+
+    def _decide(self, post_id: str, state: dict[str, Any]) -> list[Effect]:
+        if state.get("status") in ("PUBLISHED", "RESTRICTED") or "upload" not in state:
+            return self._status_effects(post_id, state, state.get("status"))
+        verdicts = {g: state[g] for g in self.gates if g in state}
+        worst = max((v["action"] for v in verdicts.values()), key=_SEVERITY.__getitem__,
+                    default="ALLOW")
+        if worst == "BLOCK":
+            status = "BLOCKED"
+        elif worst == "REVIEW":
+            status = "IN_REVIEW"
+        elif len(verdicts) < len(self.gates):
+            status = "PENDING"
+        else:
+            status = "RESTRICTED" if worst == "RESTRICT" else "PUBLISHED"
+        effects = []
+        if status in ("PUBLISHED", "RESTRICTED"):
+            effects.append(Emit("posts-published", self._published(post_id, state, status)))
+            state["published_event_id"] = effects[0].record["event_id"]
+        state["status"] = status
+        return effects + self._status_effects(post_id, state, status)
+
+    def _status_effects(self, post_id: str, state: dict[str, Any], status: str | None) -> list[Effect]:
+        if "upload" not in state or status is None:
+            return []
+        reasons = [f"{g}: {r}" for g in self.gates if g in state for r in state[g]["reasons"]]
+        at = max([state["upload"]["at"]] + [state[g]["at"] for g in self.gates if g in state])
+        return [Upsert("posts", {"post_id": post_id, "status": status, "status_reasons": reasons},
+                       at * 1000)]
+
+    def _published(self, post_id: str, state: dict[str, Any], status: str) -> dict[str, Any]:
+        up = state["upload"]
+        gate_times = [state[g]["at"] for g in self.gates if g in state]
+        at = max([up["at"]] + gate_times)  # deterministic: a replay emits the same event
+        life = LIFETIME.get(up["content_type"])
+        enrichment = state.get("enrichment") or {}
+        return {
+            "event_id": derived_event_id(NAME, post_id, "published"),
+            "event_time": _dt(at), "producer": NAME,
+            "cause_event_id": max(((state[g]["at"], state[g]["event_id"]) for g in self.gates
+                                   if g in state), default=(0, up["event_id"]))[1],
+            "post_id": post_id, "creator_id": up["creator_id"], "kind": up["kind"],
+            "content_type": up["content_type"],
+            "distribution": "RESTRICTED" if status == "RESTRICTED" else "FULL",
+            "uploaded_at": _dt(up["at"]),
+            "expires_at": None if life is None else _dt(up["at"]) + life,
+            "hashtags": up["hashtags"],
+            "categories": enrichment.get("categories") or {},
+            "quality_score": enrichment.get("quality_score"),
+            "parent_post_id": up.get("parent_post_id"),
+            "moderation_event_id": (state.get("moderation") or {}).get("event_id"),
+            "copyright_event_id": (state.get("copyright") or {}).get("event_id"),
+            "enrichment_event_id": enrichment.get("event_id"),
+        }
+
+
+def setup(settings, tables: dict[str, MutableMapping[str, Any]]) -> GateJoin:
+    """The worker's :class:`GateJoin` over the ``gates`` table, for ``settings.gates``."""
+    return GateJoin(settings.gates, tables["gates"])
+
+
+SPEC = AgentSpec(
+    name=NAME,
+    topics=SOURCES,
+    process=lambda topic, record: [],  # unused: ``setup`` builds the stateful core
+    doc="Joins the gates' verdicts by post and emits posts-published when every enabled gate allows.",
+    batch_size=500,
+    sinks=frozenset({"cassandra"}),
+    setup=setup,
+    tables=("gates",),
+)

@@ -1,0 +1,141 @@
+"""The publish gate's join (agents.publisher.GateJoin) on plain dicts: every rule of its docstring."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from agents.publisher import GateJoin
+from streams.codec import AvroCodec
+from streams.effects import Emit, Upsert
+from streams.schemas import default_catalog
+
+T0 = 1_700_000_000_000
+
+
+def upload(post="p1", at=T0, content_type="FOREVER"):
+    return {"event_id": str(uuid.uuid4()), "event_time": at, "producer": "app", "post_id": post,
+            "creator_id": "u1", "kind": "IMAGE", "content_type": content_type, "media_uri": None,
+            "caption": "c", "title": None, "hashtags": ["cats"], "duration_ms": None,
+            "size_bytes": None, "width": None, "height": None, "parent_post_id": None}
+
+
+def mod(action, post="p1", at=T0 + 10, tier="FAST", comment_id=None):
+    return {"event_id": str(uuid.uuid4()), "event_time": at, "post_id": post, "action": action,
+            "tier": tier, "reasons": [f"mod {action.lower()}"], "comment_id": comment_id}
+
+
+def cr(action, post="p1", at=T0 + 20):
+    return {"event_id": str(uuid.uuid4()), "event_time": at, "post_id": post, "action": action,
+            "reasons": [f"copyright {action.lower()}"]}
+
+
+def run(join, *events):
+    out = []
+    for topic, record in events:
+        (res,) = join.process_batch([(topic, record)])
+        assert not isinstance(res, BaseException), res
+        out.extend(res)
+    return out
+
+
+def published(effects):
+    return [e.record for e in effects if isinstance(e, Emit) and e.topic == "posts-published"]
+
+
+def statuses(effects):
+    return [e.row["status"] for e in effects if isinstance(e, Upsert)]
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_published_once_all_gates_allow_in_any_order(order):
+    events = [("uploads", upload()), ("moderation-verdicts", mod("ALLOW")),
+              ("copyright-verdicts", cr("ALLOW"))]
+    events = events[order:] + events[:order]
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, *events)
+    (pub,) = published(effects)
+    assert pub["distribution"] == "FULL" and pub["post_id"] == "p1"
+    assert statuses(effects)[-1] == "PUBLISHED"
+    # the event is valid against the PostPublished contract
+    AvroCodec(default_catalog(), "PostPublished").encode(pub)
+
+
+def test_waits_for_every_enabled_gate():
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")))
+    assert published(effects) == [] and statuses(effects)[-1] == "PENDING"
+
+
+def test_only_enabled_gates_count():
+    join = GateJoin(("copyright",), {})
+    effects = run(join, ("uploads", upload()), ("copyright-verdicts", cr("ALLOW")))
+    (pub,) = published(effects)
+    assert pub["moderation_event_id"] is None
+    assert published(run(GateJoin((), {}), ("uploads", upload(post="p2"))))
+
+
+def test_block_wins_and_reasons_are_recorded():
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, ("uploads", upload()), ("copyright-verdicts", cr("BLOCK")),
+                  ("moderation-verdicts", mod("ALLOW")))
+    assert published(effects) == []
+    last = [e for e in effects if isinstance(e, Upsert)][-1]
+    assert last.row["status"] == "BLOCKED"
+    assert "copyright: copyright block" in last.row["status_reasons"]
+
+
+def test_restrict_publishes_restricted():
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, ("uploads", upload(content_type="FLASH")), ("moderation-verdicts", mod("RESTRICT")),
+                  ("copyright-verdicts", cr("ALLOW")))
+    (pub,) = published(effects)
+    assert pub["distribution"] == "RESTRICTED"
+    assert (pub["expires_at"] - pub["uploaded_at"]).total_seconds() == 24 * 3600
+
+
+def test_review_waits_for_the_human_decision_which_wins_over_later_automatic_verdicts():
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, ("uploads", upload()), ("copyright-verdicts", cr("ALLOW")),
+                  ("moderation-verdicts", mod("REVIEW")))
+    assert published(effects) == [] and statuses(effects)[-1] == "IN_REVIEW"
+    human = mod("ALLOW", at=T0 + 5, tier="HUMAN")  # even with an earlier time, HUMAN wins
+    effects = run(join, ("moderation-verdicts", human))
+    (pub,) = published(effects)
+    assert pub["moderation_event_id"] == human["event_id"]
+    # a late automatic verdict changes nothing
+    assert run(join, ("moderation-verdicts", mod("BLOCK", at=T0 + 99))) == []
+
+
+def test_human_block_after_review():
+    join = GateJoin(("moderation",), {})
+    run(join, ("uploads", upload()), ("moderation-verdicts", mod("REVIEW")))
+    effects = run(join, ("moderation-verdicts", mod("BLOCK", tier="HUMAN")))
+    assert published(effects) == [] and statuses(effects)[-1] == "BLOCKED"
+
+
+def test_duplicates_and_comment_verdicts_change_nothing_and_publish_once():
+    table: dict = {}
+    join = GateJoin(("moderation",), table)
+    up, ok = upload(), mod("ALLOW")
+    assert len(published(run(join, ("uploads", up), ("moderation-verdicts", ok)))) == 1
+    assert run(join, ("moderation-verdicts", ok), ("uploads", up)) == []
+    assert run(join, ("moderation-verdicts", mod("BLOCK", comment_id="c1"))) == []
+    # a fresh table (state lost) re-emits the same event id: downstream de-duplicates by it
+    again = published(run(GateJoin(("moderation",), {}), ("uploads", up), ("moderation-verdicts", ok)))
+    assert again[0]["event_id"] == table["p1"]["published_event_id"]
+
+
+def test_enrichment_rides_along_when_it_came_first():
+    join = GateJoin(("moderation",), {})
+    enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 1, "post_id": "p1",
+           "categories": {"pets": 0.9}, "quality_score": 0.7}
+    (pub,) = published(run(join, ("content-enriched", enr), ("uploads", upload()),
+                           ("moderation-verdicts", mod("ALLOW"))))
+    assert pub["categories"] == {"pets": 0.9} and pub["enrichment_event_id"] == enr["event_id"]
+
+
+def test_a_bad_event_is_returned_as_its_exception():
+    join = GateJoin(("moderation",), {})
+    (res,) = join.process_batch([("uploads", {"post_id": "p1"})])
+    assert isinstance(res, KeyError)
