@@ -333,7 +333,8 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
 
 def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
-    """Create ``spec.tables`` as Faust tables (memory store + changelog topic) on ``app``."""
+    """Create ``spec.tables`` as Faust tables (memory store + changelog topic) on ``app``; keys
+    and values are JSON (Faust's default for non-model types)."""
     if not spec.tables:
         return {}
     catalog = topic_catalog()
@@ -344,7 +345,6 @@ def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
                          f"co-partitioned; they have {sorted(partitions)} partitions")
     n = partitions.pop()
     tables = {name: app.Table(f"{spec.name}-{name}", partitions=n, key_type=str,
-                              key_serializer="json", value_serializer="json",
                               help=f"{spec.name}'s {name} state, keyed like its source topics")
               for name in spec.tables}
     ctx.tables[spec.name] = tables
