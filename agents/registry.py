@@ -1,12 +1,14 @@
 """The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
 from __future__ import annotations
 
-from . import materializer, publisher
+from . import content_guard, copyright_guard, materializer, publisher
 from .base import AgentSpec
 
 #: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
 AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     materializer.SPEC,
+    content_guard.SPEC,
+    copyright_guard.SPEC,
     publisher.SPEC,
 )}
 
