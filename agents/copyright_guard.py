@@ -132,6 +132,22 @@ class ReferenceFeed:
         self.consumer.close()
 
 
+def own_work_allowed(d, creator_id: str):
+    """A rights holder's own upload of its registered work is not an infringement: matches of
+    references whose ``rights_holder_id`` is the uploader are reported but do not count."""
+    from dataclasses import replace
+
+    from models.copyright import decide
+
+    own = [m for m in d.matches if m.rights_holder_id and m.rights_holder_id == creator_id]
+    if not own:
+        return d
+    rest = [m for m in d.matches if m not in own]
+    out = decide(d.modality, rest, latency_ms=d.latency_ms)
+    return replace(out, matches=out.matches + own, reasons=out.reasons + [
+        f"own work: {m.reference_id} is registered by the uploader {creator_id}" for m in own])
+
+
 class CopyrightGuard:
     """The agent's core: a bank kept current by a :class:`ReferenceFeed` (or filled directly in
     tests), matching each upload."""
@@ -167,7 +183,8 @@ class CopyrightGuard:
             return bad_media_decision(str(exc), latency_ms=(time.perf_counter() - t0) * 1000)
         metadata = {"title": record.get("title"), "caption": record.get("caption"),
                     "hashtags": list(record.get("hashtags") or [])}
-        return self.bank.decision_for_file(path, metadata=metadata)
+        return own_work_allowed(self.bank.decision_for_file(path, metadata=metadata),
+                                record["creator_id"])
 
     def on_upload(self, record: dict[str, Any]) -> list[Effect]:
         from models.copyright import MODEL_NAME, MODEL_VERSION

@@ -85,3 +85,12 @@ def test_unrelated_withdrawn_text_and_bad_media(guard, tmp_path):
 
     assert v[3]["action"] == BAD_MEDIA_ACTION and "could not be checked" in v[3]["reasons"][0]
     assert v[4]["action"] == BAD_MEDIA_ACTION and "without media_uri" in v[4]["reasons"][0]
+
+
+def test_the_rights_holders_own_upload_is_allowed(guard):
+    g, images = guard
+    own = dict(upload("p7", "IMAGE", images[0]), creator_id="studio")
+    (out,) = g.process_batch([("uploads", own)])
+    v = verdict(out)
+    assert v["action"] == "ALLOW" and v["matches"][0]["reference_id"] == "work-1"
+    assert any("own work" in r for r in v["reasons"])
