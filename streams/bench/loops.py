@@ -88,9 +88,38 @@ def pulse_loop(bootstrap: str, src: str, dst: str, n: int, result: str) -> None:
     run_worker(app, "error")
 
 
+def agent_loop(bootstrap: str, agent: str, n: int, result: str) -> None:
+    """A registered agent in a Faust worker: its processor (models, banks) is built before the
+    worker starts, and the clock runs from its first batch until ``n`` events are processed."""
+    from agents.registry import AGENTS
+    from streams.app import create_app, run_worker
+    from streams.settings import Settings
+
+    settings = Settings.from_env({**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap,
+                                  "PULSE_APP_ID": f"bench-{agent}-{uuid.uuid4().hex[:8]}"})
+    spec = AGENTS[agent]
+    app, ctx = create_app(settings, [spec])
+    if spec.setup is not None and not spec.tables:
+        ctx.processor(spec)  # load models before the clock starts
+
+    @app.timer(0.05)
+    async def watch():
+        if ctx.counters["events"] >= n:
+            await app.producer.flush()
+            with open(result, "w") as fh:
+                json.dump({"events": ctx.counters["events"],
+                           "seconds": time.perf_counter() - ctx.first_batch_at,
+                           "dead_letters": ctx.counters["dead_letters"]}, fh)
+            os._exit(0)
+
+    run_worker(app, "error")
+
+
 if __name__ == "__main__":
     kind, bootstrap, src, dst, n, result = sys.argv[1:7]
-    if kind == "pulse":
+    if kind == "agent":
+        agent_loop(bootstrap, src, int(n), result)
+    elif kind == "pulse":
         pulse_loop(bootstrap, src, dst, int(n), result)
     else:
         plain_loop(bootstrap, src, dst, int(n), result, avro=kind == "plain-avro")

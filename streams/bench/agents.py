@@ -1,0 +1,99 @@
+"""An AI agent's throughput through the real broker, beside the pass-through agent's in the same
+run (``pulse bench moderation`` / ``pulse bench copyright``).
+
+:func:`bench_agent_throughput` starts its own servers in a temporary ``PULSE_HOME`` (or uses the
+given ones), creates the catalog topics, publishes the given events, runs the registered agent in
+its own Faust worker process (models and banks loaded before the clock starts), and times it
+from its first batch until it has processed every event. The baseline is the backbone bench's
+pass-through agent (decode, validate, re-encode, emit) over the same number of events.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..settings import REPO_ROOT, Settings
+
+Step = Callable[[str], None]
+
+
+def _agent_run(settings: Settings, agent: str, n: int, timeout_s: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        result, log = Path(tmp) / "result.json", Path(tmp) / "agent.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+        env.update(PULSE_HOME=str(settings.home), PULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+                   PULSE_CASSANDRA_HOSTS=",".join(settings.cassandra_hosts))
+        for var in ("PULSE_GATES", "PULSE_MODERATION_MODEL", "PULSE_MEDIA_MAX_BYTES"):
+            if os.environ.get(var):
+                env[var] = os.environ[var]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "streams.bench.loops", "agent",
+                                     settings.kafka_bootstrap, agent, "-", str(n), str(result)],
+                                    cwd=REPO_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if not result.exists():
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the {agent} run produced no result (exit {proc.returncode}):\n{tail}")
+        return json.loads(result.read_text())
+
+
+def bench_agent_throughput(agent: str, events: Iterable[tuple[str, dict]], *,
+                           settings: Settings | None = None, timeout_s: float = 900.0,
+                           on_step: Step = lambda m: None) -> dict:
+    """``{"agent", "events", "agent_per_s", "baseline_passthrough_per_s", "ratio", ...}``.
+
+    ``events`` are ``(topic, record)`` pairs for the agent's source topics (and any topic it
+    reads as a global table, such as ``copyright-references``, published first); only events on
+    the agent's own source topics are counted.
+    """
+    from agents.registry import AGENTS
+
+    from ..cassandra import apply_schema
+    from ..publisher import Publisher
+    from ..servers.supervisor import down, up
+    from ..topics import create_topics
+    from .backbone import bench_passthrough
+
+    spec = AGENTS[agent]
+    events = list(events)
+    n = sum(1 for t, _ in events if t in spec.topics)
+
+    def run(s: Settings) -> dict:
+        create_topics(s)
+        apply_schema(s)
+        on_step(f"publishing {len(events)} events")
+        with Publisher(s, producer_name="bench") as pub:
+            for topic, record in events:
+                pub.publish(topic, record)
+        on_step(f"{agent} over {n} events")
+        out = _agent_run(s, agent, n, timeout_s)
+        on_step(f"pass-through agent over {n} events (baseline)")
+        base = bench_passthrough(s, n, timeout_s)
+        rate = out["events"] / out["seconds"]
+        return {"agent": agent, "events": out["events"], "seconds": round(out["seconds"], 2),
+                "agent_per_s": round(rate, 1), "dead_letters": out.get("dead_letters", 0),
+                "baseline_passthrough_per_s": base["pulse_agent_per_s"],
+                "ratio": round(rate / base["pulse_agent_per_s"], 4)}
+
+    if settings is not None:
+        return run(settings)
+    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as home:
+        env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
+                                                            "PULSE_CASSANDRA_HEAP")}
+        s = Settings.from_env({**env, "PULSE_HOME": home})
+        on_step("servers up")
+        up(s, on_step=on_step)
+        try:
+            return run(Settings.from_env({**env, "PULSE_HOME": home}))
+        finally:
+            down(s)
