@@ -17,57 +17,29 @@ bomb) gets a BLOCK verdict whose reason says what is wrong with the file: the po
 shown as uploaded, and nothing is lost (the upload stays on its topic; a fixed re-upload is a new
 event).
 
-A moderator's decision becomes the final HUMAN-tier verdict for the post (or comment), marks the
-task DECIDED and removes it from the pending queue. Review task ids start with the task's
-creation time (``<epoch ms, 13 digits>-<12 hex>``), so they sort by age and the queue row can
-be found from the id alone.
+A moderator's decision on a task of the ``moderation`` queue becomes the final HUMAN-tier verdict
+for the post (or comment), marks the task DECIDED and removes it from the pending queue (see
+:mod:`agents.review_tasks`).
 """
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
-from streams.effects import Delete, Effect, Emit, Upsert
+from streams.effects import Effect, Emit, Upsert
 
 from .base import AgentSpec, derived_event_id
+from .review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
+                           task_created_ms, task_effects)
+
+#: ``model`` of verdicts that a human moderator decided (``model_version`` is the moderator id).
+HUMAN_MODEL = "human-review"
 
 log = logging.getLogger("pulse.content_guard")
 
 NAME = "content_guard"
-REVIEW_QUEUE = "moderation"
-#: How long a review task may wait before it is overdue (ReviewTask.deadline).
-REVIEW_DEADLINE = timedelta(hours=24)
-
-
-def _ms(t: Any) -> int:
-    if isinstance(t, datetime):
-        return int(round(t.timestamp() * 1000))
-    return int(t)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-
-
-def review_task_id(created_ms: int, cause_event_id: str) -> str:
-    """``<created epoch ms, 13 digits>-<12 hex>``: sortable by age, deterministic per cause."""
-    return f"{created_ms:013d}-{derived_event_id(NAME, cause_event_id, 'review')[-12:]}"
-
-
-def task_created_ms(task_id: str) -> int:
-    """The creation time encoded in a review task id (epoch ms).
-
-    Raises
-    ------
-    ValueError
-        ``task_id`` is not a Pulse review task id.
-    """
-    head, sep, tail = task_id.partition("-")
-    if not sep or len(head) != 13 or not head.isdigit() or len(tail) != 12:
-        raise ValueError(f"{task_id!r} is not a review task id (<13-digit epoch ms>-<12 hex>)")
-    return int(head)
+QUEUE = "moderation"
 
 
 def upload_text(record: dict[str, Any]) -> str:
@@ -177,44 +149,27 @@ class ContentGuard:
 
     def _verdict_effects(self, cause: dict[str, Any], v, *, post_id: str, author_id: str,
                          comment_id: str | None, text: str | None, media_uri: str | None) -> list[Effect]:
-        at = _ms(cause["event_time"])
-        task_id = review_task_id(at, cause["event_id"]) if v.action == "REVIEW" else None
+        at = ms_of(cause["event_time"])
+        scores = {k: float(s) for k, s in v.scores.items()}
         verdict = {
-            "event_id": derived_event_id(NAME, cause["event_id"]), "event_time": _dt(at),
+            "event_id": derived_event_id(NAME, cause["event_id"]), "event_time": dt_of(at),
             "producer": NAME, "cause_event_id": cause["event_id"], "model": v.model,
             "model_version": v.model_version, "post_id": post_id, "author_id": author_id,
-            "comment_id": comment_id, "action": v.action, "tier": v.tier,
-            "scores": {k: float(s) for k, s in v.scores.items()}, "reasons": list(v.reasons),
-            "latency_ms": int(round(v.latency_ms)), "review_task_id": task_id,
+            "comment_id": comment_id, "action": v.action, "tier": v.tier, "scores": scores,
+            "reasons": list(v.reasons), "latency_ms": int(round(v.latency_ms)),
+            "review_task_id": None,
         }
-        effects: list[Effect] = [Emit("moderation-verdicts", verdict), self._log_row(verdict, at)]
-        if task_id is None:
-            return effects
-        top = max(verdict["scores"].values(), default=0.0)
-        priority = "URGENT" if verdict["scores"].get("threat", 0.0) >= 0.5 else \
-            "HIGH" if top >= 0.8 else "NORMAL"
-        task = {
-            "event_id": derived_event_id(NAME, cause["event_id"], "review"), "event_time": _dt(at),
-            "producer": NAME, "cause_event_id": verdict["event_id"], "model": v.model,
-            "model_version": v.model_version, "task_id": task_id, "post_id": post_id,
-            "author_id": author_id, "comment_id": comment_id, "priority": priority,
-            "suggested_action": getattr(v, "suggested_action", None),
-            "scores": verdict["scores"], "reasons": verdict["reasons"], "text": text,
-            "media_uri": media_uri, "deadline": _dt(at) + REVIEW_DEADLINE,
-        }
-        ts = at * 1000
-        effects += [
-            Emit("review-queue", task),
-            Upsert("review_tasks", {
-                "task_id": task_id, "post_id": post_id, "author_id": author_id,
-                "comment_id": comment_id, "priority": priority,
-                "suggested_action": task["suggested_action"], "scores": task["scores"],
-                "reasons": task["reasons"], "text": text, "media_uri": media_uri,
-                "created_at": at, "status": "PENDING"}, ts),
-            Upsert("review_pending", {"queue": REVIEW_QUEUE, "created_at": at, "task_id": task_id,
-                                      "post_id": post_id, "priority": priority}, ts),
-        ]
-        return effects
+        effects: list[Effect] = []
+        if v.action == "REVIEW":
+            top = max(scores.values(), default=0.0)
+            priority = "URGENT" if scores.get("threat", 0.0) >= 0.5 else \
+                "HIGH" if top >= 0.8 else "NORMAL"
+            verdict["review_task_id"], effects = task_effects(
+                agent=NAME, queue=QUEUE, cause=cause, verdict_event_id=verdict["event_id"],
+                model=v.model, model_version=v.model_version, post_id=post_id, author_id=author_id,
+                comment_id=comment_id, scores=scores, reasons=verdict["reasons"], text=text,
+                media_uri=media_uri, priority=priority)
+        return [Emit("moderation-verdicts", verdict), self._log_row(verdict, at)] + effects
 
     @staticmethod
     def _log_row(verdict: dict[str, Any], at: int) -> Upsert:
@@ -225,31 +180,22 @@ class ContentGuard:
             "model": verdict["model"], "model_version": verdict["model_version"]}, at * 1000)
 
     def on_decision(self, d: dict[str, Any]) -> list[Effect]:
-        """A moderator's decision -> the final HUMAN verdict; the task leaves the queue."""
-        at = _ms(d["event_time"])
+        """A moderator's decision on a ``moderation`` task -> the final HUMAN verdict; the task
+        leaves the queue. Decisions on other queues belong to other gates."""
+        if decision_queue(d) != QUEUE:
+            return []
+        at = ms_of(d["event_time"])
         created = task_created_ms(d["task_id"])
-        reasons = [f"moderator {d['reviewer_id']}: {d['action'].lower()}"]
-        reasons += [f"category: {c}" for c in d.get("categories") or []]
-        if d.get("note"):
-            reasons.append(f"note: {d['note']}")
         verdict = {
-            "event_id": derived_event_id(NAME, d["event_id"]), "event_time": _dt(at),
-            "producer": NAME, "cause_event_id": d["event_id"], "model": "human-review",
+            "event_id": derived_event_id(NAME, d["event_id"]), "event_time": dt_of(at),
+            "producer": NAME, "cause_event_id": d["event_id"], "model": HUMAN_MODEL,
             "model_version": d["reviewer_id"], "post_id": d["post_id"],
             "author_id": d.get("author_id") or "", "comment_id": d.get("comment_id"),
-            "action": d["action"], "tier": "HUMAN", "scores": {}, "reasons": reasons,
+            "action": d["action"], "tier": "HUMAN", "scores": {}, "reasons": decision_reasons(d),
             "latency_ms": int(d.get("review_ms") or max(0, at - created)),
             "review_task_id": d["task_id"],
         }
-        ts = at * 1000
-        return [
-            Emit("moderation-verdicts", verdict), self._log_row(verdict, at),
-            Upsert("review_tasks", {"task_id": d["task_id"], "status": "DECIDED",
-                                    "decision": d["action"], "decided_by": d["reviewer_id"],
-                                    "decided_at": at, "note": d.get("note")}, ts),
-            Delete("review_pending", {"queue": REVIEW_QUEUE, "created_at": created,
-                                      "task_id": d["task_id"]}, ts),
-        ]
+        return [Emit("moderation-verdicts", verdict), self._log_row(verdict, at)] + close_task_effects(d)
 
 
 def setup(settings, tables) -> ContentGuard:  # noqa: ARG001 - no tables

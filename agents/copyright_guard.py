@@ -16,6 +16,10 @@ allowed. Emits one ``CopyrightVerdict`` (version 2: modality, ORB evidence) on
 ``copyright-verdicts`` and one ``copyright_matches`` row per match. Bad media (unreadable,
 truncated, unsupported, over the size limit, too short) gets the verdict that says so
 (``models.copyright.BAD_MEDIA_ACTION``), never a crash. The batch runs in the agent's own thread.
+
+A REVIEW verdict (borderline evidence, media that could not be checked) puts a task in the
+``copyright`` review queue (:mod:`agents.review_tasks`); the moderator's decision, consumed from
+``review-decisions``, becomes the final verdict (model ``human-review``).
 """
 from __future__ import annotations
 
@@ -23,24 +27,20 @@ import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from streams.effects import Effect, Emit, Upsert
 
 from .base import AgentSpec, derived_event_id
 from .content_guard import media_path
+from .review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
+                           task_created_ms, task_effects)
 
 log = logging.getLogger("pulse.copyright_guard")
 
 NAME = "copyright_guard"
 REFERENCES = "copyright-references"
-
-
-def _ms(t: Any) -> int:
-    if isinstance(t, datetime):
-        return int(round(t.timestamp() * 1000))
-    return int(t)
+QUEUE = "copyright"
 
 
 class ReferenceFeed:
@@ -162,7 +162,8 @@ class CopyrightGuard:
         out: list[Any] = []
         for topic, record in items:
             try:
-                out.append(self.on_upload(record) if topic == "uploads" else [])
+                out.append(self.on_upload(record) if topic == "uploads" else
+                           self.on_decision(record) if topic == "review-decisions" else [])
             except Exception as exc:  # noqa: BLE001 - dead-lettered alone by the runtime
                 out.append(exc)
         return out
@@ -190,7 +191,7 @@ class CopyrightGuard:
         from models.copyright import MODEL_NAME, MODEL_VERSION
 
         d = self.decision(record)
-        at = _ms(record["event_time"])
+        at = ms_of(record["event_time"])
         modality = d.modality or ("TEXT" if record["kind"] == "TEXT" else None)
         matches = []
         for m in d.matches:
@@ -199,13 +200,23 @@ class CopyrightGuard:
             matches.append(row)
         verdict = {
             "event_id": derived_event_id(NAME, record["event_id"]),
-            "event_time": datetime.fromtimestamp(at / 1000, tz=timezone.utc), "producer": NAME,
+            "event_time": dt_of(at), "producer": NAME,
             "cause_event_id": record["event_id"], "model": MODEL_NAME, "model_version": MODEL_VERSION,
             "post_id": record["post_id"], "creator_id": record["creator_id"], "action": d.action,
             "matches": matches, "reasons": list(d.reasons), "latency_ms": int(round(d.latency_ms)),
             "modality": modality,
         }
         effects: list[Effect] = [Emit("copyright-verdicts", verdict)]
+        if d.action == "REVIEW":
+            best = d.matches[0] if d.matches else None
+            _, task = task_effects(
+                agent=NAME, queue=QUEUE, cause=record, verdict_event_id=verdict["event_id"],
+                model=MODEL_NAME, model_version=MODEL_VERSION, post_id=record["post_id"],
+                author_id=record["creator_id"], comment_id=None,
+                scores={} if best is None else {f"similarity:{best.reference_id}": float(best.similarity)},
+                reasons=list(d.reasons), text=record.get("caption"), media_uri=record.get("media_uri"),
+                priority="NORMAL")
+            effects += task
         for m in d.matches:
             distance = m.hamming_distance if m.hamming_distance is not None else m.bit_error_rate
             span = None
@@ -218,6 +229,25 @@ class CopyrightGuard:
                 "matched_span": span, "action": d.action, "matched_at": at,
                 "model_version": MODEL_VERSION}, at * 1000))
         return effects
+
+    def on_decision(self, d: dict[str, Any]) -> list[Effect]:
+        """A moderator's decision on a ``copyright`` task -> the final verdict (model
+        ``human-review``, which the publisher ranks above automatic verdicts)."""
+        from .content_guard import HUMAN_MODEL
+
+        if decision_queue(d) != QUEUE:
+            return []
+        at = ms_of(d["event_time"])
+        verdict = {
+            "event_id": derived_event_id(NAME, d["event_id"]), "event_time": dt_of(at),
+            "producer": NAME, "cause_event_id": d["event_id"], "model": HUMAN_MODEL,
+            "model_version": d["reviewer_id"], "post_id": d["post_id"],
+            "creator_id": d.get("author_id") or "", "action": d["action"], "matches": [],
+            "reasons": decision_reasons(d),
+            "latency_ms": int(d.get("review_ms") or max(0, at - task_created_ms(d["task_id"]))),
+            "modality": None,
+        }
+        return [Emit("copyright-verdicts", verdict)] + close_task_effects(d)
 
     def close(self) -> None:
         if self.feed is not None:
@@ -237,7 +267,7 @@ def setup(settings, tables) -> CopyrightGuard:  # noqa: ARG001 - the bank is a g
 
 SPEC = AgentSpec(
     name=NAME,
-    topics=("uploads",),
+    topics=("uploads", "review-decisions"),
     process=lambda topic, record: [],  # unused: ``setup`` builds the stateful core
     doc="Matches uploads against registered works (audio, image, video); gate 2 of publishing. "
         "Reads copyright-references as a global table.",

@@ -22,7 +22,8 @@ Decision rule, applied after every event of the post (the gates are ``settings.g
   distribution RESTRICTED if any gate said RESTRICT (shown to followers, never recommended),
   else FULL.
 
-A verdict from the HUMAN tier supersedes automatic ones whatever their times; otherwise the
+A verdict from the HUMAN tier (a copyright verdict whose model is ``human-review``) supersedes
+automatic ones whatever their times; otherwise the
 later verdict (by ``event_time``) wins. A post is published at most once: the table remembers it,
 and the ``posts-published`` event id is derived from the post id, so a re-delivery after a lost
 table still writes the same event. A post already published is not withdrawn by a later BLOCK
@@ -118,7 +119,7 @@ class GateJoin:
         gate = GATE_TOPICS.get(topic)
         if gate is None or (gate == "moderation" and record.get("comment_id")):
             return False  # a comment's verdict does not gate its post
-        tier = record.get("tier") or "AUTO"
+        tier = record.get("tier") or ("HUMAN" if record.get("model") == "human-review" else "AUTO")
         new = {"event_id": record["event_id"], "at": at, "action": record["action"], "tier": tier,
                "reasons": list(record.get("reasons") or [])}
         old = state.get(gate)

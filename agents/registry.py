@@ -1,7 +1,7 @@
 """The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
 from __future__ import annotations
 
-from . import content_guard, copyright_guard, materializer, publisher
+from . import clip_ai, content_guard, copyright_guard, materializer, publisher
 from .base import AgentSpec
 
 #: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
@@ -10,6 +10,7 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     content_guard.SPEC,
     copyright_guard.SPEC,
     publisher.SPEC,
+    clip_ai.SPEC,
 )}
 
 

@@ -1,11 +1,11 @@
 """The human review round trip, moderators' side: list the pending queue, decide a task.
 
-Content Guard writes every REVIEW verdict's task into the ``review_tasks`` and
-``review_pending`` views. :func:`pending_tasks` reads the queue oldest first; :func:`decide`
+Content Guard (queue ``moderation``) and Copyright Guard (queue ``copyright``) write every REVIEW
+verdict's task into the ``review_tasks`` and ``review_pending`` views. :func:`pending_tasks` reads the queue oldest first; :func:`decide`
 checks the task, claims it with a Cassandra lightweight transaction (``INSERT ... IF NOT
 EXISTS`` on ``review_claims``: of two moderators deciding one task at once, exactly one wins),
-then publishes the ``ReviewDecision`` on ``review-decisions``. Content Guard turns it into the
-final HUMAN-tier verdict, and the decision is a labelled row for the next training run
+then publishes the ``ReviewDecision`` on ``review-decisions``. The gate owning the task's queue
+turns it into its final verdict, and the decision is a labelled row for the next training run
 (``replay.training.review_labels``).
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from .views import view_session
 
 #: Actions a moderator can take (GateAction without REVIEW: a human decision is final).
 DECISION_ACTIONS = ("ALLOW", "RESTRICT", "BLOCK")
-QUEUE = "moderation"
+#: The review queues: one per gate that can ask a human (agents.review_tasks.QUEUES).
+QUEUES = ("moderation", "copyright")
 
 
 class ReviewError(ValueError):
@@ -32,19 +33,25 @@ def _row(r) -> dict[str, Any]:
     return r._asdict()
 
 
-def pending_tasks(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    """Up to ``limit`` pending review tasks, oldest first, each with its scores and reasons.
+def pending_tasks(settings: Settings, limit: int = 50, queue: str | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` pending review tasks of ``queue`` (default: every queue), oldest first,
+    each with its scores and reasons.
 
     Returns dicts with the ``review_tasks`` columns (``task_id``, ``post_id``, ``author_id``,
     ``comment_id``, ``priority``, ``scores``, ``reasons``, ``text``, ``media_uri``,
     ``created_at``, ``status``, ...). A task already claimed by a decision that Content Guard has
     not processed yet is left out.
     """
+    if queue is not None and queue not in QUEUES:
+        raise ReviewError(f"no review queue {queue!r}; the queues are {', '.join(QUEUES)}")
     with view_session(settings) as s:
-        queue = s.execute("SELECT task_id FROM review_pending WHERE queue = %s LIMIT %s",
-                          (QUEUE, limit * 2))
+        rows = []
+        for name in (queue,) if queue else QUEUES:
+            rows += list(s.execute("SELECT created_at, task_id FROM review_pending WHERE queue = %s "
+                                   "LIMIT %s", (name, limit * 2)))
+        rows.sort(key=lambda r: (r.created_at, r.task_id))
         out = []
-        for q in queue:
+        for q in rows:
             task = s.execute("SELECT * FROM review_tasks WHERE task_id = %s", (q.task_id,)).one()
             claim = s.execute("SELECT task_id FROM review_claims WHERE task_id = %s", (q.task_id,)).one()
             if task is None or task.status != "PENDING" or claim is not None:
@@ -87,7 +94,7 @@ def decide(settings: Settings, task_id: str, action: str, *, reviewer_id: str,
         created = task.created_at.replace(tzinfo=timezone.utc) if task.created_at else now
     decision = {
         "event_time": now, "producer": "pulse-review", "cause_event_id": None,
-        "task_id": task_id, "post_id": task.post_id, "comment_id": task.comment_id,
+        "task_id": task_id, "queue": task.queue or "moderation", "post_id": task.post_id, "comment_id": task.comment_id,
         "author_id": task.author_id, "reviewer_id": reviewer_id, "action": action,
         "categories": list(categories or []), "note": note,
         "review_ms": max(0, int((now - created).total_seconds() * 1000)),

@@ -27,11 +27,12 @@ _errors()
 @review_app.command("list")
 @friendly
 def review_list(limit: int = typer.Option(20, help="How many tasks to show."),
+                queue: Optional[str] = typer.Option(None, help="moderation or copyright (default: both)."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
     """Pending review tasks, oldest first, with the models' scores and reasons."""
     from ..review import pending_tasks
 
-    tasks = pending_tasks(settings(), limit)
+    tasks = pending_tasks(settings(), limit, queue)
     if as_json:
         for t in tasks:
             print(json.dumps(t, default=str))
@@ -40,12 +41,13 @@ def review_list(limit: int = typer.Option(20, help="How many tasks to show."),
         console.print("no pending review tasks")
         return
     table = Table(title=f"{len(tasks)} pending review task(s), oldest first")
-    for col in ("task", "created (UTC)", "priority", "post / comment", "scores", "reasons", "text"):
+    for col in ("task", "queue", "created (UTC)", "priority", "post / comment", "scores", "reasons",
+                "text"):
         table.add_column(col, overflow="fold")
     for t in tasks:
         scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted((t["scores"] or {}).items(),
                                                              key=lambda kv: -kv[1])[:3])
-        table.add_row(t["task_id"], f"{t['created_at']:%Y-%m-%d %H:%M:%S}", t["priority"] or "",
+        table.add_row(t["task_id"], t["queue"] or "moderation", f"{t['created_at']:%Y-%m-%d %H:%M:%S}", t["priority"] or "",
                       t["post_id"] + (f" / {t['comment_id']}" if t["comment_id"] else ""), scores,
                       "; ".join(t["reasons"] or []), (t["text"] or t["media_uri"] or "")[:120])
     console.print(table)
@@ -61,8 +63,8 @@ def review_decide(task_id: str = typer.Argument(..., help="The task id from `pul
                   reviewer: str = typer.Option(os.environ.get("USER") or "moderator", "--reviewer",
                                                help="Your moderator id (default: $USER)."),
                   as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON.")) -> None:
-    """Decide a pending task: publishes the decision on review-decisions (Content Guard then emits
-    the final verdict). An unknown or already decided task is refused."""
+    """Decide a pending task: publishes the decision on review-decisions (the gate that asked
+    then emits its final verdict). An unknown or already decided task is refused."""
     from ..review import decide
 
     d = decide(settings(), task_id, action, reviewer_id=reviewer, categories=list(category or []),

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from agents.content_guard import ContentGuard, review_task_id, task_created_ms, upload_text
+from agents.content_guard import ContentGuard, upload_text
+from agents.review_tasks import review_task_id, task_created_ms
 from models.moderation import Verdict
 from streams.codec import AvroCodec
 from streams.effects import Delete, Emit, Upsert
@@ -88,6 +89,7 @@ def test_review_verdict_creates_a_task_and_the_decision_closes_it():
     guard = ContentGuard(ScriptedModerator(), 10**9)
     (out,) = guard.process_batch([("uploads", upload("unsure"))])
     (task,) = emits(out, "review-queue")
+    assert task["queue"] == "moderation"
     (verdict,) = emits(out, "moderation-verdicts")
     assert verdict["review_task_id"] == task["task_id"] and task_created_ms(task["task_id"]) == T0
     tables = {e.table for e in out if isinstance(e, Upsert)}
@@ -102,6 +104,8 @@ def test_review_verdict_creates_a_task_and_the_decision_closes_it():
     assert final["latency_ms"] == 60_000 and "note: borderline" in final["reasons"]
     deleted = [e for e in out if isinstance(e, Delete)]
     assert deleted[0].key == {"queue": "moderation", "created_at": T0, "task_id": task["task_id"]}
+    # a decision on another gate's queue is not Content Guard's
+    assert guard.process_batch([("review-decisions", dict(decision, queue="copyright"))]) == [[]]
     AvroCodec(default_catalog(), "ModerationVerdict").encode(final)
 
 
@@ -136,7 +140,7 @@ def test_one_failing_event_is_returned_as_its_exception():
 
 
 def test_task_ids_sort_by_age_and_reject_foreign_ids():
-    a, b = review_task_id(T0, "e1"), review_task_id(T0 + 1, "e0")
+    a, b = review_task_id("content_guard", T0, "e1"), review_task_id("content_guard", T0 + 1, "e0")
     assert a < b and task_created_ms(b) == T0 + 1
     with pytest.raises(ValueError):
         task_created_ms("abc")

@@ -94,3 +94,28 @@ def test_the_rights_holders_own_upload_is_allowed(guard):
     v = verdict(out)
     assert v["action"] == "ALLOW" and v["matches"][0]["reference_id"] == "work-1"
     assert any("own work" in r for r in v["reasons"])
+
+
+def test_review_verdict_queues_a_copyright_task_and_the_decision_is_final(guard, tmp_path):
+    from models.copyright import BAD_MEDIA_ACTION
+
+    g, _ = guard
+    broken = tmp_path / "broken2.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (out,) = g.process_batch([("uploads", upload("p8", "IMAGE", broken))])
+    v = verdict(out)
+    tasks = [e.record for e in out if isinstance(e, Emit) and e.topic == "review-queue"]
+    if BAD_MEDIA_ACTION != "REVIEW":
+        pytest.skip("bad media is not sent to review in this configuration")
+    (task,) = tasks
+    assert task["queue"] == "copyright" and task["post_id"] == "p8"
+    AvroCodec(default_catalog(), "ReviewTask").encode(task)
+    decision = {"event_id": str(uuid.uuid4()), "event_time": 1_700_000_100_000, "producer": "pulse-review",
+                "cause_event_id": None, "task_id": task["task_id"], "queue": "copyright", "post_id": "p8",
+                "comment_id": None, "author_id": "u1", "reviewer_id": "mod", "action": "ALLOW",
+                "categories": [], "note": None, "review_ms": None}
+    (out,) = g.process_batch([("review-decisions", decision)])
+    final = verdict(out)
+    assert (final["action"], final["model"]) == ("ALLOW", "human-review")
+    assert g.process_batch([("review-decisions", dict(decision, queue=None))]) == [[]]
+    assert v["action"] == "REVIEW"

@@ -139,3 +139,13 @@ def test_a_bad_event_is_returned_as_its_exception():
     join = GateJoin(("moderation",), {})
     (res,) = join.process_batch([("uploads", {"post_id": "p1"})])
     assert isinstance(res, KeyError)
+
+
+def test_a_human_copyright_decision_resolves_a_copyright_review():
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")),
+                  ("copyright-verdicts", cr("REVIEW")))
+    assert statuses(effects)[-1] == "IN_REVIEW"
+    human = dict(cr("ALLOW", at=T0 + 1), model="human-review")
+    (pub,) = published(run(join, ("copyright-verdicts", human)))
+    assert pub["copyright_event_id"] == human["event_id"]
