@@ -59,6 +59,10 @@ def apply_schema(settings: Settings, session=None) -> int:
     ------
     ViewStoreError
         Cassandra is unreachable or rejects a statement (the statement is named).
+
+    Columns that ``schema.cql`` declares and an existing table lacks (a view that gained a
+    column in a newer version) are added with ``ALTER TABLE ... ADD``; keys cannot change that
+    way, and a changed key needs a rebuild (drop the table and ``pulse replay``).
     """
     own = session is None
     cluster = None
@@ -72,12 +76,64 @@ def apply_schema(settings: Settings, session=None) -> int:
         session.set_keyspace(ks)
         statements = cql_statements()
         for stmt in statements:
-            try:
-                session.execute(stmt)
-            except Exception as exc:  # driver raises many types; name the statement
-                head = " ".join(stmt.split())[:80]
-                raise ViewStoreError(f"Cassandra rejected `{head}...`: {exc}") from None
-        return len(statements) + 1
+            _execute(session, stmt)
+        added = _add_missing_columns(session, ks, statements)
+        return len(statements) + 1 + added
     finally:
         if own:
             cluster.shutdown()
+
+
+def _execute(session, stmt: str) -> None:
+    try:
+        session.execute(stmt)
+    except Exception as exc:  # driver raises many types; name the statement
+        head = " ".join(stmt.split())[:80]
+        raise ViewStoreError(f"Cassandra rejected `{head}...`: {exc}") from None
+
+
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\(", re.S)
+_COLUMN = re.compile(r"^\s*(\w+)\s+([\w<>, ]+?)(?:\s+PRIMARY KEY)?\s*$")
+
+
+def declared_columns(stmt: str) -> tuple[str, dict[str, str]] | None:
+    """``(table, {column: cql type})`` of a ``CREATE TABLE IF NOT EXISTS`` statement, else None."""
+    m = _TABLE.match(stmt)
+    if m is None:
+        return None
+    cols: dict[str, str] = {}
+    depth, part = 0, ""
+    for ch in stmt[m.end():]:  # split on top-level commas (types hold commas in <>, keys in ())
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth -= 1
+            if depth < 0:  # the table definition's closing parenthesis
+                ch = ","
+        if ch == "," and depth <= 0:
+            c = _COLUMN.match(part)
+            if c and c.group(1).upper() != "PRIMARY":
+                cols[c.group(1)] = c.group(2).strip()
+            part = ""
+            if depth < 0:
+                break
+        else:
+            part += ch
+    return m.group(1), cols
+
+
+def _add_missing_columns(session, keyspace: str, statements: list[str]) -> int:
+    added = 0
+    for stmt in statements:
+        parsed = declared_columns(stmt)
+        if parsed is None:
+            continue
+        table, cols = parsed
+        have = {r.column_name for r in session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s",
+            (keyspace, table))}
+        for name, cql_type in cols.items():
+            if name not in have:
+                _execute(session, f"ALTER TABLE {table} ADD {name} {cql_type}")
+                added += 1
+    return added
