@@ -137,6 +137,11 @@ class Settings:
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
     startup_timeout_s: float = 180.0
+    clip_model: str = "ViT-B-32"
+    clip_checkpoint: str | None = None
+    clip_model_config: str | None = None
+    clip_category_head: str | None = None
+    clip_keyframes: int = 4
     gates: tuple[str, ...] = ("moderation", "copyright")
     moderation_model: str | None = None
     media_max_bytes: int = 150 * 1024 * 1024
@@ -189,6 +194,11 @@ class Settings:
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
             cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",
             startup_timeout_s=_float(env, "PULSE_STARTUP_TIMEOUT_S", 180.0),
+            clip_model=env.get("PULSE_CLIP_MODEL") or "ViT-B-32",
+            clip_checkpoint=env.get("PULSE_CLIP_CHECKPOINT") or None,
+            clip_model_config=env.get("PULSE_CLIP_MODEL_CONFIG") or None,
+            clip_category_head=env.get("PULSE_CLIP_CATEGORY_HEAD") or None,
+            clip_keyframes=_int(env, "PULSE_CLIP_KEYFRAMES", 4),
             gates=_gates(env.get("PULSE_GATES")),
             moderation_model=env.get("PULSE_MODERATION_MODEL") or None,
             media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),

@@ -77,11 +77,14 @@ class IndexLockedError(VectorIndexError):
 class CollectionSpec:
     """One Qdrant collection: ``size``-d vectors compared by ``distance``, with payload indexes.
 
-    ``payload_indexes`` maps a payload field to one of :data:`PAYLOAD_INDEX_TYPES`.
+    ``size`` is an integer (one unnamed vector per point) or a mapping ``{vector name: size}``
+    (Qdrant's named vectors, e.g. ``{"image": 1280, "text": 384}``, all compared by ``distance``;
+    a point may lack some of them, and a search names the one it uses). ``payload_indexes`` maps
+    a payload field to one of :data:`PAYLOAD_INDEX_TYPES`.
     """
 
     name: str
-    size: int
+    size: int | Mapping[str, int]
     distance: Distance
     payload_indexes: dict[str, str] = field(default_factory=dict)
     doc: str = ""
@@ -89,7 +92,12 @@ class CollectionSpec:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"bad collection name {self.name!r}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+        if isinstance(self.size, Mapping):
+            if not self.size or not all(isinstance(k, str) and k and _positive(v) for k, v in self.size.items()):
+                raise ValueError(f"collection {self.name!r}: named vector sizes must map non-empty names "
+                                 f"to positive integers, got {dict(self.size)!r}")
+            object.__setattr__(self, "size", dict(sorted(self.size.items())))
+        elif not _positive(self.size):
             raise ValueError(f"collection {self.name!r}: size must be a positive integer, got {self.size!r}")
         if self.distance not in DISTANCES:
             raise ValueError(f"collection {self.name!r}: distance must be one of {DISTANCES}, got {self.distance!r}")
@@ -99,22 +107,40 @@ class CollectionSpec:
                                  f"not one of {PAYLOAD_INDEX_TYPES}")
 
 
+    @property
+    def named(self) -> bool:
+        """True when points carry named vectors (``size`` is a mapping)."""
+        return isinstance(self.size, dict)
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 @dataclass(frozen=True, eq=False)
 class Point:
-    """A vector with its Pulse id and payload. ``vector`` becomes a ``(size,) float32`` array.
+    """A vector with its Pulse id and payload. ``vector`` becomes a ``(size,) float32`` array, or,
+    for a collection of named vectors, a dict ``{name: (size,) float32}`` of some of its vectors.
 
     ``payload`` must be JSON-like (str, int, float, bool, None, lists, dicts) and must not use
     the reserved key ``"_id"``.
     """
 
     id: str
-    vector: np.ndarray
+    vector: np.ndarray | dict[str, np.ndarray]
     payload: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "vector", np.asarray(self.vector, dtype=np.float32))
+        if isinstance(self.vector, Mapping):
+            object.__setattr__(self, "vector", {str(k): np.asarray(v, dtype=np.float32)
+                                                for k, v in self.vector.items()})
+        else:
+            object.__setattr__(self, "vector", np.asarray(self.vector, dtype=np.float32))
 
     def __repr__(self) -> str:
+        if isinstance(self.vector, dict):
+            shapes = ", ".join(f"{k}: {v.shape}" for k, v in self.vector.items())
+            return f"Point(id={self.id!r}, vector={{{shapes}}}, payload={self.payload!r})"
         return f"Point(id={self.id!r}, vector=<{self.vector.shape} float32>, payload={self.payload!r})"
 
 
@@ -127,26 +153,37 @@ class Hit:
     payload: dict[str, Any]
 
 
-def load_collection_specs(path: Path | str = COLLECTIONS_TOML, *,
-                          embedding_dim: int | None = None) -> dict[str, CollectionSpec]:
+def load_collection_specs(path: Path | str = COLLECTIONS_TOML, *, embedding_dim: int | None = None,
+                          dims: Mapping[str, int] | None = None) -> dict[str, CollectionSpec]:
     """Read ``infra/qdrant/collections.toml`` into ``{name: CollectionSpec}``.
 
     ``size = "embedding_dim"`` in a collection refers to the top-level integer of that name;
     ``embedding_dim`` (when given) overrides the file's value, for an embedding model of another
-    width. Raises ``ValueError`` on a malformed file, ``OSError`` when it cannot be read.
+    width; ``dims`` overrides any top-level integer by name (e.g. ``{"image_dim": 512}`` for a
+    CLIP image tower). A ``[collections.<name>.vectors]`` table instead of ``size`` declares
+    named vectors (name -> size or constant name). Raises ``ValueError`` on a malformed file,
+    ``OSError`` when it cannot be read.
     """
     with open(path, "rb") as f:
         doc = tomllib.load(f)
     constants = {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)}
     if embedding_dim is not None:
         constants["embedding_dim"] = int(embedding_dim)
-    specs = {}
-    for name, table in doc.get("collections", {}).items():
-        size = table.get("size")
+    constants.update({k: int(v) for k, v in (dims or {}).items()})
+
+    def resolve(name: str, size: Any) -> Any:
         if isinstance(size, str):
             if size not in constants:
                 raise ValueError(f"{path}: collection {name!r} has size {size!r}, not a top-level integer")
-            size = constants[size]
+            return constants[size]
+        return size
+
+    specs = {}
+    for name, table in doc.get("collections", {}).items():
+        if "vectors" in table:
+            size = {v: resolve(name, s) for v, s in table["vectors"].items()}
+        else:
+            size = resolve(name, table.get("size"))
         specs[name] = CollectionSpec(name=name, size=size, distance=table.get("distance"),
                                      payload_indexes=dict(table.get("payload_indexes", {})),
                                      doc=table.get("doc", ""))
@@ -238,27 +275,33 @@ class VectorIndex(abc.ABC):
         """Create the collection, or check the existing one (size, distance) and add missing payload indexes."""
 
     @abc.abstractmethod
-    def _dims(self, collection: str) -> tuple[int, Distance]:
-        """``(size, distance)`` of an existing collection; CollectionNotFoundError otherwise."""
+    def _dims(self, collection: str) -> tuple[int | dict[str, int], Distance]:
+        """``(size, distance)`` of an existing collection (size: ``{name: size}`` for named
+        vectors); CollectionNotFoundError otherwise."""
 
     @abc.abstractmethod
-    def _upsert(self, collection: str, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
-        """Write ``(n, size) float32`` vectors under point UUIDs ``ids``; returns when durable/visible."""
+    def _upsert(self, collection: str, ids: list[str], vectors: np.ndarray | list[dict[str, np.ndarray]],
+                payloads: list[dict]) -> None:
+        """Write vectors under point UUIDs ``ids``: a ``(n, size) float32`` matrix, or (named vectors)
+        one ``{name: (size,) float32}`` dict per point; returns when durable/visible."""
 
     @abc.abstractmethod
     def _delete(self, collection: str, ids: list[str]) -> None: ...
 
     @abc.abstractmethod
-    def _retrieve(self, collection: str, ids: list[str]) -> list[tuple[Any, list[float], dict]]:
-        """``(point id, vector, payload)`` of each existing point among UUIDs ``ids``, any order."""
+    def _retrieve(self, collection: str, ids: list[str]) -> list[tuple[Any, Any, dict]]:
+        """``(point id, vector, payload)`` of each existing point among UUIDs ``ids``, any order
+        (vector: a list of floats, or ``{name: list}`` for named vectors)."""
 
     @abc.abstractmethod
     def _count(self, collection: str) -> int: ...
 
     @abc.abstractmethod
     def _search(self, collection: str, queries: np.ndarray, limit: int, must: tuple[Condition, ...],
-                must_not: tuple[Condition, ...], exact: bool) -> list[list[tuple[Any, float, dict]]]:
-        """Per ``(q, size)`` query row, up to ``limit`` ``(point id, score, payload)``, best first."""
+                must_not: tuple[Condition, ...], exact: bool, using: str | None = None
+                ) -> list[list[tuple[Any, float, dict]]]:
+        """Per ``(q, size)`` query row, up to ``limit`` ``(point id, score, payload)``, best first.
+        ``using`` names the vector searched in a collection of named vectors (else ``None``)."""
 
     @abc.abstractmethod
     def optimize(self) -> None:
@@ -273,7 +316,7 @@ class VectorIndex(abc.ABC):
         """Create ``spec`` if absent, else check it matches; add missing payload indexes. Idempotent.
 
         Raises :class:`CollectionSpecMismatchError` when the collection exists with another size
-        or distance.
+        or distance (or other vector names).
         """
         self._create(spec)
 
@@ -281,7 +324,8 @@ class VectorIndex(abc.ABC):
         """Insert or overwrite points by id (the same id replaces vector and whole payload).
 
         Raises ``ValueError`` for a vector that is not ``(size,)`` or not finite, a non-string id or
-        a payload using ``"_id"``; the batch is validated before anything is written.
+        a payload using ``"_id"``; in a collection of named vectors, for a point whose vector is not
+        a non-empty dict of known names; the batch is validated before anything is written.
         """
         size, _ = self._dims(collection)
         points = list(points)
@@ -289,13 +333,18 @@ class VectorIndex(abc.ABC):
             return
         ids, payloads = [], []
         for p in points:
-            if p.vector.shape != (size,):
-                raise ValueError(f"{collection!r} holds ({size},) vectors; point {p.id!r} has shape {p.vector.shape}")
             if ID_FIELD in p.payload:
                 raise ValueError(f"point {p.id!r}: payload key {ID_FIELD!r} is reserved for the Pulse id")
             ids.append(point_uuid(p.id))
             payloads.append({**p.payload, ID_FIELD: p.id})
-        vectors = _as_matrix([p.vector for p in points], size, collection, what="point vectors")
+        if isinstance(size, dict):
+            vectors = [_named_vectors(p, size, collection) for p in points]
+        else:
+            for p in points:
+                if not isinstance(p.vector, np.ndarray) or p.vector.shape != (size,):
+                    shape = f"shape {p.vector.shape}" if isinstance(p.vector, np.ndarray) else "named vectors"
+                    raise ValueError(f"{collection!r} holds ({size},) vectors; point {p.id!r} has {shape}")
+            vectors = _as_matrix([p.vector for p in points], size, collection, what="point vectors")
         for start in range(0, len(points), self.upsert_batch_size):
             stop = start + self.upsert_batch_size
             self._upsert(collection, ids[start:stop], vectors[start:stop], payloads[start:stop])
@@ -310,15 +359,24 @@ class VectorIndex(abc.ABC):
     def get(self, collection: str, ids: Iterable[str]) -> list[Point]:
         """The stored points among ``ids``, in the order asked (missing ids are skipped).
 
-        The vector is as the engine stores it: unit-normalised in a cosine collection.
+        The vector is as the engine stores it: unit-normalised in a cosine collection; a dict of
+        the point's named vectors in a collection of named vectors.
         """
         self._dims(collection)
         wanted = list(dict.fromkeys(_id_list(ids)))
         found = {}
         for uid, vector, payload in self._retrieve(collection, [point_uuid(i) for i in wanted]):
             pid, payload = _split_payload(payload, uid)
-            found[pid] = Point(pid, np.asarray(vector, dtype=np.float32), payload)
+            if isinstance(vector, Mapping):
+                vector = {k: np.asarray(v, dtype=np.float32) for k, v in vector.items()}
+            else:
+                vector = np.asarray(vector, dtype=np.float32)
+            found[pid] = Point(pid, vector, payload)
         return [found[i] for i in wanted if i in found]
+
+    def dims(self, collection: str) -> int | dict[str, int]:
+        """The collection's vector width, or ``{name: width}`` of its named vectors."""
+        return self._dims(collection)[0]
 
     def count(self, collection: str) -> int:
         """Exact number of points in the collection."""
@@ -327,23 +385,31 @@ class VectorIndex(abc.ABC):
 
     def search(self, collection: str, vector: np.ndarray | Sequence[float], limit: int = 10,
                must: Mapping[str, Any] | None = None, must_not: Mapping[str, Any] | None = None,
-               *, exact: bool = False) -> list[Hit]:
+               *, exact: bool = False, using: str | None = None) -> list[Hit]:
         """The ``limit`` nearest points to a ``(size,)`` vector, best first, among those passing the filters.
 
         ``exact=True`` forces a brute-force scan where the engine has built an approximate (HNSW)
-        index. Scores and filters: see the module docstring.
+        index. ``using`` names the vector to search in a collection of named vectors (required
+        there; points without that vector are not found). Scores and filters: see the module
+        docstring.
         """
-        size, _ = self._dims(collection)
         q = np.asarray(vector, dtype=np.float32)
         if q.ndim != 1:
-            raise ValueError(f"search on {collection!r}: query must be one ({size},) vector, got shape {q.shape}")
-        return self.search_batch(collection, q[None, :], limit, must, must_not, exact=exact)[0]
+            raise ValueError(f"search on {collection!r}: query must be one vector, got shape {q.shape}")
+        return self.search_batch(collection, q[None, :], limit, must, must_not, exact=exact, using=using)[0]
 
     def search_batch(self, collection: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int = 10,
                      must: Mapping[str, Any] | None = None, must_not: Mapping[str, Any] | None = None,
-                     *, exact: bool = False) -> list[list[Hit]]:
+                     *, exact: bool = False, using: str | None = None) -> list[list[Hit]]:
         """:meth:`search` for each row of ``(q, size)`` vectors with the same filters, in one engine call."""
         size, _ = self._dims(collection)
+        if isinstance(size, dict):
+            if using not in size:
+                raise ValueError(f"{collection!r} holds named vectors {sorted(size)}; pass using= one of them, "
+                                 f"got {using!r}")
+            size = size[using]
+        elif using is not None:
+            raise ValueError(f"{collection!r} holds one unnamed vector; using={using!r} is not allowed")
         queries = _as_matrix(vectors, size, collection, what="query vectors")
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -351,7 +417,7 @@ class VectorIndex(abc.ABC):
         if len(queries) == 0 or any(c.op == "any_of" and not c.value for c in must_c):
             return [[] for _ in range(len(queries))]
         must_not_c = tuple(c for c in must_not_c if not (c.op == "any_of" and not c.value))
-        results = self._search(collection, queries, int(limit), must_c, must_not_c, exact)
+        results = self._search(collection, queries, int(limit), must_c, must_not_c, exact, using=using)
         hits = []
         for rows in results:
             hits.append([])
@@ -377,6 +443,21 @@ def _split_payload(payload: dict | None, point_id: Any) -> tuple[str, dict]:
     """``(pulse id, payload without "_id")``; a point written without ``"_id"`` keeps its UUID as id."""
     payload = dict(payload or {})
     return str(payload.pop(ID_FIELD, point_id)), payload
+
+
+def _named_vectors(p: Point, sizes: dict[str, int], collection: str) -> dict[str, np.ndarray]:
+    """Validate one point's named vectors: a non-empty dict of known names, right widths, finite."""
+    if not isinstance(p.vector, dict) or not p.vector:
+        raise ValueError(f"{collection!r} holds named vectors {sorted(sizes)}; point {p.id!r} must give a "
+                         f"non-empty dict of some of them")
+    out = {}
+    for name, v in p.vector.items():
+        if name not in sizes:
+            raise ValueError(f"{collection!r} has no vector named {name!r} (point {p.id!r}); it has {sorted(sizes)}")
+        if v.ndim != 1:
+            raise ValueError(f"vector {name!r} of point {p.id!r} must be one ({sizes[name]},) vector, got {v.shape}")
+        out[name] = _as_matrix(v[None, :], sizes[name], collection, what=f"vector {name!r} of point {p.id!r}")[0]
+    return out
 
 
 def _as_matrix(vectors: Any, size: int, collection: str, what: str) -> np.ndarray:

@@ -27,6 +27,13 @@ Engine quirks handled here (qdrant-edge-py 0.9.0):
   then about 2 ms per query (8 to 9 ms before). HNSW recall@10 measured after it: 1.0 on clustered,
   embedding-like vectors, but 0.12 on i.i.d. Gaussian ones (their worst case); see
   ``streams.vectors.bench``.
+- HNSW parameters: qdrant-edge's defaults (m=16, ef_construct=100, search ef = ef_construct)
+  give poor recall on high-dimensional data without cluster structure. :class:`EdgeIndex` takes
+  ``hnsw_m``, ``hnsw_ef_construct`` (used when a collection is created) and ``search_ef`` (every
+  approximate search); ``pulse bench clip`` measures recall@10 and latency for a choice of them.
+  A collection's HNSW parameters are fixed at creation (``edge_config.json``).
+- Named vectors (a :class:`CollectionSpec` whose ``size`` is a mapping) are one
+  ``EdgeVectorParams`` per name; a point may lack some, and a search names one (``using``).
 - Calls from several threads are safe but not faster (the engine runs its own search pool);
   ``search_batch`` is about twice the throughput of one query at a time.
 """
@@ -57,17 +64,28 @@ _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaT
 class _Shard:
     shard: qe.EdgeShard
     lock_fd: int
-    size: int
+    size: int | dict[str, int]
     distance: Distance
 
 
 class EdgeIndex(VectorIndex):
-    """Collections as qdrant-edge shards under ``root`` (created if missing). See the module docstring."""
+    """Collections as qdrant-edge shards under ``root`` (created if missing). See the module docstring.
 
-    def __init__(self, root: Path | str) -> None:
+    ``hnsw_m`` / ``hnsw_ef_construct`` (default: the engine's, 16 / 100) configure the HNSW graph
+    of collections this object creates; ``search_ef`` (default: the engine's) is the candidate
+    list size of every approximate search (Qdrant's ``hnsw_ef``): larger is slower and more exact.
+    """
+
+    def __init__(self, root: Path | str, *, hnsw_m: int | None = None, hnsw_ef_construct: int | None = None,
+                 search_ef: int | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._open: dict[str, _Shard] = {}
+        self.hnsw = None
+        if hnsw_m is not None or hnsw_ef_construct is not None:
+            self.hnsw = qe.HnswIndexConfig(m=hnsw_m or 16, ef_construct=hnsw_ef_construct or 100,
+                                           full_scan_threshold=10_000)
+        self.search_ef = search_ef
 
     # ---- opening, locking
     def _lock(self, name: str) -> int:
@@ -107,7 +125,11 @@ class EdgeIndex(VectorIndex):
                 shard = _engine_call(qe.EdgeShard.load, str(path), where=path)
             else:
                 size, distance = spec.size, spec.distance
-                config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=size, distance=_DISTANCE[distance]))
+                if isinstance(size, dict):
+                    vectors = {n: qe.EdgeVectorParams(size=s, distance=_DISTANCE[distance]) for n, s in size.items()}
+                else:
+                    vectors = qe.EdgeVectorParams(size=size, distance=_DISTANCE[distance])
+                config = qe.EdgeConfig(vectors=vectors, hnsw_config=self.hnsw)
                 shard = _engine_call(qe.EdgeShard.create, str(path), config, where=path)
         except BaseException:
             os.close(fd)
@@ -126,12 +148,13 @@ class EdgeIndex(VectorIndex):
                 s.shard.update(qe.UpdateOperation.delete_field_index(field))
             s.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
 
-    def _dims(self, collection: str) -> tuple[int, Distance]:
+    def _dims(self, collection: str) -> tuple[int | dict[str, int], Distance]:
         s = self._shard(collection)
         return s.size, s.distance
 
     def _upsert(self, collection, ids, vectors, payloads) -> None:
-        points = [qe.Point(i, v, p) for i, v, p in zip(ids, vectors, payloads)]
+        points = [qe.Point(i, {n: x.tolist() for n, x in v.items()} if isinstance(v, dict) else v, p)
+                  for i, v, p in zip(ids, vectors, payloads)]
         self._shard(collection).shard.update(qe.UpdateOperation.upsert_points(points))
 
     def _delete(self, collection, ids) -> None:
@@ -144,14 +167,17 @@ class EdgeIndex(VectorIndex):
     def _count(self, collection) -> int:
         return self._shard(collection).shard.count(qe.CountRequest(exact=True))
 
-    def _search(self, collection, queries, limit, must, must_not, exact):
+    def _search(self, collection, queries, limit, must, must_not, exact, using=None):
         shard = self._shard(collection).shard
         flt = None
         if must or must_not:
             flt = qe.Filter(must=[_condition(c) for c in must] or None,
                             must_not=[_condition(c) for c in must_not] or None)
-        params = qe.SearchParams(exact=True) if exact else None
-        requests = [qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q.tolist()), filter=flt,
+        if exact:
+            params = qe.SearchParams(exact=True)
+        else:
+            params = qe.SearchParams(hnsw_ef=self.search_ef) if self.search_ef else None
+        requests = [qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q.tolist(), using=using), filter=flt,
                                     params=params, with_payload=True, with_vector=False) for q in queries]
         if len(requests) == 1:
             results = [shard.query(requests[0])]
@@ -180,10 +206,16 @@ def _mismatch(name: str, path: Path, size: int, distance: str, spec: CollectionS
             f"({spec.size},) {spec.distance}; rebuild it (delete the directory and replay)")
 
 
-def _read_config(path: Path) -> tuple[int, Distance]:
-    """``(size, distance)`` of the default vector from a shard's ``edge_config.json``."""
-    params = json.loads(path.read_text())["vectors"][""]
-    return int(params["size"]), _DISTANCE_NAME[params["distance"]]
+def _read_config(path: Path) -> tuple[int | dict[str, int], Distance]:
+    """``(size, distance)`` from a shard's ``edge_config.json``: the unnamed vector's size, or
+    ``{name: size}`` for named vectors (all of one distance in Pulse's collections)."""
+    vectors = json.loads(path.read_text())["vectors"]
+    if "" in vectors:
+        return int(vectors[""]["size"]), _DISTANCE_NAME[vectors[""]["distance"]]
+    distances = {_DISTANCE_NAME[p["distance"]] for p in vectors.values()}
+    if len(distances) != 1:
+        raise VectorIndexError(f"{path}: named vectors with several distances {sorted(distances)}")
+    return {n: int(p["size"]) for n, p in sorted(vectors.items())}, distances.pop()
 
 
 def _condition(c: Condition) -> qe.FieldCondition:

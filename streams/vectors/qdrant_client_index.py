@@ -59,8 +59,12 @@ class QdrantClientIndex(VectorIndex):
         name = spec.name
         if not self.client.collection_exists(name):
             try:
-                self.client.create_collection(name, vectors_config=models.VectorParams(
-                    size=spec.size, distance=_DISTANCE[spec.distance]))
+                if isinstance(spec.size, dict):
+                    config = {n: models.VectorParams(size=sz, distance=_DISTANCE[spec.distance])
+                              for n, sz in spec.size.items()}
+                else:
+                    config = models.VectorParams(size=spec.size, distance=_DISTANCE[spec.distance])
+                self.client.create_collection(name, vectors_config=config)
             except Exception:  # created concurrently by another process: check it below
                 if not self.client.collection_exists(name):
                     raise
@@ -80,18 +84,27 @@ class QdrantClientIndex(VectorIndex):
                 self.client.delete_payload_index(name, field, wait=True)
             self.client.create_payload_index(name, field, field_schema=_SCHEMA[kind], wait=True)
 
-    def _dims(self, collection: str) -> tuple[int, Distance]:
+    def _dims(self, collection: str) -> tuple[int | dict[str, int], Distance]:
         if collection not in self._dims_cache:
             if not self.client.collection_exists(collection):
                 raise CollectionNotFoundError(f"no vector collection {collection!r}; call ensure_collection() first")
             params = self.client.get_collection(collection).config.params.vectors
-            if not isinstance(params, models.VectorParams):
-                raise CollectionSpecMismatchError(f"collection {collection!r} uses named vectors; "
-                                                  f"Pulse collections have one unnamed vector")
-            self._dims_cache[collection] = (params.size, _DISTANCE_NAME[params.distance])
+            if isinstance(params, models.VectorParams):
+                self._dims_cache[collection] = (params.size, _DISTANCE_NAME[params.distance])
+            else:
+                distances = {_DISTANCE_NAME[p.distance] for p in params.values()}
+                if len(distances) != 1:
+                    raise CollectionSpecMismatchError(f"collection {collection!r} mixes distances {sorted(distances)}; "
+                                                      f"Pulse collections use one")
+                self._dims_cache[collection] = ({n: p.size for n, p in sorted(params.items())}, distances.pop())
         return self._dims_cache[collection]
 
     def _upsert(self, collection, ids, vectors, payloads) -> None:
+        if isinstance(vectors, list):  # named vectors: a point may lack some, so one PointStruct each
+            points = [models.PointStruct(id=i, vector={n: x.tolist() for n, x in v.items()}, payload=p)
+                      for i, v, p in zip(ids, vectors, payloads)]
+            self.client.upsert(collection, wait=True, points=points)
+            return
         self.client.upsert(collection, wait=True,
                            points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
 
@@ -105,18 +118,19 @@ class QdrantClientIndex(VectorIndex):
     def _count(self, collection) -> int:
         return self.client.count(collection, exact=True).count
 
-    def _search(self, collection, queries, limit, must, must_not, exact):
+    def _search(self, collection, queries, limit, must, must_not, exact, using=None):
         flt = None
         if must or must_not:
             flt = models.Filter(must=[_condition(c) for c in must] or None,
                                 must_not=[_condition(c) for c in must_not] or None)
         params = models.SearchParams(exact=True) if exact and not self.local else None  # local mode is always exact
         if len(queries) == 1:
-            responses = [self.client.query_points(collection, query=queries[0].tolist(), limit=limit,
+            responses = [self.client.query_points(collection, query=queries[0].tolist(), limit=limit, using=using,
                                                   query_filter=flt, search_params=params, with_payload=True)]
         else:
             responses = self.client.query_batch_points(collection, requests=[
-                models.QueryRequest(query=q.tolist(), limit=limit, filter=flt, params=params, with_payload=True)
+                models.QueryRequest(query=q.tolist(), limit=limit, filter=flt, params=params, with_payload=True,
+                                    using=using)
                 for q in queries])
         return [[(p.id, p.score, p.payload) for p in r.points] for r in responses]
 

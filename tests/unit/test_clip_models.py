@@ -1,0 +1,151 @@
+"""clip_ai's real models (EfficientNet-Lite0, MiniLM, the bridge) on real photos, the agent core,
+and search over its points. Models load once for the module (about 20 s on 2 cores)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.clip_ai import ClipProcessor
+from agents.base import derived_event_id
+from streams.effects import Emit, VectorUpsert
+from streams.search import ContentSearch
+from streams.sinks import VectorSink
+from streams.vectors import load_collection_specs
+from streams.vectors.edge_index import EdgeIndex
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+COCO = DATA / "coco-captions"
+VIDEO = DATA / "media" / "video" / "bigbuckbunny.mp4"
+pytestmark = pytest.mark.skipif(not (COCO / "captions.json").exists(), reason="../shared/data/coco-captions is absent")
+
+
+@pytest.fixture(scope="module")
+def models():
+    from models.clip.enrich import ContentModels
+
+    return ContentModels()
+
+
+@pytest.fixture(scope="module")
+def coco():
+    return json.loads((COCO / "captions.json").read_text())
+
+
+def upload(i: int, kind: str, uri: str | None, caption: str, hashtags=()) -> dict:
+    return {"event_id": f"00000000-0000-4000-8000-{i:012d}", "event_time": 1_700_000_000_000 + i, "producer": "test",
+            "post_id": f"post-{i}", "creator_id": f"u{i % 2}", "kind": kind, "content_type": "FOREVER",
+            "media_uri": uri, "caption": caption, "title": None, "hashtags": list(hashtags)}
+
+
+def test_imagenet_tower_names_what_is_in_real_photos(models, coco):
+    from models.fingerprints.image import load_image
+
+    coco = coco[:16]
+    photos = [load_image(COCO / r["file"]) for r in coco]
+    feats, probs = models.imagenet.encode(photos)
+    assert feats.shape == (len(coco), 1280) and probs.shape == (len(coco), 1000)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+    top5 = [{name for name, _ in row} for row in models.imagenet.top_labels(probs, 5)]
+    # a caption word among the image's top-5 ImageNet labels, for a good share of the photos
+    words = [{w.strip(".,").lower() for c in r["captions"] for w in c.split()} for r in coco]
+    named = np.mean([any(lab.lower() in ws or lab.lower().split()[-1] in ws for lab in t) for t, ws in zip(top5, words)])
+    assert named >= 0.25, named
+    food = [i for i, r in enumerate(coco) if "broccoli" in r["captions"][0].lower()]
+    assert all("broccoli" in top5[i] for i in food)
+
+
+def test_wrong_weights_are_refused(tmp_path):
+    import torch
+
+    from models.clip.imagenet import ImageNetTower, default_weights
+
+    sd = torch.load(default_weights(), weights_only=True)
+    torch.save(dict(list(sd.items())[:-2]), tmp_path / "short.pth")
+    with pytest.raises(ValueError, match="tensors"):
+        ImageNetTower(tmp_path / "short.pth")
+
+
+def test_bridge_retrieves_captions_far_above_chance(models, coco):
+    from models.clip.evaluate import chance, run_clip_eval
+
+    report = run_clip_eval(COCO, models=models)
+    bridge = report["paths"]["imagenet_bridge"]
+    assert report["chance"] == chance(len(coco), 5)
+    assert bridge["image_to_caption"]["recall@1"] >= 8 * report["chance"]["image_to_caption"]["recall@1"]
+    assert bridge["caption_to_image"]["recall@5"] >= 4 * report["chance"]["caption_to_image"]["recall@5"]
+    assert report["minilm_caption_to_caption"]["recall@1"] >= 0.6
+
+
+def test_zero_shot_categories_of_texts(models):
+    from models.clip.understanding import zero_shot
+
+    texts = ["my puppy loves chasing the ball in the garden", "homemade pasta with tomato sauce and basil",
+             "how do I simulate a quantum circuit with 30 qubits?", "the band played their new song live on stage"]
+    probs = zero_shot(models.minilm.encode(texts), models.category_text)
+    assert [models.category_names[i] for i in probs.argmax(1)] == ["pets", "food", "science", "music"]
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco, tmp_path):
+    from streams.codec import AvroCodec
+    from streams.schemas import default_catalog
+
+    photos = [coco[i] for i in range(4)]
+    uploads = [upload(i, "IMAGE", (COCO / r["file"]).resolve().as_uri(), r["captions"][0], ["sunday"])
+               for i, r in enumerate(photos)]
+    uploads.append(upload(10, "TEXT", None, "What is the best way to learn quantum error correction?"))
+    uploads.append(upload(11, "IMAGE", Path(__file__).resolve().as_uri(), "not really a picture"))
+    if VIDEO.exists():
+        uploads.append(upload(12, "VIDEO", str(VIDEO), "a big rabbit in a sunny forest"))
+    proc = ClipProcessor(models)
+    results = proc.process_batch([("uploads", u) for u in uploads] + [("other-topic", {})])
+    assert results[-1] == [] and not any(isinstance(r, BaseException) for r in results)
+    codec = AvroCodec(default_catalog(), "content_enrichment")
+    events = {r[0].record["post_id"]: r[0].record for r in results[:-1]}
+    for u, effects in zip(uploads, results):
+        emit = effects[0]
+        assert isinstance(emit, Emit) and emit.topic == "content-enriched"
+        assert emit.record["event_id"] == derived_event_id("clip_ai", u["event_id"])
+        assert emit.record["model_version"] == models.model_version
+        assert codec.decode(codec.encode(emit.record))["post_id"] == u["post_id"]
+    photo = events["post-0"]
+    assert len(photo["image_embedding"]) == 384 and photo["alt_text"].startswith("Photo")
+    assert -1 <= photo["alignment_score"] <= 1 and 0 <= photo["quality_score"] <= 1
+    assert abs(sum(photo["categories"].values()) - 1) < 1e-4 and "sunday" not in photo["suggested_hashtags"]
+    text = events["post-10"]
+    assert text["image_embedding"] is None and text["alt_text"] is None and max(text["categories"], key=text["categories"].get) in ("education", "science")
+    bad = events["post-11"]
+    assert bad["image_embedding"] is None and bad["alt_text"] is None and bad["alignment_score"] is None
+    if VIDEO.exists():
+        assert events["post-12"]["keyframe_count"] == 4 and events["post-12"]["alt_text"].startswith("Video")
+    point = results[0][1]
+    assert isinstance(point, VectorUpsert) and set(point.vector) == {"image", "semantic", "text"}
+    assert point.payload["kind"] == "image" and "published" not in point.payload
+    assert len(results[5]) == 2 and set(results[5][1].vector) == {"semantic", "text"}  # bad media: its text only
+
+    spec = load_collection_specs(dims={"image_dim": models.image_dim})["content"]
+    with EdgeIndex(tmp_path) as index:
+        index.ensure_collection(spec)
+        sink = VectorSink(index)
+        for effects in results[:-1]:
+            for e in effects[1:]:
+                sink.add(e)
+        sink.flush()
+        assert index.count("content") == len(uploads)
+        search = ContentSearch(index, settings=None)
+        search._encoder = type("E", (), {"encode": lambda self, t: {"semantic": models.minilm.encode(t),
+                                                                      "text": models.minilm.encode(t)}})()
+        assert "motorcycle" in photos[3]["captions"][0]
+        query = "a motorbike rider in the mist"  # a paraphrase, not the caption's words
+        hits = search.text(query, 3, kind="image")
+        assert hits[0].post_id == "post-3" and all(h.payload["kind"] == "image" for h in hits)
+        like = search.like("post-0", 3)
+        assert "post-0" not in [h.post_id for h in like] and like
+        # the gate rule: a post the publisher marked unpublished disappears; --published-only needs published=true
+        index.upsert("content", [type(p)(p.id, p.vector, {**p.payload, "published": False})
+                                 for p in index.get("content", ["post-3"])])
+        assert "post-3" not in [h.post_id for h in search.text(query, 5)]
+        assert search.text(query, 5, published_only=True) == []
