@@ -18,9 +18,9 @@ Decision rule, applied after every event of the post (the gates are ``settings.g
   the gates' own, written to the ``posts`` view's ``status_reasons``);
 * otherwise, a verdict still REVIEW -> ``IN_REVIEW`` (a moderator's decision, which Content
   Guard turns into a HUMAN-tier verdict, decides it later);
-* otherwise, once the upload and every enabled gate's verdict are in: publish, with
-  distribution RESTRICTED if any gate said RESTRICT (shown to followers, never recommended),
-  else FULL.
+* otherwise, once the upload, every enabled gate's verdict and (with the ``enrichment`` gate)
+  CLIP AI's enrichment are in: publish, with distribution RESTRICTED if any gate said RESTRICT
+  (shown to followers, never recommended), else FULL.
 
 A verdict from the HUMAN tier (a copyright verdict whose model is ``human-review``) supersedes
 automatic ones whatever their times; otherwise the
@@ -68,13 +68,15 @@ class GateJoin:
     Parameters
     ----------
     gates:
-        Enabled gates, a subset of ``("moderation", "copyright")``.
+        What to wait for, a subset of ``("moderation", "copyright", "enrichment")``
+        (``streams.settings.GATES``); ``enrichment`` is readiness, not a decision.
     table:
         The state mapping (a Faust table in a worker, a dict in tests and replay).
     """
 
     def __init__(self, gates: Sequence[str], table: MutableMapping[str, Any]):
         self.gates = tuple(gates)
+        self.verdict_gates = tuple(g for g in self.gates if g in GATE_TOPICS.values())
         self.table = table
 
     def process_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
@@ -137,14 +139,15 @@ class GateJoin:
     def _decide(self, post_id: str, state: dict[str, Any]) -> list[Effect]:
         if state.get("status") in ("PUBLISHED", "RESTRICTED") or "upload" not in state:
             return self._status_effects(post_id, state, state.get("status"))
-        verdicts = {g: state[g] for g in self.gates if g in state}
+        verdicts = {g: state[g] for g in self.verdict_gates if g in state}
         worst = max((v["action"] for v in verdicts.values()), key=_SEVERITY.__getitem__,
                     default="ALLOW")
         if worst == "BLOCK":
             status = "BLOCKED"
         elif worst == "REVIEW":
             status = "IN_REVIEW"
-        elif len(verdicts) < len(self.gates):
+        elif len(verdicts) < len(self.verdict_gates) or (
+                "enrichment" in self.gates and "enrichment" not in state):
             status = "PENDING"
         else:
             status = "RESTRICTED" if worst == "RESTRICT" else "PUBLISHED"
@@ -158,7 +161,7 @@ class GateJoin:
     def _status_effects(self, post_id: str, state: dict[str, Any], status: str | None) -> list[Effect]:
         if "upload" not in state or status is None:
             return []
-        reasons = [f"{g}: {r}" for g in self.gates if g in state for r in state[g]["reasons"]]
+        reasons = [f"{g}: {r}" for g in self.verdict_gates if g in state for r in state[g]["reasons"]]
         at = max([state["upload"]["at"]] + [state[g]["at"] for g in self.gates if g in state])
         return [Upsert("posts", {"post_id": post_id, "status": status, "status_reasons": reasons},
                        at * 1000)]
@@ -172,7 +175,7 @@ class GateJoin:
         return {
             "event_id": derived_event_id(NAME, post_id, "published"),
             "event_time": _dt(at), "producer": NAME,
-            "cause_event_id": max(((state[g]["at"], state[g]["event_id"]) for g in self.gates
+            "cause_event_id": max(((state[g]["at"], state[g]["event_id"]) for g in self.verdict_gates
                                    if g in state), default=(0, up["event_id"]))[1],
             "post_id": post_id, "creator_id": up["creator_id"], "kind": up["kind"],
             "content_type": up["content_type"],

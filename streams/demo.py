@@ -50,6 +50,8 @@ class DemoResult:
     views: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    gates: dict = field(default_factory=dict)
+    """What the gates decided (``streams.demo_gates.gate_summary``)."""
 
 
 def _progress(console: Console) -> Progress:
@@ -212,6 +214,13 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
     with console.status("reading input"):
         events, result.skipped, result.adjusted = collect_events(stackexchange, media, photos,
                                                                  media_epoch_ms(media, photos))
+    with console.status("fingerprinting the works rights holders register"):
+        from .demo_gates import gate_events
+
+        references, copies = gate_events(settings, photos=photos, media=media,
+                                         now_ms=media_epoch_ms(media, photos))
+        events = [("copyright-references", r) for r in references] + events + \
+            [("uploads", u) for u in copies]
     result.seconds["read_input"] = round(time.monotonic() - t0, 1)
 
     log_path = settings.home / "logs" / "demo-worker.log"
@@ -223,6 +232,8 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
             for i, (topic, record) in enumerate(events, 1):
                 pub.publish(topic, record)
                 result.published[topic] += 1
+                if topic == "copyright-references" and (i == len(events) or events[i][0] != topic):
+                    pub.flush()  # registered works are on the topic before any upload
                 if i % 500 == 0:
                     bar.update(task, completed=i)
             bar.update(task, completed=len(events))
@@ -241,6 +252,10 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
     result.end_offsets = {i.name: i.messages for i in list_topics(settings) if i.in_catalog}
     result.dead_letters = result.end_offsets.get("dead-letters", 0)
     result.views = table_counts(settings, ("users", "posts", "posts_by_creator", "following", "followers"))
+    from .demo_gates import gate_summary
+
+    result.gates = gate_summary(settings, {r["post_id"] for t, r in events
+                                           if t in ("uploads", "interactions")})
     return result
 
 
@@ -263,5 +278,9 @@ def print_summary(result: DemoResult, console: Console) -> None:
         console.print(f"skipped {n}: {reason}")
     for reason, n in result.adjusted.items():
         console.print(f"time adjusted {n}: {reason}")
+    if result.gates:
+        from .demo_gates import print_gate_summary
+
+        print_gate_summary(result.gates, console)
     console.print(f"dead letters on the topic: {result.dead_letters}")
     console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))

@@ -82,14 +82,16 @@ def gate_events(settings: Settings, *, photos: bool, media: Path | None, now_ms:
     return refs, uploads
 
 
-def gate_summary(settings: Settings) -> dict[str, Any]:
-    """What the gates decided, from their topics (distinct event ids: re-runs do not double)."""
+def gate_summary(settings: Settings, post_ids: set[str] | None = None) -> dict[str, Any]:
+    """What the gates decided about ``post_ids`` (default: every post), from their topics
+    (distinct event ids: re-runs do not double)."""
     from replay.reader import read_topic
 
     def distinct(topic: str) -> list[dict]:
         seen: dict[str, dict] = {}
         for _, r in read_topic(settings, topic, on_error="skip"):
-            seen.setdefault(r["event_id"], r)
+            if post_ids is None or r["post_id"] in post_ids:
+                seen.setdefault(r["event_id"], r)
         return list(seen.values())
 
     moderation = distinct("moderation-verdicts")

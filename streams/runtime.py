@@ -311,7 +311,10 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         limit = spec.batch_size
         loop = asyncio.get_running_loop()
         while True:
-            events = [await get()]
+            try:
+                events = [await get()]
+            except StopAsyncIteration:  # Faust ends the channel when the worker stops
+                return
             while len(events) < limit and not empty():
                 events.append(get_nowait())
             if ctx.first_batch_at is None:

@@ -43,8 +43,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
-#: The gates a post can wait for (``PULSE_GATES``): Content Guard and Copyright Guard.
-GATES = ("moderation", "copyright")
+#: What the publisher can wait for (``PULSE_GATES``): Content Guard's and Copyright Guard's
+#: verdicts, and CLIP AI's enrichment (not a decision: the post is published with its categories,
+#: quality and search vectors in place).
+GATES = ("moderation", "copyright", "enrichment")
 
 
 def _gates(raw: str | None) -> tuple[str, ...]:
@@ -109,10 +111,11 @@ class Settings:
     startup_timeout_s:
         ``PULSE_STARTUP_TIMEOUT_S`` (default ``180``): how long ``pulse up`` waits for a server.
     gates:
-        ``PULSE_GATES`` (default ``moderation,copyright``): the gates the publisher waits for
-        before it emits ``posts-published``; a comma-separated subset of ``moderation``
-        (Content Guard) and ``copyright`` (Copyright Guard). Empty (``none``) publishes every
-        upload at once.
+        ``PULSE_GATES`` (default ``moderation,copyright,enrichment``): what the publisher waits
+        for before it emits ``posts-published``; a comma-separated subset of ``moderation``
+        (Content Guard's verdict), ``copyright`` (Copyright Guard's verdict) and ``enrichment``
+        (CLIP AI's ``content-enriched``, so the post goes out with its categories and quality and
+        its search vectors exist). ``none`` publishes every upload at once.
     moderation_model:
         ``PULSE_MODERATION_MODEL``: the Content Guard model version (a directory name under
         ``models/moderation/artifacts``) or a path to a model directory; unset = the shipped one.
@@ -142,7 +145,7 @@ class Settings:
     clip_model_config: str | None = None
     clip_category_head: str | None = None
     clip_keyframes: int = 4
-    gates: tuple[str, ...] = ("moderation", "copyright")
+    gates: tuple[str, ...] = GATES
     moderation_model: str | None = None
     media_max_bytes: int = 150 * 1024 * 1024
     external: frozenset[str] = field(default_factory=frozenset)

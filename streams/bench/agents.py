@@ -97,3 +97,34 @@ def bench_agent_throughput(agent: str, events: Iterable[tuple[str, dict]], *,
             return run(Settings.from_env({**env, "PULSE_HOME": home}))
         finally:
             down(s)
+
+
+def copyright_events(images: list[Path], *, references: int = 20, uploads: int = 200) -> list[tuple[str, dict]]:
+    """Registered works (the first ``references`` images, fingerprints computed as ``pulse
+    copyright register`` does) and ``uploads`` image uploads cycling over every image (so some
+    match a work and most do not)."""
+    from models.copyright import reference_fingerprints
+
+    out: list[tuple[str, dict]] = []
+    for p in images[:references]:
+        modality, fps = reference_fingerprints(p)
+        out.append(("copyright-references", {
+            "reference_id": f"bench-{p.stem}", "rights_holder_id": "bench-studio", "action": "REGISTER",
+            "title": p.stem, "media_kind": modality, "media_uri": p.resolve().as_uri(),
+            "fingerprints": fps, "policy": "BLOCK", "metadata": {}}))
+    for i in range(uploads):
+        p = images[i % len(images)]
+        out.append(("uploads", _upload(f"bench-c-{i}", "IMAGE", p.resolve().as_uri(), "a photo")))
+    return out
+
+
+def moderation_events(texts: list[str], n: int = 2000) -> list[tuple[str, dict]]:
+    """``n`` text uploads whose captions are real texts (cycled)."""
+    return [("uploads", _upload(f"bench-m-{i}", "TEXT", None, texts[i % len(texts)]))
+            for i in range(n)]
+
+
+def _upload(post_id: str, kind: str, media_uri: str | None, caption: str) -> dict:
+    return {"post_id": post_id, "creator_id": "bench-creator", "kind": kind,
+            "content_type": "FOREVER", "media_uri": media_uri, "caption": caption, "hashtags": [],
+            "duration_ms": None, "size_bytes": None}

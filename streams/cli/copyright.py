@@ -113,13 +113,25 @@ def eval_copyright(references: Optional[Path] = typer.Option(
 @friendly
 def bench_copyright(sizes: str = typer.Option("100000,1000000",
                                               help="PDQ bank sizes, comma-separated."),
-                    queries: int = typer.Option(200, help="Bank look-ups per size.")) -> None:
+                    queries: int = typer.Option(200, help="Bank look-ups per size."),
+                    agent: bool = typer.Option(True, help="Also time the copyright_guard agent "
+                                                          "through a real broker (starts servers)."),
+                    uploads: int = typer.Option(200, help="Uploads for the agent run.")) -> None:
     """Fingerprint cost per image / audio second / video second, PDQ bank look-up p50/p99 against
-    a brute-force numpy scan, and the robust stage's cost per upload; one JSON object."""
-    from models.copyright.bench import run_bench
+    a brute-force numpy scan, the robust stage's cost per upload, and the copyright_guard agent's
+    events/s through the broker beside the pass-through agent's; one JSON object."""
+    from models.copyright.bench import DATA, run_bench
 
     bank_sizes = tuple(int(s) for s in sizes.split(",") if s.strip())
     with err_console.status("benchmarking copyright") as st:
+        def agent_run() -> dict:
+            from ..bench.agents import bench_agent_throughput, copyright_events
+
+            images = sorted((DATA / "coco-captions" / "images").glob("*.jpg"))
+            return bench_agent_throughput("copyright_guard", copyright_events(images, uploads=uploads),
+                                          on_step=lambda m: st.update(f"bench: {m}"))
+
         result = run_bench(bank_sizes=bank_sizes, queries=queries,
+                           agent_events_per_s=agent_run if agent else None,
                            on_step=lambda m: st.update(f"bench: {m}"))
     print(json.dumps(result, indent=2))

@@ -132,9 +132,12 @@ def bench_moderation(
     texts: int = typer.Option(2000, "--texts", help="Texts timed one per call on the fast tier."),
     heavy_texts: int = typer.Option(100, "--heavy-texts", help="Texts timed on the heavy tier."),
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+    agent: bool = typer.Option(True, help="Also time the content_guard agent through a real "
+                                          "broker beside the pass-through agent (starts servers)."),
+    uploads: int = typer.Option(2000, "--uploads", help="Text uploads for the agent run."),
 ) -> None:
     """Fast-tier latency p50/p99 and texts/s (baseline: alt-profanity-check, same run), heavy tier
-    per text, open_nsfw per image."""
+    per text, open_nsfw per image, and the content_guard agent's events/s through the broker."""
     from models.moderation.bench import bench
     from models.moderation.datasets import read_labelled
 
@@ -142,5 +145,13 @@ def bench_moderation(
     imgs = sorted(p for p in images.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
         if images.is_dir() else []
     with err_console.status("benchmarking") as status:
+        def agent_run() -> dict:
+            from ..bench.agents import bench_agent_throughput, moderation_events
+
+            return bench_agent_throughput("content_guard",
+                                          moderation_events([r.text for r in rows], uploads),
+                                          on_step=lambda m: status.update(f"agent: {m}"))
+
         _print(bench([r.text for r in rows], imgs, model, n_fast=texts, n_heavy=heavy_texts,
+                     agent_events_per_s=agent_run if agent else None,
                      progress=lambda s: status.update(s)))

@@ -59,7 +59,7 @@ def test_gate_join_publishes_allowed_holds_blocked_and_review_survives_a_restart
         pub.publish("copyright-verdicts", copyright_(blocked, "BLOCK", T0 + 15))
         pub.publish("moderation-verdicts", moderation(review, "REVIEW", T0 + 16))
         pub.publish("copyright-verdicts", copyright_(review, "ALLOW", T0 + 17))
-    proc = workers.start(app_id, agents="publisher")
+    proc = workers.start(app_id, agents="publisher", PULSE_GATES="moderation,copyright")
     wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 120, "the publisher to catch up",
                diagnose=lambda: workers.log(proc))
     wait_until(lambda: len(published(pipeline, {ok, restricted})) == 2, 30, "two posts published",
@@ -76,7 +76,7 @@ def test_gate_join_publishes_allowed_holds_blocked_and_review_survives_a_restart
     workers.stop_all()
     with Publisher(pipeline) as pub:
         pub.publish("moderation-verdicts", moderation(review, "ALLOW", T0 + 30, tier="HUMAN"))
-    proc = workers.start(app_id, agents="publisher")
+    proc = workers.start(app_id, agents="publisher", PULSE_GATES="moderation,copyright")
     wait_until(lambda: published(pipeline, {review}), 120, "the reviewed post published",
                diagnose=lambda: workers.log(proc))
     assert len(published(pipeline, {ok, restricted, review})) == 3  # nothing published twice

@@ -149,3 +149,16 @@ def test_a_human_copyright_decision_resolves_a_copyright_review():
     human = dict(cr("ALLOW", at=T0 + 1), model="human-review")
     (pub,) = published(run(join, ("copyright-verdicts", human)))
     assert pub["copyright_event_id"] == human["event_id"]
+
+
+def test_enrichment_gate_waits_for_clip_ai_but_never_delays_a_block():
+    join = GateJoin(("moderation", "enrichment"), {})
+    effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")))
+    assert published(effects) == [] and statuses(effects)[-1] == "PENDING"
+    enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 50, "post_id": "p1",
+           "categories": {"science": 0.8}, "quality_score": 0.6}
+    (pub,) = published(run(join, ("content-enriched", enr)))
+    assert pub["categories"] == {"science": 0.8} and pub["cause_event_id"] != enr["event_id"]
+    blocked = GateJoin(("moderation", "enrichment"), {})
+    effects = run(blocked, ("uploads", upload(post="p2")), ("moderation-verdicts", mod("BLOCK", post="p2")))
+    assert statuses(effects)[-1] == "BLOCKED"

@@ -29,3 +29,13 @@ def test_bad_number_names_the_variable(tmp_path):
         Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_PARTITIONS": "many"})
     with pytest.raises(SettingsError, match="PULSE_SESSION_TIMEOUT_S='soon' is not a number"):
         Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_SESSION_TIMEOUT_S": "soon"})
+
+
+def test_gates_setting():
+    from streams.settings import GATES, Settings, SettingsError
+
+    assert Settings.from_env({}).gates == GATES
+    assert Settings.from_env({"PULSE_GATES": " Copyright , moderation"}).gates == ("copyright", "moderation")
+    assert Settings.from_env({"PULSE_GATES": "none"}).gates == ()
+    with pytest.raises(SettingsError, match="unknown gate 'nsfw'"):
+        Settings.from_env({"PULSE_GATES": "moderation,nsfw"})
