@@ -52,6 +52,8 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     gates: dict = field(default_factory=dict)
     """What the gates decided (``streams.demo_gates.gate_summary``)."""
+    clip: dict = field(default_factory=dict)
+    """What CLIP AI found, and the demo's searches (``streams.demo_clip.clip_summary``)."""
 
 
 def _progress(console: Console) -> Progress:
@@ -254,8 +256,11 @@ def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | No
     result.views = table_counts(settings, ("users", "posts", "posts_by_creator", "following", "followers"))
     from .demo_gates import gate_summary
 
-    result.gates = gate_summary(settings, {r["post_id"] for t, r in events
-                                           if t in ("uploads", "interactions")})
+    demo_posts = {r["post_id"] for t, r in events if t in ("uploads", "interactions")}
+    result.gates = gate_summary(settings, demo_posts)
+    from .demo_clip import clip_summary
+
+    result.clip = clip_summary(settings, demo_posts)
     return result
 
 
@@ -282,5 +287,9 @@ def print_summary(result: DemoResult, console: Console) -> None:
         from .demo_gates import print_gate_summary
 
         print_gate_summary(result.gates, console)
+    if result.clip:
+        from .demo_clip import print_clip_summary
+
+        print_clip_summary(result.clip, console)
     console.print(f"dead letters on the topic: {result.dead_letters}")
     console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))

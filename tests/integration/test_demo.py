@@ -22,10 +22,22 @@ def test_demo_publishes_the_dump_and_the_views_match_it(pipeline, tmp_path: Path
     print_summary(result, console)
     published = result.published
     assert published["signups"] == 3461 + 3  # the dump's users + the demo creators of the photos
-    assert published["uploads"] == 1667 + 17  # questions and answers with an owner + 17 photos
+    # questions and answers with an owner + 17 photos + the demo's disguised copy of a registered work
+    assert published["uploads"] == 1667 + 17 + 1
+    assert published["copyright-references"] == 1
     assert published["interactions"] == 14378 and published["follows"] == 1771
     # other tests share these topics and views, so the views hold at least the demo's rows
     assert result.views["users"] >= published["signups"]
     assert result.views["posts"] >= published["uploads"]
     assert result.views["following"] >= published["follows"]
     assert result.seconds["process"] > 0
+    # the gates: every upload got a Content Guard verdict; the copy was caught, the owner's
+    # upload allowed; most posts were published
+    gates = result.gates
+    auto_post_verdicts = sum(n for (tier, _, kind), n in gates["moderation"].items()
+                             if kind == "post" and tier != "HUMAN")
+    assert auto_post_verdicts == published["uploads"]
+    caught = {post: (action, ref) for post, action, ref, *_ in gates["copyright_matches"]}
+    assert caught["demo-repost-rocket"] == ("BLOCK", "demo-work-rocket")
+    assert caught["skimage-rocket"][0] == "ALLOW" and gates["own_work"] == 1
+    assert sum(gates["published"].values()) > 0.95 * published["uploads"]
