@@ -383,7 +383,8 @@ def frame_match_ratio(
 
 
 def detect_modality(path: Source, *, max_bytes: int | None = MAX_BYTES) -> str:
-    """``"image"``, ``"audio"`` or ``"video"``: what a file is, by ffprobe (Pillow for images).
+    """``"image"``, ``"audio"`` or ``"video"``: what a file is, by its header (Pillow) for still
+    images, otherwise by ffprobe.
 
     A still image (ffmpeg's ``image2``/``*_pipe`` formats, or a file Pillow opens that ffprobe
     does not) is an image; a file with a video stream that is not cover art is a video; a file
@@ -395,6 +396,8 @@ def detect_modality(path: Source, *, max_bytes: int | None = MAX_BYTES) -> str:
     FingerprintUnavailable : ffprobe is not installed.
     """
     _check_file(path, max_bytes)
+    if _still_image_header(path):  # a header read (~0.1 ms) instead of an ffprobe run (~70 ms)
+        return "image"
     try:
         info = _ffprobe_json(path, timeout_s=60.0)
     except MediaError:
@@ -413,6 +416,16 @@ def detect_modality(path: Source, *, max_bytes: int | None = MAX_BYTES) -> str:
     if _pillow_opens(path):
         return "image"
     raise MediaError("unsupported media: no image, audio or video stream")
+
+
+def _still_image_header(path: Source) -> bool:
+    """Pillow recognises the file's header as a still (not animated) image; the pixels are not
+    decoded, so a truncated image still counts (its decoding fails later with a reason)."""
+    try:
+        with Image.open(path) as im:
+            return not getattr(im, "is_animated", False)
+    except Exception:  # noqa: BLE001 - not an image header Pillow knows: ask ffprobe
+        return False
 
 
 def _pillow_opens(path: Source) -> bool:
