@@ -23,8 +23,13 @@ Decision rule, applied after every event of the post (the gates are ``settings.g
   (shown to followers, never recommended), else FULL.
 
 A verdict from the HUMAN tier (a copyright verdict whose model is ``human-review``) supersedes
-automatic ones whatever their times; otherwise the
-later verdict (by ``event_time``) wins. A post is published at most once: the table remembers it,
+automatic ones whatever their times; otherwise the later verdict (by ``event_time``) wins.
+
+Once CLIP AI's enrichment is in (the post's vector point exists), the post's point in the
+``content`` collection gets ``published``, ``gate_status``, ``moderation_action`` and
+``distribution`` in its payload, so search hides what the gates did not allow.
+
+A post is published at most once: the table remembers it,
 and the ``posts-published`` event id is derived from the post id, so a re-delivery after a lost
 table still writes the same event. A post already published is not withdrawn by a later BLOCK
 (there is no takedown event in this version); the ``posts`` view shows the block.
@@ -35,7 +40,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, MutableMapping, Sequence
 
-from streams.effects import Effect, Emit, Upsert
+from streams.effects import Effect, Emit, Upsert, VectorSetPayload
 
 from .base import AgentSpec, derived_event_id
 
@@ -49,6 +54,9 @@ GATE_TOPICS = {"moderation-verdicts": "moderation", "copyright-verdicts": "copyr
 #: box of its own in Upload v2); FOREVER: no expiry.
 LIFETIME = {"FLASH": timedelta(hours=24), "MEMORY": timedelta(days=7), "FOREVER": None}
 _SEVERITY = {"ALLOW": 0, "RESTRICT": 1, "REVIEW": 2, "BLOCK": 3}
+#: The vector collection whose post payloads the publisher marks (``published``, ``gate_status``,
+#: ``moderation_action``, ``distribution``) once CLIP AI has enriched the post.
+CONTENT_COLLECTION = "content"
 
 
 def _ms(t: Any) -> int:
@@ -163,8 +171,16 @@ class GateJoin:
             return []
         reasons = [f"{g}: {r}" for g in self.verdict_gates if g in state for r in state[g]["reasons"]]
         at = max([state["upload"]["at"]] + [state[g]["at"] for g in self.gates if g in state])
-        return [Upsert("posts", {"post_id": post_id, "status": status, "status_reasons": reasons},
-                       at * 1000)]
+        effects: list[Effect] = [Upsert("posts", {"post_id": post_id, "status": status,
+                                                  "status_reasons": reasons}, at * 1000)]
+        if "enrichment" in state and status != "PENDING":
+            # clip_ai wrote the post's point before it emitted the enrichment: mark it for search
+            effects.append(VectorSetPayload(CONTENT_COLLECTION, (post_id,), {
+                "published": status in ("PUBLISHED", "RESTRICTED"), "gate_status": status,
+                "moderation_action": (state.get("moderation") or {}).get("action"),
+                "distribution": "RESTRICTED" if status == "RESTRICTED" else
+                ("FULL" if status == "PUBLISHED" else None)}))
+        return effects
 
     def _published(self, post_id: str, state: dict[str, Any], status: str) -> dict[str, Any]:
         up = state["upload"]
@@ -203,7 +219,7 @@ SPEC = AgentSpec(
     process=lambda topic, record: [],  # unused: ``setup`` builds the stateful core
     doc="Joins the gates' verdicts by post and emits posts-published when every enabled gate allows.",
     batch_size=500,
-    sinks=frozenset({"cassandra"}),
+    sinks=frozenset({"cassandra", "vectors"}),
     setup=setup,
     tables=("gates",),
 )

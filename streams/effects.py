@@ -58,7 +58,22 @@ class VectorDelete:
     ids: tuple[str, ...]
 
 
-Effect = Union[Upsert, Delete, Emit, VectorUpsert, VectorDelete]
+@dataclass(frozen=True)
+class VectorSetPayload:
+    """Merge ``payload`` into the payloads of existing points ``ids`` of a vector-index collection.
+
+    Keys of ``payload`` overwrite or add those keys; the points' other keys and their vectors are
+    kept; ids with no point are ignored (``VectorIndex.set_payload``). E.g. the publisher's
+    ``VectorSetPayload("content", (post_id,), {"published": True, "moderation_action": "ALLOW"})``.
+    Idempotent, so re-delivery and replay give the same payloads.
+    """
+
+    collection: str
+    ids: tuple[str, ...]
+    payload: dict[str, Any]
+
+
+Effect = Union[Upsert, Delete, Emit, VectorUpsert, VectorDelete, VectorSetPayload]
 
 
 def event_time_us(record: dict[str, Any]) -> int:

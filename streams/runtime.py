@@ -257,7 +257,7 @@ async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list[E
     delay, added = RETRY_FIRST_S, False
     while True:
         try:
-            sinks = await loop.run_in_executor(None, ctx.sinks, spec.sinks)
+            sinks = await loop.run_in_executor(None, ctx.sinks, _stores(effects))
             if not added:
                 await loop.run_in_executor(None, sinks.add, effects)
                 added = True
@@ -268,6 +268,14 @@ async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list[E
             log.warning("agent %s: %s; retrying in %.1f s", spec.name, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _stores(effects: list[Effect]) -> set[str]:
+    """The stores a batch's effects write to: only those are opened (a publisher that never
+    updates a vector payload never opens the vector index)."""
+    from .effects import Delete, Upsert
+
+    return {"cassandra" if isinstance(e, (Upsert, Delete)) else "vectors" for e in effects}
 
 
 def _headers(headers) -> tuple:

@@ -119,6 +119,10 @@ class Settings:
     moderation_model:
         ``PULSE_MODERATION_MODEL``: the Content Guard model version (a directory name under
         ``models/moderation/artifacts``) or a path to a model directory; unset = the shipped one.
+    clip_category_head:
+        ``PULSE_CLIP_CATEGORY_HEAD``: a trained category head for clip_ai (``pulse train clip``):
+        a version name under ``models/clip/artifacts`` or a path to its directory; unset =
+        zero-shot categories from the taxonomy. The head's version joins clip_ai's ``model_version``.
     media_max_bytes:
         ``PULSE_MEDIA_MAX_BYTES`` (default 150 MB = ``157286400``): larger media get a verdict
         saying so instead of being decoded.

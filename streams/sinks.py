@@ -8,11 +8,13 @@ produce the same rows (see ``infra/cassandra/schema.cql``).
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Iterable
 
-from .effects import Delete, Upsert, VectorDelete, VectorUpsert
+from .effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
 
 
 class SinkError(RuntimeError):
@@ -88,34 +90,54 @@ class CassandraSink:
 
 
 class VectorSink:
-    """Batched writer of :class:`VectorUpsert` / :class:`VectorDelete` effects to a ``VectorIndex``.
+    """Batched writer of :class:`VectorUpsert` / :class:`VectorDelete` / :class:`VectorSetPayload`
+    effects to a ``VectorIndex``.
 
-    Upserts by id are idempotent; within one batch the last upsert of an id wins.
+    Upserts by id are idempotent. Within one batch the effects on an id apply in the order they
+    were added, folded so each id costs one write: the last upsert or delete of an id wins; a
+    payload update after an upsert of the same id is merged into that upsert's payload; one before
+    an upsert is overwritten by it (an upsert replaces the whole payload, as in Qdrant); one after a
+    delete is dropped (missing ids are ignored). The remaining payload updates are sent after the
+    upserts and deletes, one ``set_payload`` call per distinct payload.
     """
 
     def __init__(self, index):
         self.index = index
         self._upserts: dict[str, dict[str, Any]] = defaultdict(dict)
         self._deletes: dict[str, set[str]] = defaultdict(set)
+        self._payloads: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.points_written = 0
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._upserts.values()) + sum(len(v) for v in self._deletes.values())
+        return sum(len(v) for store in (self._upserts, self._deletes, self._payloads) for v in store.values())
 
-    def add(self, effect: VectorUpsert | VectorDelete) -> None:
+    def add(self, effect: VectorUpsert | VectorDelete | VectorSetPayload) -> None:
         """Buffer one effect (no I/O)."""
+        c = effect.collection
         if isinstance(effect, VectorUpsert):
-            self._deletes[effect.collection].discard(effect.id)
-            self._upserts[effect.collection][effect.id] = effect
+            self._deletes[c].discard(effect.id)
+            self._payloads[c].pop(effect.id, None)
+            self._upserts[c][effect.id] = effect
         elif isinstance(effect, VectorDelete):
             for i in effect.ids:
-                self._upserts[effect.collection].pop(i, None)
-                self._deletes[effect.collection].add(i)
+                self._upserts[c].pop(i, None)
+                self._payloads[c].pop(i, None)
+                self._deletes[c].add(i)
+        elif isinstance(effect, VectorSetPayload):
+            if isinstance(effect.ids, str):  # a lone id would iterate as characters
+                raise TypeError(f"VectorSetPayload.ids is a tuple of ids, not the string {effect.ids!r}")
+            for i in effect.ids:
+                if i in self._upserts[c]:
+                    u = self._upserts[c][i]
+                    self._upserts[c][i] = replace(u, payload={**u.payload, **effect.payload})
+                elif i not in self._deletes[c]:
+                    self._payloads[c].setdefault(i, {}).update(effect.payload)
         else:
             raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
 
     def flush(self) -> int:
-        """Write buffered points; returns how many points were upserted or deleted.
+        """Write buffered effects; returns how many points were upserted, deleted or updated
+        (a payload update of an id that has no point counts too: the engine ignores it).
 
         Raises
         ------
@@ -136,6 +158,16 @@ class VectorSink:
                     self.index.delete(coll, sorted(ids))
                     done += len(ids)
                 del self._deletes[coll]
+            for coll, by_id in list(self._payloads.items()):
+                groups: dict[str, list[str]] = defaultdict(list)
+                for i, payload in by_id.items():
+                    groups[json.dumps(payload, sort_keys=True, default=str)].append(i)
+                for ids in groups.values():
+                    self.index.set_payload(coll, ids, by_id[ids[0]])
+                    for i in ids:
+                        del by_id[i]
+                    done += len(ids)
+                del self._payloads[coll]
         except Exception as exc:  # the engines raise many types; what is not written stays buffered
             raise SinkError(f"writing vectors failed: {exc}") from exc
         self.points_written += done
@@ -153,7 +185,7 @@ class SinkSet:
         self.vectors = vectors
         self._lock = threading.Lock()
 
-    def add(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete]) -> None:
+    def add(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete | VectorSetPayload]) -> None:
         """Buffer ``effects`` in their sinks (no I/O).
 
         Raises
@@ -189,7 +221,7 @@ class SinkSet:
                 n += self.vectors.flush()
             return n
 
-    def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete]) -> int:
+    def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete | VectorSetPayload]) -> int:
         """:meth:`add` then :meth:`flush`."""
         self.add(effects)
         return self.flush()

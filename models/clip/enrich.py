@@ -2,7 +2,8 @@
 
 :class:`ContentModels` holds the towers (the ImageNet tower and MiniLM always; open_clip when a
 checkpoint is configured), the ImageNet bridge, the taxonomy's category vectors, an optional
-trained category head and the hashtag vocabulary. :meth:`ContentModels.enrich` takes upload
+trained category head (``PULSE_CLIP_CATEGORY_HEAD``, :mod:`models.clip.head`: when set, it gives
+the categories; otherwise zero-shot over the taxonomy does) and the hashtag vocabulary. :meth:`ContentModels.enrich` takes upload
 records and returns one :class:`Enrichment` each: all images and video keyframes of the batch go
 through the image tower in one batched call, all texts through MiniLM in another.
 
@@ -97,6 +98,11 @@ class ContentModels:
 
     def __init__(self, config: ClipConfig = ClipConfig()) -> None:
         self.config = config
+        head = None
+        if config.category_head:  # read first: a missing or malformed head fails before the towers load
+            from models.clip.head import CategoryHead
+
+            head = CategoryHead.load(config.category_head)
         self.imagenet = ImageNetTower()
         self.minilm = MiniLM()
         self.bridge = ImageNetBridge(self.minilm, self.imagenet.labels, top_k=config.bridge_top_k)
@@ -109,12 +115,27 @@ class ContentModels:
         self.category_names = [c.name for c in self.categories]
         self.category_text = category_vectors(self.minilm.encode, self.categories)
         self.category_clip = category_vectors(self.clip.encode_texts, self.categories) if self.clip else None
-        self.head = None
-        if config.category_head:  # `pulse train clip` (issue 6, item 5) is not built yet
-            raise NotImplementedError("PULSE_CLIP_CATEGORY_HEAD is set, but trained category heads are not "
-                                      "implemented yet (pulse train clip); unset it to use zero-shot categories")
         self.hashtags = HashtagVocabulary(self.minilm.encode, [t for c in self.categories for t in c.tags])
-        versions = [self.imagenet.version, self.minilm.version, file_version(Path(config.taxonomy), "taxonomy")]
+        self.use_head(head)
+
+    def use_head(self, head: Any) -> None:
+        """Take categories from a trained :class:`~models.clip.head.CategoryHead` (``None``: zero-shot),
+        and name it in ``model`` / ``model_version``.
+
+        Raises :class:`~models.clip.head.HeadMismatch` when the head was trained on other encoders'
+        vectors, other widths, or categories the taxonomy does not have.
+        """
+        if head is not None:
+            from models.clip.head import HeadMismatch
+            from models.clip.train import encoder_versions
+
+            head.check_encoders(*encoder_versions(self))
+            unknown = set(head.classes) - set(self.category_names)
+            if unknown:
+                raise HeadMismatch(f"category head {head.version} predicts {sorted(unknown)}, which the taxonomy "
+                                   f"{self.config.taxonomy} does not have; retrain it (pulse train clip)")
+        self.head = head
+        versions = [self.imagenet.version, self.minilm.version, file_version(Path(self.config.taxonomy), "taxonomy")]
         names = [self.imagenet.name, self.minilm.name]
         if self.clip:
             versions.append(self.clip.version)
@@ -213,8 +234,9 @@ class ContentModels:
         if e.image_embedding is not None and e.text_embedding is not None:
             e.alignment = float(np.dot(e.image_embedding, e.text_embedding))
         if self.head is not None and (e.semantic is not None or e.text is not None):
-            probs = self.head.predict_proba(self.head.features(e.semantic, e.text))
-            e.categories = dict(zip(self.head.classes, map(float, probs)))
+            probs = self.head.predict_proba(self.head.feature_matrix(
+                {"semantic": [e.semantic], "text": [e.text], "image": [e.image]}))[0]
+            e.categories = {name: 0.0 for name in self.category_names} | dict(zip(self.head.classes, map(float, probs)))
         elif space_vecs:
             dists = [zero_shot(v[None, :], cats)[0] for v in space_vecs]
             if self.clip and has_media and e.text is not None:

@@ -1,4 +1,5 @@
-"""``pulse search``, ``pulse eval clip``, ``pulse bench clip``, ``pulse train clip``: CLIP AI's commands."""
+"""``pulse search``, ``pulse eval clip``, ``pulse bench clip``, ``pulse train clip``, ``pulse dataset clip``:
+CLIP AI's commands."""
 from __future__ import annotations
 
 import json
@@ -7,14 +8,18 @@ from typing import Optional
 
 import typer
 
-from .common import app, bench_app, console, err_console, eval_app, friendly, register_user_errors, settings, train_app
+from .common import (app, bench_app, console, dataset_app, err_console, eval_app, friendly, register_user_errors,
+                     settings, train_app)
 
 
 def _register_errors() -> None:
+    from models.clip.dataset import DatasetError
+    from models.clip.head import HeadMismatch
     from models.clip.openclip import ClipUnavailable
+    from models.clip.train import TrainError
     from streams.vectors import VectorIndexError
 
-    register_user_errors(ClipUnavailable, VectorIndexError)
+    register_user_errors(ClipUnavailable, VectorIndexError, DatasetError, HeadMismatch, TrainError)
 
 
 _register_errors()
@@ -100,3 +105,72 @@ def bench_clip(points: int = typer.Option(100_000, help="Points in the vector-in
         report = run_clip_bench(data, points=points, queries=queries, models=not skip_models,
                                 random_data=random_data, on_step=lambda m: st.update(f"bench: {m}"))
     print(json.dumps(report, indent=2))
+
+
+@train_app.command("clip")
+@friendly
+def train_clip(dataset: Path = typer.Option(..., "--dataset", help="Dataset directory (rows.jsonl; see "
+                                                                    "models/clip/dataset.py)."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Artifacts root (default models/clip/artifacts)."),
+               version: Optional[str] = typer.Option(None, "--version",
+                                                     help="Version name (default clip-<UTC timestamp>)."),
+               features: str = typer.Option("semantic,text", "--features",
+                                            help="Embedding blocks the head reads: semantic, text, image."),
+               finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune open_clip contrastively "
+                                                                        "(needs PULSE_CLIP_CHECKPOINT)."),
+               epochs: int = typer.Option(2, "--epochs", min=1, help="Fine-tune epochs."),
+               batch_size: int = typer.Option(16, "--batch-size", min=2, help="Fine-tune batch size."),
+               lr: float = typer.Option(1e-5, "--lr", help="Fine-tune AdamW learning rate."),
+               test_fraction: float = typer.Option(0.25, "--test-fraction", min=0.05, max=0.5,
+                                                   help="Held-out share (split by group)."),
+               seed: int = typer.Option(0, "--seed")) -> None:
+    """Train a category head on frozen embeddings (and, with --finetune, open_clip itself) from a
+    dataset directory; writes a versioned artifact with metrics and a model card; prints the
+    metrics as one JSON object. Load it with PULSE_CLIP_CATEGORY_HEAD=<version or directory>."""
+    import shlex
+    import time as _time
+
+    from models.clip.enrich import ClipConfig
+    from models.clip.head import ARTIFACTS_DIR
+    from models.clip.train import train_clip as run
+
+    version = version or _time.strftime("clip-%Y%m%d-%H%M%S", _time.gmtime())
+    if "/" in version or version.startswith("."):
+        raise typer.BadParameter("a version is a plain name", param_hint="'--version'")
+    blocks = tuple(b.strip() for b in features.split(",") if b.strip())
+    args = ["pulse", "train", "clip", "--dataset", str(dataset), "--version", version, "--features", features,
+            "--test-fraction", str(test_fraction), "--seed", str(seed)]
+    if out is not None:
+        args += ["--out", str(out)]
+    if finetune:
+        args += ["--finetune", "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(lr)]
+    command = " ".join(shlex.quote(a) for a in args)
+    with err_console.status(f"training clip {version}"):
+        report = run(dataset, out or ARTIFACTS_DIR, version, ClipConfig.from_settings(settings()), features=blocks,
+                     finetune=finetune, epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction,
+                     seed=seed, command=command)
+    print(json.dumps(report, indent=2))
+
+
+@dataset_app.command("clip")
+@friendly
+def dataset_clip(out: Path = typer.Option(..., "--out", help="Directory to write rows.jsonl and media/ into."),
+                 coco: Optional[Path] = typer.Option(None, "--coco", help="Build from a COCO-captions directory "
+                                                                          "instead of the topics.")) -> None:
+    """Build a CLIP training set: from the uploads, content-enriched and erasure-requests topics
+    (labels: creator hashtags, else clip_ai's top category), or with --coco from captioned photos
+    (labels: zero-shot of the other captions of the photo). Prints the manifest as JSON."""
+    if coco is not None:
+        from models.clip.dataset import coco_dataset
+        from models.clip.taxonomy import load_taxonomy
+        from models.clip.text import MiniLM
+
+        if not (coco / "captions.json").exists():
+            raise FileNotFoundError(f"{coco}/captions.json not found (see ../shared/data/README.md)")
+        manifest = coco_dataset(coco, out, MiniLM(), load_taxonomy())
+    else:
+        from replay.training import export_clip_dataset
+
+        with err_console.status("reading uploads and content-enriched"):
+            manifest = export_clip_dataset(settings(), out)
+    print(json.dumps(manifest, indent=2))

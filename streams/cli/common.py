@@ -22,10 +22,13 @@ bench_app = typer.Typer(help="Benchmarks: one JSON object each, with a same-run 
 eval_app = typer.Typer(help="Evaluations on labelled data: one JSON object each.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a model; writes a versioned artifact with its metrics.",
                         no_args_is_help=True)
+dataset_app = typer.Typer(help="Build training sets from the platform's own topics (replay).",
+                          no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
+app.add_typer(dataset_app, name="dataset")
 
 console = Console()
 err_console = Console(stderr=True)

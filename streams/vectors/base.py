@@ -289,6 +289,16 @@ class VectorIndex(abc.ABC):
     def _delete(self, collection: str, ids: list[str]) -> None: ...
 
     @abc.abstractmethod
+    def _set_payload(self, collection: str, ids: list[str], payload: dict) -> None:
+        """Merge ``payload``'s keys into the payloads of the points with UUIDs ``ids`` (all of them
+        exist: see :meth:`_existing`); vectors and other keys untouched; returns when visible."""
+
+    def _existing(self, collection: str, ids: list[str]) -> list[str]:
+        """The UUIDs among ``ids`` that are points of the collection (engines override this to
+        skip fetching vectors)."""
+        return [str(uid) for uid, _, _ in self._retrieve(collection, ids)]
+
+    @abc.abstractmethod
     def _retrieve(self, collection: str, ids: list[str]) -> list[tuple[Any, Any, dict]]:
         """``(point id, vector, payload)`` of each existing point among UUIDs ``ids``, any order
         (vector: a list of floats, or ``{name: list}`` for named vectors)."""
@@ -355,6 +365,36 @@ class VectorIndex(abc.ABC):
         uuids = [point_uuid(i) for i in _id_list(ids)]
         if uuids:
             self._delete(collection, uuids)
+
+    def set_payload(self, collection: str, ids: Iterable[str], payload: Mapping[str, Any]) -> None:
+        """Merge ``payload`` into the payloads of existing points (Qdrant's ``set_payload``).
+
+        Each key of ``payload`` overwrites or adds that key on every point among ``ids``; the
+        point's other payload keys and its vectors are unchanged. Ids that are not in the
+        collection are ignored (no point is created). An empty ``ids`` or ``payload`` is a no-op.
+        Used, for example, by the publisher to mark posts ``published`` / ``moderation_action``
+        after the gates decide, without re-sending their vectors.
+
+        Raises ``ValueError`` for the reserved key ``"_id"``, a non-string key, or a lone string
+        as ``ids``; :class:`CollectionNotFoundError` for an unknown collection.
+        """
+        self._dims(collection)
+        payload = dict(payload)
+        for key in payload:
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"payload keys are non-empty strings, got {key!r}")
+        if ID_FIELD in payload:
+            raise ValueError(f"payload key {ID_FIELD!r} is reserved for the Pulse id")
+        wanted = list(dict.fromkeys(_id_list(ids)))
+        if not wanted or not payload:
+            return
+        # Both engines reject a missing id (qdrant-edge after updating the ids before it; the
+        # server and local mode with an error), so ids are narrowed to existing points first.
+        for start in range(0, len(wanted), self.upsert_batch_size):
+            chunk = [point_uuid(i) for i in wanted[start:start + self.upsert_batch_size]]
+            present = self._existing(collection, chunk)
+            if present:
+                self._set_payload(collection, present, payload)
 
     def get(self, collection: str, ids: Iterable[str]) -> list[Point]:
         """The stored points among ``ids``, in the order asked (missing ids are skipped).

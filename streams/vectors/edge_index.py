@@ -160,6 +160,13 @@ class EdgeIndex(VectorIndex):
     def _delete(self, collection, ids) -> None:
         self._shard(collection).shard.update(qe.UpdateOperation.delete_points(ids))
 
+    def _set_payload(self, collection, ids, payload) -> None:
+        self._shard(collection).shard.update(qe.UpdateOperation.set_payload(ids, payload))
+
+    def _existing(self, collection, ids):
+        records = self._shard(collection).shard.retrieve(ids, with_payload=False, with_vector=False)
+        return [str(r.id) for r in records]
+
     def _retrieve(self, collection, ids):
         records = self._shard(collection).shard.retrieve(ids, with_payload=True, with_vector=True)
         return [(r.id, r.vector, r.payload) for r in records]

@@ -111,6 +111,12 @@ class QdrantClientIndex(VectorIndex):
     def _delete(self, collection, ids) -> None:
         self.client.delete(collection, points_selector=models.PointIdsList(points=ids), wait=True)
 
+    def _set_payload(self, collection, ids, payload) -> None:
+        self.client.set_payload(collection, payload=payload, points=ids, wait=True)
+
+    def _existing(self, collection, ids):
+        return [str(r.id) for r in self.client.retrieve(collection, ids, with_payload=False, with_vectors=False)]
+
     def _retrieve(self, collection, ids):
         records = self.client.retrieve(collection, ids, with_payload=True, with_vectors=True)
         return [(r.id, r.vector, r.payload) for r in records]

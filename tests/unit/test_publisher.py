@@ -162,3 +162,16 @@ def test_enrichment_gate_waits_for_clip_ai_but_never_delays_a_block():
     blocked = GateJoin(("moderation", "enrichment"), {})
     effects = run(blocked, ("uploads", upload(post="p2")), ("moderation-verdicts", mod("BLOCK", post="p2")))
     assert statuses(effects)[-1] == "BLOCKED"
+
+
+def test_search_payload_is_marked_once_the_post_is_enriched():
+    from streams.effects import VectorSetPayload
+
+    join = GateJoin(("moderation", "enrichment"), {})
+    enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 50, "post_id": "p1",
+           "categories": {}, "quality_score": None}
+    effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("BLOCK")))
+    assert not [e for e in effects if isinstance(e, VectorSetPayload)]  # no point to mark yet
+    (mark,) = [e for e in run(join, ("content-enriched", enr)) if isinstance(e, VectorSetPayload)]
+    assert mark.ids == ("p1",) and mark.payload["published"] is False
+    assert mark.payload["moderation_action"] == "BLOCK"

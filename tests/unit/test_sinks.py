@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.effects import Upsert, VectorDelete, VectorUpsert
+from streams.effects import Upsert, VectorDelete, VectorSetPayload, VectorUpsert
 from streams.settings import Settings
 from streams.sinks import SinkError, SinkSet, VectorSink
 from streams.vectors import CollectionSpec, open_vector_index
@@ -43,8 +43,55 @@ def test_vector_sink_writes_batches_idempotently_last_write_wins(index):
     assert len(sink) == 0 and sink.points_written == 13
 
 
+def test_set_payload_effects_merge_into_existing_points_without_touching_vectors(index):
+    sinks = SinkSet(vectors=VectorSink(index))
+    sinks.write([VectorUpsert("content", f"p{i}", vec(i), {"creator_id": "u1", "kind": "image"}) for i in range(4)])
+    published = VectorSetPayload("content", ("p0", "p1", "missing"), {"published": True, "moderation_action": "ALLOW"})
+    assert sinks.write([published, VectorSetPayload("content", ("p2",), {"published": False})]) == 4
+    assert sinks.write([published]) == 3  # re-delivery: same payloads
+    got = {p.id: p for p in index.get("content", ["p0", "p1", "p2", "p3", "missing"])}
+    assert set(got) == {"p0", "p1", "p2", "p3"}  # no point made for the missing id
+    assert got["p0"].payload == {"creator_id": "u1", "kind": "image", "published": True, "moderation_action": "ALLOW"}
+    assert got["p2"].payload == {"creator_id": "u1", "kind": "image", "published": False}
+    assert got["p3"].payload == {"creator_id": "u1", "kind": "image"}
+    np.testing.assert_allclose(got["p0"].vector, vec(0))
+    assert [h.id for h in index.search("content", vec(1), limit=4, must={"published": True})][0] == "p1"
+
+
+def test_set_payload_within_one_batch_applies_in_order(index):
+    sink = VectorSink(index)
+    sinks = SinkSet(vectors=sink)
+    sinks.write([VectorUpsert("content", "old", vec(5), {"creator_id": "u0"})])
+    sinks.add([
+        VectorSetPayload("content", ("a",), {"published": True}),  # before a's upsert: overwritten by it
+        VectorUpsert("content", "a", vec(0), {"creator_id": "u1"}),
+        VectorUpsert("content", "b", vec(1), {"creator_id": "u2"}),
+        VectorSetPayload("content", ("b",), {"published": True}),  # after b's upsert: merged into it
+        VectorSetPayload("content", ("b",), {"moderation_action": "BLOCK", "published": False}),
+        VectorDelete("content", ("old",)),
+        VectorSetPayload("content", ("old",), {"published": True}),  # after a delete: dropped
+    ])
+    assert len(sink) == 3  # two upserts and one delete: the payload updates were folded in
+    assert sinks.flush() == 3
+    got = {p.id: p.payload for p in index.get("content", ["a", "b", "old"])}
+    assert got == {"a": {"creator_id": "u1"},
+                   "b": {"creator_id": "u2", "published": False, "moderation_action": "BLOCK"}}
+
+
+def test_failed_set_payload_stays_buffered(index):
+    sink = VectorSink(index)
+    sink.add(VectorSetPayload("nope", ("p0",), {"published": True}))
+    with pytest.raises(SinkError, match="nope"):
+        sink.flush()
+    assert len(sink) == 1
+    with pytest.raises(TypeError, match="tuple of ids"):
+        sink.add(VectorSetPayload("content", "p0", {"published": True}))
+
+
 def test_sinkset_refuses_effects_without_their_store():
     with pytest.raises(SinkError, match="no Cassandra is configured"):
         SinkSet().write([Upsert("posts", {"post_id": "p"}, 1)])
     with pytest.raises(SinkError, match="no vector index is open"):
         SinkSet().write([VectorDelete("content", ("p",))])
+    with pytest.raises(SinkError, match="no vector index is open"):
+        SinkSet().write([VectorSetPayload("content", ("p",), {"published": True})])

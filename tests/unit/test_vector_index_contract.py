@@ -178,6 +178,42 @@ def test_delete(index):
         index.delete("content", "se-6")  # not six one-character ids
 
 
+def test_set_payload_merges_keys_keeps_vectors_and_ignores_missing_ids(index):
+    index.ensure_collection(CONTENT)
+    data = posts(12)
+    index.upsert("content", data)
+    before = {p.id: p for p in index.get("content", [p.id for p in data])}
+    index.set_payload("content", ["se-0", "never-there", "se-4", "se-0"],
+                      {"published": True, "moderation_action": "ALLOW", "kind": "image"})
+    assert index.count("content") == 12  # no point created for the missing id
+    assert index.get("content", ["never-there"]) == []
+    after = {p.id: p for p in index.get("content", [p.id for p in data])}
+    for pid in ("se-0", "se-4"):
+        expected = {**data[int(pid[3:])].payload, "published": True, "moderation_action": "ALLOW", "kind": "image"}
+        assert after[pid].payload == expected  # merged: other keys kept, named keys overwritten/added
+        np.testing.assert_array_equal(after[pid].vector, before[pid].vector)  # vector untouched
+    for pid in set(after) - {"se-0", "se-4"}:
+        assert after[pid].payload == before[pid].payload
+    # the new values are what filters see (se-0 and se-4 were unpublished before)
+    hits = index.search("content", data[0].vector, limit=12, must={"moderation_action": "ALLOW", "published": True})
+    assert {h.id for h in hits} == {"se-0", "se-4"}
+    index.set_payload("content", [], {"published": False})  # no-ops
+    index.set_payload("content", ["se-0"], {})
+    assert index.get("content", ["se-0"])[0].payload["published"] is True
+
+
+def test_set_payload_rejects_reserved_keys_and_unknown_collections(index):
+    index.ensure_collection(CONTENT)
+    index.upsert("content", posts(2))
+    with pytest.raises(ValueError, match="reserved"):
+        index.set_payload("content", ["se-0"], {"_id": "spoof"})
+    with pytest.raises(ValueError, match="list of ids"):
+        index.set_payload("content", "se-0", {"published": True})
+    with pytest.raises(CollectionNotFoundError):
+        index.set_payload("nope", ["se-0"], {"published": True})
+    assert index.get("content", ["se-0"])[0].payload == posts(2)[0].payload
+
+
 def test_rejects_wrong_dimension_nan_reserved_key_and_bad_id_before_writing(index):
     index.ensure_collection(CONTENT)
     good = posts(3)
