@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian tools Pulse uses when any is missing: Java 17 and Maven (to resolve and run
 # Kafka and Cassandra from Maven Central), ffmpeg/ffprobe (video), fpcalc + libchromaprint
-# (audio fingerprints), sox. Idempotent; needs root (or sudo) only when something is missing.
+# (audio fingerprints), sox, Tesseract with its English model (OCR of text in images and video
+# keyframes, Content Guard). Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
 command -v java   >/dev/null || need+=(openjdk-17-jre-headless)
@@ -11,6 +12,8 @@ command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v fpcalc >/dev/null || need+=(libchromaprint-tools)
 ldconfig -p 2>/dev/null | grep -q libchromaprint.so || need+=(libchromaprint1)
 command -v sox    >/dev/null || need+=(sox)
+command -v tesseract >/dev/null || need+=(tesseract-ocr)
+tesseract --list-langs 2>/dev/null | grep -qx eng || need+=(tesseract-ocr-eng)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

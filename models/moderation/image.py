@@ -92,11 +92,14 @@ class NSFWScorer:
         preds = self._classifier().classify_batch(images, max_workers=1)
         return np.array([p.nsfw for p in preds], np.float32)
 
+    def load(self, path: str | Path):
+        """The decoded RGB PIL image of an image file, after the size and pixel checks."""
+        check_size(path, self.max_bytes)
+        return load_image(str(path), max_pixels=self.max_pixels)
+
     def score_image(self, path: str | Path) -> float:
         """NSFW probability in [0, 1] of one image file."""
-        check_size(path, self.max_bytes)
-        img = load_image(str(path), max_pixels=self.max_pixels)
-        return float(self.score_pil([img])[0])
+        return float(self.score_pil([self.load(path)])[0])
 
     def score_video(self, path: str | Path, max_frames: int = 60) -> VideoScore:
         """Max NSFW probability over about one frame per second plus keyframes."""
@@ -112,3 +115,22 @@ class NSFWScorer:
         scores = self.score_pil([im for _, im in frames])
         i = int(np.argmax(scores))
         return VideoScore(float(scores[i]), float(frames[i][0]), len(frames))
+
+    def spread_frames(self, path: str | Path, count: int, max_side: int) -> list:
+        """``count`` frames evenly spread over the video, decoded to fit ``max_side`` pixels (for
+        OCR, which needs more pixels than open_nsfw): ``[(t_seconds, PIL RGB image), ...]``.
+        A second ffmpeg run, so that the frames open_nsfw scores stay exactly as they were.
+
+        Raises
+        ------
+        MediaError : as :meth:`score_video`.
+        """
+        from models.fingerprints.video import probe, sample_frames
+
+        if count <= 0:
+            return []
+        check_size(path, self.max_bytes)
+        duration = probe(str(path), max_bytes=self.max_bytes).get("duration") or 0.0
+        return sample_frames(str(path), every_s=max(duration / count, 0.04),
+                             include_keyframes=False, max_frames=count, max_side=max_side,
+                             duration_s=duration or None)

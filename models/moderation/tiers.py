@@ -4,8 +4,10 @@ Text: the fast tier (``text_fast``, about a millisecond) decides every text outs
 uncertain band; the rest goes to the heavy tier (``text_heavy``: MiniLM + Jigsaw BiLSTM + head,
 tens of milliseconds); what the heavy tier cannot decide gets ``REVIEW`` (the human review queue).
 Images and video keyframes: open_nsfw (``image``); its uncertain band (the policy's ``review_at``
-to ``block_at``) is ``REVIEW`` directly, as there is no heavier image model. Which score leads to
-which action is the policy's (``policy.v1.toml``).
+to ``block_at``) is ``REVIEW`` directly, as there is no heavier image model. Text visible in an
+image or in a few video keyframes is read by OCR (``ocr``, Tesseract) and, when there are at least
+the policy's ``ocr.min_words`` words, goes through the text tiers; its verdict is combined with the
+image's. Which score leads to which action is the policy's (``policy.v1.toml``).
 
 For a stream worker, ``fast`` is cheap enough to run inline and ``heavy`` belongs in an executor;
 both are safe to call from several threads (the heavy encoders load once, under a lock).
@@ -27,7 +29,10 @@ import numpy as np
 
 from models.fingerprints.errors import MediaError
 from models.moderation import artifacts
+from models.moderation.encoders import EncoderUnavailable
 from models.moderation.image import NSFWScorer
+from models.moderation.ocr import (OCR_FRAME_SIDE, UNAVAILABLE, OcrConfig, available, ocr_text,
+                                   tesseract_version)
 from models.moderation.policy import TEXT_CLASSES, Policy, load_policy
 from models.moderation.routing import TierRule
 from models.moderation.text_fast import FastTextModel
@@ -134,6 +139,7 @@ class Moderator:
         lim = self.policy.limits
         self.nsfw = NSFWScorer(max_bytes=lim.get("max_media_bytes", 150 * 2**20),
                                max_pixels=lim.get("max_image_pixels"))
+        self.ocr = OcrConfig.from_policy_file(self.policy.path) if self.policy.path else OcrConfig()
 
     @property
     def fast_version(self) -> str:
@@ -199,10 +205,9 @@ class Moderator:
         return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------ media
-    def _media_verdict(self, nsfw: float, ms: float, extra_reason: str | None = None) -> Verdict:
+    def _media_verdict(self, nsfw: float, ms: float, *extra_reasons: str) -> Verdict:
         action, cats, reasons = self.policy.image_action(nsfw)
-        if extra_reason:
-            reasons = [*reasons, extra_reason]
+        reasons = [*reasons, *extra_reasons]
         return Verdict(action, "FAST", {"sexual": nsfw}, reasons, self.nsfw.name, self.nsfw.version,
                        ms, cats, None, self.policy.version)
 
@@ -213,25 +218,92 @@ class Moderator:
                        self.nsfw.version, ms, ["bad_media"], None, self.policy.version)
 
     def moderate_image(self, path: str | Path) -> Verdict:
-        """Verdict for an image file; unreadable, truncated, unsupported, oversized (> 150 MiB) or
-        decompression-bomb images get a ``bad_media`` verdict (never an exception)."""
+        """Verdict for an image file: open_nsfw, combined with the text tiers' verdict on the text
+        OCR reads in it (see ``_ocr_verdicts``; latency includes OCR). Unreadable, truncated,
+        unsupported, oversized (> 150 MiB) or decompression-bomb images get a ``bad_media``
+        verdict (never an exception)."""
         t0 = time.perf_counter()
         try:
-            nsfw = self.nsfw.score_image(path)
+            img = self.nsfw.load(path)
+            nsfw = float(self.nsfw.score_pil([img])[0])
         except MediaError as err:
             return self.bad_media(str(err), (time.perf_counter() - t0) * 1000)
-        return self._media_verdict(nsfw, (time.perf_counter() - t0) * 1000)
+        ms = (time.perf_counter() - t0) * 1000
+        texts, notes, ocr_ms = self._ocr_verdicts([("image", img)])
+        return self._with_text(self._media_verdict(nsfw, ms + ocr_ms, *notes), texts)
 
     def moderate_video(self, path: str | Path) -> Verdict:
-        """Verdict for a video from its keyframes (max NSFW score over frames); bad media as for
-        images. Raises ``FingerprintUnavailable`` when ffmpeg is not installed."""
+        """Verdict for a video from its keyframes (max NSFW score over frames), combined with the
+        verdict on the text OCR reads in ``ocr.max_keyframes`` frames spread over it; bad media as
+        for images. Raises ``FingerprintUnavailable`` when ffmpeg is not installed."""
         t0 = time.perf_counter()
         try:
             vs = self.nsfw.score_video(path, self.policy.limits.get("max_video_frames", 60))
+            frames = (self.nsfw.spread_frames(path, self.ocr.max_keyframes, OCR_FRAME_SIDE)
+                      if self._ocr_on() else [])
         except MediaError as err:
             return self.bad_media(str(err), (time.perf_counter() - t0) * 1000)
-        return self._media_verdict(vs.nsfw, (time.perf_counter() - t0) * 1000,
-                                   f"max sexual score at {vs.t_s:.1f} s over {vs.frames} frames")
+        ms = (time.perf_counter() - t0) * 1000
+        texts, notes, ocr_ms = self._ocr_verdicts([(f"video at {t:.1f} s", im) for t, im in frames])
+        media = self._media_verdict(vs.nsfw, ms + ocr_ms, *notes,
+                                    f"max sexual score at {vs.t_s:.1f} s over {vs.frames} frames")
+        return self._with_text(media, texts)
+
+    # ------------------------------------------------------------------------------ OCR
+    def _ocr_on(self) -> bool:
+        """OCR enabled by the policy and the tesseract binary installed."""
+        return self.ocr.enabled and self.ocr.max_keyframes > 0 and available()
+
+    def _ocr_verdicts(self, images: list) -> tuple[list[Verdict], list[str], float]:
+        """OCR ``[(where, PIL image), ...]`` and moderate each distinct text of at least
+        ``ocr.min_words`` words with the text tiers (fast, heavy where the fast tier is unsure).
+
+        Returns ``(text verdicts, notes for the media verdict, OCR ms)``; the text verdicts'
+        reasons say ``text in <where>: '<text>' -> ...`` and their model is ``tesseract+<tier>``.
+        Notes: ``"ocr unavailable"`` (no tesseract: OCR skipped) or a timeout / failure.
+        """
+        if not self.ocr.enabled:
+            return [], [], 0.0
+        if not available():
+            return [], [UNAVAILABLE], 0.0
+        ms, notes, found = 0.0, [], {}
+        for where, img in images:
+            r = ocr_text(img, self.ocr)
+            ms += r.ms
+            if r.skipped:
+                notes.append(r.skipped)
+            elif len(r.words) >= self.ocr.min_words:
+                found.setdefault(r.text, where)  # a caption repeated over keyframes counts once
+        if not found:
+            return [], list(dict.fromkeys(notes)), ms
+        texts = list(found)
+        try:
+            verdicts = self.moderate_texts(texts)
+        except EncoderUnavailable as err:  # heavy tier missing: its items go to human review
+            fast = self.fast(texts)
+            why = [f"heavy tier unavailable ({err}) -> REVIEW"]
+            verdicts = [v or Verdict("REVIEW", "FAST", {}, why, FAST_MODEL, self.fast_version, 0.0,
+                                     [], None, self.policy.version) for v in fast]
+        version = f"tesseract-{tesseract_version()}"
+        out = []
+        for text, v in zip(texts, verdicts):
+            quoted = text if len(text) <= 80 else text[:77] + "..."
+            head = f"text in {found[text]}: '{quoted}'"
+            label = v.label or "none"
+            reasons = ([f"{head} -> {r}" for r in v.reasons] or
+                       [f"{head} -> {label} {v.scores.get(label, 0.0):.2f} -> {v.action}"])
+            out.append(replace(v, reasons=reasons, model=f"tesseract+{v.model}",
+                               model_version=f"{version}+{v.model_version}"))
+        return out, list(dict.fromkeys(notes)), ms
+
+    def _with_text(self, media: Verdict, texts: list[Verdict]) -> Verdict:
+        """The media verdict combined (``combine``) with the text verdicts that flag something;
+        clean text (ALLOW) only adds its reason and latency, so the verdict stays open_nsfw's."""
+        clean = [v for v in texts if v.action == "ALLOW"]
+        media = replace(media, reasons=[*media.reasons, *(r for v in clean for r in v.reasons)],
+                        latency_ms=media.latency_ms + sum(v.latency_ms for v in clean))
+        flagged = [v for v in texts if v.action != "ALLOW"]
+        return combine([media, *flagged], self.policy) if flagged else media
 
 
 def load_moderator(version: str | Path | None = None, *, fast_variant: str | None = None,
