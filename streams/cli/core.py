@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from ..settings import Settings
-from .common import (app, bench_app, console, err_console, friendly, settings,
-                     topics_app)
+from .common import (app, bench_app, console, err_console, friendly, register_user_errors,
+                     settings, topics_app)
 
 
 # ---------------------------------------------------------------------------------- servers
@@ -154,10 +154,28 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
 
     s = settings()
     specs = select(agent_names)
-    faust_app, _ = create_app(s, specs)
+    faust_app, ctx = create_app(s, specs)
+    # stateful agents load their models (and open what they hold) before the worker joins the
+    # group: a missing model or a vector index another process holds stops the worker here with
+    # its reason, instead of failing every batch later
+    for sp in specs:
+        if sp.setup is not None and not sp.tables:
+            with err_console.status(f"loading {sp.name}"):
+                try:
+                    ctx.processor(sp)
+                except Exception as exc:
+                    ctx.close()
+                    raise WorkerSetupError(f"agent {sp.name} could not start: {exc}") from exc
     err_console.print(f"worker: agents {', '.join(sp.name for sp in specs)} on {s.kafka_bootstrap} "
                       f"(consumer group {s.app_id})")
     run_worker(faust_app, loglevel)
+
+
+class WorkerSetupError(RuntimeError):
+    """An agent's models or stores could not be loaded when the worker started."""
+
+
+register_user_errors(WorkerSetupError)
 
 
 # --------------------------------------------------------------------------------- publishing

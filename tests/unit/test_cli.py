@@ -52,3 +52,12 @@ def test_status_with_nothing_started(tmp_path):
 def test_agents_lists_the_registry(tmp_path):
     out = pulse(tmp_path, "agents")
     assert out.returncode == 0 and "materializer" in out.stdout and "uploads" in out.stdout
+
+
+def test_worker_whose_model_is_missing_stops_at_start_with_the_reason(tmp_path):
+    out = pulse(tmp_path, "worker", "--agents", "content_guard", PULSE_KAFKA_BOOTSTRAP="127.0.0.1:1",
+                PULSE_MODERATION_MODEL="no-such-version")
+    assert out.returncode == 1, out.stdout + out.stderr
+    text = " ".join(out.stderr.split())
+    assert "agent content_guard could not start" in text and "pulse train moderation" in text
+    assert "Traceback" not in out.stderr
