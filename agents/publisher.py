@@ -10,7 +10,7 @@ State: one changelogged table row per post (``gates``), a JSON object::
 
     {"upload": {...}, "moderation": {...}, "copyright": {...}, "enrichment": {...},
      "status": "PENDING" | "IN_REVIEW" | "PUBLISHED" | "RESTRICTED" | "BLOCKED",
-     "published_event_id": str | None}
+     "published_event_id": str | None, "status_ts": int (last status write timestamp, µs)}
 
 Decision rule, applied after every event of the post (the gates are ``settings.gates``):
 
@@ -171,8 +171,14 @@ class GateJoin:
             return []
         reasons = [f"{g}: {r}" for g in self.verdict_gates if g in state for r in state[g]["reasons"]]
         at = max([state["upload"]["at"]] + [state[g]["at"] for g in self.gates if g in state])
+        # The gates' events reach the join in any order across topics, so the latest event time
+        # can repeat for a newer decision; Cassandra would then keep the greater value, not the
+        # newer one. Each status write of a post gets a strictly larger timestamp instead
+        # (deterministic for a given order of events, so replays write the same cells).
+        ts = max(at * 1000, state.get("status_ts", 0) + 1)
+        state["status_ts"] = ts
         effects: list[Effect] = [Upsert("posts", {"post_id": post_id, "status": status,
-                                                  "status_reasons": reasons}, at * 1000)]
+                                                  "status_reasons": reasons}, ts)]
         if "enrichment" in state and status != "PENDING":
             # clip_ai wrote the post's point before it emitted the enrichment: mark it for search
             effects.append(VectorSetPayload(CONTENT_COLLECTION, (post_id,), {

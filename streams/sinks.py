@@ -9,12 +9,15 @@ produce the same rows (see ``infra/cassandra/schema.cql``).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Iterable
 
 from .effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+
+log = logging.getLogger("pulse.sinks")
 
 
 class SinkError(RuntimeError):
@@ -135,6 +138,15 @@ class VectorSink:
         else:
             raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
 
+    def _exists(self, collection: str) -> bool:
+        from .vectors import CollectionNotFoundError
+
+        try:
+            self.index.dims(collection)
+            return True
+        except CollectionNotFoundError:
+            return False
+
     def flush(self) -> int:
         """Write buffered effects; returns how many points were upserted, deleted or updated
         (a payload update of an id that has no point counts too: the engine ignores it).
@@ -159,6 +171,12 @@ class VectorSink:
                     done += len(ids)
                 del self._deletes[coll]
             for coll, by_id in list(self._payloads.items()):
+                if not self._exists(coll):
+                    # no collection, so no point to update: like a missing id, nothing to do
+                    log.warning("payload updates of %d point(s) dropped: no collection %r yet",
+                                len(by_id), coll)
+                    del self._payloads[coll]
+                    continue
                 groups: dict[str, list[str]] = defaultdict(list)
                 for i, payload in by_id.items():
                     groups[json.dumps(payload, sort_keys=True, default=str)].append(i)

@@ -271,7 +271,7 @@ def demo(stackexchange: Optional[Path] = typer.Option(
              None, help="A Stack Exchange data dump directory (Posts.xml, Users.xml, ...)."),
          media: Optional[Path] = typer.Option(None, help="A directory of video clips and images."),
          photos: bool = typer.Option(True, help="Publish scikit-image's sample photos."),
-         timeout: float = typer.Option(900.0, help="Seconds to wait for the agents to catch up.")) -> None:
+         timeout: float = typer.Option(1800.0, help="Seconds to wait for the agents to catch up.")) -> None:
     """Run the main job: servers up, agents running, real input published, summary printed."""
     from ..demo import DemoError, print_summary, run_demo
 

@@ -14,10 +14,11 @@ DUMP = REPO_ROOT.parent / "shared" / "data" / "stackexchange-quantumcomputing"
 
 
 @pytest.mark.skipif(not DUMP.is_dir(), reason=f"the Stack Exchange dump is not at {DUMP}")
+@pytest.mark.timeout(1800)  # every agent (models included) over the whole dump on 2 cores
 def test_demo_publishes_the_dump_and_the_views_match_it(pipeline, tmp_path: Path):
     settings = pipeline.with_(app_id="demo-test")
     console = Console(file=open(tmp_path / "demo.out", "w"), width=120)
-    result = run_demo(settings, stackexchange=DUMP, media=None, photos=True, timeout_s=600,
+    result = run_demo(settings, stackexchange=DUMP, media=None, photos=True, timeout_s=1500,
                       console=console)
     print_summary(result, console)
     published = result.published

@@ -175,3 +175,15 @@ def test_search_payload_is_marked_once_the_post_is_enriched():
     (mark,) = [e for e in run(join, ("content-enriched", enr)) if isinstance(e, VectorSetPayload)]
     assert mark.ids == ("p1",) and mark.payload["published"] is False
     assert mark.payload["moderation_action"] == "BLOCK"
+
+
+def test_status_writes_get_strictly_increasing_timestamps_whatever_the_arrival_order():
+    # copyright's verdict (latest event time) arrives before the upload and moderation's REVIEW:
+    # the later IN_REVIEW write must not tie with the earlier PENDING one (Cassandra would keep
+    # the greater value, PENDING)
+    join = GateJoin(("moderation", "copyright"), {})
+    effects = run(join, ("copyright-verdicts", cr("ALLOW", at=T0 + 20)), ("uploads", upload()),
+                  ("moderation-verdicts", mod("REVIEW", at=T0 + 10)))
+    writes = [(e.timestamp_us, e.row["status"]) for e in effects if isinstance(e, Upsert)]
+    assert [w[1] for w in writes] == ["PENDING", "IN_REVIEW"]
+    assert writes[0][0] < writes[1][0]

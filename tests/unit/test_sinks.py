@@ -78,12 +78,25 @@ def test_set_payload_within_one_batch_applies_in_order(index):
                    "b": {"creator_id": "u2", "published": False, "moderation_action": "BLOCK"}}
 
 
-def test_failed_set_payload_stays_buffered(index):
+def test_failed_set_payload_stays_buffered(index, monkeypatch):
     sink = VectorSink(index)
-    sink.add(VectorSetPayload("nope", ("p0",), {"published": True}))
-    with pytest.raises(SinkError, match="nope"):
+    sink.add(VectorSetPayload("content", ("p0",), {"published": True}))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine down")
+
+    monkeypatch.setattr(index, "set_payload", broken)
+    with pytest.raises(SinkError, match="engine down"):
         sink.flush()
     assert len(sink) == 1
+
+
+def test_set_payload_on_a_collection_that_does_not_exist_is_dropped(index):
+    # like an id without a point: there is nothing to update (e.g. a publisher marking posts
+    # before clip_ai ever created the collection), and the batch must not wait forever
+    sink = VectorSink(index)
+    sink.add(VectorSetPayload("nope", ("p0",), {"published": True}))
+    assert sink.flush() == 0 and len(sink) == 0
     with pytest.raises(TypeError, match="tuple of ids"):
         sink.add(VectorSetPayload("content", "p0", {"published": True}))
 
