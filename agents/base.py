@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, MutableMapping, Protocol, Sequence
 
 from streams.effects import Effect
@@ -36,6 +37,18 @@ Setup = Callable[[Any, dict[str, MutableMapping[str, Any]]], BatchProcessor]
 #: Namespace of every id Pulse derives (uuid5), so a derived event's id is a pure function of
 #: the agent and its cause: a re-delivered input yields the same output ``event_id``.
 PULSE_NAMESPACE = uuid.UUID("6f1c2a4e-5d0b-4c3e-9a57-2b8f0e6d1c44")
+
+
+def ms_of(t: Any) -> int:
+    """An event time (aware datetime, as decoded, or epoch ms) as epoch milliseconds."""
+    if isinstance(t, datetime):
+        return int(round(t.timestamp() * 1000))
+    return int(t)
+
+
+def dt_of(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def derived_event_id(agent: str, cause_event_id: str, part: str = "") -> str:

@@ -37,12 +37,12 @@ table still writes the same event. A post already published is not withdrawn by 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, MutableMapping, Sequence
 
 from streams.effects import Effect, Emit, Upsert, VectorSetPayload
 
-from .base import AgentSpec, derived_event_id
+from .base import AgentSpec, derived_event_id, dt_of, ms_of
 
 log = logging.getLogger("pulse.publisher")
 
@@ -57,17 +57,6 @@ _SEVERITY = {"ALLOW": 0, "RESTRICT": 1, "REVIEW": 2, "BLOCK": 3}
 #: The vector collection whose post payloads the publisher marks (``published``, ``gate_status``,
 #: ``moderation_action``, ``distribution``) once CLIP AI has enriched the post.
 CONTENT_COLLECTION = "content"
-
-
-def _ms(t: Any) -> int:
-    """An event time (aware datetime or epoch ms) as epoch milliseconds."""
-    if isinstance(t, datetime):
-        return int(round(t.timestamp() * 1000))
-    return int(t)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 class GateJoin:
@@ -109,7 +98,7 @@ class GateJoin:
 
     def _fold(self, state: dict[str, Any], topic: str, record: dict[str, Any]) -> bool:
         """Merge one event into ``state``; False when it changes nothing (duplicate, comment)."""
-        at = _ms(record["event_time"])
+        at = ms_of(record["event_time"])
         if topic == "uploads":
             if state.get("upload", {}).get("event_id") == record["event_id"]:
                 return False
@@ -196,14 +185,14 @@ class GateJoin:
         enrichment = state.get("enrichment") or {}
         return {
             "event_id": derived_event_id(NAME, post_id, "published"),
-            "event_time": _dt(at), "producer": NAME,
+            "event_time": dt_of(at), "producer": NAME,
             "cause_event_id": max(((state[g]["at"], state[g]["event_id"]) for g in self.verdict_gates
                                    if g in state), default=(0, up["event_id"]))[1],
             "post_id": post_id, "creator_id": up["creator_id"], "kind": up["kind"],
             "content_type": up["content_type"],
             "distribution": "RESTRICTED" if status == "RESTRICTED" else "FULL",
-            "uploaded_at": _dt(up["at"]),
-            "expires_at": None if life is None else _dt(up["at"]) + life,
+            "uploaded_at": dt_of(up["at"]),
+            "expires_at": None if life is None else dt_of(up["at"]) + life,
             "hashtags": up["hashtags"],
             "categories": enrichment.get("categories") or {},
             "quality_score": enrichment.get("quality_score"),

@@ -9,27 +9,16 @@ id alone.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from streams.effects import Delete, Effect, Emit, Upsert
 
-from .base import derived_event_id
+from .base import derived_event_id, dt_of, ms_of  # noqa: F401 - re-exported for the gates
 
 #: How long a review task may wait before it is overdue (ReviewTask.deadline).
 REVIEW_DEADLINE = timedelta(hours=24)
 QUEUES = ("moderation", "copyright")
-
-
-def ms_of(t: Any) -> int:
-    """An event time (aware datetime or epoch ms) as epoch milliseconds."""
-    if isinstance(t, datetime):
-        return int(round(t.timestamp() * 1000))
-    return int(t)
-
-
-def dt_of(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def review_task_id(agent: str, created_ms: int, cause_event_id: str) -> str:

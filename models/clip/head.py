@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from models import calibration
 from models.clip.imagenet import file_version
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
@@ -211,27 +212,8 @@ def fit_head(x: np.ndarray, y: Sequence[str], features: Mapping[str, int], *, c:
 
 def fit_temperature(logits: np.ndarray, y_index: np.ndarray, bounds: tuple[float, float] = (0.25, 4.0)) -> float:
     """The temperature ``T`` minimising the negative log-likelihood of ``softmax(logits / T)``
-    (golden-section search over ``log T``; Guo et al. 2017), within ``bounds``: on small,
+    (``models.calibration.fit_temperature``; Guo et al. 2017), within ``bounds``: on small,
     separable data every out-of-fold prediction is right and the likelihood keeps improving as
     ``T -> 0``, which would make the head claim certainty it has not earned."""
-    logits = np.asarray(logits, np.float64)
-    y_index = np.asarray(y_index)
-
-    def nll(log_t: float) -> float:
-        p = _softmax(logits / np.exp(log_t))
-        return float(-np.mean(np.log(np.maximum(p[np.arange(len(p)), y_index], 1e-12))))
-
-    lo, hi = float(np.log(bounds[0])), float(np.log(bounds[1]))
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(60):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(b)
-    return float(np.exp((lo + hi) / 2))
+    return calibration.fit_temperature(logits, y_index,
+                                       (float(np.log(bounds[0])), float(np.log(bounds[1]))))

@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from models import calibration
 import scipy.sparse as sp
 import sklearn
 from sklearn.feature_extraction.text import HashingVectorizer
@@ -94,25 +96,8 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature T > 0 minimising the negative log-likelihood of ``softmax(logits / T)``
-    on labels ``y`` (golden-section search over log T in [-3, 3])."""
-    def nll(log_t: float) -> float:
-        p = softmax(logits / np.exp(log_t))
-        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
-
-    lo, hi = -3.0, 3.0
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(60):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(b)
-    return float(np.exp((lo + hi) / 2))
+    on labels ``y`` (``models.calibration.fit_temperature``, log T in [-3, 3])."""
+    return calibration.fit_temperature(logits, y, (-3.0, 3.0))
 
 
 class FastTextModel:
