@@ -68,6 +68,26 @@ def media_path(uri: str | None) -> str | None:
     return uri
 
 
+def check_media_size(path: str, max_bytes: int) -> None:
+    """Refuse media over ``PULSE_MEDIA_MAX_BYTES`` before decoding it.
+
+    Raises
+    ------
+    MediaError
+        The file is larger than ``max_bytes`` (the message gives both sizes in MB).
+    OSError
+        The file cannot be read (missing, no permission).
+    """
+    import os
+
+    from models.fingerprints import MediaError
+
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise MediaError(f"file too large: {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB "
+                         f"limit (PULSE_MEDIA_MAX_BYTES)")
+
+
 class ContentGuard:
     """The agent's core over a loaded :class:`models.moderation.Moderator`."""
 
@@ -126,6 +146,7 @@ class ContentGuard:
             path = media_path(record.get("media_uri"))
             if path is None:
                 raise MediaError(f"a {kind.lower()} post without media_uri")
+            check_media_size(path, self.max_media_bytes)
             if kind == "IMAGE":
                 return self.moderator.moderate_image(path)
             return self.moderator.moderate_video(path)

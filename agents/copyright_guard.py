@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from streams.effects import Effect, Emit, Upsert
 
 from .base import AgentSpec, derived_event_id
-from .content_guard import media_path
+from .content_guard import check_media_size, media_path
 from .review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
                            task_created_ms, task_effects)
 
@@ -152,9 +152,10 @@ class CopyrightGuard:
     """The agent's core: a bank kept current by a :class:`ReferenceFeed` (or filled directly in
     tests), matching each upload."""
 
-    def __init__(self, bank, feed: ReferenceFeed | None = None):
+    def __init__(self, bank, feed: ReferenceFeed | None = None, max_media_bytes: int = 150 * 1024 * 1024):
         self.bank = bank
         self.feed = feed
+        self.max_media_bytes = max_media_bytes
 
     def process_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
         if self.feed is not None and any(t == "uploads" for t, _ in items):
@@ -180,7 +181,8 @@ class CopyrightGuard:
             path = media_path(record.get("media_uri"))
             if path is None:
                 raise ValueError(f"a {record['kind'].lower()} post without media_uri")
-        except ValueError as exc:
+            check_media_size(path, self.max_media_bytes)
+        except (ValueError, OSError) as exc:  # MediaError is a ValueError
             return bad_media_decision(str(exc), latency_ms=(time.perf_counter() - t0) * 1000)
         metadata = {"title": record.get("title"), "caption": record.get("caption"),
                     "hashtags": list(record.get("hashtags") or [])}
@@ -262,7 +264,7 @@ def setup(settings, tables) -> CopyrightGuard:  # noqa: ARG001 - the bank is a g
     feed = ReferenceFeed(settings, bank)
     feed.catch_up()
     log.info("copyright_guard: %d reference(s) loaded", len(bank))
-    return CopyrightGuard(bank, feed)
+    return CopyrightGuard(bank, feed, settings.media_max_bytes)
 
 
 SPEC = AgentSpec(

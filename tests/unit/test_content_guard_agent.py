@@ -145,3 +145,14 @@ def test_task_ids_sort_by_age_and_reject_foreign_ids():
     with pytest.raises(ValueError):
         task_created_ms("abc")
     assert upload_text({"title": "T", "caption": "c", "hashtags": ["#x", "y"]}) == "T\nc\n#x\n#y"
+
+
+def test_media_over_the_configured_size_gets_a_verdict_without_being_decoded(tmp_path):
+    mod = ScriptedModerator()
+    guard = ContentGuard(mod, max_media_bytes=1000)
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + b"\0" * 2000)
+    (out,) = guard.process_batch([("uploads", upload("nice", "IMAGE", big.as_uri()))])
+    (v,) = emits(out, "moderation-verdicts")
+    assert v["action"] == "BLOCK" and "PULSE_MEDIA_MAX_BYTES" in " ".join(v["reasons"])
+    assert mod.images == []

@@ -119,3 +119,11 @@ def test_review_verdict_queues_a_copyright_task_and_the_decision_is_final(guard,
     assert (final["action"], final["model"]) == ("ALLOW", "human-review")
     assert g.process_batch([("review-decisions", dict(decision, queue=None))]) == [[]]
     assert v["action"] == "REVIEW"
+
+
+def test_media_over_the_configured_size_is_not_fingerprinted(guard, tmp_path):
+    g, images = guard
+    small = CopyrightGuard(g.bank, max_media_bytes=1000)
+    (out,) = small.process_batch([("uploads", upload("p9", "IMAGE", images[0]))])
+    v = verdict(out)
+    assert "PULSE_MEDIA_MAX_BYTES" in " ".join(v["reasons"]) and v["matches"] == []
