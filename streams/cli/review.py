@@ -10,7 +10,8 @@ from rich.table import Table
 
 from .common import app, console, friendly, register_user_errors, settings
 
-review_app = typer.Typer(help="Human review of what the gates (Content Guard, Copyright Guard) could not decide.",
+review_app = typer.Typer(help="Human review of what the gates (Content Guard, Copyright Guard) "
+                              "could not decide.",
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
