@@ -88,6 +88,27 @@ def check_media_size(path: str, max_bytes: int) -> None:
                          f"limit (PULSE_MEDIA_MAX_BYTES)")
 
 
+def upload_media(record: dict[str, Any], max_bytes: int) -> str:
+    """The local path of an IMAGE or VIDEO upload's media, checked against the size limit.
+
+    Raises
+    ------
+    MediaError
+        No ``media_uri``, or the file is over ``max_bytes``.
+    ValueError
+        A ``media_uri`` scheme Pulse cannot read (:func:`media_path`).
+    OSError
+        The file cannot be read.
+    """
+    from models.fingerprints import MediaError
+
+    path = media_path(record.get("media_uri"))
+    if path is None:
+        raise MediaError(f"a {record['kind'].lower()} post without media_uri")
+    check_media_size(path, max_bytes)
+    return path
+
+
 class ContentGuard:
     """The agent's core over a loaded :class:`models.moderation.Moderator`."""
 
@@ -136,21 +157,16 @@ class ContentGuard:
 
     def _moderate_media(self, record: dict[str, Any]):
         """The media verdict of an IMAGE or VIDEO upload; bad media -> a BLOCK verdict."""
-        from models.fingerprints import MediaError
-
         kind = record.get("kind")
         if kind not in ("IMAGE", "VIDEO"):
             return None
         start = time.perf_counter()
         try:
-            path = media_path(record.get("media_uri"))
-            if path is None:
-                raise MediaError(f"a {kind.lower()} post without media_uri")
-            check_media_size(path, self.max_media_bytes)
+            path = upload_media(record, self.max_media_bytes)
             if kind == "IMAGE":
                 return self.moderator.moderate_image(path)
             return self.moderator.moderate_video(path)
-        except (MediaError, ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # MediaError is a ValueError
             return self.moderator.bad_media(str(exc), (time.perf_counter() - start) * 1000)
 
     # -- one item -------------------------------------------------------------------------------

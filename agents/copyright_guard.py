@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from streams.effects import Effect, Emit, Upsert
 
 from .base import AgentSpec, derived_event_id
-from .content_guard import check_media_size, media_path
+from .content_guard import media_path, upload_media
 from .review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
                            task_created_ms, task_effects)
 
@@ -178,10 +178,7 @@ class CopyrightGuard:
                                      reasons=["text post: no media to fingerprint"])
         t0 = time.perf_counter()
         try:
-            path = media_path(record.get("media_uri"))
-            if path is None:
-                raise ValueError(f"a {record['kind'].lower()} post without media_uri")
-            check_media_size(path, self.max_media_bytes)
+            path = upload_media(record, self.max_media_bytes)
         except (ValueError, OSError) as exc:  # MediaError is a ValueError
             return bad_media_decision(str(exc), latency_ms=(time.perf_counter() - t0) * 1000)
         metadata = {"title": record.get("title"), "caption": record.get("caption"),

@@ -9,42 +9,23 @@ pass-through agent (decode, validate, re-encode, emit) over the same number of e
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..settings import REPO_ROOT, Settings
+from ..settings import Settings
+from .backbone import _run_loop
 
 Step = Callable[[str], None]
 
 
 def _agent_run(settings: Settings, agent: str, n: int, timeout_s: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        result, log = Path(tmp) / "result.json", Path(tmp) / "agent.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-        env.update(PULSE_HOME=str(settings.home), PULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-                   PULSE_CASSANDRA_HOSTS=",".join(settings.cassandra_hosts))
-        for var in ("PULSE_GATES", "PULSE_MODERATION_MODEL", "PULSE_MEDIA_MAX_BYTES"):
-            if os.environ.get(var):
-                env[var] = os.environ[var]
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "streams.bench.loops", "agent",
-                                     settings.kafka_bootstrap, agent, "-", str(n), str(result)],
-                                    cwd=REPO_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if not result.exists():
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the {agent} run produced no result (exit {proc.returncode}):\n{tail}")
-        return json.loads(result.read_text())
+    env = {"PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "PULSE_CASSANDRA_HOSTS": ",".join(settings.cassandra_hosts)}
+    env.update({v: os.environ[v] for v in ("PULSE_GATES", "PULSE_MODERATION_MODEL",
+                                           "PULSE_MEDIA_MAX_BYTES") if os.environ.get(v)})
+    return _run_loop("agent", settings, agent, "-", n, timeout_s, env)
 
 
 def bench_agent_throughput(agent: str, events: Iterable[tuple[str, dict]], *,

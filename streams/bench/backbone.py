@@ -136,12 +136,16 @@ def bench_publish(settings: Settings, n: int = 100_000) -> dict:
             "ratio": round(pulse / plain, 3)}
 
 
-def _run_loop(kind: str, settings: Settings, src: str, dst: str, n: int, timeout_s: float) -> dict:
+def _run_loop(kind: str, settings: Settings, src: str, dst: str, n: int, timeout_s: float,
+              env_extra: dict[str, str] | None = None) -> dict:
+    """Run one ``streams.bench.loops`` process (``kind``: plain, plain-avro, pulse, agent) and
+    return its result JSON; its log tail is in the error when it produced none."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         log = Path(tmp) / "loop.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
         env["PULSE_HOME"] = str(settings.home)
+        env.update(env_extra or {})
         for var in ("PULSE_BENCH_PROFILE",):
             if kind == "pulse" and os.environ.get(var):
                 env[var] = os.environ[var]
