@@ -3,6 +3,8 @@
 An agent is an :class:`AgentSpec`. Its ``process(topic, record) -> list[Effect]`` does no I/O: it
 maps one decoded event to effects (rows to upsert, events to emit, vectors to index). The Faust
 binding (``streams.runtime``), replay, tests and benchmarks all call the same ``process``.
+Agents that hold state or models instead give a ``setup`` that builds a :class:`BatchProcessor`
+once per worker; its ``process_batch`` is likewise free of I/O except reading media and models.
 """
 from __future__ import annotations
 

@@ -2,12 +2,15 @@
 
 1. bring the servers up (or use the configured external ones), create topics and views;
 2. start a `pulse worker` process running every registered agent;
-3. publish a real platform's history (a Stack Exchange dump: sign-ups, posts, comments,
-   favourites and derived follows, in time order with their real timestamps) and real media
-   (scikit-image's sample photos, and the video clips of ``--media``) as events;
+3. publish the works rights holders register (``streams.demo_gates``), then a real platform's
+   history (a Stack Exchange dump: sign-ups, posts, comments, favourites and derived follows, in
+   time order with their real timestamps), real media (scikit-image's sample photos, and the
+   video clips of ``--media``) and a disguised copy of a registered photo as events;
 4. wait until the worker's consumer group has committed every published offset;
-5. print a summary per topic and per view, and stop the worker (the servers keep running, so the
-   views can be queried: `pulse posts`, `pulse follows`; `pulse down` stops them).
+5. stop the worker and print a summary per topic and per view, what the gates decided and what
+   CLIP AI found, with searches over the demo's posts (``streams.demo_clip``); the servers keep
+   running, so the views can be queried: `pulse posts`, `pulse review list`; `pulse down` stops
+   them.
 """
 from __future__ import annotations
 
