@@ -62,3 +62,37 @@ def test_user_errors_are_one_line(tmp_path, args, message):
     assert out.returncode == 1, out.stdout + out.stderr
     assert message in " ".join(out.stderr.split())
     assert "Traceback" not in out.stderr
+
+
+DAVIDSON = Path(REPO_ROOT).parent / "shared" / "data" / "davidson" / "labeled_dev.csv"
+
+
+@shipped
+@pytest.mark.skipif(not DAVIDSON.is_file(), reason=f"real data absent: {DAVIDSON}")
+def test_eval_on_held_out_rows_with_same_run_baseline_and_plot(tmp_path):
+    import csv
+
+    from models.moderation import artifacts
+    from models.moderation.datasets import read_labelled, text_key
+
+    seen = set(artifacts.load_seen_keys(artifacts.resolve(None)).tolist())
+    rows = read_labelled(DAVIDSON)
+    is_seen = [int(text_key(r.text), 16) in seen for r in rows]
+    held = [r for r, s in zip(rows, is_seen) if not s][:300]
+    trained = [r for r, s in zip(rows, is_seen) if s][:900]
+    f = tmp_path / "slice.csv"
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["tweet", "class"])
+        w.writerows([r.text, r.label] for r in held + trained)
+    png = tmp_path / "pr.png"
+    out = pulse(tmp_path, "eval", "moderation", "--data", str(f), "--plot", str(png))
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["evaluated_rows"] == 300 and rep["rows_in_file"] == 1200
+    assert sum(rep["share_decided"].values()) == pytest.approx(1.0, abs=1e-3)
+    base = rep["baseline_same_run"]
+    assert base["trained_on_rows"] == 900
+    assert set(base["per_class"]) == {"hate", "harassment", "none"}
+    assert isinstance(base["system_beats_baseline"]["weighted_f1"], bool)
+    assert rep["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
