@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-DEFAULT_VERSION = "davidson-v1"
+DEFAULT_VERSION = "davidson-v2"
 """The shipped version, loaded when no version is named."""
 
 

