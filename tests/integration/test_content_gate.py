@@ -105,7 +105,7 @@ def test_content_gate_end_to_end_with_review_round_trip(pipeline, workers, texts
 
     # the review queue shows the task; deciding publishes the post
     task_id = v[posts["review"]]["review_task_id"]
-    listed = cli(pipeline, app_id, "review", "list", "--json", "--limit", "500")
+    listed = cli(pipeline, app_id, "review", "list", "--json", "--limit", "20000")
     assert listed.returncode == 0, listed.stderr
     tasks = [json.loads(line) for line in listed.stdout.splitlines()]
     assert task_id in [t["task_id"] for t in tasks]
@@ -127,6 +127,6 @@ def test_content_gate_end_to_end_with_review_round_trip(pipeline, workers, texts
     final = [r for _, r in read_topic(pipeline, "moderation-verdicts")
              if r["post_id"] == posts["review"] and r["tier"] == "HUMAN"]
     assert final[0]["action"] == "ALLOW" and final[0]["review_task_id"] == task_id
-    listed = cli(pipeline, app_id, "review", "list", "--json", "--limit", "500")
+    listed = cli(pipeline, app_id, "review", "list", "--json", "--limit", "20000")
     assert task_id not in listed.stdout
     assert proc.poll() is None
