@@ -33,32 +33,74 @@ def _row(r) -> dict[str, Any]:
     return r._asdict()
 
 
-def pending_tasks(settings: Settings, limit: int = 50, queue: str | None = None) -> list[dict[str, Any]]:
+def pending_tasks(settings: Settings, limit: int = 50, queue: str | None = None,
+                  page_size: int | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` pending review tasks of ``queue`` (default: every queue), oldest first,
     each with its scores and reasons.
 
     Returns dicts with the ``review_tasks`` columns (``task_id``, ``post_id``, ``author_id``,
     ``comment_id``, ``priority``, ``scores``, ``reasons``, ``text``, ``media_uri``,
-    ``created_at``, ``status``, ...). A task already claimed by a decision that Content Guard has
-    not processed yet is left out.
+    ``created_at``, ``status``, ...). A task already claimed by a decision that its gate has not
+    processed yet is left out.
+
+    Reads ``review_pending`` one page at a time (each queue is one partition, clustered by
+    creation time) and looks up each page's tasks and claims with concurrent prepared statements
+    (``cassandra.concurrent``), so a page costs about one round trip, not two per task.
+    ``page_size``: rows read per queue per page (default ``max(limit, 50)``).
     """
+    from cassandra.concurrent import execute_concurrent_with_args
+
     if queue is not None and queue not in QUEUES:
         raise ReviewError(f"no review queue {queue!r}; the queues are {', '.join(QUEUES)}")
+    if limit <= 0:
+        return []
+    page = page_size or max(limit, 50)
     with view_session(settings) as s:
-        rows = []
-        for name in (queue,) if queue else QUEUES:
-            rows += list(s.execute("SELECT created_at, task_id FROM review_pending WHERE queue = %s "
-                                   "LIMIT %s", (name, limit * 2)))
-        rows.sort(key=lambda r: (r.created_at, r.task_id))
-        out = []
-        for q in rows:
-            task = s.execute("SELECT * FROM review_tasks WHERE task_id = %s", (q.task_id,)).one()
-            claim = s.execute("SELECT task_id FROM review_claims WHERE task_id = %s", (q.task_id,)).one()
-            if task is None or task.status != "PENDING" or claim is not None:
-                continue
-            out.append(_row(task))
-            if len(out) >= limit:
+        get_page = s.prepare("SELECT created_at, task_id FROM review_pending WHERE queue = ? "
+                             "AND (created_at, task_id) > (?, ?) LIMIT ?")
+        get_task = s.prepare("SELECT * FROM review_tasks WHERE task_id = ?")
+        get_claim = s.prepare("SELECT task_id FROM review_claims WHERE task_id = ?")
+
+        def key(r) -> tuple:
+            return (r.created_at, r.task_id)
+
+        names = (queue,) if queue else QUEUES
+        first = datetime(1970, 1, 1)  # naive UTC, as the driver returns timestamps
+        last = {name: (first, "") for name in names}  # key of the last row read per queue
+        more = set(names)  # queues that may hold rows after ``last``
+        heads: dict[str, list] = {name: [] for name in names}  # read, not yet looked up
+        out: list[dict[str, Any]] = []
+        while len(out) < limit:
+            for name in names:
+                if not heads[name] and name in more:
+                    rows = list(s.execute(get_page, (name, *last[name], page)))
+                    if len(rows) < page:
+                        more.discard(name)
+                    if rows:
+                        heads[name], last[name] = rows, key(rows[-1])
+            # merge oldest first; a queue with unread rows bounds how far the merge may go
+            bound = min((last[name] for name in more), default=None)
+            batch = sorted((r for name in names for r in heads[name]
+                            if bound is None or key(r) <= bound), key=key)[:page]
+            if not batch:
                 break
+            taken = {r.task_id for r in batch}
+            for name in names:
+                heads[name] = [r for r in heads[name] if r.task_id not in taken]
+            ids = [(r.task_id,) for r in batch]
+            tasks = execute_concurrent_with_args(s, get_task, ids, concurrency=64)
+            claims = execute_concurrent_with_args(s, get_claim, ids, concurrency=64)
+            for (ok_t, task_rows), (ok_c, claim_rows) in zip(tasks, claims):
+                if not ok_t:
+                    raise task_rows
+                if not ok_c:
+                    raise claim_rows
+                task = task_rows.one()
+                if task is None or task.status != "PENDING" or claim_rows.one() is not None:
+                    continue
+                out.append(_row(task))
+                if len(out) >= limit:
+                    break
         return out
 
 
