@@ -14,8 +14,10 @@ are idempotent.
 Point payload: ``post_id``, ``creator_id``, ``kind`` / ``content_type`` (lower case),
 ``categories`` (top categories), ``hashtags`` (the post's own), ``created_at`` (upload time, epoch
 ms), ``quality``, ``alignment``, ``title``, ``caption`` (first 280 characters), ``alt_text``,
-``media_uri``. ``published`` and ``moderation_action`` are the publisher's to set; clip_ai never
-writes them (see ``streams/search.py`` for how search treats posts not yet gated).
+``media_uri``. ``published``, ``gate_status``, ``moderation_action`` and ``distribution`` are the
+publisher's to set (``publisher.SEARCH_MARKS``); clip_ai never writes them, and its upserts keep
+them (``VectorUpsert.keep``), so a re-run or replay of clip_ai leaves the gates' marks in place
+(see ``streams/search.py`` for how search treats posts not yet gated).
 
 Collection: :func:`setup` ensures ``content`` (with the image tower's width) before the first
 batch. With the embedded qdrant-edge engine it opens, ensures and closes the collection; the
@@ -30,6 +32,7 @@ from typing import Any, Sequence
 from streams.effects import Effect, Emit, VectorUpsert
 
 from .base import AgentSpec, derived_event_id
+from .publisher import SEARCH_MARKS
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class ClipProcessor:
                 "caption": (record.get("caption") or "")[:280], "alt_text": e.alt_text,
                 "media_uri": record.get("media_uri"),
             }
-            out.append(VectorUpsert(COLLECTION, record["post_id"], vectors, payload))
+            out.append(VectorUpsert(COLLECTION, record["post_id"], vectors, payload, keep=SEARCH_MARKS))
         return out
 
     def process_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Sequence[Effect] | BaseException]:

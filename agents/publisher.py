@@ -57,6 +57,9 @@ _SEVERITY = {"ALLOW": 0, "RESTRICT": 1, "REVIEW": 2, "BLOCK": 3}
 #: The vector collection whose post payloads the publisher marks (``published``, ``gate_status``,
 #: ``moderation_action``, ``distribution``) once CLIP AI has enriched the post.
 CONTENT_COLLECTION = "content"
+#: The payload keys the publisher owns on those points; clip_ai's upserts keep them
+#: (``VectorUpsert.keep``), so re-running clip_ai does not hide published posts from search.
+SEARCH_MARKS = ("published", "gate_status", "moderation_action", "distribution")
 
 
 class GateJoin:

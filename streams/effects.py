@@ -42,12 +42,19 @@ class Emit:
 
 @dataclass(frozen=True)
 class VectorUpsert:
-    """Upsert a point into a vector-index collection (see ``streams.vectors``)."""
+    """Upsert a point into a vector-index collection (see ``streams.vectors``).
+
+    The upsert replaces the point's payload, except ``keep``: payload keys another writer owns
+    (e.g. the publisher's search marks on clip_ai's points). Where the point already exists, or a
+    payload update of the id is buffered, their values are carried over unless ``payload`` sets
+    them, so a re-run of the writer does not erase the other writer's keys.
+    """
 
     collection: str
     id: str
     vector: Any
     payload: dict[str, Any] = field(default_factory=dict)
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

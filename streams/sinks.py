@@ -101,7 +101,9 @@ class VectorSink:
     payload update after an upsert of the same id is merged into that upsert's payload; one before
     an upsert is overwritten by it (an upsert replaces the whole payload, as in Qdrant); one after a
     delete is dropped (missing ids are ignored). The remaining payload updates are sent after the
-    upserts and deletes, one ``set_payload`` call per distinct payload.
+    upserts and deletes, one ``set_payload`` call per distinct payload. An upsert's ``keep`` keys
+    survive it: from a buffered update or upsert of the id, else from the stored point (read with
+    one ``get`` per collection at flush).
     """
 
     def __init__(self, index):
@@ -118,8 +120,21 @@ class VectorSink:
         """Buffer one effect (no I/O)."""
         c = effect.collection
         if isinstance(effect, VectorUpsert):
+            deleted = effect.id in self._deletes[c]
             self._deletes[c].discard(effect.id)
-            self._payloads[c].pop(effect.id, None)
+            pending = self._payloads[c].pop(effect.id, None) or {}
+            if effect.keep:
+                # where the kept keys' values come from: an earlier upsert of the id in this batch
+                # (its payload, plus what it still reads from storage), else the buffered payload
+                # updates and the stored point, unless the id was deleted in this batch
+                earlier = self._upserts[c].get(effect.id)
+                if earlier is not None:
+                    source, storable = earlier.payload, set(earlier.keep)
+                else:
+                    source, storable = pending, set() if deleted else set(effect.keep)
+                kept = {k: source[k] for k in effect.keep if k in source and k not in effect.payload}
+                effect = replace(effect, payload={**kept, **effect.payload}, keep=tuple(
+                    k for k in effect.keep if k in storable and k not in kept and k not in effect.payload))
             self._upserts[c][effect.id] = effect
         elif isinstance(effect, VectorDelete):
             for i in effect.ids:
@@ -137,6 +152,14 @@ class VectorSink:
                     self._payloads[c].setdefault(i, {}).update(effect.payload)
         else:
             raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
+
+    def _stored_keys(self, collection: str, upserts: list[VectorUpsert]) -> dict[str, dict[str, Any]]:
+        """id -> the stored values of each upsert's ``keep`` keys (one ``get`` per collection)."""
+        if not upserts or not self._exists(collection):
+            return {}
+        keep = {e.id: e.keep for e in upserts}
+        return {p.id: {k: p.payload[k] for k in keep[p.id] if k in p.payload}
+                for p in self.index.get(collection, list(keep))}
 
     def _exists(self, collection: str) -> bool:
         from .vectors import CollectionNotFoundError
@@ -162,7 +185,9 @@ class VectorSink:
         try:
             for coll, effects in list(self._upserts.items()):
                 if effects:
-                    self.index.upsert(coll, [Point(e.id, e.vector, e.payload) for e in effects.values()])
+                    stored = self._stored_keys(coll, [e for e in effects.values() if e.keep])
+                    self.index.upsert(coll, [Point(e.id, e.vector, {**stored.get(e.id, {}), **e.payload})
+                                             for e in effects.values()])
                     done += len(effects)
                 del self._upserts[coll]
             for coll, ids in list(self._deletes.items()):

@@ -78,6 +78,55 @@ def test_set_payload_within_one_batch_applies_in_order(index):
                    "b": {"creator_id": "u2", "published": False, "moderation_action": "BLOCK"}}
 
 
+MARKS = ("published", "gate_status")
+
+
+def test_upsert_keeps_another_writers_keys_from_the_stored_point(index):
+    sinks = SinkSet(vectors=VectorSink(index))
+    sinks.write([VectorUpsert("content", f"p{i}", vec(i), {"creator_id": "u1"}) for i in range(3)])
+    sinks.write([VectorSetPayload("content", ("p0", "p1"), {"published": True, "gate_status": "PUBLISHED"})])
+    # the enrichment is re-run: new payload, the publisher's marks stay unless set
+    sinks.write([VectorUpsert("content", "p0", vec(4), {"creator_id": "u2"}, keep=MARKS),
+                 VectorUpsert("content", "p1", vec(1), {"creator_id": "u1", "published": False}, keep=MARKS),
+                 VectorUpsert("content", "p2", vec(2), {"creator_id": "u1"}, keep=MARKS),
+                 VectorUpsert("content", "new", vec(5), {"creator_id": "u3"}, keep=MARKS)])
+    got = {p.id: p for p in index.get("content", ["p0", "p1", "p2", "new"])}
+    assert got["p0"].payload == {"creator_id": "u2", "published": True, "gate_status": "PUBLISHED"}
+    np.testing.assert_allclose(got["p0"].vector, vec(4))
+    assert got["p1"].payload == {"creator_id": "u1", "published": False, "gate_status": "PUBLISHED"}
+    assert got["p2"].payload == {"creator_id": "u1"} and got["new"].payload == {"creator_id": "u3"}
+    # without keep an upsert still replaces the whole payload
+    sinks.write([VectorUpsert("content", "p0", vec(0), {"creator_id": "u2"})])
+    assert index.get("content", ["p0"])[0].payload == {"creator_id": "u2"}
+
+
+def test_upsert_keep_within_one_batch(index):
+    sink = VectorSink(index)
+    sinks = SinkSet(vectors=sink)
+    sinks.write([VectorUpsert("content", i, vec(0), {"creator_id": "u0", "published": True})
+                 for i in ("a", "b", "c", "d")])
+    sinks.add([
+        # a payload update buffered before the upsert is kept by it
+        VectorSetPayload("content", ("a",), {"gate_status": "BLOCKED", "published": False}),
+        VectorUpsert("content", "a", vec(1), {"creator_id": "u1"}, keep=MARKS),
+        # deleted earlier in the batch: the stored point's marks are gone with it
+        VectorDelete("content", ("b",)),
+        VectorUpsert("content", "b", vec(2), {"creator_id": "u2"}, keep=MARKS),
+        # an earlier upsert without keep replaced the payload: nothing to read from storage
+        VectorUpsert("content", "c", vec(3), {"creator_id": "u3", "gate_status": "PENDING"}),
+        VectorUpsert("content", "c", vec(3), {"creator_id": "u3b"}, keep=MARKS),
+        # two keeping upserts in a row: the stored marks survive both
+        VectorUpsert("content", "d", vec(4), {"creator_id": "u4"}, keep=MARKS),
+        VectorUpsert("content", "d", vec(4), {"creator_id": "u4b"}, keep=MARKS),
+    ])
+    sinks.flush()
+    got = {p.id: p.payload for p in index.get("content", ["a", "b", "c", "d"])}
+    assert got == {"a": {"creator_id": "u1", "gate_status": "BLOCKED", "published": False},
+                   "b": {"creator_id": "u2"},
+                   "c": {"creator_id": "u3b", "gate_status": "PENDING"},
+                   "d": {"creator_id": "u4b", "published": True}}
+
+
 def test_failed_set_payload_stays_buffered(index, monkeypatch):
     sink = VectorSink(index)
     sink.add(VectorSetPayload("content", ("p0",), {"published": True}))
