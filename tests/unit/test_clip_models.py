@@ -124,6 +124,7 @@ def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco
     point = results[0][1]
     assert isinstance(point, VectorUpsert) and set(point.vector) == {"image", "semantic", "text"}
     assert point.payload["kind"] == "image" and "published" not in point.payload
+    assert set(point.keep) == {"published", "gate_status", "moderation_action", "distribution"}
     assert len(results[5]) == 2 and set(results[5][1].vector) == {"semantic", "text"}  # bad media: its text only
 
     spec = load_collection_specs(dims={"image_dim": models.image_dim})["content"]
