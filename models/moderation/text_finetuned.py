@@ -115,19 +115,22 @@ def _collate(seqs: list[list[int]], pad_id: int):
 class FineTunedClassifier:
     """The fine-tuned classifier. ``logits(texts) -> (n, 3)`` float64 (hate, harassment, none).
 
-    Inference runs under ``torch.no_grad`` on the CPU in length-sorted batches and mutates nothing,
-    so one instance can serve several threads.
+    Inference runs under ``torch.no_grad`` on the CPU in length-sorted batches; the model is not
+    mutated and tokenisation is serialised (a fast tokenizer sets its truncation state per call
+    and refuses concurrent use), so one instance can serve several threads.
     """
 
     def __init__(self, model, tokenizer, config: FineTuneConfig, embedding_sha256: str) -> None:
         self._model = model.eval()
         self._tok = tokenizer
+        self._tok_lock = threading.Lock()
         self.config = config
         self.embedding_sha256 = embedding_sha256
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self._tok([normalise(t) for t in texts], truncation=True,
-                         max_length=self.config.max_len)["input_ids"]
+        with self._tok_lock:
+            return self._tok([normalise(t) for t in texts], truncation=True,
+                             max_length=self.config.max_len)["input_ids"]
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         import torch

@@ -134,3 +134,17 @@ def test_an_artifact_from_an_older_pulse_is_refused_with_the_retrain_command(mod
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelNotFound, match="older Pulse.*retrain it with `pulse train moderation"):
         load_moderator(d)
+
+
+def test_finetuned_classifier_serves_several_threads(moderator):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.moderation.text_finetuned import FineTunedClassifier
+
+    ft = FineTunedClassifier.load(moderator.directory)
+    batches = [[f"text number {i} from thread {k}, you fool" for i in range(40)] for k in range(6)]
+    alone = [ft.logits(b) for b in batches]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(ft.logits, batches))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, atol=1e-5)
