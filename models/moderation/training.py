@@ -7,7 +7,7 @@ Steps (all seeded; the same command on the same files gives the same artifact an
    again here; their keys are simply not in ``seen_keys.npy``.
 2. Fast tier (base): ``text_fast.FastTextModel`` on the train rows.
 3. Heavy tier: all-MiniLM-L6-v2 fine-tuned end to end on the train rows (``text_finetuned``,
-   about 30 minutes on 2 cores; cached by recipe and data). Its logits, the Jigsaw BiLSTM's scores
+   about 10 minutes on 2 cores; cached by recipe and data). Its logits, the Jigsaw BiLSTM's scores
    and the base fast model's logits of the validation rows are stacked; the head is fitted on the
    validation rows (neither the fine-tuned model nor the fast model saw them) and its temperature,
    hate threshold and (below) uncertain band are calibrated on 5-fold out-of-fold head scores of
@@ -41,7 +41,7 @@ from sklearn.model_selection import StratifiedKFold
 from models.moderation import artifacts
 from models.moderation import metrics as M
 from models.moderation.datasets import read_labelled, read_unlabelled, split_rows, text_key
-from models.moderation.encoders import JigsawBiLSTM
+from models.moderation.encoders import EncoderUnavailable, JigsawBiLSTM
 from models.moderation.policy import Policy, load_policy
 from models.moderation.routing import TierRule, calibrate_band, calibrate_hate_threshold, labels
 from models.moderation.text_fast import Featurizer, FastTextModel, fit_temperature, softmax
@@ -117,15 +117,19 @@ def _fit_heavy_head(F: np.ndarray, y: np.ndarray) -> tuple[HeavyHead, np.ndarray
 def _finetuned(cache_dir: Path | None, texts: list[str], y: np.ndarray, config: FineTuneConfig,
                progress) -> tuple[FineTunedClassifier, str]:
     """``fine_tune`` once per (config, exact texts and labels): with the same thread count on the
-    same machine the result is the result, so a cached model is loaded instead (about 30 minutes
-    saved on 2 cores). Returns the model and its cache key."""
+    same machine the result is the result, so a cached model is loaded instead (about 10 minutes
+    saved on 2 cores; a cached model that no longer loads, e.g. after a MiniLM package change, is
+    retrained). Returns the model and its cache key."""
     h = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode())
     for t, label in zip(texts, y):
         h.update(t.encode("utf-8", "surrogatepass") + b"\0" + bytes([int(label)]))
     key = h.hexdigest()[:24]
     where = Path(cache_dir) / f"finetuned-{key}" if cache_dir is not None else None
     if where is not None and (where / WEIGHTS_FILE).is_file():
-        return FineTunedClassifier.load(where), key
+        try:
+            return FineTunedClassifier.load(where), key
+        except (EncoderUnavailable, OSError, ValueError, KeyError):
+            pass  # stale or damaged cache entry: train again and overwrite it
     model = fine_tune(texts, y, config, progress=progress)
     if where is not None:
         model.save(where)

@@ -74,6 +74,13 @@ def test_fine_tuning_cache_gives_the_same_artifact(two_runs, slice_csv, tmp_path
     assert (a / "finetuned.safetensors").read_bytes() == (two_runs[0].directory / "finetuned.safetensors").read_bytes()
     assert (a / "finetuned.safetensors").read_bytes() == (b / "finetuned.safetensors").read_bytes()
     np.testing.assert_array_equal(np.load(a / "heavy.npz")["coef"], np.load(b / "heavy.npz")["coef"])
+    # a damaged cache entry is trained again, not trusted
+    (entry,) = cache.glob("finetuned-*/finetuned.json")
+    entry.write_text("{not json")
+    again = train([slice_csv], None, "slice", out_dir=tmp_path / "c3", command="test",
+                  cache_dir=cache, finetune=FineTuneConfig(epochs=1))
+    assert (again.directory / "finetuned.safetensors").read_bytes() == (a / "finetuned.safetensors").read_bytes()
+    assert json.loads(entry.read_text())["config"]["epochs"] == 1
 
 
 def test_trained_slice_loads_and_moderates(two_runs):
