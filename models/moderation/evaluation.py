@@ -115,8 +115,8 @@ def evaluate(data: str, version: str | None = None, *, progress=_noop,
     """Evaluate artifact ``version`` (None: the shipped default) on the unseen rows of ``data``.
 
     ``latency_sample``: at most this many texts timed one per call for each tier. ``baseline``:
-    also train and score Davidson et al.'s method on the same rows (``baseline_report``; about a
-    minute on the Davidson file). ``plot``: write a PNG of the hate precision-recall curves (fast
+    also train and score Davidson et al.'s method on the same rows (``baseline_report``; about
+    15 s on the Davidson file). ``plot``: write a PNG of the hate precision-recall curves (fast
     tier, heavy tier on every held-out row, baseline) with the operating points there.
 
     Raises
