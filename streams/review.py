@@ -1,10 +1,10 @@
 """The human review round trip, moderators' side: list the pending queue, decide a task.
 
 Content Guard (queue ``moderation``) and Copyright Guard (queue ``copyright``) write every REVIEW
-verdict's task into the ``review_tasks`` and ``review_pending`` views. :func:`pending_tasks` reads the queue oldest first; :func:`decide`
-checks the task, claims it with a Cassandra lightweight transaction (``INSERT ... IF NOT
-EXISTS`` on ``review_claims``: of two moderators deciding one task at once, exactly one wins),
-then publishes the ``ReviewDecision`` on ``review-decisions``. The gate owning the task's queue
+verdict's task into the ``review_tasks`` and ``review_pending`` views. :func:`pending_tasks` reads
+the queue oldest first; :func:`decide` checks the task, claims it with a Cassandra lightweight
+transaction (``INSERT ... IF NOT EXISTS`` on ``review_claims``: of two moderators deciding one
+task at once, exactly one wins), then publishes the ``ReviewDecision`` on ``review-decisions``. The gate owning the task's queue
 turns it into its final verdict, and the decision is a labelled row for the next training run
 (``replay.training.review_labels``).
 """

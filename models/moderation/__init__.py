@@ -12,11 +12,12 @@ Public API (what the content_guard agent calls)
     categories, label, policy_version).
 Modules
     ``policy`` (the versioned policy file), ``datasets`` (labelled/unlabelled text, the split),
-    ``text_fast`` (hashed n-gram logistic regression), ``encoders`` (Jigsaw BiLSTM in
-    torch), ``text_finetuned`` (fine-tuned MiniLM classifier), ``text_heavy`` (stacked head), ``routing`` (decision rule, uncertain band,
-    calibration), ``image`` (open_nsfw), ``tiers`` (Moderator, Verdict), ``artifacts`` (versioned
-    files), ``training``, ``evaluation``, ``baseline`` (Davidson et al.'s method, the same-run
-    baseline), ``plots``, ``bench``, ``metrics``.
+    ``text_fast`` (hashed n-gram logistic regression), ``encoders`` (Jigsaw BiLSTM in torch),
+    ``text_finetuned`` (fine-tuned MiniLM classifier), ``text_heavy`` (stacked head),
+    ``routing`` (decision rule, uncertain band, calibration), ``image`` (open_nsfw), ``tiers``
+    (Moderator, Verdict), ``artifacts`` (versioned files), ``training``, ``evaluation``,
+    ``baseline`` (Davidson et al.'s method, the same-run baseline), ``plots``, ``bench``,
+    ``metrics``.
 
 Heavy imports (torch, transformers, onnxruntime) happen on first use, not on import.
 """

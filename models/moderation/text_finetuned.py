@@ -154,7 +154,7 @@ class FineTunedClassifier:
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+        state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in self._model.state_dict().items() if not k.endswith(_FROZEN)}
         save_file(state, str(d / WEIGHTS_FILE))
         (d / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it owner-only
@@ -204,8 +204,8 @@ def fine_tune(texts: list[str], labels: np.ndarray, config: FineTuneConfig = Fin
     """Fine-tune on ``texts`` with integer ``labels`` (n,) in {0 hate, 1 harassment, 2 none}.
 
     ``progress(batches_done, batches_total)`` is called after every optimiser step. Takes about
-    3.5 minutes per epoch of 8,000 texts on 2 CPU cores (the shipped model: 3 epochs of 8,184). The returned model carries the
-    float16-rounded weights it will be saved with.
+    3.5 minutes per epoch of 8,000 texts on 2 CPU cores (the shipped model: 3 epochs of 8,184).
+    The returned model carries the float16-rounded weights it will be saved with.
 
     Raises
     ------
