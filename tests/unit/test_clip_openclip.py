@@ -6,7 +6,6 @@ never semantic quality.
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -17,21 +16,11 @@ from models.clip.openclip import ClipUnavailable, OpenClipTower
 from streams.vectors import CollectionSpec, Point
 from streams.vectors.edge_index import EdgeIndex
 
-CONFIG = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-          "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    import open_clip
-
-    d = tmp_path_factory.mktemp("tiny-clip")
-    (d / "pulse-test-tiny-clip.json").write_text(json.dumps(CONFIG))
-    open_clip.add_model_config(str(d))
-    torch.manual_seed(0)
-    model = open_clip.create_model("pulse-test-tiny-clip")
-    torch.save(model.state_dict(), d / "tiny.pt")
-    return d
+def checkpoint(tiny_clip):
+    """The shared tiny open_clip checkpoint directory (``tests/unit/conftest.py``)."""
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,6 @@ from models.clip.train import TrainError, train_clip
 from replay.training import clip_rows
 
 CATEGORIES = [c.name for c in load_taxonomy()]
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
 def _unit(seed: str, dim: int) -> np.ndarray:
     v = np.random.default_rng(zlib.crc32(seed.encode())).standard_normal(dim).astype(np.float32)
     return v / np.linalg.norm(v)
@@ -167,18 +163,6 @@ def test_train_clip_writes_a_versioned_head_and_refuses_to_overwrite_it(dataset,
         train_clip(dataset, tmp_path / "art", "v1", ClipConfig(), models=FakeModels())
     with pytest.raises(TrainError, match="PULSE_CLIP_CHECKPOINT"):
         train_clip(dataset, tmp_path / "art", "v2", ClipConfig(), finetune=True, models=FakeModels())
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    import open_clip
-
-    d = tmp_path_factory.mktemp("tiny-clip")
-    (d / "pulse-test-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(str(d))
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("pulse-test-tiny-clip").state_dict(), d / "tiny.pt")
-    return d
 
 
 def test_finetune_runs_the_real_loop_and_writes_a_loadable_checkpoint(dataset, tmp_path, tiny_clip):
