@@ -102,8 +102,8 @@ class VectorSink:
     an upsert is overwritten by it (an upsert replaces the whole payload, as in Qdrant); one after a
     delete is dropped (missing ids are ignored). The remaining payload updates are sent after the
     upserts and deletes, one ``set_payload`` call per distinct payload. An upsert's ``keep`` keys
-    survive it: from a buffered update or upsert of the id, else from the stored point (read with
-    one ``get`` per collection at flush).
+    survive it: from a buffered update or upsert of the id, else from the stored point (its payload
+    read once per collection at flush, without its vectors).
     """
 
     def __init__(self, index):
@@ -154,12 +154,13 @@ class VectorSink:
             raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
 
     def _stored_keys(self, collection: str, upserts: list[VectorUpsert]) -> dict[str, dict[str, Any]]:
-        """id -> the stored values of each upsert's ``keep`` keys (one ``get`` per collection)."""
+        """id -> the stored values of each upsert's ``keep`` keys (one payload read per
+        collection, vectors not fetched)."""
         if not upserts or not self._exists(collection):
             return {}
         keep = {e.id: e.keep for e in upserts}
-        return {p.id: {k: p.payload[k] for k in keep[p.id] if k in p.payload}
-                for p in self.index.get(collection, list(keep))}
+        return {i: {k: payload[k] for k in keep[i] if k in payload}
+                for i, payload in self.index.payloads(collection, list(keep)).items()}
 
     def _exists(self, collection: str) -> bool:
         from .vectors import CollectionNotFoundError

@@ -298,6 +298,11 @@ class VectorIndex(abc.ABC):
         skip fetching vectors)."""
         return [str(uid) for uid, _, _ in self._retrieve(collection, ids)]
 
+    def _retrieve_payloads(self, collection: str, ids: list[str]) -> list[tuple[Any, dict]]:
+        """``(point id, payload)`` of each existing point among UUIDs ``ids`` (engines override
+        this to skip fetching vectors)."""
+        return [(uid, payload) for uid, _, payload in self._retrieve(collection, ids)]
+
     @abc.abstractmethod
     def _retrieve(self, collection: str, ids: list[str]) -> list[tuple[Any, Any, dict]]:
         """``(point id, vector, payload)`` of each existing point among UUIDs ``ids``, any order
@@ -395,6 +400,22 @@ class VectorIndex(abc.ABC):
             present = self._existing(collection, chunk)
             if present:
                 self._set_payload(collection, present, payload)
+
+    def payloads(self, collection: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{id: payload}`` of the stored points among ``ids`` (missing ids are absent), without
+        reading their vectors.
+
+        Raises :class:`CollectionNotFoundError` for an unknown collection.
+        """
+        self._dims(collection)
+        wanted = list(dict.fromkeys(_id_list(ids)))
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), self.upsert_batch_size):
+            chunk = [point_uuid(i) for i in wanted[start:start + self.upsert_batch_size]]
+            for uid, payload in self._retrieve_payloads(collection, chunk):
+                pid, payload = _split_payload(payload, uid)
+                out[pid] = payload
+        return out
 
     def get(self, collection: str, ids: Iterable[str]) -> list[Point]:
         """The stored points among ``ids``, in the order asked (missing ids are skipped).

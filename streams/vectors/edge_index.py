@@ -167,6 +167,10 @@ class EdgeIndex(VectorIndex):
         records = self._shard(collection).shard.retrieve(ids, with_payload=False, with_vector=False)
         return [str(r.id) for r in records]
 
+    def _retrieve_payloads(self, collection, ids):
+        records = self._shard(collection).shard.retrieve(ids, with_payload=True, with_vector=False)
+        return [(r.id, r.payload) for r in records]
+
     def _retrieve(self, collection, ids):
         records = self._shard(collection).shard.retrieve(ids, with_payload=True, with_vector=True)
         return [(r.id, r.vector, r.payload) for r in records]

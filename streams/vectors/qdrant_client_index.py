@@ -117,6 +117,10 @@ class QdrantClientIndex(VectorIndex):
     def _existing(self, collection, ids):
         return [str(r.id) for r in self.client.retrieve(collection, ids, with_payload=False, with_vectors=False)]
 
+    def _retrieve_payloads(self, collection, ids):
+        return [(r.id, r.payload) for r in self.client.retrieve(collection, ids, with_payload=True,
+                                                                with_vectors=False)]
+
     def _retrieve(self, collection, ids):
         records = self.client.retrieve(collection, ids, with_payload=True, with_vectors=True)
         return [(r.id, r.vector, r.payload) for r in records]

@@ -163,6 +163,8 @@ def test_get_keeps_order_skips_missing_and_round_trips_string_ids(index):
     assert got[0].vector.dtype == np.float32 and got[0].vector.shape == (256,)
     hit = index.search("copyright_hashes", bits[1], limit=1)[0]
     assert hit.id == ids[1] and "_id" not in hit.payload
+    payloads = index.payloads("copyright_hashes", [ids[2], "missing", ids[0], ids[2]])
+    assert payloads == {ids[2]: {"n": 2}, ids[0]: {"n": 0}}
 
 
 def test_delete(index):
