@@ -29,10 +29,10 @@ import logging
 import time
 from typing import Any, Sequence
 
-from streams.effects import Effect, Emit, VectorUpsert
+from streams.contracts.effects import Effect, Emit, VectorUpsert
 
-from .base import AgentSpec, derived_event_id
-from .publisher import SEARCH_MARKS
+from streams.contracts.agent import AgentSpec, derived_event_id
+from agents.publisher import SEARCH_MARKS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _ms(t: Any) -> int:
 
 def ensure_content_collection(settings: Any, image_dim: int) -> None:
     """Create (or check) the ``content`` collection for an image tower of width ``image_dim``."""
-    from streams.vectors import load_collection_specs, open_vector_index
+    from streams.stores.vectors import load_collection_specs, open_vector_index
 
     spec = load_collection_specs(dims={"image_dim": image_dim})[COLLECTION]
     with open_vector_index(settings) as index:
@@ -54,7 +54,7 @@ def ensure_content_collection(settings: Any, image_dim: int) -> None:
 
 
 class ClipProcessor:
-    """The agent core: ``process_batch([(topic, upload)]) -> [effects]`` (see :class:`agents.base.BatchProcessor`)."""
+    """The agent core: ``process_batch([(topic, upload)]) -> [effects]`` (see :class:`streams.contracts.agent.BatchProcessor`)."""
 
     def __init__(self, models: Any) -> None:
         self.models = models

@@ -27,10 +27,10 @@ import logging
 import time
 from typing import Any, Sequence
 
-from streams.effects import Effect, Emit, Upsert
+from streams.contracts.effects import Effect, Emit, Upsert
 
-from .base import AgentSpec, derived_event_id
-from .review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
+from streams.contracts.agent import AgentSpec, derived_event_id
+from agents.review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
                            task_created_ms, task_effects)
 
 #: ``model`` of verdicts that a human moderator decided (``model_version`` is the moderator id).

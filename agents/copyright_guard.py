@@ -29,11 +29,11 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from streams.effects import Effect, Emit, Upsert
+from streams.contracts.effects import Effect, Emit, Upsert
 
-from .base import AgentSpec, derived_event_id
-from .content_guard import media_path, upload_media
-from .review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
+from streams.contracts.agent import AgentSpec, derived_event_id
+from agents.content_guard import media_path, upload_media
+from agents.review_tasks import (close_task_effects, decision_queue, decision_reasons, dt_of, ms_of,
                            task_created_ms, task_effects)
 
 log = logging.getLogger("pulse.copyright_guard")
@@ -55,8 +55,8 @@ class ReferenceFeed:
     def __init__(self, settings, bank, *, poll_s: float = 0.2):
         from confluent_kafka import Consumer
 
-        from streams.codec import codec_for
-        from streams.topics import require_bootstrap, topic_spec
+        from streams.contracts.codec import codec_for
+        from streams.contracts.topics import require_bootstrap, topic_spec
 
         self.bank = bank
         self.codec = codec_for(settings, topic_spec(REFERENCES).schema, REFERENCES)
@@ -232,7 +232,7 @@ class CopyrightGuard:
     def on_decision(self, d: dict[str, Any]) -> list[Effect]:
         """A moderator's decision on a ``copyright`` task -> the final verdict (model
         ``human-review``, which the publisher ranks above automatic verdicts)."""
-        from .content_guard import HUMAN_MODEL
+        from agents.content_guard import HUMAN_MODEL
 
         if decision_queue(d) != QUEUE:
             return []

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.effects import Delete, Effect, Upsert, event_time_us
+from streams.contracts.effects import Delete, Effect, Upsert, event_time_us
 
-from .base import AgentSpec
+from streams.contracts.agent import AgentSpec
 
 
 def _ms(record: dict[str, Any]) -> int:

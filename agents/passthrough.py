@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.effects import Effect, Emit
+from streams.contracts.effects import Effect, Emit
 
-from .base import AgentSpec
+from streams.contracts.agent import AgentSpec
 
 
 def make_spec(source: str, sink: str, schema: str, batch_size: int = 1000) -> AgentSpec:

@@ -40,9 +40,9 @@ import logging
 from datetime import timedelta
 from typing import Any, MutableMapping, Sequence
 
-from streams.effects import Effect, Emit, Upsert, VectorSetPayload
+from streams.contracts.effects import Effect, Emit, Upsert, VectorSetPayload
 
-from .base import AgentSpec, derived_event_id, dt_of, ms_of
+from streams.contracts.agent import AgentSpec, derived_event_id, dt_of, ms_of
 
 log = logging.getLogger("pulse.publisher")
 

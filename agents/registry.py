@@ -1,8 +1,8 @@
 """The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
 from __future__ import annotations
 
-from . import clip_ai, content_guard, copyright_guard, materializer, publisher
-from .base import AgentSpec
+from agents import clip_ai, content_guard, copyright_guard, materializer, publisher
+from streams.contracts.agent import AgentSpec
 
 #: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
 AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from streams.effects import Delete, Effect, Emit, Upsert
+from streams.contracts.effects import Delete, Effect, Emit, Upsert
 
-from .base import derived_event_id, dt_of, ms_of  # noqa: F401 - re-exported for the gates
+from streams.contracts.agent import derived_event_id, dt_of, ms_of  # noqa: F401 - re-exported for the gates
 
 #: How long a review task may wait before it is overdue (ReviewTask.deadline).
 REVIEW_DEADLINE = timedelta(hours=24)

@@ -34,11 +34,11 @@ from typing import Any, Callable, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streams.schemas import default_catalog
+from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
-from streams.topics import topic_spec
+from streams.contracts.topics import topic_spec
 
-from .reader import Position, read_topic
+from replay.reader import Position, read_topic
 
 ROW_GROUP_SIZE = 10_000
 """Rows per Parquet row group: also how many rows the exporter holds in memory at once."""

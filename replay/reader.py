@@ -9,9 +9,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from streams.codec import CodecError, codec_for
+from streams.contracts.codec import CodecError, codec_for
 from streams.settings import Settings
-from streams.topics import require_bootstrap, topic_spec
+from streams.contracts.topics import require_bootstrap, topic_spec
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 :func:`rebuild_views` reads every source topic of the chosen agents as raw bytes, from the start
 of each partition (or from a Kafka timestamp) up to the end offsets taken when the replay began,
-and feeds them to exactly what a worker runs per batch: :func:`streams.runtime.process_batch`,
+and feeds them to exactly what a worker runs per batch: :func:`streams.runtime.batch.process_batch`,
 then ``ctx.sinks(spec.sinks).write(effects)``. Views are idempotent upserts written at event time
 (``USING TIMESTAMP``), so replaying over a live view leaves the same rows and write times.
 
@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from agents.registry import select
-from streams.deadletters import DEAD_LETTER_TOPIC
-from streams.runtime import RawMessage, RuntimeContext, process_batch
+from streams.contracts.deadletters import DEAD_LETTER_TOPIC
+from streams.runtime.batch import RawMessage, RuntimeContext, process_batch
 from streams.settings import Settings
-from streams.topics import TopicError, require_bootstrap
+from streams.contracts.topics import TopicError, require_bootstrap
 
 Progress = Callable[[int, int], None]
 """``on_progress(messages_done, messages_total)``; the total shrinks when a partition ends early
@@ -257,7 +257,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         An unknown agent name.
     TopicError
         Kafka is not configured or reachable, or a source topic is missing.
-    streams.sinks.SinkError, streams.cassandra.ViewStoreError
+    streams.sinks.writers.SinkError, streams.stores.cassandra.ViewStoreError
         Writing the views failed.
     TimeRangeError
         ``start_ms >= end_ms``.
@@ -274,13 +274,13 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
            "dead_letters_published": 0, "dead_letter_list": []}
     publisher = None
     if emit:
-        from streams.publisher import Publisher
+        from streams.producer import Publisher
 
         publisher = Publisher(settings, producer_name="pulse-replay")
     total = [0]
 
     def run(spec, batch: list[RawMessage]) -> None:
-        # exactly the worker's per-batch logic (streams.runtime.bind / apply_effects), synchronously
+        # exactly the worker's per-batch logic (streams.runtime.batch.bind / apply_effects), synchronously
         effects, emits = process_batch(ctx, spec, batch)
         if effects:
             out["effects"] += ctx.sinks(spec.sinks).write(effects)

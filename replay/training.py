@@ -98,7 +98,7 @@ def export_clip_dataset(settings: Any, out_dir: Path | str, *, timeout_s: float 
     """Read ``uploads``, ``content-enriched`` and ``erasure-requests`` to their current ends and
     write a CLIP dataset under ``out_dir``. Returns the manifest plus ``skipped`` counts.
 
-    Raises :class:`streams.topics.TopicError` without a broker, :class:`streams.codec.CodecError`
+    Raises :class:`streams.contracts.topics.TopicError` without a broker, :class:`streams.contracts.codec.CodecError`
     for an undecodable record.
     """
     from models.clip.taxonomy import load_taxonomy

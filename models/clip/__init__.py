@@ -7,7 +7,7 @@
 - :mod:`models.clip.media`: decoding uploads, technical quality.
 - :mod:`models.clip.understanding`, :mod:`models.clip.taxonomy`: categories, alt-text, hashtags.
 - :mod:`models.clip.enrich`: :class:`ContentModels`, everything clip_ai loads, batched.
-- :mod:`models.clip.evaluate`, :mod:`models.clip.bench`, :mod:`models.clip.head`: eval, bench, training.
+- :mod:`models.clip.evaluate`, :mod:`streams.bench.clip`, :mod:`models.clip.head`: eval, bench, training.
 
 Modules import torch lazily where they can; import the submodule you need.
 """

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..settings import Settings
-from .backbone import _run_loop
+from streams.settings import Settings
+from streams.bench.backbone import _run_loop
 
 Step = Callable[[str], None]
 
@@ -39,11 +39,11 @@ def bench_agent_throughput(agent: str, events: Iterable[tuple[str, dict]], *,
     """
     from agents.registry import AGENTS
 
-    from ..cassandra import apply_schema
-    from ..publisher import Publisher
-    from ..servers.supervisor import down, up
-    from ..topics import create_topics
-    from .backbone import bench_passthrough
+    from streams.stores.cassandra import apply_schema
+    from streams.producer import Publisher
+    from streams.servers.supervisor import down, up
+    from streams.servers.topics_admin import create_topics
+    from streams.bench.backbone import bench_passthrough
 
     spec = AGENTS[agent]
     events = list(events)

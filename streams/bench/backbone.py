@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from ..settings import REPO_ROOT, Settings
+from streams.settings import REPO_ROOT, Settings
 
 Step = Callable[[str], None]
 
@@ -54,8 +54,8 @@ def bench_codec(n: int = 50_000) -> dict:
     """Encode and decode events/s: Pulse's codec vs plain fastavro on the same records."""
     import fastavro
 
-    from ..codec import AvroCodec
-    from ..schemas import default_catalog
+    from streams.contracts.codec import AvroCodec
+    from streams.contracts.schemas import default_catalog
 
     cat = default_catalog()
     codec = AvroCodec(cat, "Upload")
@@ -84,7 +84,8 @@ def bench_codec(n: int = 50_000) -> dict:
 
 
 def _create(settings: Settings, names: list[str], partitions: int = 4) -> None:
-    from ..topics import TopicSpec, create_topics
+    from streams.contracts.topics import TopicSpec
+    from streams.servers.topics_admin import create_topics
 
     create_topics(settings, [TopicSpec(nm, "Upload", "post_id", partitions, 1, "log") for nm in names])
 
@@ -93,9 +94,9 @@ def bench_publish(settings: Settings, n: int = 100_000) -> dict:
     """Publish events/s until acknowledged: ``Publisher`` vs a plain confluent-kafka producer."""
     from confluent_kafka import Producer
 
-    from ..codec import AvroCodec
-    from ..publisher import Publisher
-    from ..schemas import default_catalog
+    from streams.contracts.codec import AvroCodec
+    from streams.producer import Publisher
+    from streams.contracts.schemas import default_catalog
 
     run = uuid.uuid4().hex[:8]
     pulse_topic, plain_topic = f"bench-publish-pulse-{run}", f"bench-publish-plain-{run}"
@@ -119,8 +120,8 @@ def bench_publish(settings: Settings, n: int = 100_000) -> dict:
     p.flush(120)
     plain = n / (time.perf_counter() - t0)
 
-    from ..topics import TopicSpec
-    import streams.topics as topics_mod
+    from streams.contracts.topics import TopicSpec
+    import streams.contracts.topics as topics_mod
 
     spec = TopicSpec(pulse_topic, "Upload", "post_id", 4, 1, "log")
     topics_mod.topic_catalog()[pulse_topic] = spec  # register the run's topic for topic_spec()
@@ -168,8 +169,8 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
     """Pass-through events/s: Pulse's agent in a Faust worker vs a plain confluent-kafka loop."""
     from confluent_kafka import Producer
 
-    from ..codec import AvroCodec
-    from ..schemas import default_catalog
+    from streams.contracts.codec import AvroCodec
+    from streams.contracts.schemas import default_catalog
 
     run = uuid.uuid4().hex[:8]
     src, out_pulse, out_plain = f"bench-in-{run}", f"bench-out-pulse-{run}", f"bench-out-plain-{run}"
@@ -202,7 +203,7 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
 def run_backbone(n_codec: int = 50_000, n_publish: int = 100_000, n_passthrough: int = 100_000,
                  on_step: Step = lambda m: None) -> dict:
     """All backbone figures as one dict (see the module docstring)."""
-    from ..servers.supervisor import down, up
+    from streams.servers.supervisor import down, up
 
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     on_step("codec")

@@ -20,8 +20,8 @@ def plain_loop(bootstrap: str, src: str, dst: str, n: int, result: str, avro: bo
     codec) in the plain loop, isolating what the Faust runtime itself costs."""
     from confluent_kafka import Consumer, Producer
 
-    from streams.codec import AvroCodec
-    from streams.schemas import default_catalog
+    from streams.contracts.codec import AvroCodec
+    from streams.contracts.schemas import default_catalog
 
     codec = AvroCodec(default_catalog(), "Upload")
 
@@ -56,7 +56,7 @@ def plain_loop(bootstrap: str, src: str, dst: str, n: int, result: str, avro: bo
 def pulse_loop(bootstrap: str, src: str, dst: str, n: int, result: str) -> None:
     """Pulse: the pass-through agent (decode, validate, re-encode, emit) in a Faust worker."""
     from agents.passthrough import make_spec
-    from streams.app import create_app, run_worker
+    from streams.runtime.app import create_app, run_worker
     from streams.settings import Settings
 
     settings = Settings.from_env({**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap,
@@ -92,7 +92,7 @@ def agent_loop(bootstrap: str, agent: str, n: int, result: str) -> None:
     """A registered agent in a Faust worker: its processor (models, banks) is built before the
     worker starts, and the clock runs from its first batch until ``n`` events are processed."""
     from agents.registry import AGENTS
-    from streams.app import create_app, run_worker
+    from streams.runtime.app import create_app, run_worker
     from streams.settings import Settings
 
     settings = Settings.from_env({**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..settings import SettingsError
-from .common import app, err_console
+from streams.settings import SettingsError
+from streams.cli.common import app, err_console
 
 #: Command modules, in help order. Each attaches its commands to the apps of ``common``.
 COMMAND_MODULES = ("core", "review", "copyright", "copyright_stream", "moderation", "clip")

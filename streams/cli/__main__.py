@@ -1,3 +1,3 @@
-from . import main
+from streams.cli import main
 
 main()

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import (app, bench_app, console, dataset_app, err_console, eval_app, friendly, register_user_errors,
+from streams.cli.common import (app, bench_app, console, dataset_app, err_console, eval_app, friendly, register_user_errors,
                      settings, train_app)
 
 
@@ -17,7 +17,7 @@ def _register_errors() -> None:
     from models.clip.head import HeadMismatch
     from models.clip.openclip import ClipUnavailable
     from models.clip.train import TrainError
-    from streams.vectors import VectorIndexError
+    from streams.stores.vectors import VectorIndexError
 
     register_user_errors(ClipUnavailable, VectorIndexError, DatasetError, HeadMismatch, TrainError)
 
@@ -39,7 +39,7 @@ def search(query: Optional[str] = typer.Argument(None, help="What to look for, i
 
     With the embedded vector engine, a running worker holds the collection: stop it first, or
     use a Qdrant server (PULSE_QDRANT_URL)."""
-    from ..search import ContentSearch
+    from streams.query.search import ContentSearch
 
     if (query is None) == (like is None):
         raise typer.BadParameter("give a QUERY or --like POST_ID (one of them)")
@@ -99,7 +99,7 @@ def bench_clip(points: int = typer.Option(100_000, help="Points in the vector-in
                                                 help="Also measure i.i.d. Gaussian vectors (HNSW's worst case).")) -> None:
     """Embedding throughput (batch 1, 8, 32) and vector-index upsert/filtered-search latency with
     recall@10 against exact numpy search, at 100k points; prints one JSON object."""
-    from models.clip.bench import run_clip_bench
+    from streams.bench.clip import run_clip_bench
 
     with err_console.status("benchmarking clip (the edge optimizer takes minutes)") as st:
         report = run_clip_bench(data, points=points, queries=queries, models=not skip_models,

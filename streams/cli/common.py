@@ -12,7 +12,7 @@ import functools
 import typer
 from rich.console import Console
 
-from ..settings import Settings
+from streams.settings import Settings
 
 app = typer.Typer(help="Pulse: event-sourced stream processing for a social platform's AI systems.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -50,13 +50,13 @@ def register_user_errors(*types: type[BaseException]) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from models.fingerprints import FingerprintUnavailable, MediaError
 
-    from ..cassandra import ViewStoreError
-    from ..codec import CodecError
-    from ..publisher import PublishError
-    from ..servers.supervisor import ServerError
-    from ..settings import SettingsError
-    from ..sinks import SinkError
-    from ..topics import TopicError
+    from streams.stores.cassandra import ViewStoreError
+    from streams.contracts.codec import CodecError
+    from streams.producer import PublishError
+    from streams.servers.supervisor import ServerError
+    from streams.settings import SettingsError
+    from streams.sinks.writers import SinkError
+    from streams.contracts.topics import TopicError
 
     return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
             SettingsError, FileNotFoundError, NotADirectoryError, PermissionError, MediaError,

@@ -12,7 +12,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
 
-from .common import app, bench_app, console, err_console, eval_app, friendly
+from streams.cli.common import app, bench_app, console, err_console, eval_app, friendly
 
 copyright_app = typer.Typer(help="Copyright Guard: match files against registered works.",
                             no_args_is_help=True)
@@ -125,7 +125,7 @@ def bench_copyright(sizes: str = typer.Option("100000,1000000",
     bank_sizes = tuple(int(s) for s in sizes.split(",") if s.strip())
     with err_console.status("benchmarking copyright") as st:
         def agent_run() -> dict:
-            from ..bench.agents import bench_agent_throughput, copyright_events
+            from streams.bench.agents import bench_agent_throughput, copyright_events
 
             images = sorted((DATA / "coco-captions" / "images").glob("*.jpg"))
             return bench_agent_throughput("copyright_guard", copyright_events(images, uploads=uploads),

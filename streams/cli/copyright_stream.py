@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from .common import console, friendly, settings
-from .copyright import copyright_app
+from streams.cli.common import console, friendly, settings
+from streams.cli.copyright import copyright_app
 
 POLICIES = ("BLOCK", "RESTRICT", "MONITOR")
 
@@ -38,7 +38,7 @@ def register(file: Path = typer.Argument(..., help="The work: an image, audio or
     against it from then on."""
     from models.copyright import reference_fingerprints
 
-    from ..publisher import Publisher
+    from streams.producer import Publisher
 
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
@@ -65,7 +65,7 @@ def register(file: Path = typer.Argument(..., help="The work: an image, audio or
 @friendly
 def withdraw(reference_id: str = typer.Argument(..., help="Id of a registered work.")) -> None:
     """Withdraw a registered work: uploads are no longer matched against it."""
-    from ..publisher import Publisher
+    from streams.producer import Publisher
 
     event = {"reference_id": reference_id, "rights_holder_id": "", "action": "WITHDRAW",
              "title": reference_id, "media_kind": "IMAGE", "media_uri": None, "fingerprints": [],

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..settings import Settings
-from .common import (app, bench_app, console, err_console, friendly, register_user_errors,
+from streams.settings import Settings
+from streams.cli.common import (app, bench_app, console, err_console, friendly, register_user_errors,
                      settings, topics_app)
 
 
@@ -22,7 +22,7 @@ from .common import (app, bench_app, console, err_console, friendly, register_us
 def up() -> None:
     """Start embedded Kafka and Cassandra (unless external ones are configured), create the topics
     and the views, and print what runs where."""
-    from ..servers.supervisor import up as servers_up
+    from streams.servers.supervisor import up as servers_up
 
     s = settings()
     with console.status("starting servers") as status:
@@ -33,7 +33,7 @@ def up() -> None:
 
 
 def _prepare(s: Settings) -> None:
-    from ..provision import provision
+    from streams.servers.provision import provision
 
     done = provision(s)
     n_new = sum(1 for v in done.topics.values() if v == "created")
@@ -52,7 +52,7 @@ def _prepare(s: Settings) -> None:
 @friendly
 def down() -> None:
     """Stop what `pulse up` started (by PID, nothing else). Data is kept for the next `up`."""
-    from ..servers.supervisor import down as servers_down
+    from streams.servers.supervisor import down as servers_down
 
     stopped = servers_down(settings())
     for line in stopped or ["nothing was running"]:
@@ -65,7 +65,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     """Show each server: running, stopped or external, its address and PID."""
     s = settings()
     if as_json:
-        from ..servers.supervisor import status as servers_status
+        from streams.servers.supervisor import status as servers_status
 
         print(json.dumps(servers_status(s), default=str, indent=2))
     else:
@@ -73,7 +73,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 
 def _print_status(s: Settings) -> None:
-    from ..servers.supervisor import status as servers_status
+    from streams.servers.supervisor import status as servers_status
 
     st = servers_status(s)
     t = Table(title=f"Pulse servers (PULSE_HOME={s.home})")
@@ -94,7 +94,7 @@ def _print_status(s: Settings) -> None:
 @friendly
 def topics_create() -> None:
     """Create every topic of the catalog that is missing (idempotent)."""
-    from ..topics import create_topics
+    from streams.servers.topics_admin import create_topics
 
     for name, outcome in create_topics(settings()).items():
         console.print(f"{name}: {outcome}")
@@ -105,7 +105,8 @@ def topics_create() -> None:
 def topics_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 internal: bool = typer.Option(False, help="Include Kafka's internal topics.")) -> None:
     """Topics on the cluster with partition counts and end offsets."""
-    from ..topics import list_topics, topic_catalog
+    from streams.contracts.topics import topic_catalog
+    from streams.servers.topics_admin import list_topics
 
     infos = list_topics(settings(), include_internal=internal)
     if as_json:
@@ -150,7 +151,7 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
     share the partitions; a killed worker's partitions move to the others."""
     from agents.registry import select
 
-    from ..app import create_app, run_worker
+    from streams.runtime.app import create_app, run_worker
 
     s = settings()
     specs = select(agent_names)
@@ -189,7 +190,7 @@ def publish(file: Path = typer.Argument(..., help="JSON Lines file, one event pe
     their line number and sent to `dead-letters` with their original text."""
     from rich.progress import Progress
 
-    from ..publisher import Publisher, publish_jsonl
+    from streams.producer import Publisher, publish_jsonl
 
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
@@ -240,7 +241,7 @@ def dead_letters(limit: int = typer.Option(20, help="How many to show (newest la
 def posts(creator: str = typer.Option(..., "--creator", help="Creator's user id."),
           limit: int = typer.Option(20, help="How many, newest first.")) -> None:
     """A creator's posts, newest first, read from the Cassandra view."""
-    from ..views import posts_by_creator
+    from streams.query.views import posts_by_creator
 
     rows = posts_by_creator(settings(), creator, limit)
     t = Table(title=f"posts by {creator}")
@@ -257,7 +258,7 @@ def posts(creator: str = typer.Option(..., "--creator", help="Creator's user id.
 def follows(user_id: str = typer.Argument(..., help="User id."),
             limit: int = typer.Option(20, help="How many followees to list.")) -> None:
     """Whom a user follows, and their follower and following counts, from the Cassandra views."""
-    from ..views import follow_summary
+    from streams.query.views import follow_summary
 
     f = follow_summary(settings(), user_id, limit)
     console.print(f"{user_id}: {f['followers']} followers, follows {f['following']}")
@@ -273,7 +274,7 @@ def demo(stackexchange: Optional[Path] = typer.Option(
          photos: bool = typer.Option(True, help="Publish scikit-image's sample photos."),
          timeout: float = typer.Option(1800.0, help="Seconds to wait for the agents to catch up.")) -> None:
     """Run the main job: servers up, agents running, real input published, summary printed."""
-    from ..demo import DemoError, print_summary, run_demo
+    from streams.demo.run import DemoError, print_summary, run_demo
 
     try:
         result = run_demo(settings(), stackexchange=stackexchange, media=media, photos=photos,
@@ -292,7 +293,7 @@ def bench_backbone(events: int = typer.Option(100_000, help="Events per publish 
                    codec_events: int = typer.Option(50_000, help="Events for the codec figures.")) -> None:
     """Codec, publish and pass-through-agent throughput against same-run baselines, and the
     time `pulse up` takes; prints one JSON object."""
-    from ..bench.backbone import run_backbone
+    from streams.bench.backbone import run_backbone
 
     with err_console.status("benchmarking") as st:
         result = run_backbone(codec_events, events, events, on_step=lambda m: st.update(f"bench: {m}"))
@@ -377,8 +378,8 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
     from replay.export import ExportError, export_topic
     from replay.rebuild import count_messages
 
-    from ..codec import CodecError
-    from ..topics import topic_spec
+    from streams.contracts.codec import CodecError
+    from streams.contracts.topics import topic_spec
 
     start_ms, end_ms = _time_range(start, end)
     s = settings()

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import app, bench_app, err_console, eval_app, friendly, register_user_errors, train_app
+from streams.cli.common import app, bench_app, err_console, eval_app, friendly, register_user_errors, train_app
 
 DEFAULT_DATA = Path("../shared/data/davidson/labeled_dev.csv")
 MODEL_HELP = ("Model version under models/moderation/artifacts/, or an artifact directory "
@@ -153,7 +153,7 @@ def bench_moderation(
         if images.is_dir() else []
     with err_console.status("benchmarking") as status:
         def agent_run() -> dict:
-            from ..bench.agents import bench_agent_throughput, moderation_events
+            from streams.bench.agents import bench_agent_throughput, moderation_events
 
             return bench_agent_throughput("content_guard",
                                           moderation_events([r.text for r in rows], uploads),

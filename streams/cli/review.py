@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .common import app, console, friendly, register_user_errors, settings
+from streams.cli.common import app, console, friendly, register_user_errors, settings
 
 review_app = typer.Typer(help="Human review of what the gates (Content Guard, Copyright Guard) "
                               "could not decide.",
@@ -17,7 +17,7 @@ app.add_typer(review_app, name="review")
 
 
 def _errors():
-    from ..review import ReviewError
+    from streams.query.review import ReviewError
 
     register_user_errors(ReviewError)
 
@@ -31,7 +31,7 @@ def review_list(limit: int = typer.Option(20, help="How many tasks to show."),
                 queue: Optional[str] = typer.Option(None, help="moderation or copyright (default: both)."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
     """Pending review tasks, oldest first, with the models' scores and reasons."""
-    from ..review import pending_tasks
+    from streams.query.review import pending_tasks
 
     tasks = pending_tasks(settings(), limit, queue)
     if as_json:
@@ -66,7 +66,7 @@ def review_decide(task_id: str = typer.Argument(..., help="The task id from `pul
                   as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON.")) -> None:
     """Decide a pending task: publishes the decision on review-decisions (the gate that asked
     then emits its final verdict). An unknown or already decided task is refused."""
-    from ..review import decide
+    from streams.query.review import decide
 
     d = decide(settings(), task_id, action, reviewer_id=reviewer, categories=list(category or []),
                note=note)

@@ -16,8 +16,8 @@ import socket
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..settings import REPO_ROOT, Settings, cassandra_contact_points
-from . import Launch, ServerError, process_marker
+from streams.settings import REPO_ROOT, Settings, cassandra_contact_points
+from streams.servers import Launch, ServerError, process_marker
 
 ARTIFACT = "cassandra-all"
 POM = REPO_ROOT / "infra" / "cassandra" / "pom.xml"

@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from ..settings import REPO_ROOT, Settings
-from . import Launch, ServerError, process_marker
+from streams.settings import REPO_ROOT, Settings
+from streams.servers import Launch, ServerError, process_marker
 
 ARTIFACT = "kafka_2.13"
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable
 
-from . import MissingToolError, ServerError
+from streams.servers import MissingToolError, ServerError
 
 MVN_TIMEOUT_S = 900.0
 """Upper bound on one ``mvn`` run (s); the first run on a fresh machine downloads ~150 MB."""

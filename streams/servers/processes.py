@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import process_marker
+from streams.servers import process_marker
 
 STOP_TIMEOUT_S = 60.0
 """How long ``down`` waits after SIGTERM (Kafka's controlled shutdown and Cassandra's flush take ~5-7 s)."""

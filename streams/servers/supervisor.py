@@ -28,12 +28,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from ..settings import Settings, read_state
-from . import MissingToolError, ServerError, cassandra, kafka
-from .maven import find_tool, java_major_version, resolve_jars
-from .processes import (alive, cmdline, exit_code, find_ours, free_port, is_ours, spawn, tail_message, terminate,
+from streams.settings import Settings, read_state
+from streams.servers import MissingToolError, ServerError, cassandra, kafka
+from streams.servers.maven import find_tool, java_major_version, resolve_jars
+from streams.servers.processes import (alive, cmdline, exit_code, find_ours, free_port, is_ours, spawn, tail_message, terminate,
                         utc_now)
-from .processes import port_free as _port_free  # looked up here, so a test can fake a port-taken race
+from streams.servers.processes import port_free as _port_free  # looked up here, so a test can fake a port-taken race
 
 __all__ = ["ServerError", "MissingToolError", "up", "down", "status"]
 

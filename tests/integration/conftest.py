@@ -19,8 +19,8 @@ from streams.settings import REPO_ROOT, Settings
 @pytest.fixture(scope="session")
 def pipeline(servers: Settings) -> Settings:
     """The test servers with every catalog topic created and the view schema applied."""
-    from streams.cassandra import apply_schema
-    from streams.topics import create_topics
+    from streams.stores.cassandra import apply_schema
+    from streams.servers.topics_admin import create_topics
 
     create_topics(servers)
     apply_schema(servers)

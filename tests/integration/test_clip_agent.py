@@ -14,11 +14,11 @@ import signal
 import pytest
 
 from replay.reader import read_topic
-from streams.publisher import Publisher
+from streams.producer import Publisher
 from streams.settings import REPO_ROOT
 
-from .conftest import unique, wait_until
-from .test_publish import upload_line
+from tests.integration.conftest import unique, wait_until
+from tests.integration.test_publish import upload_line
 
 COCO = REPO_ROOT.parent / "shared" / "data" / "coco-captions"
 pytestmark = pytest.mark.skipif(not (COCO / "captions.json").is_file(), reason=f"{COCO} is absent")
@@ -26,8 +26,8 @@ T0 = 1_600_000_000_000
 
 
 def test_worker_enriches_uploads_and_indexes_points(pipeline, workers, tmp_path):
-    from streams.search import ContentSearch
-    from streams.vectors.edge_index import EdgeIndex
+    from streams.query.search import ContentSearch
+    from streams.stores.vectors.edge_index import EdgeIndex
 
     rows = json.loads((COCO / "captions.json").read_text())[:3]
     creator, app_id, home = unique("c"), unique("clip"), tmp_path / "home"

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from replay.reader import read_topic
-from streams.publisher import Publisher
+from streams.producer import Publisher
 from streams.settings import REPO_ROOT
 
-from .conftest import unique, wait_until, worker_env
-from .test_publish import upload_line
-from .test_worker_views import caught_up
+from tests.integration.conftest import unique, wait_until, worker_env
+from tests.integration.test_publish import upload_line
+from tests.integration.test_worker_views import caught_up
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 DAVIDSON = SHARED / "davidson" / "labeled_dev.csv"

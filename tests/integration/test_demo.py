@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from streams.demo import print_summary, run_demo
+from streams.demo.run import print_summary, run_demo
 from streams.settings import REPO_ROOT
 
 DUMP = REPO_ROOT.parent / "shared" / "data" / "stackexchange-quantumcomputing"

@@ -7,7 +7,7 @@ import sys
 
 from streams.settings import REPO_ROOT
 
-from .conftest import worker_env
+from tests.integration.conftest import worker_env
 
 
 def run(env, *args):

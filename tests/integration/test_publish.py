@@ -8,10 +8,10 @@ import sys
 import uuid
 
 from replay.reader import read_topic
-from streams.publisher import Publisher, publish_jsonl
+from streams.producer import Publisher, publish_jsonl
 from streams.settings import REPO_ROOT
 
-from .conftest import unique, worker_env
+from tests.integration.conftest import unique, worker_env
 
 
 def upload_line(post_id: str, creator: str, **kw) -> dict:

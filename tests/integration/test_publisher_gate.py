@@ -7,12 +7,12 @@ from __future__ import annotations
 import uuid
 
 from replay.reader import read_topic
-from streams.cassandra import connect
-from streams.publisher import Publisher
+from streams.stores.cassandra import connect
+from streams.producer import Publisher
 
-from .conftest import unique, wait_until
-from .test_publish import upload_line
-from .test_worker_views import caught_up
+from tests.integration.conftest import unique, wait_until
+from tests.integration.test_publish import upload_line
+from tests.integration.test_worker_views import caught_up
 
 T0 = 1_560_000_000_000
 SOURCES = ["uploads", "moderation-verdicts", "copyright-verdicts", "content-enriched"]

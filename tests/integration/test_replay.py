@@ -19,12 +19,12 @@ from confluent_kafka import Producer
 from replay.export import export_topic
 from replay.reader import read_topic
 from replay.rebuild import read_merged, rebuild_views
-from streams.publisher import Publisher
+from streams.producer import Publisher
 from streams.settings import REPO_ROOT
-from streams.views import follow_summary, posts_by_creator, view_session
+from streams.query.views import follow_summary, posts_by_creator, view_session
 
-from .conftest import unique, wait_until, worker_env
-from .test_publish import upload_line
+from tests.integration.conftest import unique, wait_until, worker_env
+from tests.integration.test_publish import upload_line
 
 T0 = 1_540_000_000_000
 

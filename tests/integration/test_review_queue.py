@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from streams.review import pending_tasks
-from streams.views import view_session
+from streams.query.review import pending_tasks
+from streams.query.views import view_session
 
-from .conftest import unique
+from tests.integration.conftest import unique
 
 
 def test_pending_tasks_merge_queues_oldest_first_across_pages(pipeline):

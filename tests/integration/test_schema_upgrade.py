@@ -1,7 +1,7 @@
 """apply_schema adds the columns a newer schema.cql declares to tables an older version made."""
-from streams.cassandra import apply_schema, connect
+from streams.stores.cassandra import apply_schema, connect
 
-from .conftest import unique
+from tests.integration.conftest import unique
 
 
 def test_missing_columns_are_added_to_an_existing_table(pipeline):

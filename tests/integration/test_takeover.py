@@ -7,12 +7,12 @@ import signal
 
 from confluent_kafka.admin import AdminClient
 
-from streams.publisher import Publisher
-from streams.views import follow_summary, posts_by_creator
+from streams.producer import Publisher
+from streams.query.views import follow_summary, posts_by_creator
 
-from .conftest import unique, wait_until
-from .test_publish import upload_line
-from .test_worker_views import caught_up
+from tests.integration.conftest import unique, wait_until
+from tests.integration.test_publish import upload_line
+from tests.integration.test_worker_views import caught_up
 
 TOPICS = ["uploads", "signups", "follows"]
 

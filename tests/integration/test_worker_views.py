@@ -5,13 +5,13 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from replay.reader import read_topic
-from streams.cassandra import connect
-from streams.demo import group_lag
-from streams.publisher import Publisher
-from streams.views import follow_summary, posts_by_creator
+from streams.stores.cassandra import connect
+from streams.demo.run import group_lag
+from streams.producer import Publisher
+from streams.query.views import follow_summary, posts_by_creator
 
-from .conftest import unique, wait_until
-from .test_publish import upload_line
+from tests.integration.conftest import unique, wait_until
+from tests.integration.test_publish import upload_line
 
 T0 = 1_530_000_000_000
 

@@ -7,14 +7,14 @@ acknowledges the batch.
 from __future__ import annotations
 
 import asyncio
-from agents.base import AgentSpec
-from streams.app import create_app
-from streams.codec import AvroCodec
-from streams.effects import Emit
-from streams.schemas import default_catalog
+from streams.contracts.agent import AgentSpec
+from streams.runtime.app import create_app
+from streams.contracts.codec import AvroCodec
+from streams.contracts.effects import Emit
+from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
 
-from .test_materializer import upload
+from tests.unit.test_materializer import upload
 
 
 def test_binding_decodes_processes_emits_and_dead_letters(tmp_path):

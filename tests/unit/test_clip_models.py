@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from agents.clip_ai import ClipProcessor
-from agents.base import derived_event_id
-from streams.effects import Emit, VectorUpsert
-from streams.search import ContentSearch
-from streams.sinks import VectorSink
-from streams.vectors import load_collection_specs
-from streams.vectors.edge_index import EdgeIndex
+from streams.contracts.agent import derived_event_id
+from streams.contracts.effects import Emit, VectorUpsert
+from streams.query.search import ContentSearch
+from streams.sinks.writers import VectorSink
+from streams.stores.vectors import load_collection_specs
+from streams.stores.vectors.edge_index import EdgeIndex
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 COCO = DATA / "coco-captions"
@@ -90,8 +90,8 @@ def test_zero_shot_categories_of_texts(models):
 
 
 def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco, tmp_path):
-    from streams.codec import AvroCodec
-    from streams.schemas import default_catalog
+    from streams.contracts.codec import AvroCodec
+    from streams.contracts.schemas import default_catalog
 
     photos = [coco[i] for i in range(4)]
     uploads = [upload(i, "IMAGE", (COCO / r["file"]).resolve().as_uri(), r["captions"][0], ["sunday"])

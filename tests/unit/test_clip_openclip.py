@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from models.clip.openclip import ClipUnavailable, OpenClipTower
-from streams.vectors import CollectionSpec, Point
-from streams.vectors.edge_index import EdgeIndex
+from streams.stores.vectors import CollectionSpec, Point
+from streams.stores.vectors.edge_index import EdgeIndex
 
 
 @pytest.fixture(scope="module")

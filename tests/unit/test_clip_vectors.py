@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.vectors import CollectionSpec, Point, load_collection_specs
-from streams.vectors.edge_index import EdgeIndex
-from streams.vectors.qdrant_client_index import QdrantClientIndex
+from streams.stores.vectors import CollectionSpec, Point, load_collection_specs
+from streams.stores.vectors.edge_index import EdgeIndex
+from streams.stores.vectors.qdrant_client_index import QdrantClientIndex
 
 SPEC = CollectionSpec("posts", {"image": 12, "semantic": 8}, "cosine", {"kind": "keyword", "published": "bool"})
 
@@ -86,7 +86,7 @@ def test_named_vectors_are_validated_before_writing(index):
 
 
 def test_reopen_keeps_named_vectors_and_a_changed_spec_is_refused(tmp_path):
-    from streams.vectors import CollectionSpecMismatchError
+    from streams.stores.vectors import CollectionSpecMismatchError
 
     points, _, _ = make_points(6)
     with EdgeIndex(tmp_path) as idx:

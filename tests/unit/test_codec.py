@@ -21,9 +21,9 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.codec import (SINGLE_OBJECT_MARKER, AvroCodec, CodecError, ConfluentCodec, RegistryClient,
+from streams.contracts.codec import (SINGLE_OBJECT_MARKER, AvroCodec, CodecError, ConfluentCodec, RegistryClient,
                            SchemaRegistryError, codec_for)
-from streams.schemas import default_catalog
+from streams.contracts.schemas import default_catalog
 from tests.unit.test_schemas import avro_values, crc64_avro
 
 CATALOG = default_catalog()

@@ -10,9 +10,9 @@ import pytest
 from agents.content_guard import ContentGuard, upload_text
 from agents.review_tasks import review_task_id, task_created_ms
 from models.moderation import Verdict
-from streams.codec import AvroCodec
-from streams.effects import Delete, Emit, Upsert
-from streams.schemas import default_catalog
+from streams.contracts.codec import AvroCodec
+from streams.contracts.effects import Delete, Emit, Upsert
+from streams.contracts.schemas import default_catalog
 
 T0 = 1_700_000_000_000
 

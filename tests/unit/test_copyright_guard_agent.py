@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from agents.copyright_guard import CopyrightGuard, ReferenceFeed
-from streams.codec import AvroCodec
-from streams.effects import Emit, Upsert
-from streams.schemas import default_catalog
+from streams.contracts.codec import AvroCodec
+from streams.contracts.effects import Emit, Upsert
+from streams.contracts.schemas import default_catalog
 
 COCO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco-captions" / "images"
 pytestmark = pytest.mark.skipif(not COCO.is_dir(), reason=f"{COCO} is absent (shared data)")

@@ -1,5 +1,5 @@
 """declared_columns parses every table of schema.cql (what apply_schema adds to older tables)."""
-from streams.cassandra import cql_statements, declared_columns
+from streams.stores.cassandra import cql_statements, declared_columns
 
 
 def test_every_table_parses_with_its_keys_and_types():

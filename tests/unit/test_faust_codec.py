@@ -16,8 +16,8 @@ import pytest
 from faust.exceptions import ValueDecodeError
 from faust.serializers import codecs as faust_codecs
 
-from streams.codec import AvroCodec, CodecError, faust_codec_name, register_faust_codecs
-from streams.schemas import default_catalog
+from streams.contracts.codec import AvroCodec, CodecError, faust_codec_name, register_faust_codecs
+from streams.contracts.schemas import default_catalog
 
 CATALOG = default_catalog()
 REGISTERED = register_faust_codecs(CATALOG)

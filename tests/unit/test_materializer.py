@@ -1,6 +1,6 @@
 """The materializer's pure core: events in, idempotent view writes out."""
 from agents.materializer import process
-from streams.effects import Delete, Upsert
+from streams.contracts.effects import Delete, Upsert
 
 T = 1_537_000_000_123  # epoch ms
 

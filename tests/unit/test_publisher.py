@@ -6,9 +6,9 @@ import uuid
 import pytest
 
 from agents.publisher import GateJoin
-from streams.codec import AvroCodec
-from streams.effects import Emit, Upsert
-from streams.schemas import default_catalog
+from streams.contracts.codec import AvroCodec
+from streams.contracts.effects import Emit, Upsert
+from streams.contracts.schemas import default_catalog
 
 T0 = 1_700_000_000_000
 
@@ -165,7 +165,7 @@ def test_enrichment_gate_waits_for_clip_ai_but_never_delays_a_block():
 
 
 def test_search_payload_is_marked_once_the_post_is_enriched():
-    from streams.effects import VectorSetPayload
+    from streams.contracts.effects import VectorSetPayload
 
     join = GateJoin(("moderation", "enrichment"), {})
     enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 50, "post_id": "p1",

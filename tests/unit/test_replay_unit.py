@@ -13,15 +13,15 @@ from confluent_kafka import KafkaError
 
 import agents.registry as registry
 import replay.rebuild as rebuild
-from agents.base import AgentSpec
+from streams.contracts.agent import AgentSpec
 from agents.materializer import process as materialize
 from replay.export import POSITION_COLUMNS, ExportError, arrow_schema, arrow_type, write_parquet
 from replay.reader import Position
 from replay.rebuild import TimeRangeError, check_range, parse_time_ms, read_merged, rebuild_views
-from streams.codec import AvroCodec
-from streams.effects import Emit
-from streams.runtime import RawMessage, RuntimeContext
-from streams.schemas import default_catalog
+from streams.contracts.codec import AvroCodec
+from streams.contracts.effects import Emit
+from streams.runtime.batch import RawMessage, RuntimeContext
+from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
 
 T = datetime(2018, 3, 12, 10, 0, 0, 123000, tzinfo=timezone.utc)
@@ -348,7 +348,7 @@ def test_emit_publishes_derived_events_and_dead_letters_with_catalog_keys(monkey
         def flush(self):
             sent.append("flushed")
 
-    monkeypatch.setattr("streams.publisher.Publisher", FakePublisher)
+    monkeypatch.setattr("streams.producer.Publisher", FakePublisher)
     r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["echo"], emit=True)
     assert (r["emits_published"], r["dead_letters_published"], r["emits_skipped"]) == (1, 1, 0)
     assert [(t, k) for t, k, _ in sent[:2]] == [("uploads", b"p0"), ("dead-letters", b"uploads")]  # key: source_topic

@@ -1,13 +1,13 @@
 """The per-batch logic every worker runs: decode, dead-letter, process (no broker)."""
-from agents.base import AgentSpec, derived_event_id
+from streams.contracts.agent import AgentSpec, derived_event_id
 from agents.materializer import SPEC as MATERIALIZER
-from streams.codec import AvroCodec
-from streams.effects import Emit, Upsert
-from streams.runtime import RawMessage, RuntimeContext, process_batch
-from streams.schemas import default_catalog
+from streams.contracts.codec import AvroCodec
+from streams.contracts.effects import Emit, Upsert
+from streams.runtime.batch import RawMessage, RuntimeContext, process_batch
+from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
 
-from .test_materializer import upload
+from tests.unit.test_materializer import upload
 
 
 def ctx(tmp_path):
@@ -66,9 +66,9 @@ def test_sink_outage_is_retried_until_written_and_config_errors_are_not(tmp_path
 
     import pytest
 
-    import streams.runtime as runtime
-    from streams.cassandra import ViewStoreError
-    from streams.sinks import SinkError
+    import streams.runtime.batch as runtime
+    from streams.stores.cassandra import ViewStoreError
+    from streams.sinks.writers import SinkError
 
     monkeypatch.setattr(runtime, "RETRY_FIRST_S", 0.001)
     calls = []

@@ -17,7 +17,7 @@ from fastavro.schema import to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.schemas import (NAMESPACE, SchemaCatalog, SchemaCatalogError, check_backward_compatible,
+from streams.contracts.schemas import (NAMESPACE, SchemaCatalog, SchemaCatalogError, check_backward_compatible,
                              default_catalog, snake_name)
 from streams.settings import REPO_ROOT
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.effects import Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+from streams.contracts.effects import Upsert, VectorDelete, VectorSetPayload, VectorUpsert
 from streams.settings import Settings
-from streams.sinks import SinkError, SinkSet, VectorSink
-from streams.vectors import CollectionSpec, open_vector_index
+from streams.sinks.writers import SinkError, SinkSet, VectorSink
+from streams.stores.vectors import CollectionSpec, open_vector_index
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from streams.sources import media
-from streams.sources.media import (
+from streams.demo.sources import media
+from streams.demo.sources.media import (
     DEMO_CREATORS,
     NOT_PHOTOS,
     MediaToolMissing,
@@ -27,7 +27,7 @@ from streams.sources.media import (
     media_dir_uploads,
     scikit_image_uploads,
 )
-from streams.sources.stackexchange import (
+from streams.demo.sources.stackexchange import (
     ANONYMOUS_USER_ID,
     DumpEvents,
     html_to_text,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.schemas import default_catalog
-from streams.topics import POLICY_CONFIGS, TopicError, load_topics, topic_catalog, topic_spec
+from streams.contracts.schemas import default_catalog
+from streams.contracts.topics import POLICY_CONFIGS, TopicError, load_topics, topic_catalog, topic_spec
 
 
 def test_every_topic_names_a_schema_with_its_key_field():

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from streams.settings import Settings
-from streams.vectors import (CollectionNotFoundError, CollectionSpec, CollectionSpecMismatchError,
+from streams.stores.vectors import (CollectionNotFoundError, CollectionSpec, CollectionSpecMismatchError,
                              IndexLockedError, Point, VectorIndex, load_collection_specs,
                              open_vector_index, point_uuid)
-from streams.vectors import qdrant_client_index
-from streams.vectors.edge_index import EdgeIndex
-from streams.vectors.qdrant_client_index import QdrantClientIndex
+from streams.stores.vectors import qdrant_client_index
+from streams.stores.vectors.edge_index import EdgeIndex
+from streams.stores.vectors.qdrant_client_index import QdrantClientIndex
 
 SPECS = load_collection_specs()
 HASHES = SPECS["copyright_hashes"]
@@ -375,9 +375,9 @@ def test_writes_survive_a_crash(disk_backend, tmp_path):
         import os, warnings
         import numpy as np
         warnings.simplefilter("ignore")
-        from streams.vectors import Point, load_collection_specs
-        from streams.vectors.edge_index import EdgeIndex
-        from streams.vectors.qdrant_client_index import QdrantClientIndex
+        from streams.stores.vectors import Point, load_collection_specs
+        from streams.stores.vectors.edge_index import EdgeIndex
+        from streams.stores.vectors.qdrant_client_index import QdrantClientIndex
         index = {opener}
         index.ensure_collection(load_collection_specs()["copyright_hashes"])
         index.upsert("copyright_hashes", [Point(f"r{{i}}", np.full(256, i % 2), {{}}) for i in range(100)])
@@ -406,8 +406,8 @@ def test_edge_lock_names_the_holding_process(tmp_path):
     with EdgeIndex(tmp_path) as idx:
         idx.ensure_collection(HASHES)
         code = textwrap.dedent(f"""
-            from streams.vectors.edge_index import EdgeIndex
-            from streams.vectors import IndexLockedError
+            from streams.stores.vectors.edge_index import EdgeIndex
+            from streams.stores.vectors import IndexLockedError
             try:
                 EdgeIndex({str(tmp_path)!r}).count("copyright_hashes")
             except IndexLockedError as e:

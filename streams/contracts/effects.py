@@ -1,0 +1,91 @@
+"""Effects: what an agent's pure ``process`` core returns instead of doing I/O.
+
+The runtime hands them to the sinks, which batch and write them (Cassandra rows, Qdrant points,
+Kafka events) before the consumed offsets are committed. Effects are plain frozen values, so
+tests can assert on them without any server.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Write ``row`` (column -> value) into Cassandra table ``table``.
+
+    ``timestamp_us`` is the write timestamp (microseconds since the epoch), normally the source
+    event's ``event_time``: replays write identical cells, and older events never overwrite newer.
+    """
+
+    table: str
+    row: dict[str, Any]
+    timestamp_us: int
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the row of ``table`` whose primary key is ``key``, at ``timestamp_us``."""
+
+    table: str
+    key: dict[str, Any]
+    timestamp_us: int
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Publish ``record`` (an event of the topic's schema) to ``topic``; the key comes from the catalog."""
+
+    topic: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VectorUpsert:
+    """Upsert a point into a vector-index collection (see ``streams.stores.vectors``).
+
+    The upsert replaces the point's payload, except ``keep``: payload keys another writer owns
+    (e.g. the publisher's search marks on clip_ai's points). Where the point already exists, or a
+    payload update of the id is buffered, their values are carried over unless ``payload`` sets
+    them, so a re-run of the writer does not erase the other writer's keys.
+    """
+
+    collection: str
+    id: str
+    vector: Any
+    payload: dict[str, Any] = field(default_factory=dict)
+    keep: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VectorDelete:
+    """Delete points by id from a vector-index collection."""
+
+    collection: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VectorSetPayload:
+    """Merge ``payload`` into the payloads of existing points ``ids`` of a vector-index collection.
+
+    Keys of ``payload`` overwrite or add those keys; the points' other keys and their vectors are
+    kept; ids with no point are ignored (``VectorIndex.set_payload``). E.g. the publisher's
+    ``VectorSetPayload("content", (post_id,), {"published": True, "moderation_action": "ALLOW"})``.
+    Idempotent, so re-delivery and replay give the same payloads.
+    """
+
+    collection: str
+    ids: tuple[str, ...]
+    payload: dict[str, Any]
+
+
+Effect = Union[Upsert, Delete, Emit, VectorUpsert, VectorDelete, VectorSetPayload]
+
+
+def event_time_us(record: dict[str, Any]) -> int:
+    """``record['event_time']`` (epoch ms int or aware datetime) as epoch microseconds."""
+    t = record["event_time"]
+    if isinstance(t, int):
+        return t * 1000
+    return int(round(t.timestamp() * 1_000_000))

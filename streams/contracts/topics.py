@@ -1,0 +1,107 @@
+"""The topic catalog (``infra/kafka/topics.toml``) and applying it to a Kafka cluster.
+
+Each topic carries exactly one Avro event type (``schemas/avro``) and is keyed by one field of it.
+``create_topics`` is idempotent: existing topics are left as they are (and reported), missing ones
+are created with their partitions and configs through confluent-kafka's ``AdminClient``.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from streams.settings import REPO_ROOT, Settings
+
+TOPICS_FILE = REPO_ROOT / "infra" / "kafka" / "topics.toml"
+
+#: Topic configs per policy. ``log``: keep every event forever (replay needs the whole history).
+#: ``compacted``: keep the latest value per key; a null value (tombstone) deletes the key.
+POLICY_CONFIGS: dict[str, dict[str, str]] = {
+    "log": {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+    "compacted": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+}
+
+
+class TopicError(RuntimeError):
+    """The topic catalog is invalid, or the cluster refused or could not be reached."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the catalog.
+
+    ``schema`` is the short event-type name (``Upload``); ``key`` the record field whose value is
+    the message key; ``policy`` one of :data:`POLICY_CONFIGS`.
+    """
+
+    name: str
+    schema: str
+    key: str
+    partitions: int
+    replication_factor: int
+    policy: str
+    doc: str = ""
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """Kafka topic configs for this topic's policy."""
+        return dict(POLICY_CONFIGS[self.policy])
+
+
+def load_topics(path: Path = TOPICS_FILE) -> dict[str, TopicSpec]:
+    """Parse the topic catalog into ``{name: TopicSpec}`` (in file order).
+
+    Raises
+    ------
+    TopicError
+        A topic lacks ``schema`` or ``key``, or names an unknown policy.
+    """
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh)
+    defaults = raw.get("defaults", {})
+    specs: dict[str, TopicSpec] = {}
+    for name, t in raw.get("topics", {}).items():
+        merged = {**defaults, **t}
+        for required in ("schema", "key"):
+            if required not in merged:
+                raise TopicError(f"{path}: topic {name!r} has no {required!r}")
+        if merged.get("policy", "log") not in POLICY_CONFIGS:
+            raise TopicError(f"{path}: topic {name!r} has unknown policy {merged['policy']!r}; "
+                             f"use one of {sorted(POLICY_CONFIGS)}")
+        specs[name] = TopicSpec(
+            name=name, schema=merged["schema"], key=merged["key"],
+            partitions=int(merged.get("partitions", 1)),
+            replication_factor=int(merged.get("replication_factor", 1)),
+            policy=merged.get("policy", "log"), doc=merged.get("doc", ""),
+        )
+    return specs
+
+
+@lru_cache(maxsize=1)
+def topic_catalog() -> dict[str, TopicSpec]:
+    """The repository's topic catalog, parsed once."""
+    return load_topics()
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The spec of topic ``name``.
+
+    Raises
+    ------
+    TopicError
+        No such topic in the catalog (the message lists the known ones).
+    """
+    try:
+        return topic_catalog()[name]
+    except KeyError:
+        raise TopicError(f"unknown topic {name!r}; known topics: {', '.join(topic_catalog())}") from None
+
+
+def require_bootstrap(settings: Settings) -> str:
+    """The Kafka bootstrap servers, or a :class:`TopicError` telling the user how to get one."""
+    if not settings.kafka_bootstrap:
+        raise TopicError("no Kafka cluster configured: run `pulse up` to start the embedded one, "
+                         "or set PULSE_KAFKA_BOOTSTRAP=host:port")
+    return settings.kafka_bootstrap

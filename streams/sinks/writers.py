@@ -1,0 +1,271 @@
+"""Sinks: batch the effects agents return and write them idempotently.
+
+A sink collects effects with :meth:`add` and writes them with :meth:`flush`. The runtime flushes
+every sink after each batch of consumed events and *before* those events are acknowledged, so
+Faust only commits offsets whose effects are durable (at-least-once). Writes are keyed by ids
+from the events and stamped with the event time (``USING TIMESTAMP``), so re-delivery and replay
+produce the same rows (see ``infra/cassandra/schema.cql``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any, Iterable
+
+from streams.contracts.effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+
+log = logging.getLogger("pulse.sinks")
+
+
+class SinkError(RuntimeError):
+    """A batch could not be written; nothing of it is acknowledged, so it will be re-delivered."""
+
+
+class CassandraSink:
+    """Batched, idempotent Cassandra writer for :class:`Upsert` and :class:`Delete` effects.
+
+    Statements are prepared once per (table, column set) and executed concurrently with
+    ``cassandra.concurrent.execute_concurrent_with_args`` at ``concurrency`` requests in flight.
+    Not thread-safe for concurrent ``add``/``flush`` from several threads (one per agent).
+    """
+
+    def __init__(self, session, concurrency: int = 64):
+        self.session = session
+        self.concurrency = concurrency
+        self._prepared: dict[tuple, Any] = {}
+        self._pending: dict[tuple, list[tuple]] = defaultdict(list)
+        self.rows_written = 0
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    def _statement(self, key: tuple):
+        stmt = self._prepared.get(key)
+        if stmt is None:
+            kind, table, cols = key
+            if kind == "upsert":
+                cql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                       f"({', '.join('?' for _ in cols)}) USING TIMESTAMP ?")
+            else:
+                where = " AND ".join(f"{c} = ?" for c in cols)
+                cql = f"DELETE FROM {table} USING TIMESTAMP ? WHERE {where}"
+            stmt = self._prepared[key] = self.session.prepare(cql)
+        return stmt
+
+    def add(self, effect: Upsert | Delete) -> None:
+        """Buffer one effect (no I/O)."""
+        if isinstance(effect, Upsert):
+            cols = tuple(sorted(effect.row))
+            self._pending[("upsert", effect.table, cols)].append(
+                tuple(effect.row[c] for c in cols) + (effect.timestamp_us,))
+        elif isinstance(effect, Delete):
+            cols = tuple(sorted(effect.key))
+            self._pending[("delete", effect.table, cols)].append(
+                (effect.timestamp_us,) + tuple(effect.key[c] for c in cols))
+        else:
+            raise TypeError(f"CassandraSink cannot write {type(effect).__name__}")
+
+    def flush(self) -> int:
+        """Write every buffered effect; returns the number of statements executed.
+
+        Raises
+        ------
+        SinkError
+            Any write failed (the buffer is kept, so the caller may retry or crash and be re-delivered).
+        """
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        done = 0
+        for key in list(self._pending):
+            params = self._pending[key]
+            try:
+                execute_concurrent_with_args(self.session, self._statement(key), params,
+                                             concurrency=self.concurrency, raise_on_first_error=True)
+            except Exception as exc:
+                raise SinkError(f"writing {len(params)} rows to {key[1]} failed: {exc}") from exc
+            done += len(params)
+            del self._pending[key]
+        self.rows_written += done
+        return done
+
+
+class VectorSink:
+    """Batched writer of :class:`VectorUpsert` / :class:`VectorDelete` / :class:`VectorSetPayload`
+    effects to a ``VectorIndex``.
+
+    Upserts by id are idempotent. Within one batch the effects on an id apply in the order they
+    were added, folded so each id costs one write: the last upsert or delete of an id wins; a
+    payload update after an upsert of the same id is merged into that upsert's payload; one before
+    an upsert is overwritten by it (an upsert replaces the whole payload, as in Qdrant); one after a
+    delete is dropped (missing ids are ignored). The remaining payload updates are sent after the
+    upserts and deletes, one ``set_payload`` call per distinct payload. An upsert's ``keep`` keys
+    survive it: from a buffered update or upsert of the id, else from the stored point (its payload
+    read once per collection at flush, without its vectors).
+    """
+
+    def __init__(self, index):
+        self.index = index
+        self._upserts: dict[str, dict[str, Any]] = defaultdict(dict)
+        self._deletes: dict[str, set[str]] = defaultdict(set)
+        self._payloads: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.points_written = 0
+
+    def __len__(self) -> int:
+        return sum(len(v) for store in (self._upserts, self._deletes, self._payloads) for v in store.values())
+
+    def add(self, effect: VectorUpsert | VectorDelete | VectorSetPayload) -> None:
+        """Buffer one effect (no I/O)."""
+        c = effect.collection
+        if isinstance(effect, VectorUpsert):
+            deleted = effect.id in self._deletes[c]
+            self._deletes[c].discard(effect.id)
+            pending = self._payloads[c].pop(effect.id, None) or {}
+            if effect.keep:
+                # where the kept keys' values come from: an earlier upsert of the id in this batch
+                # (its payload, plus what it still reads from storage), else the buffered payload
+                # updates and the stored point, unless the id was deleted in this batch
+                earlier = self._upserts[c].get(effect.id)
+                if earlier is not None:
+                    source, storable = earlier.payload, set(earlier.keep)
+                else:
+                    source, storable = pending, set() if deleted else set(effect.keep)
+                kept = {k: source[k] for k in effect.keep if k in source and k not in effect.payload}
+                effect = replace(effect, payload={**kept, **effect.payload}, keep=tuple(
+                    k for k in effect.keep if k in storable and k not in kept and k not in effect.payload))
+            self._upserts[c][effect.id] = effect
+        elif isinstance(effect, VectorDelete):
+            for i in effect.ids:
+                self._upserts[c].pop(i, None)
+                self._payloads[c].pop(i, None)
+                self._deletes[c].add(i)
+        elif isinstance(effect, VectorSetPayload):
+            if isinstance(effect.ids, str):  # a lone id would iterate as characters
+                raise TypeError(f"VectorSetPayload.ids is a tuple of ids, not the string {effect.ids!r}")
+            for i in effect.ids:
+                if i in self._upserts[c]:
+                    u = self._upserts[c][i]
+                    self._upserts[c][i] = replace(u, payload={**u.payload, **effect.payload})
+                elif i not in self._deletes[c]:
+                    self._payloads[c].setdefault(i, {}).update(effect.payload)
+        else:
+            raise TypeError(f"VectorSink cannot write {type(effect).__name__}")
+
+    def _stored_keys(self, collection: str, upserts: list[VectorUpsert]) -> dict[str, dict[str, Any]]:
+        """id -> the stored values of each upsert's ``keep`` keys (one payload read per
+        collection, vectors not fetched)."""
+        if not upserts or not self._exists(collection):
+            return {}
+        keep = {e.id: e.keep for e in upserts}
+        return {i: {k: payload[k] for k in keep[i] if k in payload}
+                for i, payload in self.index.payloads(collection, list(keep)).items()}
+
+    def _exists(self, collection: str) -> bool:
+        from streams.stores.vectors import CollectionNotFoundError
+
+        try:
+            self.index.dims(collection)
+            return True
+        except CollectionNotFoundError:
+            return False
+
+    def flush(self) -> int:
+        """Write buffered effects; returns how many points were upserted, deleted or updated
+        (a payload update of an id that has no point counts too: the engine ignores it).
+
+        Raises
+        ------
+        SinkError
+            A write failed; what was not written stays buffered for the next flush.
+        """
+        from streams.stores.vectors import Point
+
+        done = 0
+        try:
+            for coll, effects in list(self._upserts.items()):
+                if effects:
+                    stored = self._stored_keys(coll, [e for e in effects.values() if e.keep])
+                    self.index.upsert(coll, [Point(e.id, e.vector, {**stored.get(e.id, {}), **e.payload})
+                                             for e in effects.values()])
+                    done += len(effects)
+                del self._upserts[coll]
+            for coll, ids in list(self._deletes.items()):
+                if ids:
+                    self.index.delete(coll, sorted(ids))
+                    done += len(ids)
+                del self._deletes[coll]
+            for coll, by_id in list(self._payloads.items()):
+                if not self._exists(coll):
+                    # no collection, so no point to update: like a missing id, nothing to do
+                    log.warning("payload updates of %d point(s) dropped: no collection %r yet",
+                                len(by_id), coll)
+                    del self._payloads[coll]
+                    continue
+                groups: dict[str, list[str]] = defaultdict(list)
+                for i, payload in by_id.items():
+                    groups[json.dumps(payload, sort_keys=True, default=str)].append(i)
+                for ids in groups.values():
+                    self.index.set_payload(coll, ids, by_id[ids[0]])
+                    for i in ids:
+                        del by_id[i]
+                    done += len(ids)
+                del self._payloads[coll]
+        except Exception as exc:  # the engines raise many types; what is not written stays buffered
+            raise SinkError(f"writing vectors failed: {exc}") from exc
+        self.points_written += done
+        return done
+
+
+class SinkSet:
+    """The sinks one worker process writes through; routes each effect to its sink.
+
+    ``flush`` is called from an executor thread, so a lock serialises agents sharing the set.
+    """
+
+    def __init__(self, cassandra: CassandraSink | None = None, vectors: VectorSink | None = None):
+        self.cassandra = cassandra
+        self.vectors = vectors
+        self._lock = threading.Lock()
+
+    def add(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete | VectorSetPayload]) -> None:
+        """Buffer ``effects`` in their sinks (no I/O).
+
+        Raises
+        ------
+        SinkError
+            An effect needs a store this worker has not opened (a configuration error).
+        """
+        with self._lock:
+            for e in effects:
+                if isinstance(e, (Upsert, Delete)):
+                    if self.cassandra is None:
+                        raise SinkError(f"effect on table {e.table!r} but no Cassandra is configured")
+                    self.cassandra.add(e)
+                else:
+                    if self.vectors is None:
+                        raise SinkError(f"effect on collection {e.collection!r} but no vector index is open")
+                    self.vectors.add(e)
+
+    def flush(self) -> int:
+        """Write everything buffered (blocking; run it in an executor). Returns rows/points written.
+
+        Raises
+        ------
+        SinkError
+            A store refused or could not be reached; unwritten effects stay buffered, so calling
+            ``flush`` again retries exactly them.
+        """
+        with self._lock:
+            n = 0
+            if self.cassandra is not None:
+                n += self.cassandra.flush()
+            if self.vectors is not None:
+                n += self.vectors.flush()
+            return n
+
+    def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete | VectorSetPayload]) -> int:
+        """:meth:`add` then :meth:`flush`."""
+        self.add(effects)
+        return self.flush()

@@ -1,0 +1,139 @@
+"""Connecting to Cassandra and applying the view schema (``infra/cassandra/schema.cql``)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from streams.settings import REPO_ROOT, Settings, cassandra_contact_points
+
+SCHEMA_FILE = REPO_ROOT / "infra" / "cassandra" / "schema.cql"
+
+
+class ViewStoreError(RuntimeError):
+    """Cassandra is not configured, unreachable, or refused a statement; the message says which."""
+
+
+def cql_statements(path: Path = SCHEMA_FILE) -> list[str]:
+    """The CQL statements of ``path``: ``--`` comments removed, split on ``;``."""
+    text = re.sub(r"--[^\n]*", "", path.read_text())
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def connect(settings: Settings, keyspace: str | None = None, timeout_s: float = 30.0):
+    """A cassandra-driver ``(Cluster, Session)`` for the configured contact points.
+
+    ``keyspace`` defaults to none (use :func:`apply_schema` first, or pass
+    ``settings.cassandra_keyspace``). The protocol version comes from
+    ``PULSE_CASSANDRA_PROTOCOL`` (5 for Cassandra 4/5; 4 for older clusters).
+
+    Raises
+    ------
+    ViewStoreError
+        No contact points are configured, or none answers within ``timeout_s`` seconds.
+    """
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+    from cassandra.policies import RoundRobinPolicy
+
+    if not settings.cassandra_hosts:
+        raise ViewStoreError("no Cassandra configured: run `pulse up` to start the embedded node, "
+                             "or set PULSE_CASSANDRA_HOSTS=host[:port],...")
+    points, port = cassandra_contact_points(settings.cassandra_hosts)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s)
+    cluster = Cluster(points, port=port, protocol_version=settings.cassandra_protocol_version,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=timeout_s)
+    try:
+        session = cluster.connect(keyspace)
+    except NoHostAvailable as exc:
+        cluster.shutdown()
+        raise ViewStoreError(f"Cassandra at {','.join(settings.cassandra_hosts)} did not answer: "
+                             f"{exc}") from None
+    return cluster, session
+
+
+def apply_schema(settings: Settings, session=None) -> int:
+    """Create the keyspace (SimpleStrategy, ``PULSE_CASSANDRA_REPLICATION``) and every view table.
+
+    Idempotent. Returns the number of statements applied.
+
+    Raises
+    ------
+    ViewStoreError
+        Cassandra is unreachable or rejects a statement (the statement is named).
+
+    Columns that ``schema.cql`` declares and an existing table lacks (a view that gained a
+    column in a newer version) are added with ``ALTER TABLE ... ADD``; keys cannot change that
+    way, and a changed key needs a rebuild (drop the table and ``pulse replay``).
+    """
+    own = session is None
+    cluster = None
+    if own:
+        cluster, session = connect(settings)
+    ks = settings.cassandra_keyspace
+    try:
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.cassandra_replication}}}")
+        session.set_keyspace(ks)
+        statements = cql_statements()
+        for stmt in statements:
+            _execute(session, stmt)
+        added = _add_missing_columns(session, ks, statements)
+        return len(statements) + 1 + added
+    finally:
+        if own:
+            cluster.shutdown()
+
+
+def _execute(session, stmt: str) -> None:
+    try:
+        session.execute(stmt)
+    except Exception as exc:  # driver raises many types; name the statement
+        head = " ".join(stmt.split())[:80]
+        raise ViewStoreError(f"Cassandra rejected `{head}...`: {exc}") from None
+
+
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\(", re.S)
+_COLUMN = re.compile(r"^\s*(\w+)\s+([\w<>, ]+?)(?:\s+PRIMARY KEY)?\s*$")
+
+
+def declared_columns(stmt: str) -> tuple[str, dict[str, str]] | None:
+    """``(table, {column: cql type})`` of a ``CREATE TABLE IF NOT EXISTS`` statement, else None."""
+    m = _TABLE.match(stmt)
+    if m is None:
+        return None
+    cols: dict[str, str] = {}
+    depth, part = 0, ""
+    for ch in stmt[m.end():]:  # split on top-level commas (types hold commas in <>, keys in ())
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth -= 1
+            if depth < 0:  # the table definition's closing parenthesis
+                ch = ","
+        if ch == "," and depth <= 0:
+            c = _COLUMN.match(part)
+            if c and c.group(1).upper() != "PRIMARY":
+                cols[c.group(1)] = c.group(2).strip()
+            part = ""
+            if depth < 0:
+                break
+        else:
+            part += ch
+    return m.group(1), cols
+
+
+def _add_missing_columns(session, keyspace: str, statements: list[str]) -> int:
+    added = 0
+    for stmt in statements:
+        parsed = declared_columns(stmt)
+        if parsed is None:
+            continue
+        table, cols = parsed
+        have = {r.column_name for r in session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s",
+            (keyspace, table))}
+        for name, cql_type in cols.items():
+            if name not in have:
+                _execute(session, f"ALTER TABLE {table} ADD {name} {cql_type}")
+                added += 1
+    return added
