@@ -4,8 +4,10 @@
 2. start a `pulse worker` process running every registered agent;
 3. publish the works rights holders register (``streams.demo.gates``), then a real platform's
    history (a Stack Exchange dump: sign-ups, posts, comments, favourites and derived follows, in
-   time order with their real timestamps), real media (scikit-image's sample photos, and the
-   video clips of ``--media``) and a disguised copy of a registered photo as events;
+   time order with their real timestamps; by default the quantumcomputing dump shipped in
+   ``streams/demo/data/``, :data:`~streams.demo.sources.stackexchange.SAMPLE_DUMP`), real media
+   (scikit-image's sample photos, and the video clips of ``--media``) and a disguised copy of a
+   registered photo as events;
 4. wait until the worker's consumer group has committed every published offset;
 5. stop the worker and print a summary per topic and per view, what the gates decided and what
    CLIP AI found, with searches over the demo's posts (``streams.demo.clip``); the servers keep
@@ -32,6 +34,7 @@ from agents.registry import AGENTS
 
 from streams.settings import Settings
 from streams.contracts.topics import require_bootstrap
+from streams.demo.sources.stackexchange import SAMPLE_DUMP
 
 #: Source record kind (streams.demo.sources) -> topic.
 KIND_TOPIC = {"user_signup": "signups", "upload": "uploads", "interaction": "interactions",
@@ -185,10 +188,14 @@ def wait_caught_up(settings: Settings, topics: list[str], worker: subprocess.Pop
         time.sleep(1.0)
 
 
-def run_demo(settings: Settings, *, stackexchange: Path | None, media: Path | None,
-             photos: bool = True, timeout_s: float = 900.0, console: Console | None = None
-             ) -> DemoResult:
+def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
+             media: Path | None = None, photos: bool = True, timeout_s: float = 900.0,
+             console: Console | None = None) -> DemoResult:
     """Run the whole demo (see the module docstring); returns its :class:`DemoResult`.
+
+    ``stackexchange``: a Stack Exchange dump directory (default: the shipped sample,
+    :data:`SAMPLE_DUMP`; None publishes no platform history). ``media``: a directory of video
+    clips and images (default: none).
 
     Raises
     ------

@@ -1,11 +1,14 @@
 """The demo's real input as event records: Stack Exchange dump, scikit-image photos, media files.
 
-Tests on the real dump and the shared media read ``../shared/data/`` (relative to the repository
-root) and skip with the reason when it is absent; a small hand-written dump covers each mapping
-rule everywhere.
+The real dump tests read the gzipped quantumcomputing dump the repository ships
+(``streams/demo/data/``, :data:`SAMPLE_DUMP`), so they always run; the check that it matches the
+uncompressed dump, and the tests on the shared media, read ``../shared/data/`` (relative to the
+repository root) and skip with the reason when it is absent. A small hand-written dump covers each
+mapping rule everywhere.
 """
 from __future__ import annotations
 
+import gzip
 import html
 import re
 import shutil
@@ -29,6 +32,8 @@ from streams.demo.sources.media import (
 )
 from streams.demo.sources.stackexchange import (
     ANONYMOUS_USER_ID,
+    REQUIRED_FILES,
+    SAMPLE_DUMP,
     DumpEvents,
     html_to_text,
     iter_events_in_time_order,
@@ -279,6 +284,34 @@ def test_not_a_dump_raises_value_error_naming_the_path(tmp_path):
         load_dump(tmp_path)
 
 
+def test_gzipped_dump_files_read_as_the_plain_ones(tiny_dump, tmp_path_factory):
+    plain = load_dump(tiny_dump)
+    gzipped = tmp_path_factory.mktemp("gzipped")
+    for i, name in enumerate(REQUIRED_FILES):
+        data = (tiny_dump / name).read_bytes()
+        if i % 2:  # a mix of plain and gzipped files is a dump too
+            (gzipped / name).write_bytes(data)
+        else:
+            (gzipped / f"{name}.gz").write_bytes(gzip.compress(data))
+    assert all_records(load_dump(gzipped)) == all_records(plain)
+    (gzipped / "Posts.xml.gz").write_bytes(b"not gzip")  # Posts.xml (plain) still wins
+    assert all_records(load_dump(gzipped)) == all_records(plain)
+
+
+def test_broken_or_missing_gzipped_file_raises_value_error_naming_it(tiny_dump):
+    posts = tiny_dump / "Posts.xml"
+    compressed = gzip.compress(posts.read_bytes())
+    posts.unlink()
+    broken = tiny_dump / "Posts.xml.gz"
+    for data in (b"not gzip at all", compressed[: len(compressed) // 2]):  # not gzip; truncated
+        broken.write_bytes(data)
+        with pytest.raises(ValueError, match=re.escape(str(broken))):
+            load_dump(tiny_dump)
+    broken.unlink()
+    with pytest.raises(ValueError, match="missing Posts.xml"):
+        load_dump(tiny_dump)
+
+
 # --- parsers ------------------------------------------------------------------------------------
 
 TAG = st.from_regex(r"[a-z0-9][a-z0-9#+.\-]{0,24}", fullmatch=True)
@@ -311,17 +344,54 @@ def test_parse_location_to_iso_country():
 
 @pytest.fixture(scope="module")
 def real_dump() -> DumpEvents:
-    if not (DUMP_DIR / "Posts.xml").is_file():
-        pytest.skip(f"real Stack Exchange dump absent: {DUMP_DIR} (see ../shared/data/README.md)")
-    return load_dump(DUMP_DIR)
+    return load_dump(SAMPLE_DUMP)
+
+
+def _sample_rows(name: str) -> list[dict[str, str]]:
+    """Every row's attributes of one of the shipped sample's files, read with ElementTree."""
+    with gzip.open(SAMPLE_DUMP / f"{name}.gz", "rb") as file:
+        return [el.attrib.copy() for _, el in ET.iterparse(file) if el.tag == "row"]
 
 
 def _count_rows(name: str, keep=lambda row: True) -> int:
-    return sum(1 for _, el in ET.iterparse(DUMP_DIR / name) if el.tag == "row" and keep(el.attrib))
+    return sum(1 for row in _sample_rows(name) if keep(row))
+
+
+def test_shipped_sample_is_the_gzipped_dump_with_its_attribution():
+    assert sorted(p.name for p in SAMPLE_DUMP.iterdir()) == sorted(
+        [f"{name}.gz" for name in REQUIRED_FILES] + ["ATTRIBUTION.md"])
+    attribution = (SAMPLE_DUMP / "ATTRIBUTION.md").read_text()
+    assert "quantumcomputing.stackexchange.com" in attribution and "CC BY-SA 3.0" in attribution
+    sizes = sum(p.stat().st_size for p in SAMPLE_DUMP.iterdir())
+    assert 1_000_000 < sizes < 3_000_000
+    # the numbers ../shared/data/README.md gives for the whole dump
+    assert {name: _count_rows(name) for name in REQUIRED_FILES} == {
+        "Users.xml": 3461, "Posts.xml": 1986, "Comments.xml": 3413, "Votes.xml": 12560}
+
+
+def test_shipped_sample_reads_as_the_uncompressed_dump(real_dump):
+    if not all((DUMP_DIR / name).is_file() for name in REQUIRED_FILES):
+        pytest.skip(f"uncompressed Stack Exchange dump absent: {DUMP_DIR} "
+                    "(see ../shared/data/README.md)")
+    for name in REQUIRED_FILES:
+        assert gzip.decompress((SAMPLE_DUMP / f"{name}.gz").read_bytes()) == (
+            DUMP_DIR / name).read_bytes(), f"{name}.gz is not {DUMP_DIR / name} gzipped"
+    plain = load_dump(DUMP_DIR)
+    counts = {kind: len(records) for kind, records in (
+        ("signups", plain.signups), ("uploads", plain.uploads),
+        ("interactions", plain.interactions), ("follows", plain.follows))}
+    assert counts == {"signups": len(real_dump.signups), "uploads": len(real_dump.uploads),
+                      "interactions": len(real_dump.interactions),
+                      "follows": len(real_dump.follows)}
+    assert (plain.skipped, plain.adjusted) == (real_dump.skipped, real_dump.adjusted)
+    assert all_records(plain) == all_records(real_dump)
 
 
 def test_real_dump_counts_match_the_files(real_dump):
-    posts = [el.attrib.copy() for _, el in ET.iterparse(DUMP_DIR / "Posts.xml") if el.tag == "row"]
+    # what the demo publishes from it (tests/integration/test_demo.py counts the same on Kafka)
+    assert (len(real_dump.signups), len(real_dump.uploads), len(real_dump.interactions),
+            len(real_dump.follows)) == (3461, 1667, 14378, 1771)
+    posts = _sample_rows("Posts.xml")
     ownerless_questions = {p["Id"] for p in posts
                            if p["PostTypeId"] == "1" and not p.get("OwnerUserId")}
     expected_uploads = sum(
@@ -345,7 +415,7 @@ def test_real_dump_counts_match_the_files(real_dump):
 
 
 def test_real_dump_is_deterministic(real_dump):
-    again = load_dump(DUMP_DIR)
+    again = load_dump(SAMPLE_DUMP)
     assert all_records(again) == all_records(real_dump)
     ids = [record["event_id"] for _, record in all_records(real_dump)]
     assert len(ids) == len(set(ids))

@@ -1,7 +1,9 @@
 """A Stack Exchange data dump as Pulse event records: the demo's real users, posts and reactions.
 
 The dump format is Stack Exchange's public data dump (one XML file per table, one ``<row>``
-element per record, attributes as columns; https://meta.stackexchange.com/q/2677). Files are read
+element per record, attributes as columns; https://meta.stackexchange.com/q/2677); each file may
+also be gzip-compressed (``Posts.xml.gz``), as in the sample the repository ships
+(:data:`SAMPLE_DUMP`: the quantumcomputing.stackexchange.com dump, CC BY-SA 3.0). Files are read
 with a streaming parser (:func:`xml.etree.ElementTree.iterparse`, clearing parsed rows), so the
 XML tree is never held whole: memory is the records produced (about 75 MB peak for the 8 MB
 quantumcomputing dump, loaded in about 0.5 s).
@@ -57,8 +59,10 @@ Ids: ``event_id`` = :func:`streams.demo.sources.stable_event_id` of ``"stackexch
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import heapq
+import zlib
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -76,6 +80,11 @@ SOURCE = "stackexchange"
 ANONYMOUS_USER_ID = "se-u-anonymous"
 """The one user id every unattributable upvote is given (no signup exists for it)."""
 REQUIRED_FILES = ("Users.xml", "Posts.xml", "Comments.xml", "Votes.xml")
+"""The dump files :func:`load_dump` reads; each may be present as ``NAME.xml`` or ``NAME.xml.gz``."""
+SAMPLE_DUMP = Path(__file__).resolve().parents[1] / "data" / "stackexchange-quantumcomputing"
+"""The dump shipped in the repository (``streams/demo/data/``, see its ``ATTRIBUTION.md``): the
+quantumcomputing.stackexchange.com data dump, March to September 2018, the four
+:data:`REQUIRED_FILES` unmodified but gzipped (about 2 MB). ``pulse demo`` reads it by default."""
 
 _DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1)
@@ -159,26 +168,41 @@ def html_to_text(html: str | None) -> str:
 
 
 def _rows(path: Path) -> Iterator[dict[str, str]]:
-    """Attributes of each ``<row>`` of one dump file, streamed; parsed rows are freed."""
+    """Attributes of each ``<row>`` of one dump file (``.xml``, or ``.xml.gz`` decompressed as it
+    is read), streamed; parsed rows are freed."""
     try:
-        context = ET.iterparse(path, events=("start", "end"))
-        _, root = next(context)
-        for event, element in context:
-            if event == "end" and element.tag == "row":
-                yield dict(element.attrib)
-                root.clear()
-    except ET.ParseError as error:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as file:
+            context = ET.iterparse(file, events=("start", "end"))
+            _, root = next(context)
+            for event, element in context:
+                if event == "end" and element.tag == "row":
+                    yield dict(element.attrib)
+                    root.clear()
+    except (ET.ParseError, gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: not a well-formed Stack Exchange dump file: {error}") from None
 
 
-def _check_dump(path: Path) -> None:
+def dump_file(path: Path, name: str) -> Path | None:
+    """The file of dump directory ``path`` holding table ``name`` (``"Posts.xml"``):
+    ``path/Posts.xml`` if it exists, else ``path/Posts.xml.gz``, else None."""
+    for candidate in (path / name, path / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_dump(path: Path) -> dict[str, Path]:
+    """``{name: file}`` for each of :data:`REQUIRED_FILES`; ValueError naming what is missing."""
     if not path.is_dir():
         raise ValueError(f"{path} is not a Stack Exchange data dump: not a directory")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    files = {name: dump_file(path, name) for name in REQUIRED_FILES}
+    missing = [name for name, file in files.items() if file is None]
     if missing:
         raise ValueError(
-            f"{path} is not a Stack Exchange data dump: missing {', '.join(missing)}"
+            f"{path} is not a Stack Exchange data dump: missing {', '.join(missing)} "
+            "(plain or .gz)"
         )
+    return files
 
 
 def _vote_instant(vote_id: str, day_ms: int, not_before_ms: int) -> int:
@@ -200,8 +224,8 @@ def load_dump(path: Path, *, include_anonymous_votes: bool = True) -> DumpEvents
     Parameters
     ----------
     path
-        The dump directory: ``Users.xml``, ``Posts.xml``, ``Comments.xml``, ``Votes.xml``
-        (other files are ignored).
+        The dump directory: ``Users.xml``, ``Posts.xml``, ``Comments.xml``, ``Votes.xml``, each
+        plain or gzipped (``Posts.xml.gz``; plain wins when both exist); other files are ignored.
     include_anonymous_votes
         Turn upvotes, which carry no user id, into LIKEs by :data:`ANONYMOUS_USER_ID` (default),
         or skip them.
@@ -216,19 +240,19 @@ def load_dump(path: Path, *, include_anonymous_votes: bool = True) -> DumpEvents
     Raises
     ------
     ValueError
-        ``path`` is not a dump directory, or one of its files is not well-formed XML; the message
-        names the path.
+        ``path`` is not a dump directory, or one of its files is not well-formed XML (or not valid
+        gzip); the message names the path.
     """
     path = Path(path)
-    _check_dump(path)
+    files = _check_dump(path)
     skipped: Counter[str] = Counter()
     adjusted: Counter[str] = Counter()
 
-    users = {row["Id"]: row for row in _rows(path / "Users.xml")}
+    users = {row["Id"]: row for row in _rows(files["Users.xml"])}
 
     # Posts: questions first, so an answer can look up its question.
     questions, answers = {}, {}
-    for row in _rows(path / "Posts.xml"):
+    for row in _rows(files["Posts.xml"]):
         kind = row.get("PostTypeId")
         if kind not in ("1", "2"):
             skipped[f"post_type_{kind}"] += 1
@@ -264,7 +288,7 @@ def load_dump(path: Path, *, include_anonymous_votes: bool = True) -> DumpEvents
     follow_causes = [(time_of[answer], owner[answer], owner[question])
                      for answer, question in parent_of.items()]
     interactions: list[dict] = []
-    for row in _rows(path / "Comments.xml"):
+    for row in _rows(files["Comments.xml"]):
         post_id = row.get("PostId")
         if not row.get("UserId"):
             skipped["comment_without_user"] += 1
@@ -287,7 +311,7 @@ def load_dump(path: Path, *, include_anonymous_votes: bool = True) -> DumpEvents
     signups = _signups(users, uploads, interactions, tags_of, adjusted)
     signup_time = {record["user_id"]: record["event_time"] for record in signups}
 
-    for row in _rows(path / "Votes.xml"):
+    for row in _rows(files["Votes.xml"]):
         vote_type = _VOTE_TYPES.get(row.get("VoteTypeId", ""), f"type_{row.get('VoteTypeId')}")
         post_id = row.get("PostId")
         if vote_type not in ("favorite", "accepted", "upvote") or (
