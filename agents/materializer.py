@@ -10,19 +10,20 @@ from typing import Any
 
 from streams.contracts.effects import Delete, Effect, Upsert, event_time_us
 
-from streams.contracts.agent import AgentSpec
+from streams.contracts.agent import AgentSpec, Context, Event, State
 
 
 def _ms(record: dict[str, Any]) -> int:
     return event_time_us(record) // 1000
 
 
-def process(topic: str, record: dict[str, Any]) -> list[Effect]:
-    """Map one event to view writes.
+def process(state: State, event: Event, ctx: Context) -> list[Effect]:
+    """Map one event to view writes (stateless: ``state`` is unused).
 
     ``uploads`` -> ``posts`` + ``posts_by_creator``; ``signups`` -> ``users``;
     ``follows`` -> ``following`` + ``followers`` (FOLLOW upserts, UNFOLLOW deletes).
     """
+    topic, record = event.topic, event.record
     ts = event_time_us(record)
     if topic == "uploads":
         at = _ms(record)

@@ -3,18 +3,16 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
 from streams.contracts.effects import Effect, Emit
 
-from streams.contracts.agent import AgentSpec
+from streams.contracts.agent import AgentSpec, Context, Event, State
 
 
 def make_spec(source: str, sink: str, schema: str, batch_size: int = 1000) -> AgentSpec:
     """A pass-through agent re-emitting every ``schema`` event of ``source`` to ``sink``."""
 
-    def process(topic: str, record: dict[str, Any]) -> list[Effect]:
-        return [Emit(sink, record)]
+    def process(state: State, event: Event, ctx: Context) -> list[Effect]:
+        return [Emit(sink, event.record)]
 
     return AgentSpec(name="passthrough", topics=(source,), process=process,
                      doc="Re-emits every event unchanged (benchmark baseline of the runtime).",

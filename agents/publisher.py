@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, MutableMapping, Sequence
+from typing import Any, Sequence
 
-from streams.contracts.effects import Effect, Emit, Upsert, VectorSetPayload
-
-from streams.contracts.agent import AgentSpec, derived_event_id, dt_of, ms_of
+from agents.shared.search import CONTENT_COLLECTION, SEARCH_MARKS  # noqa: F401
+from streams.contracts.agent import AgentSpec, Context, Event, State, derived_event_id, dt_of, ms_of
+from streams.contracts.effects import Effect, Emit, StateSet, Upsert, VectorSetPayload
 
 log = logging.getLogger("pulse.publisher")
 
@@ -54,48 +54,32 @@ GATE_TOPICS = {"moderation-verdicts": "moderation", "copyright-verdicts": "copyr
 #: box of its own in Upload v2); FOREVER: no expiry.
 LIFETIME = {"FLASH": timedelta(hours=24), "MEMORY": timedelta(days=7), "FOREVER": None}
 _SEVERITY = {"ALLOW": 0, "RESTRICT": 1, "REVIEW": 2, "BLOCK": 3}
-#: The vector collection whose post payloads the publisher marks (``published``, ``gate_status``,
-#: ``moderation_action``, ``distribution``) once CLIP AI has enriched the post.
-CONTENT_COLLECTION = "content"
-#: The payload keys the publisher owns on those points; clip_ai's upserts keep them
-#: (``VectorUpsert.keep``), so re-running clip_ai does not hide published posts from search.
-SEARCH_MARKS = ("published", "gate_status", "moderation_action", "distribution")
 
 
 class GateJoin:
-    """The publisher's core: ``process_batch`` over a ``post_id -> state`` mapping.
+    """The publisher's decision logic for ``settings.gates``.
 
     Parameters
     ----------
     gates:
         What to wait for, a subset of ``("moderation", "copyright", "enrichment")``
         (``streams.settings.GATES``); ``enrichment`` is readiness, not a decision.
-    table:
-        The state mapping (a Faust table in a worker, a dict in tests and replay).
     """
 
-    def __init__(self, gates: Sequence[str], table: MutableMapping[str, Any]):
+    def __init__(self, gates: Sequence[str]):
         self.gates = tuple(gates)
         self.verdict_gates = tuple(g for g in self.gates if g in GATE_TOPICS.values())
-        self.table = table
 
-    def process_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
-        out: list[Any] = []
-        for topic, record in items:
-            try:
-                out.append(self.process(topic, record))
-            except Exception as exc:  # noqa: BLE001 - the runtime dead-letters this event alone
-                out.append(exc)
-        return out
-
-    def process(self, topic: str, record: dict[str, Any]) -> list[Effect]:
-        post_id = record["post_id"]
-        state = dict(self.table.get(post_id) or {})
+    def process(self, post: dict[str, Any] | None, topic: str, record: dict[str, Any]
+                ) -> tuple[dict[str, Any] | None, list[Effect]]:
+        """Fold one event into the post's state and decide: ``(new state or None when the event
+        changes nothing, effects)``."""
+        state = dict(post or {})
         if not self._fold(state, topic, record):
-            return []
-        effects = self._decide(post_id, state)
-        self.table[post_id] = state
-        return effects
+            return None, []
+        state["folded"] = state.get("folded", 0) + 1
+        effects = self._decide(record["post_id"], state)
+        return state, effects
 
     # -- folding events into the post's state -------------------------------------------------
 
@@ -129,8 +113,9 @@ class GateJoin:
             if old["event_id"] == new["event_id"]:
                 return False
             human_old, human_new = old["tier"] == "HUMAN", tier == "HUMAN"
-            if (human_old and not human_new) or (human_old == human_new and old["at"] > at):
-                return False  # an older or an automatic verdict cannot override
+            if (human_old and not human_new) or (
+                    human_old == human_new and (old["at"], old["event_id"]) > (at, new["event_id"])):
+                return False  # an older or an automatic verdict cannot override (ties: event id)
         state[gate] = new
         return True
 
@@ -165,9 +150,10 @@ class GateJoin:
         at = max([state["upload"]["at"]] + [state[g]["at"] for g in self.gates if g in state])
         # The gates' events reach the join in any order across topics, so the latest event time
         # can repeat for a newer decision; Cassandra would then keep the greater value, not the
-        # newer one. Each status write of a post gets a strictly larger timestamp instead
-        # (deterministic for a given order of events, so replays write the same cells).
-        ts = max(at * 1000, state.get("status_ts", 0) + 1)
+        # newer one. Each status write of a post gets a strictly larger timestamp instead: the
+        # latest event time (µs) plus the number of events folded so far, which depends on the
+        # set of events seen, not on their order, so a replay writes the same final cells.
+        ts = max(at * 1000 + state.get("folded", 0), state.get("status_ts", 0) + 1)
         state["status_ts"] = ts
         effects: list[Effect] = [Upsert("posts", {"post_id": post_id, "status": status,
                                                   "status_reasons": reasons}, ts)]
@@ -206,18 +192,27 @@ class GateJoin:
         }
 
 
-def setup(settings, tables: dict[str, MutableMapping[str, Any]]) -> GateJoin:
-    """The worker's :class:`GateJoin` over the ``gates`` table, for ``settings.gates``."""
-    return GateJoin(settings.gates, tables["gates"])
+def load(config) -> GateJoin:
+    """The decision logic for ``config.gates`` (``PULSE_GATES``)."""
+    return GateJoin(config.gates)
+
+
+def process(state: State, event: Event, ctx: Context) -> list[Effect]:
+    """Fold the event into its post's row of the ``gates`` table and decide (module docstring)."""
+    post_id = event.record["post_id"]
+    new, effects = ctx.models.process(state.get("gates", post_id), event.topic, event.record)
+    if new is None:
+        return []
+    return effects + [StateSet("gates", post_id, new)]
 
 
 SPEC = AgentSpec(
     name=NAME,
     topics=SOURCES,
-    process=lambda topic, record: [],  # unused: ``setup`` builds the stateful core
+    process=process,
+    load=load,
     doc="Joins the gates' verdicts by post and emits posts-published when every enabled gate allows.",
     batch_size=500,
     sinks=frozenset({"cassandra", "vectors"}),
-    setup=setup,
     tables=("gates",),
 )

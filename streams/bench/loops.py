@@ -99,8 +99,7 @@ def agent_loop(bootstrap: str, agent: str, n: int, result: str) -> None:
                                   "PULSE_APP_ID": f"bench-{agent}-{uuid.uuid4().hex[:8]}"})
     spec = AGENTS[agent]
     app, ctx = create_app(settings, [spec])
-    if spec.setup is not None and not spec.tables:
-        ctx.processor(spec)  # load models before the clock starts
+    ctx.prepare(spec)  # load models and side inputs before the clock starts
 
     @app.timer(0.05)
     async def watch():

@@ -1,7 +1,7 @@
 """Effects: what an agent's pure ``process`` core returns instead of doing I/O.
 
 The runtime hands them to the sinks, which batch and write them (Cassandra rows, Qdrant points,
-Kafka events) before the consumed offsets are committed. Effects are plain frozen values, so
+Kafka events, the agent's own state tables) before the consumed offsets are committed. Effects are plain frozen values, so
 tests can assert on them without any server.
 """
 from __future__ import annotations
@@ -80,7 +80,33 @@ class VectorSetPayload:
     payload: dict[str, Any]
 
 
-Effect = Union[Upsert, Delete, Emit, VectorUpsert, VectorDelete, VectorSetPayload]
+@dataclass(frozen=True)
+class StateSet:
+    """Set ``key`` of the agent's state table ``table`` to ``value`` (JSON-serialisable).
+
+    Applied by the runtime after the event's view writes and emits are durable (see
+    ``docs/agent-contract.md``), and visible to the next events of the same batch at once.
+    """
+
+    table: str
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class StateDelete:
+    """Remove ``key`` from the agent's state table ``table``."""
+
+    table: str
+    key: str
+
+
+Effect = Union[Upsert, Delete, Emit, VectorUpsert, VectorDelete, VectorSetPayload, StateSet,
+               StateDelete]
+#: Effects that write a store through the sinks (Cassandra rows, vector points).
+VIEW_EFFECTS = (Upsert, Delete, VectorUpsert, VectorDelete, VectorSetPayload)
+#: Effects on the agent's own state tables.
+STATE_EFFECTS = (StateSet, StateDelete)
 
 
 def event_time_us(record: dict[str, Any]) -> int:

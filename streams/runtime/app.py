@@ -5,7 +5,7 @@ from typing import Sequence
 
 from streams.contracts.agent import AgentSpec
 
-from streams.runtime.batch import RuntimeContext, bind
+from streams.runtime.binding import RuntimeContext, bind
 from streams.settings import Settings
 from streams.contracts.topics import require_bootstrap
 

@@ -16,6 +16,8 @@ from streams.contracts.effects import Delete, Effect, Emit, Upsert
 
 from streams.contracts.agent import derived_event_id, dt_of, ms_of  # noqa: F401 - re-exported for the gates
 
+#: ``model`` of verdicts that a human moderator decided (``model_version`` is the moderator id).
+HUMAN_MODEL = "human-review"
 #: How long a review task may wait before it is overdue (ReviewTask.deadline).
 REVIEW_DEADLINE = timedelta(hours=24)
 QUEUES = ("moderation", "copyright")

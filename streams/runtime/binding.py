@@ -1,0 +1,313 @@
+"""Binding agents to Faust: the only place where an agent's effects meet Kafka and the stores.
+
+Per agent, the binding takes up to ``spec.batch_size`` raw events from its channel, catches its
+side inputs up, runs the batch through the agent's :class:`~streams.runtime.engine.AgentRunner`
+(in the agent's own thread when ``spec.blocking``), then applies the output in this order:
+
+1. view writes through the sinks (Cassandra rows at their event's time, vector points by id:
+   idempotent), retried while a store is down;
+2. emitted events and dead letters, and the producer is flushed (for an agent with state);
+3. state changes and the partitions' next offsets into the agent's changelogged Faust tables,
+   each written as its cause's current event (so it lands in that partition's changelog), and
+   the producer is flushed again;
+4. the events are acknowledged; Faust commits acknowledged offsets.
+
+A crash between any two steps loses nothing: the uncommitted events are re-delivered, and
+everything before step 3 is idempotent or repeated byte for byte; after step 3 the restored
+tables say the events were applied and the runner skips them. ``docs/agent-contract.md`` gives
+the whole argument; :mod:`streams.runtime.faults` kills the worker at each step in the tests.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, Iterable, Sequence
+
+from streams.contracts.agent import AgentSpec
+from streams.contracts.codec import codec_for
+from streams.contracts.deadletters import DEAD_LETTER_TOPIC
+from streams.contracts.effects import Delete, StateDelete, Upsert
+from streams.contracts.topics import topic_catalog
+from streams.runtime.engine import POSITIONS_TABLE, AgentRunner, BatchOutput, Encoded
+from streams.runtime.faults import CrashPoints
+from streams.settings import Settings
+from streams.sinks.writers import CassandraSink, SinkSet, VectorSink
+
+log = logging.getLogger("pulse.runtime")
+
+
+class RuntimeContext:
+    """What a worker's agents share: settings, codecs per topic, sinks, each agent's runner and
+    side-input readers, counters. ``prepare`` may run in executor threads: a lock guards it."""
+
+    def __init__(self, settings: Settings, extra_schemas: dict[str, str] | None = None):
+        self.settings = settings
+        self._schemas = {name: spec.schema for name, spec in topic_catalog().items()}
+        self._schemas.update(extra_schemas or {})
+        self._codecs: dict[str, Any] = {}
+        self._sinks: SinkSet | None = None
+        self._lock = threading.RLock()
+        self._closers: list = []
+        self.counters: dict[str, int] = {"events": 0, "dead_letters": 0, "emitted": 0, "rows": 0,
+                                         "skipped": 0}
+        self.emitter = None
+        """Where emitted events go: ``send_many(topic, [(key, value)])`` (set by :func:`bind`)."""
+        self.first_batch_at: float | None = None
+        """``time.perf_counter()`` when the first batch arrived (benchmarks time from here)."""
+        self.tables: dict[str, dict[str, Any]] = {}
+        """Per agent name: its backing state tables (Faust tables in a worker, set by
+        :func:`bind`; dicts otherwise)."""
+        self.runners: dict[str, AgentRunner] = {}
+        self.side_readers: dict[str, list] = {}
+        self.crash = CrashPoints.parse(settings.crash_point)
+
+    def codec(self, topic: str):
+        """The codec of ``topic``'s event type (catalog or ``extra_schemas``).
+
+        Raises
+        ------
+        KeyError
+            ``topic`` carries no known event type.
+        """
+        c = self._codecs.get(topic)
+        if c is None:
+            try:
+                schema = self._schemas[topic]
+            except KeyError:
+                raise KeyError(f"topic {topic!r} carries no known event type") from None
+            c = self._codecs[topic] = codec_for(self.settings, schema, topic)
+        return c
+
+    def prepare(self, spec: AgentSpec) -> AgentRunner:
+        """The agent's runner, built once: models loaded (``spec.load``), declared sinks opened,
+        side inputs read up to their current end. Blocking (seconds for models)."""
+        runner = self.runners.get(spec.name)
+        if runner is not None:
+            return runner
+        with self._lock:
+            runner = self.runners.get(spec.name)
+            if runner is not None:
+                return runner
+            self.sinks(spec.sinks)
+            models = spec.load(self.settings)
+            side = {}
+            readers = []
+            if spec.side_inputs:
+                from streams.runtime.side_inputs import SideInputReader
+
+                for si in spec.side_inputs:
+                    state = si.open(self.settings, models)
+                    reader = SideInputReader(self.settings, si.topic, state.apply,
+                                             self.codec(si.topic), name=f"{spec.name}.{si.name}")
+                    reader.catch_up()
+                    self._closers.append(reader.close)
+                    readers.append(reader)
+                    side[si.name] = state
+            close = getattr(models, "close", None)
+            if close is not None:
+                self._closers.append(close)
+            tables = self.tables.setdefault(spec.name, {})
+            runner = AgentRunner(spec, self.codec, config=self.settings, models=models,
+                                 tables=tables, side=side)
+            self.side_readers[spec.name] = readers
+            self.runners[spec.name] = runner
+            return runner
+
+    def run_batch(self, spec: AgentSpec, messages: Sequence[Any]) -> BatchOutput:
+        """Catch the side inputs up, then run ``messages`` through the agent (blocking)."""
+        runner = self.prepare(spec)
+        for reader in self.side_readers.get(spec.name, ()):
+            reader.catch_up()
+        return runner.run(messages)
+
+    def sinks(self, needs: Iterable[str]) -> SinkSet:
+        """The worker's sinks, opening Cassandra / the vector index on first need (blocking)."""
+        needs = set(needs)
+        with self._lock:
+            if self._sinks is None:
+                self._sinks = SinkSet()
+            if "cassandra" in needs and self._sinks.cassandra is None:
+                from streams.stores.cassandra import connect
+
+                cluster, session = connect(self.settings, self.settings.cassandra_keyspace)
+                self._closers.append(cluster.shutdown)
+                self._sinks.cassandra = CassandraSink(session)
+            if "vectors" in needs and self._sinks.vectors is None:
+                from streams.stores.vectors import open_vector_index
+
+                index = open_vector_index(self.settings)
+                self._closers.append(index.close)
+                self._sinks.vectors = VectorSink(index)
+            return self._sinks
+
+    def close(self) -> None:
+        """Close every sink connection, side-input reader and model opened so far."""
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # closing is best effort at shutdown
+                log.exception("closing a resource failed")
+        self._closers.clear()
+
+
+#: Back-off between attempts to write a batch whose store is unreachable (seconds; doubles).
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0
+
+
+async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list) -> int:
+    """Buffer ``effects`` in the sinks and flush them, retrying until the stores take them.
+
+    A store that is down (Cassandra restarting, a network partition) blocks this agent's batch,
+    and so its partitions, instead of skipping events: the batch is not acknowledged until it is
+    written, and each retry writes exactly what is still buffered, with exponential back-off
+    (0.5 s doubling to 30 s) and a warning per attempt. The heartbeat goes on meanwhile, so the
+    group does not rebalance.
+
+    Returns the number of rows and points written.
+    """
+    from streams.sinks.writers import SinkError
+    from streams.stores.cassandra import ViewStoreError
+
+    loop = asyncio.get_running_loop()
+    delay, added = RETRY_FIRST_S, False
+    while True:
+        try:
+            sinks = await loop.run_in_executor(None, ctx.sinks, spec.sinks)
+            if not added:
+                await loop.run_in_executor(None, sinks.add, effects)
+                added = True
+            return await loop.run_in_executor(None, sinks.flush)
+        except (SinkError, ViewStoreError) as exc:
+            if not added and isinstance(exc, SinkError):
+                raise  # the effects could not even be buffered: a configuration error
+            log.warning("agent %s: %s; retrying in %.1f s", spec.name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+async def send_encoded(ctx: RuntimeContext, items: Sequence[Encoded]) -> None:
+    """Hand encoded events to the producer, grouped by topic (delivery completes on flush)."""
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+    for e in items:
+        by_topic.setdefault(e.topic, []).append((e.key, e.value))
+    for topic, pairs in by_topic.items():
+        await ctx.emitter.send_many(topic, pairs)
+        ctx.counters["dead_letters" if topic == DEAD_LETTER_TOPIC else "emitted"] += len(pairs)
+
+
+def bind(app, ctx: RuntimeContext, spec: AgentSpec):
+    """Register ``spec`` as a Faust agent on ``app`` reading its topics as raw bytes.
+
+    The agent drains its channel's queue in batches: it waits for one event, then takes every
+    event already buffered, up to ``spec.batch_size`` (natural batching: large batches under
+    load, no added latency when idle). Faust's per-event stream iteration costs more than the
+    decode, process and encode of an event together (measured by ``pulse bench backbone``), so
+    the binding acknowledges each event itself once the batch is applied; Faust commits only
+    acknowledged offsets.
+    """
+    from streams.runtime.transport import raw_topic_class
+
+    channel = raw_topic_class()(app, topics=list(spec.topics), key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw")
+    if ctx.emitter is None:
+        from streams.runtime.emitter import BatchEmitter
+
+        ctx.emitter = BatchEmitter(app.producer)
+
+    executor = None
+    if spec.blocking:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # one thread per agent: batches stay in order, and a slow model never holds up the
+        # sinks' executor threads or another agent
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"pulse-{spec.name}")
+    faust_tables = _faust_tables(app, ctx, spec)
+    crash = ctx.crash
+
+    async def run(stream):
+        queue = stream.channel.queue
+        get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
+        limit = spec.batch_size
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                events = [await get()]
+            except StopAsyncIteration:  # Faust ends the channel when the worker stops
+                return
+            while len(events) < limit and not empty():
+                events.append(get_nowait())
+            if ctx.first_batch_at is None:
+                ctx.first_batch_at = time.perf_counter()
+            messages = [ev.message for ev in events]
+            if executor is not None or spec.side_inputs or spec.name not in ctx.runners:
+                out = await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
+            else:
+                out = ctx.run_batch(spec, messages)
+            crash.reached(spec.name, "after-process")
+            if out.views:
+                ctx.counters["rows"] += await write_with_retry(ctx, spec, out.views)
+            crash.reached(spec.name, "after-sinks")
+            if out.emits or out.dead_letters:
+                await send_encoded(ctx, out.emits + out.dead_letters)
+            if out.state:
+                await app.producer.flush()  # emits durable before the state that says "applied"
+                crash.reached(spec.name, "after-emits")
+                _write_state(faust_tables, events, out.state)
+                await app.producer.flush()
+            else:
+                crash.reached(spec.name, "after-emits")
+            crash.reached(spec.name, "after-state")
+            for ev in events:
+                ev.ack()
+            ctx.counters["events"] += out.events
+            ctx.counters["skipped"] += out.skipped
+
+    run.__name__ = spec.name
+    return app.agent(channel, name=spec.name)(run)
+
+
+def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
+    """Create the agent's state tables (and its positions table) as Faust tables (memory store +
+    changelog topic ``<app_id>-<agent>-<table>-changelog``) on ``app``; JSON keys and values."""
+    if not spec.tables:
+        return {}
+    catalog = topic_catalog()
+    partitions = {ctx.settings.topic_partitions or catalog[t].partitions
+                  for t in spec.topics if t in catalog}
+    if len(partitions) != 1:
+        raise ValueError(f"agent {spec.name} keeps tables, so its source topics must be "
+                         f"co-partitioned; they have {sorted(partitions)} partitions")
+    n = partitions.pop()
+    tables = {name: app.Table(f"{spec.name}-{name.strip('_')}", partitions=n, key_type=str,
+                              help=f"{spec.name}'s {name} state, keyed like its source topics")
+              for name in spec.tables + (POSITIONS_TABLE,)}
+    ctx.tables[spec.name] = tables
+    return tables
+
+
+def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequence[tuple[Any, Any]]
+                 ) -> None:
+    """Write state changes into the Faust tables, each with its cause as Faust's *current event*,
+    so that it goes to the changelog partition of the event that caused it."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    by_message = {id(ev.message): ev for ev in events}
+    try:
+        for change, cause in changes:
+            _current_event.set(weakref.ref(by_message[id(cause)]))
+            table = tables[change.table]
+            if isinstance(change, StateDelete):
+                table.pop(change.key, None)
+            else:
+                table[change.key] = change.value
+    finally:
+        _current_event.set(None)
+
+
+def stores_of(effects: Iterable[Any]) -> set[str]:
+    """The stores a list of view effects writes to."""
+    return {"cassandra" if isinstance(e, (Upsert, Delete)) else "vectors" for e in effects}

@@ -1,0 +1,266 @@
+"""The agent engine: runs one agent's pure ``process`` over a batch of consumed messages.
+
+:class:`AgentRunner` is everything a worker does per batch except I/O: decode each message (an
+undecodable one becomes a dead letter), skip what the agent's state says it already applied,
+build the :class:`~streams.contracts.agent.Context`, call ``process``, check and sort the effects,
+apply state changes to an overlay (so the next event of the batch sees them), and encode the
+emitted events. The Faust binding (:mod:`streams.runtime.binding`), replay
+(:mod:`replay.rebuild`) and the tests all run this class, so they compute the same thing.
+
+Positions: an agent with state tables also keeps, in the reserved table ``__positions__``, the
+next offset to apply for every source partition it owns (key ``"<topic>:<partition>"``), written
+with the state changes, after the batch's view writes and emits are durable. A message below its
+partition's recorded position was already applied with all its outputs: a re-delivery after a
+crash skips it (see ``docs/agent-contract.md`` for the whole argument).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, MutableMapping, NamedTuple, Sequence
+
+from streams.contracts.agent import AgentSpec, Context, Event
+from streams.contracts.codec import CodecError
+from streams.contracts.deadletters import DEAD_LETTER_TOPIC, dead_letter
+from streams.contracts.effects import (STATE_EFFECTS, VIEW_EFFECTS, Delete, Emit, StateDelete,
+                                       StateSet, Upsert)
+from streams.contracts.topics import topic_catalog
+
+log = logging.getLogger("pulse.engine")
+
+#: Reserved state table of every stateful agent: ``"<topic>:<partition>" -> next offset``.
+POSITIONS_TABLE = "__positions__"
+
+_DELETED = object()
+
+
+class RawMessage(NamedTuple):
+    """A consumed Kafka message as the runtime sees it (bytes, not yet decoded)."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple = ()
+    timestamp_ms: int | None = None
+
+
+class Encoded(NamedTuple):
+    """An emitted event ready for the producer, with the message that caused it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    cause: Any
+
+
+@dataclass
+class BatchOutput:
+    """What one batch asks the runtime to do, in the order the runtime does it.
+
+    ``views``: row and vector effects for the sinks; ``emits``: encoded derived events;
+    ``dead_letters``: encoded dead letters; ``state``: ``(StateSet | StateDelete, cause message)``
+    in the order they were made (positions included); ``events``: messages processed;
+    ``skipped``: messages below their recorded position (already applied).
+    """
+
+    views: list[Any] = field(default_factory=list)
+    emits: list[Encoded] = field(default_factory=list)
+    dead_letters: list[Encoded] = field(default_factory=list)
+    state: list[tuple[Any, Any]] = field(default_factory=list)
+    events: int = 0
+    skipped: int = 0
+
+
+class TableState:
+    """The :class:`~streams.contracts.agent.State` an agent reads: its backing tables (Faust
+    tables in a worker, dicts in replay and tests) seen through the batch's pending changes."""
+
+    def __init__(self, tables: Mapping[str, MutableMapping[str, Any]], overlay: dict):
+        self._tables = tables
+        self._overlay = overlay
+
+    def get(self, table: str, key: str, default: Any = None) -> Any:
+        pending = self._overlay.get((table, key))
+        if pending is not None:
+            return default if pending is _DELETED else pending
+        try:
+            backing = self._tables[table]
+        except KeyError:
+            raise KeyError(f"state table {table!r} is not declared by the agent "
+                           f"(tables: {', '.join(t for t in self._tables if t != POSITIONS_TABLE)})"
+                           ) from None
+        value = backing.get(key)
+        return default if value is None else value
+
+
+class EffectError(ValueError):
+    """An agent returned an effect the runtime cannot apply (wrong type, undeclared table or
+    store, an event that does not match its topic's schema); the event is dead-lettered."""
+
+
+def _store_of(effect: Any) -> str:
+    return "cassandra" if isinstance(effect, (Upsert, Delete)) else "vectors"
+
+
+class AgentRunner:
+    """One agent's core, ready to run batches (see the module docstring).
+
+    Parameters
+    ----------
+    spec:
+        The agent.
+    codecs:
+        ``codecs(topic) -> codec`` with ``decode(bytes)`` / ``encode(record)`` (the runtime's
+        per-topic codec cache).
+    config:
+        Settings, passed as ``ctx.config``.
+    models:
+        What ``spec.load`` returned.
+    tables:
+        The backing state tables by name (every name of ``spec.tables``, plus
+        :data:`POSITIONS_TABLE` for a stateful agent); dicts are made for missing ones.
+    side:
+        Side-input states by name (every name of ``spec.side_inputs``).
+    """
+
+    def __init__(self, spec: AgentSpec, codecs: Callable[[str], Any], *, config: Any = None,
+                 models: Any = None, tables: MutableMapping[str, MutableMapping[str, Any]] | None = None,
+                 side: Mapping[str, Any] | None = None):
+        self.spec = spec
+        self.codecs = codecs
+        self.config = config
+        self.models = models
+        self.tables: MutableMapping[str, MutableMapping[str, Any]] = tables if tables is not None else {}
+        self.stateful = bool(spec.tables)
+        for name in spec.tables + ((POSITIONS_TABLE,) if self.stateful else ()):
+            self.tables.setdefault(name, {})
+        self.side = dict(side or {})
+        missing = {s.name for s in spec.side_inputs} - set(self.side)
+        if missing:
+            raise ValueError(f"agent {spec.name}: side inputs {sorted(missing)} not provided")
+        catalog = topic_catalog()
+        self._key_fields = {t: s.key for t, s in catalog.items()}
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def run(self, messages: Sequence[Any]) -> BatchOutput:
+        """Process ``messages`` (:class:`RawMessage` or Faust ``Message``: ``topic``,
+        ``partition``, ``offset``, ``key``, ``value``, ``headers``) in order.
+
+        Never raises for one event's fault: undecodable events, exceptions in ``process`` and
+        effects that cannot be applied dead-letter that event alone.
+        """
+        out = BatchOutput()
+        overlay: dict[tuple[str, str], Any] = {}
+        state = TableState(self.tables, overlay)
+        for m in messages:
+            position_key = None
+            if self.stateful and m.partition is not None and m.offset is not None:
+                position_key = f"{m.topic}:{m.partition}"
+                done = state.get(POSITIONS_TABLE, position_key)
+                if done is not None and m.offset < done:
+                    out.skipped += 1
+                    continue
+            out.events += 1
+            try:
+                record = self.codecs(m.topic).decode(m.value)
+            except CodecError as exc:
+                out.dead_letters.append(self._dead_letter(m, str(exc), "CodecError"))
+            else:
+                self._process_one(m, record, state, overlay, out)
+            if position_key is not None:
+                change = StateSet(POSITIONS_TABLE, position_key, m.offset + 1)
+                overlay[(POSITIONS_TABLE, position_key)] = m.offset + 1
+                out.state.append((change, m))
+        return out
+
+    def _process_one(self, m: Any, record: dict[str, Any], state: TableState,
+                     overlay: dict, out: BatchOutput) -> None:
+        spec = self.spec
+        event = Event(m.topic, record, m.partition, m.offset)
+        try:
+            ctx = Context(agent=spec.name, event_id=record["event_id"],
+                          event_time_ms=event.event_time_ms, models=self.models, side=self.side,
+                          config=self.config)
+            effects = spec.process(state, event, ctx)
+            views, emits, changes = self._sort(effects)
+        except Exception as exc:  # a bug or bad data in one event must not stop the partition
+            if not isinstance(exc, EffectError):
+                log.exception("agent %s failed on %s[%s]@%s", spec.name, m.topic, m.partition,
+                              m.offset)
+            out.dead_letters.append(self._dead_letter(m, f"{spec.name} failed: {exc!r}",
+                                                      type(exc).__name__))
+            return
+        out.views.extend(views)
+        out.emits.extend(Encoded(t, k, v, m) for t, k, v in emits)
+        for change in changes:
+            overlay[(change.table, change.key)] = (
+                _DELETED if isinstance(change, StateDelete) else change.value)
+            out.state.append((change, m))
+
+    def _sort(self, effects: Sequence[Any]) -> tuple[list, list, list]:
+        """Split effects into view writes, encoded emits and state changes, checking each.
+
+        Raises
+        ------
+        EffectError
+            An effect of an unknown type, for a store or table the agent did not declare, or an
+            emitted event its topic's codec refuses.
+        """
+        views, emits, changes = [], [], []
+        for e in effects:
+            if isinstance(e, Emit):
+                try:
+                    value = self.codecs(e.topic).encode(e.record)
+                except (CodecError, KeyError) as exc:
+                    raise EffectError(f"emit to {e.topic}: {exc}") from None
+                key_field = self._key_fields.get(e.topic)
+                key = e.record.get(key_field) if key_field else None
+                emits.append((e.topic, None if key is None else str(key).encode(), value))
+            elif isinstance(e, STATE_EFFECTS):
+                if e.table not in self.spec.tables:
+                    raise EffectError(f"state change of undeclared table {e.table!r}")
+                changes.append(e)
+            elif isinstance(e, VIEW_EFFECTS):
+                if _store_of(e) not in self.spec.sinks:
+                    raise EffectError(f"{type(e).__name__} needs the {_store_of(e)!r} sink, "
+                                      f"which agent {self.spec.name} does not declare")
+                views.append(e)
+            else:
+                raise EffectError(f"not an effect: {e!r}")
+        return views, emits, changes
+
+    def _dead_letter(self, m: Any, reason: str, error_type: str) -> Encoded:
+        """The encoded dead letter for message ``m`` (a RawMessage or a Faust Message)."""
+        if isinstance(m, RawMessage):
+            timestamp_ms = m.timestamp_ms
+        else:  # Faust: seconds as a float
+            timestamp_ms = int(m.timestamp * 1000) if getattr(m, "timestamp", None) else None
+        record = dead_letter(
+            source_topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
+            headers=_headers(m.headers), original_timestamp=timestamp_ms, reason=reason,
+            error_type=error_type, consumer=self.spec.name, producer=self.spec.name)
+        value = self.codecs(DEAD_LETTER_TOPIC).encode(record)
+        key = record.get(self._key_fields.get(DEAD_LETTER_TOPIC, ""), None)
+        return Encoded(DEAD_LETTER_TOPIC, None if key is None else str(key).encode(), value, m)
+
+    # -- applying state -------------------------------------------------------------------------
+
+    def apply_state(self, changes: Sequence[tuple[Any, Any]]) -> None:
+        """Write state changes into the backing tables (replay and tests; the Faust binding
+        writes them itself, each as its cause's current event)."""
+        for change, _ in changes:
+            table = self.tables[change.table]
+            if isinstance(change, StateDelete):
+                table.pop(change.key, None)
+            else:
+                table[change.key] = change.value
+
+
+def _headers(headers) -> tuple:
+    """Faust gives headers as a list of pairs or a mapping; normalise to a tuple of pairs."""
+    if not headers:
+        return ()
+    return tuple(headers.items()) if hasattr(headers, "items") else tuple(headers)
