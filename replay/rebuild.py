@@ -2,15 +2,20 @@
 
 :func:`rebuild_views` reads every source topic of the chosen agents as raw bytes, from the start
 of each partition (or from a Kafka timestamp) up to the end offsets taken when the replay began,
-and feeds them to exactly what a worker runs per batch: :func:`streams.runtime.batch.process_batch`,
-then ``ctx.sinks(spec.sinks).write(effects)``. Views are idempotent upserts written at event time
-(``USING TIMESTAMP``), so replaying over a live view leaves the same rows and write times.
+and feeds them to exactly what a worker runs per batch: the agent's
+:class:`~streams.runtime.engine.AgentRunner` in the worker's
+:class:`~streams.runtime.binding.RuntimeContext`, then ``ctx.sinks(spec.sinks).write(views)``
+and the state changes into the replay's own tables. Views are idempotent upserts written at event
+time (``USING TIMESTAMP``), so replaying over a live view leaves the same rows and write times;
+``into=KEYSPACE`` writes a fresh keyspace instead (and :mod:`replay.verify` compares it).
 
 Derived events (emits) are counted but not published unless ``emit=True``: a replay must not
 duplicate output events. Dead letters found on the way are counted and listed the same way.
 
 Order: one partition's messages in offset order; partitions and topics interleaved by Kafka
-timestamp (a k-way merge), so cross-topic order resembles the live stream.
+timestamp (a k-way merge), so cross-topic order resembles the live stream. Agents whose sources
+meet in one state (the publisher) fold commutatively, so their results do not depend on the
+interleaving (``streams/contracts/agent.py``, determinism rules).
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from typing import Callable, Iterable, Iterator
 
 from agents.registry import select
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC
-from streams.runtime.batch import RawMessage, RuntimeContext, process_batch
+from streams.runtime.binding import RuntimeContext
+from streams.runtime.engine import RawMessage
 from streams.settings import Settings
 from streams.contracts.topics import TopicError, require_bootstrap
 
@@ -229,18 +235,30 @@ def read_merged(settings: Settings, topics: Iterable[str], *, start_ms: int | No
 
 
 def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms: int | None = None,
-                  end_ms: int | None = None, emit: bool = False,
-                  on_progress: Progress | None = None) -> dict:
+                  end_ms: int | None = None, emit: bool = False, into: str | None = None,
+                  collect: bool = False, on_progress: Progress | None = None) -> dict:
     """Replay the source topics of ``agent_names`` (``None`` or empty: every agent) through the
-    worker's per-batch code and write their view effects.
+    live code path — the worker's :class:`~streams.runtime.binding.RuntimeContext` and each
+    agent's :class:`~streams.runtime.engine.AgentRunner` — and write their view effects.
+
+    State is rebuilt from the log: every agent starts with empty tables and folds its sources
+    from the first offset; side inputs are read whole first and answer as of each event's time.
 
     Parameters
     ----------
     start_ms / end_ms:
-        Kafka-timestamp range ``[start_ms, end_ms)`` in UTC epoch ms (``None``: whole log).
+        Kafka-timestamp range ``[start_ms, end_ms)`` in UTC epoch ms (``None``: whole log). Only
+        for agents without state (a state fold needs the whole log).
     emit:
-        Also publish the emitted events and dead letters (keys from ``ctx.key_of``), as the
-        worker would; by default they are only counted.
+        Also publish the emitted events and dead letters, as the worker would; by default they
+        are only counted (a replay must not duplicate output events).
+    into:
+        Write the views into this keyspace (created with the schema) and the vector points into
+        collections prefixed ``<into>__``, instead of the active ones.
+    collect:
+        Keep every encoded derived event (``out["emitted"]``: ``{topic: {event_id: bytes}}``)
+        and the tables, columns and vector points the replay wrote (``out["written"]``), for
+        :func:`replay.verify.verify_rebuild`.
 
     Returns
     -------
@@ -248,8 +266,8 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         ``agents`` (names), ``topics`` (``{topic: messages read}``), ``events`` (total read),
         ``effects`` (view rows / points written), ``emits_skipped``, ``emits_published``,
         ``dead_letters`` (count), ``dead_letters_published``, ``dead_letter_list`` (up to
-        :data:`MAX_LISTED_DEAD_LETTERS` of ``{topic, partition, offset, reason}``), ``seconds``,
-        ``events_per_s``.
+        :data:`MAX_LISTED_DEAD_LETTERS` of ``{topic, partition, offset, reason}``), ``keyspace``,
+        ``seconds``, ``events_per_s``.
 
     Raises
     ------
@@ -260,18 +278,31 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
     streams.sinks.writers.SinkError, streams.stores.cassandra.ViewStoreError
         Writing the views failed.
     TimeRangeError
-        ``start_ms >= end_ms``.
+        ``start_ms >= end_ms``, or a range for an agent with state.
     """
+    from dataclasses import replace
+
     check_range(start_ms, end_ms)
     specs = select(",".join(agent_names) if agent_names else None)
+    if (start_ms is not None or end_ms is not None) and any(sp.tables for sp in specs):
+        raise TimeRangeError("agents with state (" + ", ".join(sp.name for sp in specs if sp.tables)
+                             + ") are rebuilt from the whole log: drop --from/--to")
     extra = {t: s for spec in specs for t, s in spec.topic_schemas.items()}
-    ctx = RuntimeContext(settings, extra_schemas=extra)
+    if into is not None:
+        from streams.stores.cassandra import apply_schema
+
+        settings = replace(settings, cassandra_keyspace=into)
+        apply_schema(settings)
+    ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into)
     topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
     by_topic = {t: [sp for sp in specs if t in sp.topics] for t in topics}
     batches: dict[str, list[RawMessage]] = {sp.name: [] for sp in specs}
-    out = {"agents": [sp.name for sp in specs], "topics": dict.fromkeys(topics, 0), "events": 0,
-           "effects": 0, "emits_skipped": 0, "emits_published": 0, "dead_letters": 0,
-           "dead_letters_published": 0, "dead_letter_list": []}
+    out: dict = {"agents": [sp.name for sp in specs], "topics": dict.fromkeys(topics, 0),
+                 "events": 0, "effects": 0, "emits_skipped": 0, "emits_published": 0,
+                 "dead_letters": 0, "dead_letters_published": 0, "dead_letter_list": [],
+                 "keyspace": ctx.keyspace}
+    emitted: dict[str, dict[str, bytes]] = {}
+    written = Written()
     publisher = None
     if emit:
         from streams.producer import Publisher
@@ -280,28 +311,35 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
     total = [0]
 
     def run(spec, batch: list[RawMessage]) -> None:
-        # exactly the worker's per-batch logic (streams.runtime.batch.bind / apply_effects), synchronously
-        effects, emits = process_batch(ctx, spec, batch)
-        if effects:
-            out["effects"] += ctx.sinks(spec.sinks).write(effects)
-        for e in emits:
-            dead = e.topic == DEAD_LETTER_TOPIC
-            if dead:
-                out["dead_letters"] += 1
-                if len(out["dead_letter_list"]) < MAX_LISTED_DEAD_LETTERS:
-                    r = e.record
-                    out["dead_letter_list"].append({"topic": r["source_topic"], "partition": r["partition"],
-                                                    "offset": r["offset"], "reason": r["reason"]})
-            if publisher is not None:
-                publisher.produce_raw(e.topic, ctx.key_of(e.topic, e.record),
-                                      ctx.codec(e.topic).encode(e.record))
-                out["dead_letters_published" if dead else "emits_published"] += 1
-            elif not dead:
+        # the worker's per-batch code (streams.runtime.binding.bind), synchronously
+        result = ctx.run_batch(spec, batch)
+        if result.views:
+            out["effects"] += ctx.sinks(spec.sinks).write(result.views)
+            if collect:
+                written.add(result.views)
+        for e in result.dead_letters:
+            out["dead_letters"] += 1
+            if len(out["dead_letter_list"]) < MAX_LISTED_DEAD_LETTERS:
+                m = e.cause
+                out["dead_letter_list"].append({"topic": m.topic, "partition": m.partition,
+                                                "offset": m.offset, "reason": _reason(ctx, e)})
+        for e in result.emits:
+            if collect:
+                emitted.setdefault(e.topic, {})[_event_id(ctx, e)] = e.value
+            if publisher is None:
                 out["emits_skipped"] += 1
+        if publisher is not None:
+            for e in result.emits + result.dead_letters:
+                publisher.produce_raw(e.topic, e.key, e.value)
+                out["dead_letters_published" if e.topic == DEAD_LETTER_TOPIC else
+                    "emits_published"] += 1
+        ctx.runners[spec.name].apply_state(result.state)
         batch.clear()
 
     began = time.perf_counter()
     try:
+        for spec in specs:
+            ctx.prepare(spec)
         for msg in read_merged(settings, topics, start_ms=start_ms, end_ms=end_ms,
                                on_total=lambda n: total.__setitem__(0, n)):
             out["topics"][msg.topic] += 1
@@ -311,7 +349,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
                 batch.append(msg)
                 if len(batch) >= spec.batch_size:
                     run(spec, batch)
-            if on_progress and out["events"] % 1000 == 0:
+            if on_progress and out["events"] % 200 == 0:
                 on_progress(out["events"], total[0])
         for spec in specs:
             if batches[spec.name]:
@@ -324,4 +362,43 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         on_progress(out["events"], out["events"])
     out["seconds"] = round(time.perf_counter() - began, 3)
     out["events_per_s"] = round(out["events"] / out["seconds"]) if out["seconds"] > 0 else 0
+    if collect:
+        out["emitted"] = emitted
+        out["written"] = written
     return out
+
+
+class Written:
+    """What a replay wrote: per Cassandra table the columns it set, per vector collection the
+    point ids and the payload keys it set (what :mod:`replay.verify` compares)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, set[str]] = {}
+        self.points: dict[str, set[str]] = {}
+        self.payload_keys: dict[str, set[str]] = {}
+        self.vectors: set[str] = set()
+
+    def add(self, effects) -> None:
+        from streams.contracts.effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+
+        for e in effects:
+            if isinstance(e, (Upsert, Delete)):
+                cols = self.columns.setdefault(e.table, set())
+                cols.update(e.row if isinstance(e, Upsert) else e.key)
+            elif isinstance(e, VectorUpsert):
+                self.points.setdefault(e.collection, set()).add(e.id)
+                self.payload_keys.setdefault(e.collection, set()).update(e.payload)
+                self.vectors.add(e.collection)
+            elif isinstance(e, VectorSetPayload):
+                self.points.setdefault(e.collection, set()).update(e.ids)
+                self.payload_keys.setdefault(e.collection, set()).update(e.payload)
+            elif isinstance(e, VectorDelete):
+                self.points.setdefault(e.collection, set()).update(e.ids)
+
+
+def _event_id(ctx, e) -> str:
+    return ctx.codec(e.topic).decode(e.value)["event_id"]
+
+
+def _reason(ctx, e) -> str:
+    return ctx.codec(e.topic).decode(e.value)["reason"]

@@ -13,7 +13,7 @@ from streams.settings import SettingsError
 from streams.cli.common import app, err_console
 
 #: Command modules, in help order. Each attaches its commands to the apps of ``common``.
-COMMAND_MODULES = ("core", "review", "copyright", "copyright_stream", "moderation", "clip")
+COMMAND_MODULES = ("core", "replay", "review", "copyright", "copyright_stream", "moderation", "clip")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

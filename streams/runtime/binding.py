@@ -40,10 +40,18 @@ log = logging.getLogger("pulse.runtime")
 
 class RuntimeContext:
     """What a worker's agents share: settings, codecs per topic, sinks, each agent's runner and
-    side-input readers, counters. ``prepare`` may run in executor threads: a lock guards it."""
+    side-input readers, counters. ``prepare`` may run in executor threads: a lock guards it.
 
-    def __init__(self, settings: Settings, extra_schemas: dict[str, str] | None = None):
+    ``keyspace``: where the sinks write views. ``None`` (a worker): the keyspace readers use,
+    from the view pointer (``streams.query.pointer``) when the sinks first open, so a worker
+    started after ``pulse replay swap`` writes the swapped-in views. Vector points go to the
+    collections that go with the keyspace (``<keyspace>__content`` for a rebuilt one).
+    """
+
+    def __init__(self, settings: Settings, extra_schemas: dict[str, str] | None = None,
+                 keyspace: str | None = None):
         self.settings = settings
+        self.keyspace = keyspace
         self._schemas = {name: spec.schema for name, spec in topic_catalog().items()}
         self._schemas.update(extra_schemas or {})
         self._codecs: dict[str, Any] = {}
@@ -131,16 +139,31 @@ class RuntimeContext:
             if "cassandra" in needs and self._sinks.cassandra is None:
                 from streams.stores.cassandra import connect
 
-                cluster, session = connect(self.settings, self.settings.cassandra_keyspace)
+                cluster, session = connect(self.settings, self._keyspace())
                 self._closers.append(cluster.shutdown)
                 self._sinks.cassandra = CassandraSink(session)
             if "vectors" in needs and self._sinks.vectors is None:
                 from streams.stores.vectors import open_vector_index
+                from streams.stores.vectors.prefixed import PrefixedIndex, collection_prefix
 
                 index = open_vector_index(self.settings)
                 self._closers.append(index.close)
-                self._sinks.vectors = VectorSink(index)
+                prefix = collection_prefix(self._keyspace(), self.settings.cassandra_keyspace)
+                self._sinks.vectors = VectorSink(PrefixedIndex(index, prefix) if prefix else index)
             return self._sinks
+
+    def _keyspace(self) -> str:
+        """The keyspace the sinks write (resolved once)."""
+        if self.keyspace is None:
+            from streams.query.pointer import active_keyspace
+            from streams.stores.cassandra import connect
+
+            cluster, session = connect(self.settings)
+            try:
+                self.keyspace = active_keyspace(session, self.settings.cassandra_keyspace)
+            finally:
+                cluster.shutdown()
+        return self.keyspace
 
     def close(self) -> None:
         """Close every sink connection, side-input reader and model opened so far."""
