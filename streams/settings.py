@@ -87,6 +87,11 @@ class Settings:
         when Pulse creates the keyspace.
     cassandra_protocol_version:
         ``PULSE_CASSANDRA_PROTOCOL`` (default ``5``; use 4 for Cassandra 3.x/4.x clusters).
+    view_pointer_ttl_s:
+        ``PULSE_VIEW_POINTER_TTL_S`` (default ``2``): seconds a reader trusts the active-keyspace
+        pointer (``view_pointer`` in the base keyspace) before reading it again, so a
+        ``pulse replay swap`` reaches every reader on every machine within this long, without a
+        restart; ``0`` reads the pointer before every query.
     qdrant_url:
         ``PULSE_QDRANT_URL``: URL of a Qdrant server; when unset, the embedded qdrant-edge
         engine stores vectors under ``$PULSE_HOME/qdrant``.
@@ -135,6 +140,7 @@ class Settings:
     cassandra_keyspace: str = "pulse"
     cassandra_replication: int = 1
     cassandra_protocol_version: int = 5
+    view_pointer_ttl_s: float = 2.0
     qdrant_url: str | None = None
     schema_registry_url: str | None = None
     app_id: str = "pulse"
@@ -192,6 +198,7 @@ class Settings:
             cassandra_keyspace=env.get("PULSE_CASSANDRA_KEYSPACE") or "pulse",
             cassandra_replication=_int(env, "PULSE_CASSANDRA_REPLICATION", 1),
             cassandra_protocol_version=_int(env, "PULSE_CASSANDRA_PROTOCOL", 5),
+            view_pointer_ttl_s=_float(env, "PULSE_VIEW_POINTER_TTL_S", 2.0),
             qdrant_url=env.get("PULSE_QDRANT_URL") or None,
             schema_registry_url=env.get("PULSE_SCHEMA_REGISTRY_URL") or None,
             app_id=env.get("PULSE_APP_ID") or "pulse",

@@ -39,7 +39,7 @@ def search(query: Optional[str] = typer.Argument(None, help="What to look for, i
 
     With the embedded vector engine, a running worker holds the collection: stop it first, or
     use a Qdrant server (PULSE_QDRANT_URL)."""
-    from streams.query.search import ContentSearch
+    from streams.query.read_side import get_read_side
 
     if (query is None) == (like is None):
         raise typer.BadParameter("give a QUERY or --like POST_ID (one of them)")
@@ -53,7 +53,7 @@ def search(query: Optional[str] = typer.Argument(None, help="What to look for, i
             since_ms = parse_time_ms(since, "")
         except TimeRangeError as exc:
             raise typer.BadParameter(str(exc), param_hint="'--since'") from None
-    with ContentSearch.open(settings()) as s:
+    with get_read_side(settings()).search as s:
         if like is not None:
             hits = s.like(like, limit, kind=kind, since_ms=since_ms, published_only=published_only)
         else:

@@ -7,6 +7,10 @@ transaction (``INSERT ... IF NOT EXISTS`` on ``review_claims``: of two moderator
 task at once, exactly one wins), then publishes the ``ReviewDecision`` on ``review-decisions``. The gate owning the task's queue
 turns it into its final verdict, and the decision is a labelled row for the next training run
 (``replay.training.review_labels``).
+
+Every function takes the process's :class:`~streams.query.read_side.ReadSide` or the settings to
+find it by; the tables read, and the claim written, are those of the read side's active keyspace
+(the one ``pulse review list`` shows), pinned once per call.
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from streams.producer import Publisher
+from streams.query.read_side import ReadSide, read_side_of
 from streams.settings import Settings
-from streams.query.views import view_session
 
 #: Actions a moderator can take (GateAction without REVIEW: a human decision is final).
 DECISION_ACTIONS = ("ALLOW", "RESTRICT", "BLOCK")
@@ -33,7 +37,7 @@ def _row(r) -> dict[str, Any]:
     return r._asdict()
 
 
-def pending_tasks(settings: Settings, limit: int = 50, queue: str | None = None,
+def pending_tasks(settings: Settings | ReadSide, limit: int = 50, queue: str | None = None,
                   page_size: int | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` pending review tasks of ``queue`` (default: every queue), oldest first,
     each with its scores and reasons.
@@ -48,67 +52,63 @@ def pending_tasks(settings: Settings, limit: int = 50, queue: str | None = None,
     (``cassandra.concurrent``), so a page costs about one round trip, not two per task.
     ``page_size``: rows read per queue per page (default ``max(limit, 50)``).
     """
-    from cassandra.concurrent import execute_concurrent_with_args
-
     if queue is not None and queue not in QUEUES:
         raise ReviewError(f"no review queue {queue!r}; the queues are {', '.join(QUEUES)}")
     if limit <= 0:
         return []
     page = page_size or max(limit, 50)
-    with view_session(settings) as s:
-        get_page = s.prepare("SELECT created_at, task_id FROM review_pending WHERE queue = ? "
-                             "AND (created_at, task_id) > (?, ?) LIMIT ?")
-        get_task = s.prepare("SELECT * FROM review_tasks WHERE task_id = ?")
-        get_claim = s.prepare("SELECT task_id FROM review_claims WHERE task_id = ?")
+    rs = read_side_of(settings)
+    ks = rs.active_keyspace()  # one keyspace for the whole listing, even across a swap
+    get_page = ("SELECT created_at, task_id FROM {ks}.review_pending WHERE queue = ? "
+                "AND (created_at, task_id) > (?, ?) LIMIT ?")
 
-        def key(r) -> tuple:
-            return (r.created_at, r.task_id)
+    def key(r) -> tuple:
+        return (r.created_at, r.task_id)
 
-        names = (queue,) if queue else QUEUES
-        first = datetime(1970, 1, 1)  # naive UTC, as the driver returns timestamps
-        last = {name: (first, "") for name in names}  # key of the last row read per queue
-        more = set(names)  # queues that may hold rows after ``last``
-        heads: dict[str, list] = {name: [] for name in names}  # read, not yet looked up
-        out: list[dict[str, Any]] = []
-        while len(out) < limit:
-            for name in names:
-                if not heads[name] and name in more:
-                    rows = list(s.execute(get_page, (name, *last[name], page)))
-                    if len(rows) < page:
-                        more.discard(name)
-                    if rows:
-                        heads[name], last[name] = rows, key(rows[-1])
-            # merge oldest first; a queue with unread rows bounds how far the merge may go
-            bound = min((last[name] for name in more), default=None)
-            batch = sorted((r for name in names for r in heads[name]
-                            if bound is None or key(r) <= bound), key=key)[:page]
-            if not batch:
+    names = (queue,) if queue else QUEUES
+    first = datetime(1970, 1, 1)  # naive UTC, as the driver returns timestamps
+    last = {name: (first, "") for name in names}  # key of the last row read per queue
+    more = set(names)  # queues that may hold rows after ``last``
+    heads: dict[str, list] = {name: [] for name in names}  # read, not yet looked up
+    out: list[dict[str, Any]] = []
+    while len(out) < limit:
+        for name in names:
+            if not heads[name] and name in more:
+                rows = list(rs.execute(get_page, (name, *last[name], page), keyspace=ks))
+                if len(rows) < page:
+                    more.discard(name)
+                if rows:
+                    heads[name], last[name] = rows, key(rows[-1])
+        # merge oldest first; a queue with unread rows bounds how far the merge may go
+        bound = min((last[name] for name in more), default=None)
+        batch = sorted((r for name in names for r in heads[name]
+                        if bound is None or key(r) <= bound), key=key)[:page]
+        if not batch:
+            break
+        taken = {r.task_id for r in batch}
+        for name in names:
+            heads[name] = [r for r in heads[name] if r.task_id not in taken]
+        ids = [(r.task_id,) for r in batch]
+        tasks = rs.execute_concurrent("SELECT * FROM {ks}.review_tasks WHERE task_id = ?", ids,
+                                      keyspace=ks)
+        claims = rs.execute_concurrent("SELECT task_id FROM {ks}.review_claims WHERE task_id = ?",
+                                       ids, keyspace=ks)
+        for task_rows, claim_rows in zip(tasks, claims):
+            task = task_rows.one()
+            if task is None or task.status != "PENDING" or claim_rows.one() is not None:
+                continue
+            out.append(_row(task))
+            if len(out) >= limit:
                 break
-            taken = {r.task_id for r in batch}
-            for name in names:
-                heads[name] = [r for r in heads[name] if r.task_id not in taken]
-            ids = [(r.task_id,) for r in batch]
-            tasks = execute_concurrent_with_args(s, get_task, ids, concurrency=64)
-            claims = execute_concurrent_with_args(s, get_claim, ids, concurrency=64)
-            for (ok_t, task_rows), (ok_c, claim_rows) in zip(tasks, claims):
-                if not ok_t:
-                    raise task_rows
-                if not ok_c:
-                    raise claim_rows
-                task = task_rows.one()
-                if task is None or task.status != "PENDING" or claim_rows.one() is not None:
-                    continue
-                out.append(_row(task))
-                if len(out) >= limit:
-                    break
-        return out
+    return out
 
 
-def decide(settings: Settings, task_id: str, action: str, *, reviewer_id: str,
+def decide(settings: Settings | ReadSide, task_id: str, action: str, *, reviewer_id: str,
            categories: list[str] | None = None, note: str | None = None) -> dict[str, Any]:
     """Decide review task ``task_id``: claim it, then publish the ``ReviewDecision``.
 
-    Returns the published decision event (a dict of the ReviewDecision schema).
+    Returns the published decision event (a dict of the ReviewDecision schema). The event is
+    published with the read side's settings (``settings`` itself, or ``ReadSide.settings``).
 
     Raises
     ------
@@ -120,20 +120,23 @@ def decide(settings: Settings, task_id: str, action: str, *, reviewer_id: str,
     if action not in DECISION_ACTIONS:
         raise ReviewError(f"action {action!r} is not one of {', '.join(DECISION_ACTIONS)}")
     now = datetime.now(timezone.utc)
-    with view_session(settings) as s:
-        task = s.execute("SELECT * FROM review_tasks WHERE task_id = %s", (task_id,)).one()
-        if task is None:
-            raise ReviewError(f"no review task {task_id!r}; `pulse review list` shows the pending ones")
-        if task.status == "DECIDED":
-            raise ReviewError(f"review task {task_id} was already decided: {task.decision} by "
-                              f"{task.decided_by} at {task.decided_at:%Y-%m-%d %H:%M:%S} UTC")
-        claimed = s.execute(
-            "INSERT INTO review_claims (task_id, reviewer_id, action, claimed_at) "
-            "VALUES (%s, %s, %s, %s) IF NOT EXISTS", (task_id, reviewer_id, action, now)).one()
-        if not claimed.applied:
-            raise ReviewError(f"review task {task_id} was already decided: {claimed.action} by "
-                              f"{claimed.reviewer_id} at {claimed.claimed_at:%Y-%m-%d %H:%M:%S} UTC")
-        created = task.created_at.replace(tzinfo=timezone.utc) if task.created_at else now
+    rs = read_side_of(settings)
+    settings = rs.settings
+    ks = rs.active_keyspace()  # the claim goes where the task was read
+    task = rs.execute("SELECT * FROM {ks}.review_tasks WHERE task_id = ?", (task_id,),
+                      keyspace=ks).one()
+    if task is None:
+        raise ReviewError(f"no review task {task_id!r}; `pulse review list` shows the pending ones")
+    if task.status == "DECIDED":
+        raise ReviewError(f"review task {task_id} was already decided: {task.decision} by "
+                          f"{task.decided_by} at {task.decided_at:%Y-%m-%d %H:%M:%S} UTC")
+    claimed = rs.execute(
+        "INSERT INTO {ks}.review_claims (task_id, reviewer_id, action, claimed_at) "
+        "VALUES (?, ?, ?, ?) IF NOT EXISTS", (task_id, reviewer_id, action, now), keyspace=ks).one()
+    if not claimed.applied:
+        raise ReviewError(f"review task {task_id} was already decided: {claimed.action} by "
+                          f"{claimed.reviewer_id} at {claimed.claimed_at:%Y-%m-%d %H:%M:%S} UTC")
+    created = task.created_at.replace(tzinfo=timezone.utc) if task.created_at else now
     decision = {
         "event_time": now, "producer": "pulse-review", "cause_event_id": None,
         "task_id": task_id, "queue": task.queue or "moderation", "post_id": task.post_id, "comment_id": task.comment_id,
@@ -154,13 +157,13 @@ def _as_consumed(settings: Settings, value: bytes) -> dict[str, Any]:
     return codec_for(settings, "ReviewDecision", "review-decisions").decode(value)
 
 
-def wait_decided(settings: Settings, task_id: str, timeout_s: float = 30.0) -> bool:
+def wait_decided(settings: Settings | ReadSide, task_id: str, timeout_s: float = 30.0) -> bool:
     """Poll until Content Guard has processed the decision of ``task_id`` (True) or time out."""
+    rs = read_side_of(settings)
     deadline = time.monotonic() + timeout_s
-    with view_session(settings) as s:
-        while time.monotonic() < deadline:
-            row = s.execute("SELECT status FROM review_tasks WHERE task_id = %s", (task_id,)).one()
-            if row is not None and row.status == "DECIDED":
-                return True
-            time.sleep(0.5)
+    while time.monotonic() < deadline:
+        row = rs.execute("SELECT status FROM {ks}.review_tasks WHERE task_id = ?", (task_id,)).one()
+        if row is not None and row.status == "DECIDED":
+            return True
+        time.sleep(0.5)
     return False

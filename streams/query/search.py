@@ -4,6 +4,10 @@
 ...     hits = search.text("sunset at the beach", kind="image", limit=10)
 ...     more = search.like(hits[0].post_id)
 
+A long-lived process (the HTTP API, the dashboard) uses the read side's instead, whose index and
+query encoder are opened once: ``get_read_side(settings).search`` (see
+:mod:`streams.query.read_side`), or ``ContentSearch.from_read_side(read_side)``.
+
 By text: the query is embedded with MiniLM and searched against the ``semantic`` vectors (media
 bridged into MiniLM space, text posts' text) and the ``text`` vectors (captions), and, with a
 CLIP checkpoint configured, embedded with CLIP's text tower and searched against the ``image``
@@ -101,12 +105,15 @@ class ContentSearch:
     """Search API over an open :class:`VectorIndex` (see the module docstring).
 
     ``encoder``: a :class:`QueryEncoder` (built on first text query when not given).
+    ``owns_index``: :meth:`close` closes ``index`` (False when it is shared, e.g. a read side's).
     """
 
-    def __init__(self, index: VectorIndex, encoder: QueryEncoder | None = None, settings: Any = None) -> None:
+    def __init__(self, index: VectorIndex, encoder: QueryEncoder | None = None, settings: Any = None,
+                 *, owns_index: bool = True) -> None:
         self.index = index
         self._encoder = encoder
         self._settings = settings
+        self.owns_index = owns_index
 
     @classmethod
     def open(cls, settings: Any) -> "ContentSearch":
@@ -114,6 +121,13 @@ class ContentSearch:
         from streams.stores.vectors import open_vector_index
 
         return cls(open_vector_index(settings), settings=settings)
+
+    @classmethod
+    def from_read_side(cls, read_side: Any) -> "ContentSearch":
+        """Search over a :class:`~streams.query.read_side.ReadSide`'s vector index (opened on
+        first use; raises IndexLockedError while a worker holds the embedded engine's storage).
+        Closing this search leaves the index open: the read side closes it."""
+        return cls(read_side.vectors, settings=read_side.settings, owns_index=False)
 
     @property
     def encoder(self) -> QueryEncoder:
@@ -169,7 +183,9 @@ class ContentSearch:
         return fuse(ranked, limit, exclude=[post_id])
 
     def close(self) -> None:
-        self.index.close()
+        """Close the index if this search owns it (see ``owns_index``)."""
+        if self.owns_index:
+            self.index.close()
 
     def __enter__(self) -> "ContentSearch":
         return self
