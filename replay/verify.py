@@ -19,6 +19,7 @@ difference is listed; the CLI prints them all and exits non-zero when there is o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -143,11 +144,14 @@ def _event_diff(codec: Any, live: bytes, replayed: bytes) -> str:
 
 
 def _norm(v: Any) -> Any:
-    """A driver value as plain Python (frozen collections as lists / sorted dicts)."""
+    """A driver value as plain Python (frozen collections as lists / sorted dicts, timestamps
+    as UTC epoch ms)."""
     if v is None:
         return None
     if isinstance(v, (str, bytes, int, float, bool)):
         return v
+    if isinstance(v, datetime):  # the driver's timestamps are naive UTC: as epoch ms
+        return int(round(v.replace(tzinfo=v.tzinfo or timezone.utc).timestamp() * 1000))
     if hasattr(v, "items"):
         return {str(k): _norm(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
     if isinstance(v, (list, tuple, set, frozenset)) or hasattr(v, "__iter__"):

@@ -131,6 +131,10 @@ class Settings:
     media_max_bytes:
         ``PULSE_MEDIA_MAX_BYTES`` (default 150 MB = ``157286400``): larger media get a verdict
         saying so instead of being decoded.
+    crash_point:
+        ``PULSE_CRASH_POINT`` (default unset): fault injection for the crash-safety tests,
+        ``<agent>:<point>[:<n>]`` kills the worker the n-th time a batch of that agent reaches
+        the point (``streams.runtime.faults``). Never set it in production.
     """
 
     home: Path
@@ -158,6 +162,7 @@ class Settings:
     gates: tuple[str, ...] = GATES
     moderation_model: str | None = None
     media_max_bytes: int = 150 * 1024 * 1024
+    crash_point: str = ""
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -216,6 +221,7 @@ class Settings:
             gates=_gates(env.get("PULSE_GATES")),
             moderation_model=env.get("PULSE_MODERATION_MODEL") or None,
             media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),
+            crash_point=env.get("PULSE_CRASH_POINT") or "",
             external=frozenset(external),
         )
 

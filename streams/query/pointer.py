@@ -14,7 +14,8 @@ seconds (default 2). The pointer is read and written at consistency QUORUM, and 
 lightweight transactions (compare-and-set on ``keyspace_name``), so of two concurrent swaps one
 fails with :class:`SwapError` instead of silently undoing the other.
 
-Only readers follow the pointer; writers (the worker's sinks) write where their settings say.
+Readers follow the pointer at once (within the TTL); a worker's sinks resolve it when they open
+(``streams.runtime.binding.RuntimeContext``), so workers started after a swap write the new keyspace.
 """
 from __future__ import annotations
 

@@ -201,7 +201,7 @@ def test_cli_replay_and_export(pipeline, tmp_path):
                                 "locale": None, "country": None, "about": None, "event_time": T0})
         pub.publish("uploads", upload_line(f"{creator}-p0", creator, event_time=T0))
 
-    out = _pulse(pipeline, "replay", "--agents", "materializer", "--from", start)
+    out = _pulse(pipeline, "replay", "rebuild", "--agents", "materializer", "--from", start)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "view rows written" in out.stdout
     with view_session(pipeline) as s:
