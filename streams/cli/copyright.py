@@ -10,9 +10,10 @@ from typing import List, Optional
 import typer
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
-from rich.table import Table
+from rich.text import Text
 
 from streams.cli.common import app, bench_app, console, err_console, eval_app, friendly
+from streams.cli.tables import RecordTable
 
 copyright_app = typer.Typer(help="Copyright Guard: match files against registered works.",
                             no_args_is_help=True)
@@ -71,17 +72,25 @@ def match(files: List[Path] = typer.Argument(..., help="Uploads to check (image,
                 print(json.dumps(verdicts[-1]), flush=True)
             bar.advance(task)
     if not as_json:
-        table = Table(title=f"copyright matches against {len(bank)} references")
-        for col in ("file", "action", "modality", "reference", "evidence"):
-            table.add_column(col, overflow="fold")
-        for v in verdicts:
-            colour = {"ALLOW": "green", "REVIEW": "yellow"}.get(v["action"], "red")
-            evidence = v["error"] or (v["reasons"][0] if v["reasons"] else "")
-            table.add_row(v["file"], f"[{colour}]{v['action']}[/]", v["modality"] or "-",
-                          v["reference"] or "-", evidence)
-        console.print(table)
+        console.print(match_table(verdicts, len(bank)))
     if all(v["error"] for v in verdicts):
         raise typer.Exit(1)
+
+
+def match_table(verdicts: list[dict], references: int) -> RecordTable:
+    """``pulse copyright match``'s listing: per verdict (``CopyrightDecision.as_json``) one line
+    with the action, modality and matched reference id, then the file's path and the evidence
+    (or the error) on lines below it."""
+    table = RecordTable(f"copyright matches against {references} references")
+    for col in ("action", "modality", "reference"):
+        table.add_column(col)
+    for v in verdicts:
+        colour = {"ALLOW": "green", "REVIEW": "yellow"}.get(v["action"], "red")
+        evidence = v["error"] or (v["reasons"][0] if v["reasons"] else "")
+        table.add_row(Text(v["action"], style=colour), v["modality"] or "-", v["reference"] or "-",
+                      details=[("file", v["file"]),
+                               ("error" if v["error"] else "evidence", evidence)])
+    return table
 
 
 @eval_app.command("copyright")

@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from streams.settings import Settings
+from streams.demo.sources.stackexchange import SAMPLE_DUMP
 from streams.cli.common import (app, bench_app, console, err_console, friendly, register_user_errors,
                      settings, topics_app)
+from streams.cli.tables import RecordTable
 
 
 # ---------------------------------------------------------------------------------- servers
@@ -76,7 +78,7 @@ def _print_status(s: Settings) -> None:
     from streams.servers.supervisor import status as servers_status
 
     st = servers_status(s)
-    t = Table(title=f"Pulse servers (PULSE_HOME={s.home})")
+    t = RecordTable(f"Pulse servers (PULSE_HOME={s.home})")
     for col in ("server", "state", "address", "pid", "answering"):
         t.add_column(col)
     for name, info in st.items():
@@ -115,9 +117,12 @@ def topics_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."
                            "in_catalog": i.in_catalog} for i in infos], indent=2))
         return
     cat = topic_catalog()
-    t = Table(title="topics")
-    for col in ("topic", "partitions", "end offsets (sum)", "event type", "policy"):
-        t.add_column(col)
+    t = RecordTable("topics")
+    t.add_column("topic")
+    t.add_column("partitions", justify="right")
+    t.add_column("end offsets", justify="right")  # summed over the partitions
+    t.add_column("event type")
+    t.add_column("policy")
     for i in infos:
         spec = cat.get(i.name)
         t.add_row(i.name, str(i.partitions), str(i.messages),
@@ -134,11 +139,10 @@ def agents() -> None:
     """List the registered agents and the topics they consume."""
     from agents.registry import AGENTS
 
-    t = Table(title="agents")
-    for col in ("agent", "consumes", "what it does"):
-        t.add_column(col)
+    t = RecordTable("agents")
+    t.add_column("agent")
     for spec in AGENTS.values():
-        t.add_row(spec.name, ", ".join(spec.topics), spec.doc)
+        t.add_row(spec.name, details=[("consumes", ", ".join(spec.topics)), ("", spec.doc)])
     console.print(t)
 
 
@@ -220,17 +224,20 @@ def dead_letters(limit: int = typer.Option(20, help="How many to show (newest la
                        value=rec["value"].decode("utf-8", "replace"))
             print(json.dumps(rec, default=str))
         return
-    t = Table(title=f"dead-letters (last {limit})")
-    for col in ("offset", "source", "consumer", "reason", "original (start)"):
-        t.add_column(col, overflow="fold")
+    if not rows:
+        console.print("no dead letters")
+        return
+    t = RecordTable(f"dead-letters (last {limit})")
+    t.add_column("offset", justify="right")
+    t.add_column("source")
+    t.add_column("consumer")
     for pos, rec in rows:
         src = f"{rec['source_topic']}[{rec.get('partition')}]@{rec.get('offset')}" \
             if rec.get("partition") is not None else rec["source_topic"]
-        t.add_row(str(pos.offset), src, rec.get("consumer", ""), rec["reason"],
-                  rec["value"][:60].decode("utf-8", "replace"))
+        t.add_row(str(pos.offset), src, rec.get("consumer", ""),
+                  details=[("reason", rec["reason"]),
+                           ("original (start)", rec["value"][:60].decode("utf-8", "replace"))])
     console.print(t)
-    if not rows:
-        console.print("no dead letters")
 
 
 # -------------------------------------------------------------------------------------- views
@@ -244,12 +251,14 @@ def posts(creator: str = typer.Option(..., "--creator", help="Creator's user id.
     from streams.query.views import posts_by_creator
 
     rows = posts_by_creator(settings(), creator, limit)
-    t = Table(title=f"posts by {creator}")
-    for col in ("uploaded (UTC)", "post", "kind", "title / caption", "hashtags"):
-        t.add_column(col, overflow="fold")
+    t = RecordTable(f"posts by {creator}")
+    for col in ("uploaded (UTC)", "post", "kind"):
+        t.add_column(col)
     for r in rows:
+        what = r["title"] or r["caption"] or ""
         t.add_row(r["uploaded_at"].strftime("%Y-%m-%d %H:%M"), r["post_id"], r["kind"],
-                  (r["title"] or r["caption"] or "")[:80], " ".join(f"#{h}" for h in r["hashtags"] or []))
+                  details=[("", what[:150] + ("…" if len(what) > 150 else "")),
+                           ("", " ".join(f"#{h}" for h in r["hashtags"] or []))])
     console.print(t if rows else f"no posts by {creator}")
 
 
@@ -268,8 +277,11 @@ def follows(user_id: str = typer.Argument(..., help="User id."),
 
 @app.command()
 @friendly
-def demo(stackexchange: Optional[Path] = typer.Option(
-             None, help="A Stack Exchange data dump directory (Posts.xml, Users.xml, ...)."),
+def demo(stackexchange: Path = typer.Option(
+             SAMPLE_DUMP, help="A Stack Exchange data dump directory (Users.xml, Posts.xml, "
+                               "Comments.xml, Votes.xml, each plain or .gz); default: the "
+                               "quantumcomputing sample shipped in streams/demo/data.",
+             show_default=False),
          media: Optional[Path] = typer.Option(None, help="A directory of video clips and images."),
          photos: bool = typer.Option(True, help="Publish scikit-image's sample photos."),
          timeout: float = typer.Option(1800.0, help="Seconds to wait for the agents to catch up.")) -> None:
@@ -435,16 +447,17 @@ def fingerprint(file: Path = typer.Argument(..., help="An image, audio or video 
     if as_json:
         print(json.dumps(out))
         return
-    table = Table(title=f"{file.name}: {modality}")
+    table = RecordTable(f"{file.name}: {modality}")
     table.add_column("what")
-    table.add_column("value", overflow="fold")
+    table.add_column("value")
     for key, value in out.items():
-        if key == "frames":
+        if key == "frames":  # a hash on its own line, whole
             for f in value:
-                table.add_row(f"frame {f['t_s']:.3f} s", f"pdq {f['pdq']} (q {f['pdq_quality']})")
+                table.add_row(f"frame {f['t_s']:.3f} s", f"quality {f['pdq_quality']}",
+                              details=[("pdq", f["pdq"])])
         elif key == "audio" and value:
-            table.add_row("chromaprint", f"{value['items']} items, {value['duration_s']} s: "
-                                         f"{value['chromaprint'][:48]}...")
+            table.add_row("chromaprint", f"{value['items']} items, {value['duration_s']} s",
+                          details=[("", f"{value['chromaprint'][:48]}... (--json: all of it)")])
         elif key not in ("file", "modality"):
             table.add_row(key, str(value))
     console.print(table)

@@ -6,9 +6,9 @@ import os
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from streams.cli.common import app, console, friendly, register_user_errors, settings
+from streams.cli.tables import RecordTable
 
 review_app = typer.Typer(help="Human review of what the gates (Content Guard, Copyright Guard) "
                               "could not decide.",
@@ -41,17 +41,33 @@ def review_list(limit: int = typer.Option(20, help="How many tasks to show."),
     if not tasks:
         console.print("no pending review tasks")
         return
-    table = Table(title=f"{len(tasks)} pending review task(s), oldest first")
-    for col in ("task", "queue", "created (UTC)", "priority", "post / comment", "scores", "reasons",
-                "text"):
-        table.add_column(col, overflow="fold")
+    console.print(review_table(tasks))
+
+
+#: Characters of a task's text shown by ``pulse review list`` (``--json`` prints all of it).
+TEXT_CHARS = 240
+
+
+def review_table(tasks: list[dict]) -> RecordTable:
+    """``pulse review list``'s listing of ``tasks`` (dicts as ``pending_tasks`` returns them):
+    per task one line with the task id, queue, creation time (UTC) and priority, then the post
+    (and comment) id, the top three scores, the reasons, the text (first :data:`TEXT_CHARS`
+    characters) and the media URI on lines below it. Ids are printed whole."""
+    table = RecordTable(f"{len(tasks)} pending review task(s), oldest first")
+    for col in ("task", "queue", "created (UTC)", "priority"):
+        table.add_column(col)
     for t in tasks:
         scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted((t["scores"] or {}).items(),
                                                              key=lambda kv: -kv[1])[:3])
-        table.add_row(t["task_id"], t["queue"] or "moderation", f"{t['created_at']:%Y-%m-%d %H:%M:%S}", t["priority"] or "",
-                      t["post_id"] + (f" / {t['comment_id']}" if t["comment_id"] else ""), scores,
-                      "; ".join(t["reasons"] or []), (t["text"] or t["media_uri"] or "")[:120])
-    console.print(table)
+        text = t["text"] or ""
+        post = t["post_id"] + (f" / comment {t['comment_id']}" if t["comment_id"] else "")
+        table.add_row(t["task_id"], t["queue"] or "moderation",
+                      f"{t['created_at']:%Y-%m-%d %H:%M:%S}", t["priority"] or "",
+                      details=[("post", post), ("scores", scores),
+                               ("reasons", "; ".join(t["reasons"] or [])),
+                               ("text", text[:TEXT_CHARS] + ("…" if len(text) > TEXT_CHARS else "")),
+                               ("media", t["media_uri"] or "")])
+    return table
 
 
 @review_app.command("decide")

@@ -1,7 +1,7 @@
 """`pulse copyright match` as an analyst runs it (no server): one JSON verdict per file with the
 fields issue 5 names, bad files get a verdict with the reason, exit 1 only when nothing could be
 read. The commands run in-process through typer's CliRunner (a subprocess per test would spend
-most of its time importing)."""
+most of its time importing), on an 80-column console (``COLUMNS``), whatever the terminal."""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,8 @@ class Out:
 
 
 def pulse(tmp_path, *args):
-    result = CliRunner().invoke(app, list(args), env={"PULSE_HOME": str(tmp_path / "home")})
+    result = CliRunner().invoke(app, list(args), env={"PULSE_HOME": str(tmp_path / "home"),
+                                                      "COLUMNS": "80"})
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Out(result)
@@ -68,12 +69,17 @@ def test_match_json_one_verdict_per_file(refs, tmp_path):
 
 
 @needs_data
-def test_table_and_exit_code_when_nothing_is_readable(refs, tmp_path):
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"nope")
-    out = pulse(tmp_path, "copyright", "match", "-r", str(refs), str(bad))
+def test_table_and_exit_code_when_nothing_is_readable(refs, tmp_path, monkeypatch):
+    # a path the test chooses (relative to its own directory), so its length does not depend on
+    # where pytest puts temporary directories
+    monkeypatch.chdir(tmp_path)
+    Path("bad.png").write_bytes(b"nope")
+    out = pulse(tmp_path, "copyright", "match", "-r", str(refs), "bad.png")
     assert out.returncode == 1
-    assert "bad.png" in out.stdout and "REVIEW" in out.stdout
+    lines = [line.split() for line in out.stdout.splitlines()]
+    assert ["file", "bad.png"] in lines
+    verdict = lines[lines.index(["file", "bad.png"]) - 1]
+    assert verdict == ["REVIEW", "-", "-"]  # action, modality, reference
 
 
 def test_missing_reference_folder_is_one_line(tmp_path):
