@@ -22,6 +22,7 @@ recall and false-positive rate on real media, and ``models.copyright.bench`` for
 from models.copyright.bank import Reference, ReferenceBank, reference_fingerprints
 from models.copyright.decision import (BAD_MEDIA_ACTION, CopyrightDecision, Match,
                                        bad_media_decision, decide)
+from models.copyright.versioned import ReferenceVersion, VersionedReferenceBank
 
 MODEL_NAME = "copyright_guard.fingerprints"
 MODEL_VERSION = "1"
@@ -35,6 +36,8 @@ __all__ = [
     "Match",
     "Reference",
     "ReferenceBank",
+    "ReferenceVersion",
+    "VersionedReferenceBank",
     "bad_media_decision",
     "decide",
     "reference_fingerprints",
