@@ -98,8 +98,8 @@ class RuntimeContext:
             runner = self.runners.get(spec.name)
             if runner is not None:
                 return runner
+            models = spec.load(self.settings)  # a missing model is the first thing to report
             self.sinks(spec.sinks)
-            models = spec.load(self.settings)
             side = {}
             readers = []
             if spec.side_inputs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ from tests.integration.test_worker_views import caught_up
 
 COCO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco-captions" / "images"
 pytestmark = pytest.mark.skipif(not COCO.is_dir(), reason=f"{COCO} is absent (shared data)")
-T0 = 1_570_000_000_000
 
 
 def image_upload(post, creator, path, at):
@@ -48,6 +48,8 @@ def test_registered_work_blocks_its_copy_and_allows_the_rest(pipeline, workers, 
     assert reg.returncode == 0, reg.stderr
     summary = json.loads(reg.stdout)
     assert summary["reference_id"] == ref_id and summary["fingerprints"]["PDQ"] >= 1
+    # uploads after the registration (the bank answers as of each upload's event time)
+    T0 = int(time.time() * 1000) + 1000
     with Publisher(pipeline) as pub:
         pub.publish("uploads", image_upload(f"{c}-copy", c, copy, T0 + 1))
         pub.publish("uploads", image_upload(f"{c}-other", c, other, T0 + 2))
