@@ -5,7 +5,7 @@ discovers (the free ports it chose) are read from the state file ``$PULSE_HOME/s
 when the matching variable is unset. Setting ``PULSE_KAFKA_BOOTSTRAP``, ``PULSE_CASSANDRA_HOSTS``
 or ``PULSE_QDRANT_URL`` points Pulse at external servers; ``pulse up`` then starts nothing for them.
 
-The table in README.md ("Settings") lists the same variables; keep them in step.
+The table in docs/settings.md lists the same variables; keep them in step.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Template and ``k`` were chosen on the 51 COCO photos (so these figures are optim
 the captions' own categories for 62 % of captions; CLIP's ``"a photo of a {}"`` gave 0.31 and 30 %,
 because "photo" pulled every image towards the photography category.
 
-Measured on the 51 COCO photos (5 captions each; ``pulse eval clip``): see README.md. It can
+Measured on the 51 COCO photos (5 captions each; ``pulse eval clip``): see docs/clip-ai.md. It can
 only say what ImageNet's classes can say (no "person", many dog breeds), so it is a floor that a
 real CLIP checkpoint should beat.
 """
