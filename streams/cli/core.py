@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from streams.settings import Settings
 from streams.demo.sources.stackexchange import SAMPLE_DUMP
@@ -160,17 +159,16 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
     s = settings()
     specs = select(agent_names)
     faust_app, ctx = create_app(s, specs)
-    # stateful agents load their models (and open what they hold) before the worker joins the
-    # group: a missing model or a vector index another process holds stops the worker here with
-    # its reason, instead of failing every batch later
+    # every agent loads its models, opens its sinks and reads its side inputs before the worker
+    # joins the group: a missing model or a vector index another process holds stops the worker
+    # here with its reason, instead of failing every batch later
     for sp in specs:
-        if sp.setup is not None and not sp.tables:
-            with err_console.status(f"loading {sp.name}"):
-                try:
-                    ctx.processor(sp)
-                except Exception as exc:
-                    ctx.close()
-                    raise WorkerSetupError(f"agent {sp.name} could not start: {exc}") from exc
+        with err_console.status(f"loading {sp.name}"):
+            try:
+                ctx.prepare(sp)
+            except Exception as exc:
+                ctx.close()
+                raise WorkerSetupError(f"agent {sp.name} could not start: {exc}") from exc
     err_console.print(f"worker: agents {', '.join(sp.name for sp in specs)} on {s.kafka_bootstrap} "
                       f"(consumer group {s.app_id})")
     run_worker(faust_app, loglevel)
@@ -334,45 +332,6 @@ def _time_range(start: Optional[str], end: Optional[str]) -> tuple[Optional[int]
 
 _FROM_HELP = "ISO-8601 time (UTC unless it has an offset) or epoch ms: start at this Kafka timestamp."
 _TO_HELP = "ISO-8601 time or epoch ms: stop before this Kafka timestamp (default: the end offsets now)."
-
-
-@app.command()
-@friendly
-def replay(agent_names: Optional[str] = typer.Option(None, "--agents",
-                                                     help="Comma-separated agents (default: all)."),
-           start: Optional[str] = typer.Option(None, "--from", help=_FROM_HELP),
-           end: Optional[str] = typer.Option(None, "--to", help=_TO_HELP),
-           emit: bool = typer.Option(False, "--emit", help="Also publish derived events and dead "
-                                     "letters (default: only count them, so nothing is duplicated).")
-           ) -> None:
-    """Rebuild the agents' views: replay their source topics through the worker's own per-batch
-    code. Views are idempotent, so replaying over a live view leaves the same rows."""
-    from rich.progress import Progress
-
-    from agents.registry import select
-    from replay.rebuild import rebuild_views
-
-    start_ms, end_ms = _time_range(start, end)
-    names = [spec.name for spec in select(agent_names)]  # unknown names fail before any output
-    with Progress(console=err_console) as bar:
-        task = bar.add_task("replaying", total=None)
-        r = rebuild_views(settings(), names, start_ms=start_ms, end_ms=end_ms, emit=emit,
-                          on_progress=lambda done, total: bar.update(task, completed=done, total=total))
-    t = Table(title=f"replay: {', '.join(r['agents'])}")
-    t.add_column("")
-    t.add_column("count", justify="right")
-    for topic, n in r["topics"].items():
-        t.add_row(f"events from {topic}", str(n))
-    t.add_row("view rows written", str(r["effects"]))
-    t.add_row("derived events published" if emit else "derived events not re-published",
-              str(r["emits_published"] if emit else r["emits_skipped"]))
-    t.add_row("dead letters" + (" (published)" if emit else " (not re-published)"), str(r["dead_letters"]))
-    t.add_row("seconds", f"{r['seconds']:.1f}")
-    t.add_row("events/s", str(r["events_per_s"]))
-    console.print(t)
-    for d in r["dead_letter_list"]:
-        err_console.print(f"[yellow]dead letter[/] {d['topic']}[{d['partition']}]@{d['offset']}: "
-                          f"{d['reason']}", highlight=False)
 
 
 @app.command()
