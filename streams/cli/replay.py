@@ -177,13 +177,11 @@ def drop(keyspace: str = typer.Argument(..., help="A rebuilt keyspace no reader 
 
 def _drop_collections(s, ks: str) -> list[str]:
     """Delete the vector collections of a rebuilt keyspace (``<ks>__<name>``)."""
-    from streams.stores.vectors import load_collection_specs, open_vector_index
+    import tomllib
 
-    names = [f"{ks}__{n}" for n in load_collection_specs(dims={"image_dim": 1}).keys()]
-    dropped = []
+    from streams.stores.vectors import open_vector_index
+    from streams.stores.vectors.base import COLLECTIONS_TOML
+
+    names = [f"{ks}__{n}" for n in tomllib.loads(COLLECTIONS_TOML.read_text())["collections"]]
     with open_vector_index(s) as index:
-        for name in names:
-            drop_collection = getattr(index, "drop_collection", None)
-            if drop_collection is not None and drop_collection(name):
-                dropped.append(name)
-    return dropped
+        return [name for name in names if index.drop_collection(name)]

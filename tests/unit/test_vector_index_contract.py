@@ -124,6 +124,36 @@ def test_ensure_collection_is_idempotent(index):
     assert index.count("content") == 5
 
 
+def test_drop_collection_removes_it_and_reports_absence(index):
+    from streams.stores.vectors import CollectionNotFoundError
+
+    index.ensure_collection(CONTENT)
+    index.upsert("content", posts(3))
+    assert index.drop_collection("content") is True
+    with pytest.raises(CollectionNotFoundError):
+        index.count("content")
+    assert index.drop_collection("content") is False
+    index.ensure_collection(CONTENT)  # a dropped collection can be made again, empty
+    assert index.count("content") == 0
+
+
+def test_prefixed_index_keeps_rebuilt_collections_apart(index):
+    from dataclasses import replace
+
+    from streams.stores.vectors.prefixed import PrefixedIndex, collection_prefix
+
+    assert collection_prefix("pulse", "pulse") == "" and collection_prefix("v2", "pulse") == "v2__"
+    rebuilt = PrefixedIndex(index, "v2__")
+    index.ensure_collection(CONTENT)
+    rebuilt.ensure_collection(CONTENT)
+    index.upsert("content", posts(2))
+    rebuilt.upsert("content", posts(3))
+    assert index.count("content") == 2 and rebuilt.count("content") == 3
+    assert index.count("v2__content") == 3
+    assert rebuilt.drop_collection("content") and index.count("content") == 2
+    assert replace(CONTENT).name == "content"  # the caller's spec is not renamed
+
+
 def test_ensure_collection_rejects_another_size_or_distance(index):
     index.ensure_collection(CONTENT)
     for other in (CollectionSpec("content", 384, "cosine"), CollectionSpec("content", 512, "dot")):

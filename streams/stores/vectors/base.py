@@ -326,6 +326,12 @@ class VectorIndex(abc.ABC):
     def close(self) -> None:
         """Flush and release the storage (locks, files, connections). Idempotent."""
 
+    @abc.abstractmethod
+    def drop_collection(self, name: str) -> bool:
+        """Delete collection ``name`` and its points; False when it did not exist.
+
+        Raises :class:`IndexLockedError` (edge) when another process holds it."""
+
     # ---- public API
     def ensure_collection(self, spec: CollectionSpec) -> None:
         """Create ``spec`` if absent, else check it matches; add missing payload indexes. Idempotent.

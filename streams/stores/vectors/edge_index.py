@@ -202,6 +202,23 @@ class EdgeIndex(VectorIndex):
             if (path / "edge_config.json").exists():
                 self._shard(path.name).shard.optimize()
 
+    def drop_collection(self, name: str) -> bool:
+        import shutil
+
+        path = self.root / name
+        if not (path / "edge_config.json").exists():
+            return False
+        s = self._open.pop(name, None)
+        fd = s.lock_fd if s is not None else self._lock(name)
+        try:
+            if s is not None:
+                s.shard.close()
+            shutil.rmtree(path)
+        finally:
+            os.close(fd)
+        (self.root / f"{name}.lock").unlink(missing_ok=True)
+        return True
+
     def close(self) -> None:
         while self._open:
             name, s = self._open.popitem()

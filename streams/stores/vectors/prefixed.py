@@ -17,7 +17,7 @@ class PrefixedIndex:
     ``prefix`` prepended to the collection name (``ensure_collection`` renames the spec)."""
 
     _BY_NAME = ("upsert", "delete", "set_payload", "payloads", "get", "dims", "count", "search",
-                "search_batch")
+                "search_batch", "drop_collection")
 
     def __init__(self, index: Any, prefix: str):
         self.index = index

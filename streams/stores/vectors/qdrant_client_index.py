@@ -55,6 +55,13 @@ class QdrantClientIndex(VectorIndex):
         self._dims_cache: dict[str, tuple[int, Distance]] = {}
 
     # ---- engine hooks
+    def drop_collection(self, name: str) -> bool:
+        self._dims_cache.pop(name, None)
+        if not self.client.collection_exists(name):
+            return False
+        self.client.delete_collection(name)
+        return True
+
     def _create(self, spec: CollectionSpec) -> None:
         name = spec.name
         if not self.client.collection_exists(name):
