@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import tomllib
 from collections import defaultdict
 from dataclasses import replace
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from streams.contracts.effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
 
@@ -104,10 +106,21 @@ class VectorSink:
     upserts and deletes, one ``set_payload`` call per distinct payload. An upsert's ``keep`` keys
     survive it: from a buffered update or upsert of the id, else from the stored point (its payload
     read once per collection at flush, without its vectors).
+
+    Collections: before its first upsert into a collection, the sink checks that the collection
+    exists and, where it does not, creates it from its definition in ``collections`` (default
+    ``infra/qdrant/collections.toml``, :func:`~streams.stores.vectors.load_collection_specs`).
+    A width the file gives by name (``size = "embedding_dim"``, ``image = "image_dim"``) is
+    taken from the lengths of the vectors being upserted, so the collection fits the model that
+    wrote them; a named width none of them carries keeps the file's value. An existing collection
+    is left as it is (``pulse up`` provisions and checks collections). Each collection is checked
+    once per sink. A collection the file does not define is not created (its upserts fail).
     """
 
-    def __init__(self, index):
+    def __init__(self, index, collections: str | Path | None = None):
         self.index = index
+        self._collections_toml = collections
+        self._ensured: set[str] = set()
         self._upserts: dict[str, dict[str, Any]] = defaultdict(dict)
         self._deletes: dict[str, set[str]] = defaultdict(set)
         self._payloads: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -162,6 +175,53 @@ class VectorSink:
         return {i: {k: payload[k] for k in keep[i] if k in payload}
                 for i, payload in self.index.payloads(collection, list(keep)).items()}
 
+    def _ensure(self, collection: str, upserts: list[VectorUpsert]) -> None:
+        """Create ``collection`` from its definition if it does not exist (once per sink; see the
+        class docstring).
+
+        Raises
+        ------
+        ValueError
+            Two upserted vectors give one named width different lengths.
+        """
+        if collection in self._ensured:
+            return
+        if not self._exists(collection):
+            spec = self._spec(collection, upserts)
+            if spec is None:
+                return  # not Pulse's to define: the upsert reports the missing collection
+            self.index.ensure_collection(spec)
+            log.info("vector collection %r created (%s)", collection, spec.size)
+        self._ensured.add(collection)
+
+    def _spec(self, collection: str, upserts: list[VectorUpsert]):
+        """The collection's spec from the collections file, its named widths inferred from
+        ``upserts``' vectors; ``None`` when the file does not define the collection."""
+        from streams.stores.vectors import COLLECTIONS_TOML, load_collection_specs
+
+        path = self._collections_toml or COLLECTIONS_TOML
+        with open(path, "rb") as f:
+            table = tomllib.load(f).get("collections", {}).get(collection)
+        if table is None:
+            return None
+        # vector name (None: the one unnamed vector) -> the top-level constant naming its width
+        named = {v: size for v, size in (table.get("vectors") or {None: table.get("size")}).items()
+                 if isinstance(size, str)}
+        dims: dict[str, int] = {}
+        for e in upserts:
+            for vector_name, constant in named.items():
+                if vector_name is None:
+                    v = None if isinstance(e.vector, Mapping) else e.vector
+                else:
+                    v = e.vector.get(vector_name) if isinstance(e.vector, Mapping) else None
+                if v is None:
+                    continue
+                n = len(v)
+                if dims.setdefault(constant, n) != n:
+                    raise ValueError(f"collection {collection!r}: vectors of width {constant!r} "
+                                     f"have lengths {dims[constant]} and {n} (point {e.id!r})")
+        return load_collection_specs(path, dims=dims)[collection]
+
     def _exists(self, collection: str) -> bool:
         from streams.stores.vectors import CollectionNotFoundError
 
@@ -186,6 +246,7 @@ class VectorSink:
         try:
             for coll, effects in list(self._upserts.items()):
                 if effects:
+                    self._ensure(coll, list(effects.values()))
                     stored = self._stored_keys(coll, [e for e in effects.values() if e.keep])
                     self.index.upsert(coll, [Point(e.id, e.vector, {**stored.get(e.id, {}), **e.payload})
                                              for e in effects.values()])

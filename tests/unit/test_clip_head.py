@@ -151,7 +151,8 @@ def test_train_head_writes_artifact_with_metrics_against_zero_shot(trained):
 
 
 def test_enrich_and_the_event_take_categories_from_the_head(models, trained):
-    from agents.clip_ai import ClipProcessor
+    from agents.clip_ai import SPEC
+    from streams.contracts.agent import Context, Event
 
     head, _, out = trained
     zero_shot_version = models.model_version
@@ -165,7 +166,9 @@ def test_enrich_and_the_event_take_categories_from_the_head(models, trained):
         assert set(e.categories) == set(models.category_names)  # the head's classes, the others at 0
         assert max(e.categories, key=e.categories.get) == "food"
         assert e.categories["food"] + e.categories["sport"] == pytest.approx(1.0, abs=1e-5)
-        [emit, _] = ClipProcessor(models).process_batch([("uploads", uploads[0])])[0]
+        ctx = Context(agent=SPEC.name, event_id=uploads[0]["event_id"],
+                      event_time_ms=uploads[0]["event_time"], models=models)
+        [emit, _] = SPEC.process(None, Event("uploads", uploads[0]), ctx)
         assert emit.record["model_version"].endswith(head.version) and "category_head" in emit.record["model"]
     finally:
         models.use_head(None)
@@ -194,3 +197,19 @@ def test_a_missing_head_fails_before_the_towers_load(tmp_path):
 
     with pytest.raises(HeadNotFound, match="no category head"):
         ContentModels(ClipConfig(category_head=str(tmp_path / "absent")))
+
+
+def test_the_agent_loads_the_models_the_settings_name(tmp_path, monkeypatch):
+    from agents import clip_ai
+    from models.clip import enrich
+    from streams.settings import Settings
+
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path),
+                                  "PULSE_CLIP_CATEGORY_HEAD": str(tmp_path / "head")})
+    built = []
+    monkeypatch.setattr(enrich, "ContentModels", lambda config: built.append(config) or
+                        type("M", (), {"model": "m", "model_version": "1"})())
+    assert clip_ai.SPEC.load is clip_ai.load and clip_ai.SPEC.blocking
+    clip_ai.load(settings)
+    assert built == [enrich.ClipConfig.from_settings(settings)]
+    assert built[0].category_head == str(tmp_path / "head")

@@ -1,5 +1,6 @@
-"""clip_ai's real models (EfficientNet-Lite0, MiniLM, the bridge) on real photos, the agent core,
-and search over its points. Models load once for the module (about 20 s on 2 cores)."""
+"""clip_ai's real models (EfficientNet-Lite0, MiniLM, the bridge) on real photos, the agent core
+through the AgentRunner, and search over its points. Models load once for the module (about 20 s
+on 2 cores)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.clip_ai import ClipProcessor
-from streams.contracts.agent import derived_event_id
-from streams.contracts.effects import Emit, VectorUpsert
+from agents.clip_ai import SPEC
+from streams.contracts.agent import Context, Event, derived_event_id
+from streams.contracts.codec import codec_for
+from streams.contracts.effects import VectorUpsert
+from streams.contracts.topics import topic_spec
 from streams.query.search import ContentSearch
+from streams.runtime.engine import AgentRunner, RawMessage
+from streams.settings import Settings
 from streams.sinks.writers import VectorSink
-from streams.stores.vectors import load_collection_specs
 from streams.stores.vectors.edge_index import EdgeIndex
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -89,10 +93,41 @@ def test_zero_shot_categories_of_texts(models):
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
 
 
-def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco, tmp_path):
-    from streams.contracts.codec import AvroCodec
-    from streams.contracts.schemas import default_catalog
+class Runner:
+    """A fresh AgentRunner over clip_ai's SPEC and the loaded models, fed decoded uploads."""
 
+    def __init__(self, models, tmp_path):
+        settings = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+        self._codecs = {}
+        self.codec = lambda topic: self._codecs.setdefault(
+            topic, codec_for(settings, topic_spec(topic).schema, topic))
+        self.runner = AgentRunner(SPEC, self.codec, config=settings, models=models)
+
+    def run(self, uploads):
+        codec = self.codec("uploads")
+        return self.runner.run([RawMessage("uploads", 0, i, None, codec.encode(u))
+                                for i, u in enumerate(uploads)])
+
+
+def test_two_runs_of_the_same_uploads_emit_the_same_bytes(models, coco, tmp_path):
+    # one upload per model call: the events do not depend on what else was in the batch, and
+    # carry no wall-clock time or latency, so a replay emits exactly what the live run did
+    uploads = [upload(i, "IMAGE", (COCO / coco[i]["file"]).resolve().as_uri(), coco[i]["captions"][0])
+               for i in range(3)]
+    uploads.append(upload(10, "TEXT", None, "homemade pasta with tomato sauce and basil"))
+    uploads.append(upload(11, "IMAGE", Path(__file__).resolve().as_uri(), "not really a picture"))
+    first = Runner(models, tmp_path / "a").run(uploads)
+    second = Runner(models, tmp_path / "b").run(uploads[:2]), Runner(models, tmp_path / "c").run(uploads[2:])
+    again = [(e.topic, e.key, e.value) for out in second for e in out.emits]
+    assert [(e.topic, e.key, e.value) for e in first.emits] == again and len(again) == len(uploads)
+    points = [p for out in second for p in out.views]
+    for a, b in zip(first.views, points, strict=True):
+        assert (a.id, a.payload, set(a.vector)) == (b.id, b.payload, set(b.vector))
+        for name in a.vector:
+            np.testing.assert_array_equal(a.vector[name], b.vector[name])
+
+
+def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco, tmp_path):
     photos = [coco[i] for i in range(4)]
     uploads = [upload(i, "IMAGE", (COCO / r["file"]).resolve().as_uri(), r["captions"][0], ["sunday"])
                for i, r in enumerate(photos)]
@@ -100,17 +135,22 @@ def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco
     uploads.append(upload(11, "IMAGE", Path(__file__).resolve().as_uri(), "not really a picture"))
     if VIDEO.exists():
         uploads.append(upload(12, "VIDEO", str(VIDEO), "a big rabbit in a sunny forest"))
-    proc = ClipProcessor(models)
-    results = proc.process_batch([("uploads", u) for u in uploads] + [("other-topic", {})])
-    assert results[-1] == [] and not any(isinstance(r, BaseException) for r in results)
-    codec = AvroCodec(default_catalog(), "content_enrichment")
-    events = {r[0].record["post_id"]: r[0].record for r in results[:-1]}
-    for u, effects in zip(uploads, results):
-        emit = effects[0]
-        assert isinstance(emit, Emit) and emit.topic == "content-enriched"
-        assert emit.record["event_id"] == derived_event_id("clip_ai", u["event_id"])
-        assert emit.record["model_version"] == models.model_version
-        assert codec.decode(codec.encode(emit.record))["post_id"] == u["post_id"]
+    runner = Runner(models, tmp_path)
+    out = runner.run(uploads)
+    assert out.events == len(uploads) and not out.dead_letters
+    ctx = Context(agent=SPEC.name, event_id="e", event_time_ms=0, models=models)
+    assert SPEC.process(None, Event("other-topic", {}), ctx) == []
+    assert [e.topic for e in out.emits] == ["content-enriched"] * len(uploads)
+    codec = runner.codec("content-enriched")
+    decoded = [codec.decode(e.value) for e in out.emits]
+    events = {r["post_id"]: r for r in decoded}
+    for u, emitted in zip(uploads, decoded):
+        assert emitted["post_id"] == u["post_id"]
+        assert emitted["event_id"] == derived_event_id("clip_ai", u["event_id"])
+        assert emitted["model_version"] == models.model_version
+        # the upload's event time, never the wall clock; no measurement of the run
+        assert int(emitted["event_time"].timestamp() * 1000) == u["event_time"]
+        assert emitted["latency_ms"] is None
     photo = events["post-0"]
     assert len(photo["image_embedding"]) == 384 and photo["alt_text"].startswith("Photo")
     assert -1 <= photo["alignment_score"] <= 1 and 0 <= photo["quality_score"] <= 1
@@ -121,20 +161,24 @@ def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco
     assert bad["image_embedding"] is None and bad["alt_text"] is None and bad["alignment_score"] is None
     if VIDEO.exists():
         assert events["post-12"]["keyframe_count"] == 4 and events["post-12"]["alt_text"].startswith("Video")
-    point = results[0][1]
-    assert isinstance(point, VectorUpsert) and set(point.vector) == {"image", "semantic", "text"}
+    points = {p.id: p for p in out.views}
+    assert list(points) == [u["post_id"] for u in uploads]  # one point per upload, every upload
+    point = points["post-0"]
+    assert isinstance(point, VectorUpsert) and point.collection == "content"
+    assert set(point.vector) == {"image", "semantic", "text"}
     assert point.payload["kind"] == "image" and "published" not in point.payload
+    assert point.payload["created_at"] == uploads[0]["event_time"]
     assert set(point.keep) == {"published", "gate_status", "moderation_action", "distribution"}
-    assert len(results[5]) == 2 and set(results[5][1].vector) == {"semantic", "text"}  # bad media: its text only
+    assert set(points["post-11"].vector) == {"semantic", "text"}  # bad media: its text only
 
-    spec = load_collection_specs(dims={"image_dim": models.image_dim})["content"]
-    with EdgeIndex(tmp_path) as index:
-        index.ensure_collection(spec)
+    # the worker's vector sink creates the collection (the agent opens no store), with the
+    # image tower's width taken from the vectors
+    with EdgeIndex(tmp_path / "edge") as index:
         sink = VectorSink(index)
-        for effects in results[:-1]:
-            for e in effects[1:]:
-                sink.add(e)
+        for e in out.views:
+            sink.add(e)
         sink.flush()
+        assert index.dims("content")["image"] == models.image_dim
         assert index.count("content") == len(uploads)
         search = ContentSearch(index, settings=None)
         search._encoder = type("E", (), {"encode": lambda self, t: {"semantic": models.minilm.encode(t),

@@ -157,3 +157,49 @@ def test_sinkset_refuses_effects_without_their_store():
         SinkSet().write([VectorDelete("content", ("p",))])
     with pytest.raises(SinkError, match="no vector index is open"):
         SinkSet().write([VectorSetPayload("content", ("p",), {"published": True})])
+
+
+def test_upsert_creates_a_missing_collection_with_the_upserted_widths(tmp_path, monkeypatch):
+    # a fresh qdrant-client local-mode index: no collection until the sink's first upsert, which
+    # creates it from infra/qdrant/collections.toml with the widths of the vectors it carries
+    index = open_vector_index(Settings.from_env({"PULSE_HOME": str(tmp_path)}), backend="local",
+                              path=tmp_path / "local")
+    ensured = []
+    real_ensure = index.ensure_collection
+    monkeypatch.setattr(index, "ensure_collection", lambda spec: (ensured.append(spec.name),
+                                                                  real_ensure(spec)))
+    try:
+        sinks = SinkSet(vectors=VectorSink(index))
+        rng = np.random.default_rng(0)
+        image = {"image": rng.normal(size=512), "semantic": rng.normal(size=384)}  # a CLIP tower
+        text = {"semantic": rng.normal(size=384), "text": rng.normal(size=384)}
+        assert sinks.write([VectorUpsert("content", "p-image", image, {"kind": "image"}),
+                            VectorUpsert("content", "p-text", text, {"kind": "text"})]) == 2
+        # image_dim came from the image vector (the file says 1280); clip_text shares its width
+        assert index.dims("content") == {"image": 512, "semantic": 384, "text": 384,
+                                         "clip_text": 512}
+        assert index.count("content") == 2
+        assert [h.id for h in index.search("content", image["image"], limit=1, using="image",
+                                           must={"kind": "image"})] == ["p-image"]
+        # an unnamed width (user_interests: size = "embedding_dim") comes from the vector's length
+        sinks.write([VectorUpsert("user_interests", "u1", rng.normal(size=16), {"user_id": "u1"})])
+        assert index.dims("user_interests") == 16
+        # each collection is checked once per sink
+        sinks.write([VectorUpsert("content", "p-text", text, {"kind": "text"})])
+        assert ensured == ["content", "user_interests"]
+        # a collection the file does not define is not made up: the upsert fails and stays buffered
+        sink = VectorSink(index)
+        sink.add(VectorUpsert("nope", "x", rng.normal(size=4)))
+        with pytest.raises(SinkError, match="nope"):
+            sink.flush()
+        assert len(sink) == 1
+        # vectors that disagree on a named width: nothing is created
+        sink = VectorSink(index, collections=tmp_path / "none.toml")
+        (tmp_path / "none.toml").write_text('w = 8\n[collections.pair]\ndistance = "cosine"\n'
+                                            '[collections.pair.vectors]\na = "w"\nb = "w"\n')
+        sink.add(VectorUpsert("pair", "x", {"a": rng.normal(size=4), "b": rng.normal(size=6)}))
+        with pytest.raises(SinkError, match="lengths 4 and 6"):
+            sink.flush()
+        assert "pair" not in ensured and len(sink) == 1
+    finally:
+        index.close()
