@@ -12,7 +12,9 @@ batched inference pads and reduces differently with the batch's composition, so 
 of an embedding would depend on which uploads a worker happened to consume together, and a replay
 must reproduce every event byte for byte. For the same reason the event carries the upload's
 ``event_time`` (not the wall clock) and no ``latency_ms`` (null, ``content_enrichment.v2``).
-Bad media never raises: the post gets an enrichment without image fields and the reason is
+Hashtag suggestions come from the taxonomy's tags and every tag the platform's uploads used
+before this post's time: a side input over ``uploads`` (:func:`open_hashtags`), so they do not
+depend on which uploads one worker process saw first. Bad media never raises: the post gets an enrichment without image fields and the reason is
 logged. Re-delivery gives the same ``event_id`` (derived from the upload's) and the same point
 id (the post id), so replays are idempotent.
 
@@ -34,7 +36,8 @@ import logging
 from typing import Any
 
 from agents.shared.search import CONTENT_COLLECTION, SEARCH_MARKS
-from streams.contracts.agent import AgentSpec, Context, Event, State, derived_event_id, ms_of
+from streams.contracts.agent import (AgentSpec, Context, Event, SideInput, State, derived_event_id,
+                                    ms_of)
 from streams.contracts.effects import Effect, Emit, VectorUpsert
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     if event.topic != "uploads":
         return []
     models = ctx.models
-    [enrichment] = models.enrich([event.record])
+    [enrichment] = models.enrich([event.record], hashtags=ctx.side.get("hashtags"))
     return enrichment_effects(event.record, enrichment, models.model, models.model_version)
 
 
@@ -119,11 +122,18 @@ def enrichment_effects(record: dict[str, Any], e: Any, model: str,
     return out
 
 
+def open_hashtags(config: Any, models: Any):
+    """The side-input state: the platform's hashtags as of each post's time
+    (:class:`models.clip.understanding.HashtagHistory`), fed from every upload."""
+    return models.hashtag_history()
+
+
 SPEC = AgentSpec(
     name=NAME,
     topics=("uploads",),
     process=process,
     load=load,
+    side_inputs=(SideInput("hashtags", "uploads", open_hashtags),),
     doc="Content intelligence: embeddings, categories, alignment, quality, alt-text, hashtags; "
         "vectors into Qdrant.",
     batch_size=32,

@@ -31,7 +31,7 @@ from models.clip.imagenet import ImageNetTower, file_version
 from models.clip.media import Media, load_media, media_quality
 from models.clip.taxonomy import TAXONOMY_TOML, load_taxonomy
 from models.clip.text import MiniLM
-from models.clip.understanding import HashtagVocabulary, alt_text, category_vectors, zero_shot
+from models.clip.understanding import HashtagHistory, HashtagVocabulary, alt_text, category_vectors, zero_shot
 from models.fingerprints import FingerprintUnavailable, MediaError
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,13 @@ class ContentModels:
             out["image"] = self.clip.encode_texts(texts)
         return out
 
-    def enrich(self, records: Sequence[dict], media: Sequence[Media | None] | None = None) -> list[Enrichment]:
+    def enrich(self, records: Sequence[dict], media: Sequence[Media | None] | None = None,
+               hashtags: HashtagHistory | None = None) -> list[Enrichment]:
         """One :class:`Enrichment` per upload record (``uploads`` schema), in order.
+
+        ``hashtags``: the platform's hashtags as of each post's time (clip_ai's side input);
+        default: only the taxonomy's tags. The models learn nothing from the records: the same
+        upload gets the same enrichment whatever was enriched before.
 
         ``media``: already decoded media per record (default: decoded here from ``media_uri``).
         Media that cannot be decoded gives an enrichment without image fields and its reason in
@@ -214,14 +219,13 @@ class ContentModels:
                 e.quality = {"score": TEXT_QUALITY}
             else:
                 e.quality = {"score": TEXT_QUALITY}
-            self._understand(e, records[i])
+            self._understand(e, records[i], hashtags)
         elapsed = int((time.perf_counter() - t0) * 1000)
         for e in results:
             e.latency_ms = elapsed // max(1, len(records))
-        self.hashtags.add(t for r in records for t in (r.get("hashtags") or []))
         return results
 
-    def _understand(self, e: Enrichment, record: dict) -> None:
+    def _understand(self, e: Enrichment, record: dict, hashtags: HashtagHistory | None = None) -> None:
         """Embeddings for the event, categories, alignment, alt-text and hashtags of one post."""
         has_media = e.semantic is not None and e.media_error is None and e.labels
         if self.clip and has_media:
@@ -247,7 +251,18 @@ class ContentModels:
             e.alt_text = alt_text(record.get("kind", "IMAGE"), e.labels, ranked)
         anchor = e.semantic if e.semantic is not None else e.text
         if anchor is not None:
-            e.hashtags = self.hashtags.suggest(anchor[None, :], 5, [record.get("hashtags") or []])[0]
+            own = record.get("hashtags") or []
+            if hashtags is not None:
+                t = record["event_time"]
+                at = t if isinstance(t, int) else int(round(t.timestamp() * 1000))
+                e.hashtags = hashtags.suggest(anchor, 5, own, at)
+            else:
+                e.hashtags = self.hashtags.suggest(anchor[None, :], 5, [own])[0]
+
+    def hashtag_history(self) -> HashtagHistory:
+        """An empty :class:`HashtagHistory` over the taxonomy's tags and this model's text encoder
+        (clip_ai's side-input state)."""
+        return HashtagHistory(self.minilm.encode, [t for c in self.categories for t in c.tags])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ video keyframes and text posts.
 """
 from __future__ import annotations
 
+import bisect
+
 import re
 from typing import Callable, Iterable, Sequence
 
@@ -80,6 +82,75 @@ _TAG_SPLIT = re.compile(r"[_\-]+|(?<=[a-z])(?=[A-Z])")
 def tag_text(tag: str) -> str:
     """A hashtag as words for embedding: ``"#StreetPhotography"`` -> ``"street photography"``."""
     return " ".join(w for w in _TAG_SPLIT.split(tag.lstrip("#")) if w).lower() or tag.lower()
+
+
+class HashtagHistory:
+    """The platform's hashtags as of an event time: the taxonomy's tags plus every tag first seen
+    on an upload *strictly before* that time. clip_ai's side input (fed from ``uploads``), so a
+    suggestion depends on the log up to the post's time, not on what one worker process happened
+    to see first: a replay suggests what the live run suggested.
+
+    ``apply(upload)`` records each tag's first event time (UTC epoch ms); ``suggest(vector, k,
+    exclude, as_of_ms)`` ranks the candidates by cosine similarity to ``vector`` (a ``(d,)`` unit
+    vector), ties broken by tag. A learned tag's embedding is computed once, one tag per call to
+    ``encode`` (batch composition changes the low bits of a transformer's output). Tags are kept
+    for good (strings and a ``(d,)`` float32 each); no size bound, since a bound that depends on
+    arrival order would make suggestions depend on it too. Thread-safe.
+    """
+
+    def __init__(self, encode: Encode, base_tags: Iterable[str] = ()) -> None:
+        import threading
+
+        self.encode = encode
+        self.base = HashtagVocabulary(encode, base_tags)
+        self.first_seen: dict[str, int] = {}
+        self._order: list[tuple[int, str]] = []     # (first seen ms, tag), ascending
+        self._vectors: dict[str, np.ndarray] = {}
+        self._matrix: np.ndarray | None = None       # rows in ``_order``'s order
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict) -> None:
+        """Fold one ``uploads`` record in (its ``hashtags`` at its ``event_time``)."""
+        t = record["event_time"]
+        at = t if isinstance(t, int) else int(round(t.timestamp() * 1000))
+        with self._lock:
+            for raw in record.get("hashtags") or ():
+                tag = raw.lstrip("#").strip().lower()
+                if not tag or tag in self.base._index:
+                    continue
+                old = self.first_seen.get(tag)
+                if old is not None and old <= at:
+                    continue
+                if old is not None:
+                    self._order.remove((old, tag))
+                self.first_seen[tag] = at
+                bisect.insort(self._order, (at, tag))
+                self._matrix = None
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.first_seen)
+
+    def suggest(self, vector: np.ndarray, k: int, exclude: Iterable[str], as_of_ms: int) -> list[str]:
+        """The ``k`` best hashtags for ``vector`` among those known before ``as_of_ms``, skipping
+        ``exclude`` (the post's own tags)."""
+        with self._lock:
+            n = bisect.bisect_left(self._order, (as_of_ms, ""))
+            learned = [tag for _, tag in self._order[:n]]
+            for tag in learned:
+                if tag not in self._vectors:
+                    self._vectors[tag] = np.asarray(self.encode([tag_text(tag)])[0], np.float32)
+            if self._matrix is None or len(self._matrix) < n:
+                self._matrix = (np.stack([self._vectors[tag] for _, tag in self._order[:n]])
+                                if n else None)
+            matrix = None if n == 0 else self._matrix[:n]
+        v = np.asarray(vector, np.float32)
+        scored = [(float(s), tag) for s, tag in zip(self.base.vectors @ v, self.base.tags)] \
+            if self.base.tags else []
+        if matrix is not None:
+            scored += [(float(s), tag) for s, tag in zip(matrix @ v, learned)]
+        skip = {t.lstrip("#").lower() for t in exclude}
+        ranked = sorted((x for x in scored if x[1] not in skip), key=lambda x: (-x[0], x[1]))
+        return [tag for _, tag in ranked[:k]]
 
 
 class HashtagVocabulary:

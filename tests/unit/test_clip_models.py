@@ -101,10 +101,13 @@ class Runner:
         self._codecs = {}
         self.codec = lambda topic: self._codecs.setdefault(
             topic, codec_for(settings, topic_spec(topic).schema, topic))
-        self.runner = AgentRunner(SPEC, self.codec, config=settings, models=models)
+        self.runner = AgentRunner(SPEC, self.codec, config=settings, models=models,
+                                  side={"hashtags": models.hashtag_history()})
 
     def run(self, uploads):
         codec = self.codec("uploads")
+        for u in uploads:  # the side input catches up with the uploads topic before a batch
+            self.runner.side["hashtags"].apply(u)
         return self.runner.run([RawMessage("uploads", 0, i, None, codec.encode(u))
                                 for i, u in enumerate(uploads)])
 
@@ -194,3 +197,23 @@ def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco
                                  for p in index.get("content", ["post-3"])])
         assert "post-3" not in [h.post_id for h in search.text(query, 5)]
         assert search.text(query, 5, published_only=True) == []
+
+
+def test_hashtag_suggestions_come_from_tags_used_before_the_post(models):
+    """clip_ai's hashtag side input answers as of the post's time, whatever order it was fed in."""
+    texts = {"qubitcraft": "quantum computing with superconducting qubits"}
+    post = models.minilm.encode(["I built a small quantum computer out of superconducting qubits"])[0]
+
+    def history(order):
+        h = models.hashtag_history()
+        for at, tags in order:
+            h.apply({"event_time": at, "hashtags": tags})
+        return h
+
+    feed = [(1_000, ["qubitcraft"]), (2_000, ["QubitCraft", "sunday"]), (500, ["other"])]
+    a, b = history(feed), history(list(reversed(feed)))
+    assert a.first_seen == b.first_seen == {"qubitcraft": 1_000, "sunday": 2_000, "other": 500}
+    before, after = a.suggest(post, 5, [], 1_000), a.suggest(post, 5, [], 1_001)
+    assert "qubitcraft" not in before and after[0] == "qubitcraft", (before, after, texts)
+    assert b.suggest(post, 5, [], 1_001) == after  # the same answer whatever the feed order
+    assert "qubitcraft" not in a.suggest(post, 5, ["#QubitCraft"], 5_000)  # the post's own tags
