@@ -10,7 +10,8 @@ State: one changelogged table row per post (``gates``), a JSON object::
 
     {"upload": {...}, "moderation": {...}, "copyright": {...}, "enrichment": {...},
      "status": "PENDING" | "IN_REVIEW" | "PUBLISHED" | "RESTRICTED" | "BLOCKED",
-     "published_event_id": str | None, "status_ts": int (last status write timestamp, µs)}
+     "published_event_id": str | None, "status_ts": int (last status write timestamp, µs),
+     "folded": int (events folded), "latest_at": int (latest event time folded, ms)}
 
 Decision rule, applied after every event of the post (the gates are ``settings.gates``):
 
@@ -78,6 +79,7 @@ class GateJoin:
         if not self._fold(state, topic, record):
             return None, []
         state["folded"] = state.get("folded", 0) + 1
+        state["latest_at"] = max(state.get("latest_at", 0), ms_of(record["event_time"]))
         effects = self._decide(record["post_id"], state)
         return state, effects
 
@@ -147,12 +149,15 @@ class GateJoin:
         if "upload" not in state or status is None:
             return []
         reasons = [f"{g}: {r}" for g in self.verdict_gates if g in state for r in state[g]["reasons"]]
-        at = max([state["upload"]["at"]] + [state[g]["at"] for g in self.gates if g in state])
         # The gates' events reach the join in any order across topics, so the latest event time
         # can repeat for a newer decision; Cassandra would then keep the greater value, not the
         # newer one. Each status write of a post gets a strictly larger timestamp instead: the
-        # latest event time (µs) plus the number of events folded so far, which depends on the
-        # set of events seen, not on their order, so a replay writes the same final cells.
+        # latest event time folded so far (µs; of every folded event, also of a verdict since
+        # superseded, e.g. a REVIEW by an earlier-stamped HUMAN decision, so it never decreases)
+        # plus the number of events folded so far. Both depend on the set of events seen, not
+        # on their order, so a replay writes the same final cells.
+        at = max([state.get("latest_at", 0), state["upload"]["at"]]
+                 + [state[g]["at"] for g in self.gates if g in state])
         ts = max(at * 1000 + state.get("folded", 0), state.get("status_ts", 0) + 1)
         state["status_ts"] = ts
         effects: list[Effect] = [Upsert("posts", {"post_id": post_id, "status": status,

@@ -144,8 +144,8 @@ def _event_diff(codec: Any, live: bytes, replayed: bytes) -> str:
 
 
 def _norm(v: Any) -> Any:
-    """A driver value as plain Python (frozen collections as lists / sorted dicts, timestamps
-    as UTC epoch ms)."""
+    """A driver value as plain Python (frozen collections as lists / sorted dicts, sets as sorted
+    lists, since two equal sets may iterate in different orders; timestamps as UTC epoch ms)."""
     if v is None:
         return None
     if isinstance(v, (str, bytes, int, float, bool)):
@@ -154,7 +154,13 @@ def _norm(v: Any) -> Any:
         return int(round(v.replace(tzinfo=v.tzinfo or timezone.utc).timestamp() * 1000))
     if hasattr(v, "items"):
         return {str(k): _norm(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(v, (list, tuple, set, frozenset)) or hasattr(v, "__iter__"):
+    if isinstance(v, (set, frozenset)) or hasattr(v, "isdisjoint"):  # also the driver's SortedSet
+        items = [_norm(x) for x in v]
+        try:
+            return sorted(items)
+        except TypeError:  # elements of different types
+            return sorted(items, key=repr)
+    if isinstance(v, (list, tuple)) or hasattr(v, "__iter__"):
         return [_norm(x) for x in v]
     return v
 

@@ -32,6 +32,7 @@ log = logging.getLogger("pulse.engine")
 POSITIONS_TABLE = "__positions__"
 
 _DELETED = object()
+_ABSENT = object()
 
 
 class RawMessage(NamedTuple):
@@ -82,9 +83,9 @@ class TableState:
         self._overlay = overlay
 
     def get(self, table: str, key: str, default: Any = None) -> Any:
-        pending = self._overlay.get((table, key))
-        if pending is not None:
-            return default if pending is _DELETED else pending
+        pending = self._overlay.get((table, key), _ABSENT)
+        if pending is not _ABSENT:  # changed earlier in this batch (a value of None reads as unset)
+            return default if pending is _DELETED or pending is None else pending
         try:
             backing = self._tables[table]
         except KeyError:

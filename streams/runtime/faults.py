@@ -47,17 +47,19 @@ class CrashPoints:
         Raises
         ------
         CrashPointError
-            Wrong number of parts, an unknown point, or ``n`` not a positive integer.
+            Wrong number of parts, an empty agent, an unknown point, or ``n`` not a positive
+            integer.
         """
         if not raw:
             return cls()
         parts = raw.split(":")
-        if len(parts) not in (2, 3) or parts[1] not in POINTS:
+        if len(parts) not in (2, 3) or not parts[0] or parts[1] not in POINTS:
             raise CrashPointError(f"PULSE_CRASH_POINT={raw!r}: expected <agent>:<point>[:<n>] with "
                                   f"point one of {', '.join(POINTS)}")
         nth = 1
         if len(parts) == 3:
-            if not parts[2].isdigit() or int(parts[2]) < 1:
+            # isascii: str.isdigit also accepts digits such as '²' that int() refuses
+            if not (parts[2].isascii() and parts[2].isdigit()) or int(parts[2]) < 1:
                 raise CrashPointError(f"PULSE_CRASH_POINT={raw!r}: n must be a positive integer")
             nth = int(parts[2])
         return cls(parts[0], parts[1], nth)

@@ -28,6 +28,8 @@ def pulse(tmp_path, *args, **env):
     (("dead-letters",), "no Kafka cluster configured: run `pulse up`"),
     (("worker", "--agents", "nope"), "unknown agent 'nope'; registered agents: materializer"),
     (("publish", "missing.jsonl", "--topic", "uploads"), "missing.jsonl: no such file"),
+    (("replay", "rebuild", "--agents", "nope"), "unknown agent 'nope'; registered agents: materializer"),
+    (("replay", "swap", "rebuilt_1"), "no Cassandra configured: run `pulse up`"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, message):
     out = pulse(tmp_path, *args)
@@ -47,6 +49,13 @@ def test_status_with_nothing_started(tmp_path):
     out = pulse(tmp_path, "status", "--json")
     assert out.returncode == 0, out.stderr
     assert '"kafka"' in out.stdout and '"cassandra"' in out.stdout
+
+
+def test_replay_is_a_command_group(tmp_path):
+    out = pulse(tmp_path, "replay", "--help")
+    assert out.returncode == 0, out.stderr
+    for command in ("rebuild", "swap", "reset", "drop"):
+        assert command in out.stdout
 
 
 def test_agents_lists_the_registry(tmp_path):

@@ -1,5 +1,7 @@
-"""The materializer's pure core: events in, idempotent view writes out."""
-from agents.materializer import process
+"""The materializer's pure core: events in, idempotent view writes out (called directly and
+through the engine)."""
+from agents.materializer import SPEC, process
+from streams.contracts.agent import Context, Event
 from streams.contracts.effects import Delete, Upsert
 
 T = 1_537_000_000_123  # epoch ms
@@ -14,8 +16,15 @@ def upload(**kw):
     return rec
 
 
+def materialize(topic, record):
+    """``process`` as the runner calls it (stateless: no state)."""
+    ctx = Context(agent=SPEC.name, event_id=record.get("event_id", "e"),
+                  event_time_ms=record["event_time"])
+    return process(None, Event(topic, record), ctx)
+
+
 def test_upload_writes_post_and_creator_index_at_event_time():
-    posts, by_creator = process("uploads", upload())
+    posts, by_creator = materialize("uploads", upload())
     assert isinstance(posts, Upsert) and posts.table == "posts"
     assert posts.timestamp_us == T * 1000 and posts.row["uploaded_at"] == T
     assert posts.row["event_id"] == "3b1f8c2e-4a5d-4e6f-8a9b-0c1d2e3f4a5b" and posts.row["hashtags"] == ["qiskit"]
@@ -25,15 +34,15 @@ def test_upload_writes_post_and_creator_index_at_event_time():
 
 
 def test_same_event_twice_gives_identical_effects():
-    assert process("uploads", upload()) == process("uploads", upload())
+    assert materialize("uploads", upload()) == materialize("uploads", upload())
 
 
 def test_follow_and_unfollow():
     f = {"event_id": "e2", "event_time": T, "producer": "t", "follower_id": "a", "followee_id": "b",
          "action": "FOLLOW"}
-    ups = process("follows", f)
+    ups = materialize("follows", f)
     assert [(e.table, type(e)) for e in ups] == [("following", Upsert), ("followers", Upsert)]
-    downs = process("follows", dict(f, action="UNFOLLOW", event_time=T + 1))
+    downs = materialize("follows", dict(f, action="UNFOLLOW", event_time=T + 1))
     assert downs == [Delete("following", {"follower_id": "a", "followee_id": "b"}, (T + 1) * 1000),
                      Delete("followers", {"followee_id": "b", "follower_id": "a"}, (T + 1) * 1000)]
 
@@ -41,6 +50,17 @@ def test_follow_and_unfollow():
 def test_signup_and_unrelated_topic():
     s = {"event_id": "e3", "event_time": T, "producer": "t", "user_id": "u9", "handle": "ada",
          "declared_interests": ["qubits"], "locale": None, "country": "GB", "about": None}
-    (row,) = process("signups", s)
+    (row,) = materialize("signups", s)
     assert row.table == "users" and row.row["declared_interests"] == ["qubits"]
-    assert process("interactions", {"event_time": T}) == []
+    assert materialize("interactions", {"event_time": T}) == []
+
+
+def test_through_the_engine_decoded_times_give_the_same_rows(tmp_path):
+    """The runner hands ``process`` decoded records (aware datetimes): same rows as epoch ms."""
+    from tests.unit.agent_harness import Harness
+
+    h = Harness(SPEC, tmp_path)
+    assert SPEC.tables == () and SPEC.sinks == frozenset({"cassandra"})
+    out = h.feed(("uploads", upload()))
+    assert out.views == materialize("uploads", upload())
+    assert (out.emits, out.dead_letters, out.state, h.runner.tables) == ([], [], [], {})

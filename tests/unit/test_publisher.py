@@ -1,14 +1,18 @@
-"""The publish gate's join (agents.publisher.GateJoin) on plain dicts: every rule of its docstring."""
+"""The publish gate (agents.publisher): every rule of its docstring through ``process`` with a
+dict state, and its order independence through the engine (the same events folded in every
+arrival order give the same state, ``posts`` row and ``posts-published`` bytes)."""
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import pytest
 
-from agents.publisher import GateJoin
+from agents.publisher import SPEC, GateJoin, load
 from streams.contracts.codec import AvroCodec
-from streams.contracts.effects import Emit, Upsert
+from streams.contracts.effects import Emit, StateSet, Upsert, VectorSetPayload
 from streams.contracts.schemas import default_catalog
+from tests.unit.agent_harness import DictState, Harness, call, full_record, settings_for
 
 T0 = 1_700_000_000_000
 
@@ -30,13 +34,28 @@ def cr(action, post="p1", at=T0 + 20):
             "reasons": [f"copyright {action.lower()}"]}
 
 
+class Join:
+    """The publisher's ``process`` over a dict ``gates`` table, with ``GateJoin(gates)`` as its
+    models (what ``load`` returns for ``PULSE_GATES``)."""
+
+    def __init__(self, gates, state: DictState | None = None):
+        self.models = GateJoin(gates)
+        self.state = state or DictState("gates")
+
+    @property
+    def table(self) -> dict:
+        return self.state.tables["gates"]
+
+    def run(self, *events):
+        """Each event in turn, its state change applied; the other effects, in order."""
+        out = []
+        for topic, record in events:
+            out.extend(self.state.apply(call(SPEC, self.state, topic, record, self.models)))
+        return out
+
+
 def run(join, *events):
-    out = []
-    for topic, record in events:
-        (res,) = join.process_batch([(topic, record)])
-        assert not isinstance(res, BaseException), res
-        out.extend(res)
-    return out
+    return join.run(*events)
 
 
 def published(effects):
@@ -52,7 +71,7 @@ def test_published_once_all_gates_allow_in_any_order(order):
     events = [("uploads", upload()), ("moderation-verdicts", mod("ALLOW")),
               ("copyright-verdicts", cr("ALLOW"))]
     events = events[order:] + events[:order]
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, *events)
     (pub,) = published(effects)
     assert pub["distribution"] == "FULL" and pub["post_id"] == "p1"
@@ -62,21 +81,21 @@ def test_published_once_all_gates_allow_in_any_order(order):
 
 
 def test_waits_for_every_enabled_gate():
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")))
     assert published(effects) == [] and statuses(effects)[-1] == "PENDING"
 
 
 def test_only_enabled_gates_count():
-    join = GateJoin(("copyright",), {})
+    join = Join(("copyright",))
     effects = run(join, ("uploads", upload()), ("copyright-verdicts", cr("ALLOW")))
     (pub,) = published(effects)
     assert pub["moderation_event_id"] is None
-    assert published(run(GateJoin((), {}), ("uploads", upload(post="p2"))))
+    assert published(run(Join(()), ("uploads", upload(post="p2"))))
 
 
 def test_block_wins_and_reasons_are_recorded():
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, ("uploads", upload()), ("copyright-verdicts", cr("BLOCK")),
                   ("moderation-verdicts", mod("ALLOW")))
     assert published(effects) == []
@@ -86,7 +105,7 @@ def test_block_wins_and_reasons_are_recorded():
 
 
 def test_restrict_publishes_restricted():
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, ("uploads", upload(content_type="FLASH")), ("moderation-verdicts", mod("RESTRICT")),
                   ("copyright-verdicts", cr("ALLOW")))
     (pub,) = published(effects)
@@ -95,7 +114,7 @@ def test_restrict_publishes_restricted():
 
 
 def test_review_waits_for_the_human_decision_which_wins_over_later_automatic_verdicts():
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, ("uploads", upload()), ("copyright-verdicts", cr("ALLOW")),
                   ("moderation-verdicts", mod("REVIEW")))
     assert published(effects) == [] and statuses(effects)[-1] == "IN_REVIEW"
@@ -108,26 +127,26 @@ def test_review_waits_for_the_human_decision_which_wins_over_later_automatic_ver
 
 
 def test_human_block_after_review():
-    join = GateJoin(("moderation",), {})
+    join = Join(("moderation",))
     run(join, ("uploads", upload()), ("moderation-verdicts", mod("REVIEW")))
     effects = run(join, ("moderation-verdicts", mod("BLOCK", tier="HUMAN")))
     assert published(effects) == [] and statuses(effects)[-1] == "BLOCKED"
 
 
 def test_duplicates_and_comment_verdicts_change_nothing_and_publish_once():
-    table: dict = {}
-    join = GateJoin(("moderation",), table)
+    join = Join(("moderation",))
+    table = join.table
     up, ok = upload(), mod("ALLOW")
     assert len(published(run(join, ("uploads", up), ("moderation-verdicts", ok)))) == 1
     assert run(join, ("moderation-verdicts", ok), ("uploads", up)) == []
     assert run(join, ("moderation-verdicts", mod("BLOCK", comment_id="c1"))) == []
     # a fresh table (state lost) re-emits the same event id: downstream de-duplicates by it
-    again = published(run(GateJoin(("moderation",), {}), ("uploads", up), ("moderation-verdicts", ok)))
+    again = published(run(Join(("moderation",)), ("uploads", up), ("moderation-verdicts", ok)))
     assert again[0]["event_id"] == table["p1"]["published_event_id"]
 
 
 def test_enrichment_rides_along_when_it_came_first():
-    join = GateJoin(("moderation",), {})
+    join = Join(("moderation",))
     enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 1, "post_id": "p1",
            "categories": {"pets": 0.9}, "quality_score": 0.7}
     (pub,) = published(run(join, ("content-enriched", enr), ("uploads", upload()),
@@ -135,14 +154,15 @@ def test_enrichment_rides_along_when_it_came_first():
     assert pub["categories"] == {"pets": 0.9} and pub["enrichment_event_id"] == enr["event_id"]
 
 
-def test_a_bad_event_is_returned_as_its_exception():
-    join = GateJoin(("moderation",), {})
-    (res,) = join.process_batch([("uploads", {"post_id": "p1"})])
-    assert isinstance(res, KeyError)
+def test_a_bad_event_raises_for_the_runtime_to_dead_letter():
+    join = Join(("moderation",))
+    with pytest.raises(KeyError):
+        join.run(("uploads", {"post_id": "p1", "event_id": "e", "event_time": T0}))
+    assert join.table == {}
 
 
 def test_a_human_copyright_decision_resolves_a_copyright_review():
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")),
                   ("copyright-verdicts", cr("REVIEW")))
     assert statuses(effects)[-1] == "IN_REVIEW"
@@ -152,22 +172,20 @@ def test_a_human_copyright_decision_resolves_a_copyright_review():
 
 
 def test_enrichment_gate_waits_for_clip_ai_but_never_delays_a_block():
-    join = GateJoin(("moderation", "enrichment"), {})
+    join = Join(("moderation", "enrichment"))
     effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")))
     assert published(effects) == [] and statuses(effects)[-1] == "PENDING"
     enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 50, "post_id": "p1",
            "categories": {"science": 0.8}, "quality_score": 0.6}
     (pub,) = published(run(join, ("content-enriched", enr)))
     assert pub["categories"] == {"science": 0.8} and pub["cause_event_id"] != enr["event_id"]
-    blocked = GateJoin(("moderation", "enrichment"), {})
+    blocked = Join(("moderation", "enrichment"))
     effects = run(blocked, ("uploads", upload(post="p2")), ("moderation-verdicts", mod("BLOCK", post="p2")))
     assert statuses(effects)[-1] == "BLOCKED"
 
 
 def test_search_payload_is_marked_once_the_post_is_enriched():
-    from streams.contracts.effects import VectorSetPayload
-
-    join = GateJoin(("moderation", "enrichment"), {})
+    join = Join(("moderation", "enrichment"))
     enr = {"event_id": str(uuid.uuid4()), "event_time": T0 + 50, "post_id": "p1",
            "categories": {}, "quality_score": None}
     effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("BLOCK")))
@@ -181,9 +199,126 @@ def test_status_writes_get_strictly_increasing_timestamps_whatever_the_arrival_o
     # copyright's verdict (latest event time) arrives before the upload and moderation's REVIEW:
     # the later IN_REVIEW write must not tie with the earlier PENDING one (Cassandra would keep
     # the greater value, PENDING)
-    join = GateJoin(("moderation", "copyright"), {})
+    join = Join(("moderation", "copyright"))
     effects = run(join, ("copyright-verdicts", cr("ALLOW", at=T0 + 20)), ("uploads", upload()),
                   ("moderation-verdicts", mod("REVIEW", at=T0 + 10)))
     writes = [(e.timestamp_us, e.row["status"]) for e in effects if isinstance(e, Upsert)]
     assert [w[1] for w in writes] == ["PENDING", "IN_REVIEW"]
     assert writes[0][0] < writes[1][0]
+
+
+def test_process_returns_the_new_post_state_and_nothing_for_a_no_op():
+    join = GateJoin(("moderation",))
+    state = DictState("gates")
+    up = upload()
+    effects = call(SPEC, state, "uploads", up, join)
+    (change,) = [e for e in effects if isinstance(e, StateSet)]
+    assert (change.table, change.key, change.value["upload"]["event_id"]) == ("gates", "p1",
+                                                                               up["event_id"])
+    assert change.value["status"] == "PENDING"
+    state.apply(effects)
+    assert call(SPEC, state, "uploads", up, join) == []  # a duplicate changes nothing
+
+
+def test_load_follows_the_gates_setting(tmp_path):
+    assert load(settings_for(tmp_path)).gates == ("moderation", "copyright", "enrichment")
+    j = load(settings_for(tmp_path, PULSE_GATES="copyright"))
+    assert (j.gates, j.verdict_gates) == (("copyright",), ("copyright",))
+    assert SPEC.tables == ("gates",) and SPEC.load is load
+
+
+# -- order independence, through the engine ----------------------------------------------------
+
+
+def encoded_events(human_at: int | None, review_at: int = T0 + 10):
+    """The events of one post as the publisher's sources carry them: an upload, moderation ALLOW
+    (or, with ``human_at``, moderation REVIEW and then a HUMAN ALLOW at ``human_at``), copyright
+    ALLOW and CLIP AI's enrichment. ``[(topic, record)]``; a topic's events in offset order."""
+    post = "p1"
+    ev = [("uploads", full_record("uploads", **dict(upload(post), hashtags=["cats", "dogs"]))),
+          ("copyright-verdicts", full_record(
+              "copyright-verdicts", event_id=str(uuid.uuid4()), event_time=T0 + 20,
+              producer="copyright_guard", post_id=post, creator_id="u1", action="ALLOW",
+              model="pdq", model_version="1", reasons=[])),
+          ("content-enriched", full_record(
+              "content-enriched", event_id=str(uuid.uuid4()), event_time=T0 + 30,
+              producer="clip_ai", post_id=post, creator_id="u1", model="clip",
+              model_version="1", categories={"pets": 0.9, "science": 0.1}, quality_score=0.7))]
+    first = "REVIEW" if human_at is not None else "ALLOW"
+    ev.append(("moderation-verdicts", full_record(
+        "moderation-verdicts", event_id=str(uuid.uuid4()), event_time=review_at,
+        producer="content_guard", post_id=post, author_id="u1", action=first, tier="FAST",
+        model="fast", model_version="1", reasons=[f"fast {first.lower()}"])))
+    if human_at is not None:
+        ev.append(("moderation-verdicts", full_record(
+            "moderation-verdicts", event_id=str(uuid.uuid4()), event_time=human_at,
+            producer="content_guard", post_id=post, author_id="u1", action="ALLOW",
+            tier="HUMAN", model="human-review", model_version="mod-7", reasons=["looks fine"])))
+    return ev
+
+
+def arrival_orders(events):
+    """Every permutation of ``events`` in which each topic's events keep their offset order (a
+    HUMAN decision after the REVIEW it resolves)."""
+    for order in itertools.permutations(range(len(events))):
+        seen = {}
+        ok = True
+        for i in order:
+            topic = events[i][0]
+            if seen.get(topic, -1) > i:
+                ok = False
+                break
+            seen[topic] = i
+        if ok:
+            yield order
+
+
+def fold(events, order, tmp_path, batched: bool):
+    """Run the events in ``order`` through a fresh publisher runner (one batch, or one batch per
+    event); the final gates state, last ``posts`` write, last search mark and published bytes."""
+    h = Harness(SPEC, tmp_path)
+    offsets = {}
+    messages = []
+    for i in order:
+        topic, record = events[i]
+        messages.append(h.message(topic, record, offset=offsets.setdefault(topic, 0)))
+        offsets[topic] += 1
+    outs = [h.run(messages)] if batched else [h.run([m]) for m in messages]
+    views = [v for out in outs for v in out.views]
+    assert not any(out.dead_letters for out in outs)
+    posts = [(v.row, v.timestamp_us) for v in views if isinstance(v, Upsert) and v.table == "posts"]
+    marks = [v.payload for v in views if isinstance(v, VectorSetPayload)]
+    published_bytes = [e.value for out in outs for e in out.emits if e.topic == "posts-published"]
+    stamps = [ts for _, ts in posts]
+    assert stamps == sorted(set(stamps))  # strictly increasing within one arrival order
+    return (h.table("gates"), posts[-1], marks[-1], published_bytes,
+            dict(h.table("__positions__")))
+
+
+@pytest.mark.parametrize("human_at, review_at", [
+    (None, T0 + 10), (T0 + 50, T0 + 10), (T0 + 5, T0 + 10), (T0 + 35, T0 + 40)], ids=[
+    "all-allow", "review-then-human", "human-stamped-before-the-review",
+    "human-stamped-before-the-latest-review"])
+def test_every_arrival_order_gives_the_same_state_status_and_published_bytes(human_at, review_at,
+                                                                             tmp_path):
+    # (a HUMAN decision is made after its review task, but its clock may lag the REVIEW's)
+    events = encoded_events(human_at, review_at)
+    orders = list(arrival_orders(events))
+    assert len(orders) == (24 if human_at is None else 60)
+    results = [fold(events, order, tmp_path, batched=n % 2 == 0) for n, order in enumerate(orders)]
+    first = results[0]
+    for order, result in zip(orders, results):
+        assert result == first, [events[i][0] for i in order]
+    gates, (row, ts), mark, (published_value,), _ = first
+    post = gates["p1"]
+    assert post["status"] == "PUBLISHED" and row["status"] == "PUBLISHED"
+    n = len(events)
+    latest = max(r["event_time"] for _, r in events)
+    assert post["folded"] == n and ts == post["status_ts"] == latest * 1000 + n
+    assert mark == {"published": True, "gate_status": "PUBLISHED", "moderation_action": "ALLOW",
+                    "distribution": "FULL"}
+    pub = AvroCodec(default_catalog(), "PostPublished").decode(published_value)
+    moderation = [r for t, r in events if t == "moderation-verdicts"][-1]
+    assert pub["moderation_event_id"] == moderation["event_id"]
+    assert pub["categories"] == {"pets": 0.9, "science": 0.1} and pub["hashtags"] == ["cats", "dogs"]
+    assert post["published_event_id"] == pub["event_id"]

@@ -13,15 +13,17 @@ from confluent_kafka import KafkaError
 
 import agents.registry as registry
 import replay.rebuild as rebuild
-from streams.contracts.agent import AgentSpec
 from agents.materializer import process as materialize
 from replay.export import POSITION_COLUMNS, ExportError, arrow_schema, arrow_type, write_parquet
 from replay.reader import Position
-from replay.rebuild import TimeRangeError, check_range, parse_time_ms, read_merged, rebuild_views
+from replay.rebuild import (TimeRangeError, Written, check_range, parse_time_ms, read_merged,
+                            rebuild_views)
+from streams.contracts.agent import AgentSpec, Context, Event
 from streams.contracts.codec import AvroCodec
-from streams.contracts.effects import Emit
-from streams.runtime.batch import RawMessage, RuntimeContext
+from streams.contracts.effects import Emit, StateSet, Upsert
 from streams.contracts.schemas import default_catalog
+from streams.runtime.binding import RuntimeContext
+from streams.runtime.engine import RawMessage
 from streams.settings import Settings
 
 T = datetime(2018, 3, 12, 10, 0, 0, 123000, tzinfo=timezone.utc)
@@ -308,18 +310,24 @@ def fake_log(monkeypatch, messages):
     return sinks
 
 
+def materialized(record):
+    """The materializer's rows for a decoded upload, as its ``process`` returns them."""
+    ctx = Context(agent="materializer", event_id=record["event_id"], event_time_ms=T_MS)
+    return materialize(None, Event("uploads", record), ctx)
+
+
 def test_replay_writes_exactly_what_the_agent_returns_in_batches(monkeypatch, tmp_path):
     codec = AvroCodec(default_catalog(), "Upload")
     messages = [RawMessage("uploads", 0, i, b"k", codec.encode(upload(i)), (), T_MS + i) for i in range(7)]
     messages.insert(3, RawMessage("uploads", 0, 99, b"k", b"\xc3\x01junk", (), T_MS))
     spec = AgentSpec(name="views3", topics=("uploads",), batch_size=3, sinks=frozenset({"cassandra"}),
-                     process=lambda t, r: materialize(t, r) + [Emit("uploads", r)])
+                     process=lambda s, e, c: materialize(s, e, c) + [Emit("uploads", e.record)])
     monkeypatch.setitem(registry.AGENTS, "views3", spec)
     sinks = fake_log(monkeypatch, messages)
     seen = []
     r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["views3"],
                       on_progress=lambda done, total: seen.append(done))
-    expected = [e for i in range(7) for e in materialize("uploads", codec.decode(codec.encode(upload(i))))]
+    expected = [e for i in range(7) for e in materialized(codec.decode(codec.encode(upload(i))))]
     assert [e for b in sinks.batches for e in b] == expected
     assert [len(b) for b in sinks.batches] == [6, 4, 4]  # batches of 3 messages; the 4th undecodable
     assert (r["events"], r["topics"], r["effects"]) == (8, {"uploads": 8}, 14)
@@ -333,7 +341,7 @@ def test_emit_publishes_derived_events_and_dead_letters_with_catalog_keys(monkey
     codec = AvroCodec(default_catalog(), "Upload")
     messages = [RawMessage("uploads", 1, 0, b"k", codec.encode(upload(0)), (), T_MS),
                 RawMessage("uploads", 1, 1, b"k", b"junk", (), T_MS)]
-    spec = AgentSpec(name="echo", topics=("uploads",), process=lambda t, r: [Emit("uploads", r)])
+    spec = AgentSpec(name="echo", topics=("uploads",), process=lambda s, e, c: [Emit("uploads", e.record)])
     monkeypatch.setitem(registry.AGENTS, "echo", spec)
     fake_log(monkeypatch, messages)
     sent = []
@@ -362,3 +370,84 @@ def test_unknown_agents_and_empty_ranges_fail_before_touching_kafka(tmp_path):
         rebuild_views(s, ["nope"])
     with pytest.raises(TimeRangeError):
         rebuild_views(s, None, start_ms=10, end_ms=10)
+
+
+def count_uploads(state, event, ctx):
+    key = event.record["creator_id"]
+    n = state.get("counts", key, 0) + 1
+    return [StateSet("counts", key, n),
+            Upsert("creator_counts", {"creator_id": key, "uploads": n}, ctx.timestamp_us),
+            Emit("uploads", dict(event.record, caption=f"upload {n} of {key}"))]
+
+
+def test_state_is_rebuilt_from_the_log_across_batches_and_outputs_are_collected(monkeypatch, tmp_path):
+    codec = AvroCodec(default_catalog(), "Upload")
+    records = [dict(upload(i), creator_id="c" if i % 3 else "d") for i in range(7)]
+    messages = [RawMessage("uploads", 0, i, b"k", codec.encode(r), (), T_MS + i)
+                for i, r in enumerate(records)]
+    messages.append(RawMessage("uploads", 0, 7, b"k", b"junk", (), T_MS + 7))
+    spec = AgentSpec(name="counter", topics=("uploads",), batch_size=2, process=count_uploads,
+                     tables=("counts",), sinks=frozenset({"cassandra"}))
+    monkeypatch.setitem(registry.AGENTS, "counter", spec)
+    sinks = fake_log(monkeypatch, messages)
+    r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["counter"], collect=True)
+    rows = [e.row for b in sinks.batches for e in b]
+    assert [len(b) for b in sinks.batches] == [2, 2, 2, 1]  # batches of 2; the last ends in junk
+    assert [(x["creator_id"], x["uploads"]) for x in rows] == [
+        ("d", 1), ("c", 1), ("c", 2), ("d", 2), ("c", 3), ("c", 4), ("d", 3)]
+    assert (r["events"], r["effects"], r["dead_letters"], r["emits_skipped"]) == (8, 7, 1, 7)
+    emitted = r["emitted"]["uploads"]
+    assert set(emitted) == {x["event_id"] for x in records}
+    assert codec.decode(emitted[records[6]["event_id"]])["caption"] == "upload 3 of d"
+    written = r["written"]
+    assert isinstance(written, Written) and written.columns == {
+        "creator_counts": {"creator_id", "uploads"}}
+    assert written.points == {} and "dead-letters" not in r["emitted"]
+
+
+def test_every_selected_agent_gets_its_own_batches_of_a_shared_topic(monkeypatch, tmp_path):
+    codec = AvroCodec(default_catalog(), "Upload")
+    messages = [RawMessage("uploads", 0, i, b"k", codec.encode(upload(i)), (), T_MS + i)
+                for i in range(5)]
+    seen = {"a": [], "b": []}
+
+    def agent(name, size):
+        def process(state, event, ctx):
+            seen[name].append(event.offset)
+            return [Upsert(name, {"post_id": event.record["post_id"]}, ctx.timestamp_us)]
+        return AgentSpec(name=name, topics=("uploads",), batch_size=size, process=process,
+                         sinks=frozenset({"cassandra"}))
+
+    monkeypatch.setitem(registry.AGENTS, "a", agent("a", 2))
+    monkeypatch.setitem(registry.AGENTS, "b", agent("b", 10))
+    sinks = fake_log(monkeypatch, messages)
+    r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["a", "b"])
+    assert seen == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3, 4]}
+    assert [(b[0].table, len(b)) for b in sinks.batches] == [("a", 2), ("a", 2), ("a", 1), ("b", 5)]
+    assert (r["agents"], r["events"], r["topics"], r["effects"]) == (["a", "b"], 5, {"uploads": 5}, 10)
+
+
+def test_a_time_range_is_refused_for_agents_with_state_and_passed_on_otherwise(monkeypatch, tmp_path):
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    spec = AgentSpec(name="counter", topics=("uploads",), process=count_uploads, tables=("counts",))
+    monkeypatch.setitem(registry.AGENTS, "counter", spec)
+    with pytest.raises(TimeRangeError, match=r"agents with state \(counter\).*drop --from/--to"):
+        rebuild_views(s, ["counter"], start_ms=10)
+    with pytest.raises(TimeRangeError, match="publisher"):
+        rebuild_views(s, ["publisher"], end_ms=10)
+    asked = []
+    monkeypatch.setattr(rebuild, "read_merged", lambda settings, topics, **kw: asked.append(
+        (topics, kw["start_ms"], kw["end_ms"])) or iter([]))
+    monkeypatch.setattr(RuntimeContext, "sinks", lambda self, needs: FakeSinks())
+    r = rebuild_views(s, ["materializer"], start_ms=10, end_ms=20)
+    assert asked == [(["uploads", "signups", "follows"], 10, 20)] and r["events"] == 0
+
+
+def test_only_the_first_dead_letters_are_listed_but_all_are_counted(monkeypatch, tmp_path):
+    messages = [RawMessage("uploads", 0, i, b"k", b"junk", (), T_MS) for i in range(30)]
+    spec = AgentSpec(name="echo", topics=("uploads",), process=lambda s, e, c: [])
+    monkeypatch.setitem(registry.AGENTS, "echo", spec)
+    fake_log(monkeypatch, messages)
+    r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["echo"])
+    assert r["dead_letters"] == 30
+    assert [d["offset"] for d in r["dead_letter_list"]] == list(range(rebuild.MAX_LISTED_DEAD_LETTERS))
