@@ -20,7 +20,13 @@ class VerifyFailed(RuntimeError):
     """``--verify`` found differences (they are printed above the message)."""
 
 
-register_user_errors(VerifyFailed)
+def _time_range_error():
+    from replay.rebuild import TimeRangeError
+
+    return TimeRangeError
+
+
+register_user_errors(VerifyFailed, _time_range_error())
 
 
 @replay_app.command("rebuild")
