@@ -132,6 +132,7 @@ SPEC = AgentSpec(
     name=NAME,
     topics=("uploads",),
     process=process,
+    outputs=("content-enriched",),
     load=load,
     side_inputs=(SideInput("hashtags", "uploads", open_hashtags),),
     doc="Content intelligence: embeddings, categories, alignment, quality, alt-text, hashtags; "

@@ -219,6 +219,7 @@ SPEC = AgentSpec(
     name=NAME,
     topics=("uploads", "interactions", "review-decisions"),
     process=process,
+    outputs=("moderation-verdicts", "review-queue"),
     load=load,
     doc="Tiered moderation of uploads and comments; review queue round trip (gate 1 of publishing).",
     batch_size=64,

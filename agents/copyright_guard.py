@@ -179,6 +179,7 @@ SPEC = AgentSpec(
     name=NAME,
     topics=("uploads", "review-decisions"),
     process=process,
+    outputs=("copyright-verdicts", "review-queue"),
     doc="Matches uploads against registered works (audio, image, video) as of each upload's "
         "event time; gate 2 of publishing. Reads copyright-references as a side input.",
     batch_size=32,

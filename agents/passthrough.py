@@ -14,6 +14,6 @@ def make_spec(source: str, sink: str, schema: str, batch_size: int = 1000) -> Ag
     def process(state: State, event: Event, ctx: Context) -> list[Effect]:
         return [Emit(sink, event.record)]
 
-    return AgentSpec(name="passthrough", topics=(source,), process=process,
+    return AgentSpec(name="passthrough", topics=(source,), process=process, outputs=(sink,),
                      doc="Re-emits every event unchanged (benchmark baseline of the runtime).",
                      batch_size=batch_size, topic_schemas={source: schema, sink: schema})

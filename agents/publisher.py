@@ -215,6 +215,7 @@ SPEC = AgentSpec(
     name=NAME,
     topics=SOURCES,
     process=process,
+    outputs=("posts-published",),
     load=load,
     doc="Joins the gates' verdicts by post and emits posts-published when every enabled gate allows.",
     batch_size=500,

@@ -15,7 +15,8 @@ duplicate output events. Dead letters found on the way are counted and listed th
 Order: one partition's messages in offset order; partitions and topics interleaved by Kafka
 timestamp (a k-way merge), so cross-topic order resembles the live stream. Agents whose sources
 meet in one state (the publisher) fold commutatively, so their results do not depend on the
-interleaving (``streams/contracts/agent.py``, determinism rules).
+interleaving (``streams/contracts/agent.py``, determinism rules). When one agent's batch fills,
+every agent processes what it has buffered, upstream agents first (:func:`upstream_first`).
 """
 from __future__ import annotations
 
@@ -296,11 +297,13 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
     ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into)
     topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
     by_topic = {t: [sp for sp in specs if t in sp.topics] for t in topics}
+    order = upstream_first(specs)
     batches: dict[str, list[RawMessage]] = {sp.name: [] for sp in specs}
     out: dict = {"agents": [sp.name for sp in specs], "topics": dict.fromkeys(topics, 0),
                  "events": 0, "effects": 0, "emits_skipped": 0, "emits_published": 0,
                  "dead_letters": 0, "dead_letters_published": 0, "dead_letter_list": [],
-                 "keyspace": ctx.keyspace}
+                 "keyspace": ctx.keyspace,
+                 "outputs": sorted({t for sp in specs for t in sp.outputs})}
     emitted: dict[str, dict[str, bytes]] = {}
     written = Written()
     publisher = None
@@ -344,14 +347,18 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
                                on_total=lambda n: total.__setitem__(0, n)):
             out["topics"][msg.topic] += 1
             out["events"] += 1
+            full = False
             for spec in by_topic[msg.topic]:
                 batch = batches[spec.name]
                 batch.append(msg)
-                if len(batch) >= spec.batch_size:
-                    run(spec, batch)
+                full = full or len(batch) >= spec.batch_size
+            if full:  # every agent catches up to here, upstream agents first
+                for spec in order:
+                    if batches[spec.name]:
+                        run(spec, batches[spec.name])
             if on_progress and out["events"] % 200 == 0:
                 on_progress(out["events"], total[0])
-        for spec in specs:
+        for spec in order:
             if batches[spec.name]:
                 run(spec, batches[spec.name])
         if publisher is not None:
@@ -366,6 +373,28 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         out["emitted"] = emitted
         out["written"] = written
     return out
+
+
+def upstream_first(specs: list) -> list:
+    """``specs`` ordered so that an agent comes before the agents that consume a topic it emits
+    (Kahn's algorithm; ties and cycles keep the registry order).
+
+    Replay runs the agents' pending batches in this order each time one batch fills, so every
+    agent has processed the log up to the same point, and an agent's writes are in place before
+    the events it emitted live reach the downstream agent (clip_ai's vector point before the
+    publisher marks it for search)."""
+    pending = list(specs)
+    done: list = []
+    while pending:
+        for sp in pending:
+            feeders = [o for o in pending if o is not sp and set(o.outputs) & set(sp.topics)]
+            if not feeders:
+                break
+        else:
+            sp = pending[0]  # a cycle: registry order
+        pending.remove(sp)
+        done.append(sp)
+    return done
 
 
 class Written:

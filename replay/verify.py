@@ -74,7 +74,9 @@ def verify_rebuild(settings: Settings, rebuilt: dict, *, live_keyspace: str | No
     report = Report()
     step = on_step or (lambda s: None)
     step("derived events")
-    compare_events(settings, rebuilt["agents"], rebuilt["emitted"], report)
+    emitted = {t: {} for t in rebuilt.get("outputs", ())}
+    emitted.update(rebuilt["emitted"])
+    compare_events(settings, rebuilt["agents"], emitted, report)
     cluster, session = connect(settings)
     try:
         live = live_keyspace or active_keyspace(session, settings.cassandra_keyspace)

@@ -31,6 +31,8 @@ A minimal stateful agent (counts each creator's uploads and emits nothing)::
     SPEC = AgentSpec(name="upload_counter", topics=("uploads",), process=process,
                      tables=("uploads",), sinks=frozenset({"cassandra"}))
 
+(an agent that emits names its output topics: ``outputs=("creator-stats",)``)
+
 Determinism rules every agent keeps (``pulse replay rebuild --verify`` checks them):
 
 * ids of derived events come from their causes (:meth:`Context.derive_id`), event times from the
@@ -204,6 +206,10 @@ class AgentSpec:
         co-partitioned sources (same partition count, keyed by the same entity).
     process:
         The pure core: ``(state, event, ctx) -> effects``.
+    outputs:
+        The topics the agent emits to (dead letters aside). An ``Emit`` to another topic is an
+        effect error (the event is dead-lettered); replay orders agents by them (an agent runs
+        before the agents that consume what it emits) and ``--verify`` compares them.
     doc:
         One line for ``pulse agents``.
     batch_size:
@@ -231,6 +237,7 @@ class AgentSpec:
     name: str
     topics: tuple[str, ...]
     process: Process
+    outputs: tuple[str, ...] = ()
     doc: str = ""
     batch_size: int = 500
     sinks: frozenset[str] = frozenset()

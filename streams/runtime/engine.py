@@ -207,12 +207,15 @@ class AgentRunner:
         Raises
         ------
         EffectError
-            An effect of an unknown type, for a store or table the agent did not declare, or an
-            emitted event its topic's codec refuses.
+            An effect of an unknown type, for a store, table or output topic the agent did not
+            declare, or an emitted event its topic's codec refuses.
         """
         views, emits, changes = [], [], []
         for e in effects:
             if isinstance(e, Emit):
+                if e.topic not in self.spec.outputs:
+                    raise EffectError(f"emit to {e.topic}, which agent {self.spec.name} does not "
+                                      f"declare in outputs {self.spec.outputs}")
                 try:
                     value = self.codecs(e.topic).encode(e.record)
                 except (CodecError, KeyError) as exc:
