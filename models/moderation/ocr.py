@@ -81,7 +81,7 @@ class OcrConfig:
     min_words: int = 2
     min_confidence: float = 75.0
     max_pixels: int = 4_000_000
-    timeout_s: float = 2.0
+    timeout_s: float = 20.0
     max_keyframes: int = 3
     psm: int = 11
     lang: str = "eng"
