@@ -135,13 +135,23 @@ def topics_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 @app.command()
 @friendly
 def agents() -> None:
-    """List the registered agents and the topics they consume."""
+    """List the registered agents: what each consumes, emits, keeps and reads."""
     from agents.registry import AGENTS
 
     t = RecordTable("agents")
     t.add_column("agent")
     for spec in AGENTS.values():
-        t.add_row(spec.name, details=[("consumes", ", ".join(spec.topics)), ("", spec.doc)])
+        details = [("consumes", ", ".join(spec.topics))]
+        if spec.outputs:
+            details.append(("emits", ", ".join(spec.outputs)))
+        if spec.tables:
+            details.append(("state", ", ".join(spec.tables)))
+        if spec.side_inputs:
+            details.append(("side inputs", ", ".join(f"{s.name} ({s.topic})"
+                                                      for s in spec.side_inputs)))
+        if spec.sinks:
+            details.append(("writes", ", ".join(sorted(spec.sinks))))
+        t.add_row(spec.name, details=details + [("", spec.doc)])
     console.print(t)
 
 
