@@ -129,6 +129,8 @@ def _print_report(report) -> None:
                          ("vector points", report.points)):
         for where, n in counts.items():
             console.print(f"verified {n} {kind} of {where}", highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
     for d in report.differences:  # every difference, one line each
         console.print(f"[red]differs[/] {d.line()}", highlight=False)
     if not report.differences:
