@@ -24,7 +24,7 @@ def test_binding_decodes_processes_emits_and_dead_letters(tmp_path):
         seen.append((event.topic, event.record["post_id"]))
         return [Emit("uploads-copy", event.record)]
 
-    spec = AgentSpec(name="probe", topics=("uploads",), process=process,
+    spec = AgentSpec(name="probe", topics=("uploads",), process=process, outputs=("uploads-copy",),
                      topic_schemas={"uploads-copy": "Upload"})
     settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     app, ctx = create_app(settings, [spec])
@@ -76,7 +76,7 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
         return [StateSet("counts", key, n), Emit("uploads-copy", dict(event.record, caption=str(n)))]
 
     spec = AgentSpec(name="counter", topics=("uploads",), process=process, tables=("counts",),
-                     topic_schemas={"uploads-copy": "Upload"})
+                     outputs=("uploads-copy",), topic_schemas={"uploads-copy": "Upload"})
     sent, steps = [], []
     tables = {}
 

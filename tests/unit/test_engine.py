@@ -12,7 +12,7 @@ from streams.contracts.agent import AgentSpec, Context, Event, SideInput
 from streams.contracts.effects import (Delete, Emit, StateDelete, StateSet, Upsert, VectorDelete,
                                        VectorSetPayload, VectorUpsert)
 from streams.runtime.engine import POSITIONS_TABLE, AgentRunner, TableState
-from tests.unit.agent_harness import Harness, settings_for
+from tests.unit.agent_harness import Harness, full_record, settings_for
 from tests.unit.test_materializer import upload
 
 T = 1_537_000_000_123
@@ -163,15 +163,15 @@ def test_messages_without_a_position_are_never_skipped(tmp_path):
 # -------------------------------------------------------------------------- effect validation
 
 
-def returning(*effects, tables=(), sinks=()):
+def returning(*effects, tables=(), sinks=(), outputs=("uploads",)):
     """An agent that, for the upload of ``p0``, returns a valid emit followed by ``effects``, and
-    for any other upload only the valid emit (a copy of the upload)."""
+    for any other upload only the valid emit (a copy of the upload); it declares ``outputs``."""
     def process(state, event, ctx):
         copy = Emit("uploads", dict(event.record))
         return [copy] + list(effects) if event.record["post_id"] == "p0" else [copy]
 
-    return AgentSpec(name="bad", topics=("uploads",), process=process, tables=tables,
-                     sinks=frozenset(sinks))
+    return AgentSpec(name="bad", topics=("uploads",), process=process, outputs=outputs,
+                     tables=tables, sinks=frozenset(sinks))
 
 
 @pytest.mark.parametrize("spec, reason", [
@@ -189,7 +189,12 @@ def returning(*effects, tables=(), sinks=()):
     (returning(StateDelete("other", "k"), tables=("counts",)),
      "state change of undeclared table 'other'"),
     (returning(Emit("uploads", {"post_id": "p0"})), "emit to uploads:"),
-    (returning(Emit("no-such-topic", {"post_id": "p0"})), "emit to no-such-topic:"),
+    # declared, but the catalog has no such topic: the codec lookup fails
+    (returning(Emit("no-such-topic", {"post_id": "p0"}), outputs=("uploads", "no-such-topic")),
+     "emit to no-such-topic:"),
+    # an event its topic's codec accepts, to a catalog topic the agent does not declare
+    (returning(Emit("moderation-verdicts", full_record("moderation-verdicts"))),
+     "emit to moderation-verdicts, which agent bad does not declare in outputs ('uploads',)"),
     (returning({"table": "posts"}), "not an effect: {'table': 'posts'}"),
     (returning("Upsert"), "not an effect: 'Upsert'"),
     (returning(None), "not an effect: None"),
@@ -220,7 +225,7 @@ def test_declared_tables_and_sinks_are_accepted(tmp_path):
 
 
 def test_a_valid_emit_is_encoded_with_the_catalog_key_and_its_cause(tmp_path):
-    spec = AgentSpec(name="echo", topics=("uploads",),
+    spec = AgentSpec(name="echo", topics=("uploads",), outputs=("uploads",),
                      process=lambda s, e, c: [Emit("uploads", dict(e.record, caption="copy"))])
     h = Harness(spec, tmp_path)
     m = h.message("uploads", up(7))

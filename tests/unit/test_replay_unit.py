@@ -321,7 +321,7 @@ def test_replay_writes_exactly_what_the_agent_returns_in_batches(monkeypatch, tm
     messages = [RawMessage("uploads", 0, i, b"k", codec.encode(upload(i)), (), T_MS + i) for i in range(7)]
     messages.insert(3, RawMessage("uploads", 0, 99, b"k", b"\xc3\x01junk", (), T_MS))
     spec = AgentSpec(name="views3", topics=("uploads",), batch_size=3, sinks=frozenset({"cassandra"}),
-                     process=lambda s, e, c: materialize(s, e, c) + [Emit("uploads", e.record)])
+                     outputs=("uploads",), process=lambda s, e, c: materialize(s, e, c) + [Emit("uploads", e.record)])
     monkeypatch.setitem(registry.AGENTS, "views3", spec)
     sinks = fake_log(monkeypatch, messages)
     seen = []
@@ -341,7 +341,8 @@ def test_emit_publishes_derived_events_and_dead_letters_with_catalog_keys(monkey
     codec = AvroCodec(default_catalog(), "Upload")
     messages = [RawMessage("uploads", 1, 0, b"k", codec.encode(upload(0)), (), T_MS),
                 RawMessage("uploads", 1, 1, b"k", b"junk", (), T_MS)]
-    spec = AgentSpec(name="echo", topics=("uploads",), process=lambda s, e, c: [Emit("uploads", e.record)])
+    spec = AgentSpec(name="echo", topics=("uploads",), outputs=("uploads",),
+                     process=lambda s, e, c: [Emit("uploads", e.record)])
     monkeypatch.setitem(registry.AGENTS, "echo", spec)
     fake_log(monkeypatch, messages)
     sent = []
@@ -387,7 +388,7 @@ def test_state_is_rebuilt_from_the_log_across_batches_and_outputs_are_collected(
                 for i, r in enumerate(records)]
     messages.append(RawMessage("uploads", 0, 7, b"k", b"junk", (), T_MS + 7))
     spec = AgentSpec(name="counter", topics=("uploads",), batch_size=2, process=count_uploads,
-                     tables=("counts",), sinks=frozenset({"cassandra"}))
+                     tables=("counts",), sinks=frozenset({"cassandra"}), outputs=("uploads",))
     monkeypatch.setitem(registry.AGENTS, "counter", spec)
     sinks = fake_log(monkeypatch, messages)
     r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["counter"], collect=True)
@@ -396,6 +397,7 @@ def test_state_is_rebuilt_from_the_log_across_batches_and_outputs_are_collected(
     assert [(x["creator_id"], x["uploads"]) for x in rows] == [
         ("d", 1), ("c", 1), ("c", 2), ("d", 2), ("c", 3), ("c", 4), ("d", 3)]
     assert (r["events"], r["effects"], r["dead_letters"], r["emits_skipped"]) == (8, 7, 1, 7)
+    assert r["outputs"] == ["uploads"]
     emitted = r["emitted"]["uploads"]
     assert set(emitted) == {x["event_id"] for x in records}
     assert codec.decode(emitted[records[6]["event_id"]])["caption"] == "upload 3 of d"
@@ -405,7 +407,7 @@ def test_state_is_rebuilt_from_the_log_across_batches_and_outputs_are_collected(
     assert written.points == {} and "dead-letters" not in r["emitted"]
 
 
-def test_every_selected_agent_gets_its_own_batches_of_a_shared_topic(monkeypatch, tmp_path):
+def test_when_one_agents_batch_fills_every_agent_processes_what_it_has_buffered(monkeypatch, tmp_path):
     codec = AvroCodec(default_catalog(), "Upload")
     messages = [RawMessage("uploads", 0, i, b"k", codec.encode(upload(i)), (), T_MS + i)
                 for i in range(5)]
@@ -423,8 +425,83 @@ def test_every_selected_agent_gets_its_own_batches_of_a_shared_topic(monkeypatch
     sinks = fake_log(monkeypatch, messages)
     r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["a", "b"])
     assert seen == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3, 4]}
-    assert [(b[0].table, len(b)) for b in sinks.batches] == [("a", 2), ("a", 2), ("a", 1), ("b", 5)]
+    # a's batch of 2 fills at offsets 1 and 3: b (batch size 10) catches up each time, after a
+    # (neither feeds the other: registry order); the rest at the end of the log
+    assert [(b[0].table, len(b)) for b in sinks.batches] == [
+        ("a", 2), ("b", 2), ("a", 2), ("b", 2), ("a", 1), ("b", 1)]
     assert (r["agents"], r["events"], r["topics"], r["effects"]) == (["a", "b"], 5, {"uploads": 5}, 10)
+    assert r["outputs"] == []
+
+
+def test_an_upstream_agents_full_batch_runs_before_the_pending_batch_of_the_agent_it_feeds(
+        monkeypatch, tmp_path):
+    """``up`` emits ``uploads-copy``, which ``down`` consumes; ``down`` is registered first. When
+    up's batch fills, down's pending message is processed in the same round, after up's batch."""
+    codec = AvroCodec(default_catalog(), "Upload")
+    log = [("uploads", 0), ("uploads-copy", 0), ("uploads", 1), ("uploads-copy", 1), ("uploads", 2)]
+    messages = [RawMessage(t, 0, o, b"k", codec.encode(upload(o)), (), T_MS + i)
+                for i, (t, o) in enumerate(log)]
+    calls = []
+
+    def recording(name, emits):
+        def process(state, event, ctx):
+            calls.append((name, event.topic, event.offset))
+            return [Emit("uploads-copy", event.record)] if emits else []
+        return process
+
+    schemas = {"uploads-copy": "Upload"}
+    monkeypatch.setitem(registry.AGENTS, "down", AgentSpec(
+        name="down", topics=("uploads-copy",), batch_size=10, process=recording("down", False),
+        topic_schemas=schemas))
+    monkeypatch.setitem(registry.AGENTS, "up", AgentSpec(
+        name="up", topics=("uploads",), batch_size=2, process=recording("up", True),
+        outputs=("uploads-copy",), topic_schemas=schemas))
+    fake_log(monkeypatch, messages)
+    r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["down", "up"])
+    assert calls == [
+        ("up", "uploads", 0), ("up", "uploads", 1),   # up's batch fills at uploads[1] ...
+        ("down", "uploads-copy", 0),                  # ... and down catches up, after up
+        ("up", "uploads", 2),                         # the end of the log: up first again
+        ("down", "uploads-copy", 1)]
+    assert r["agents"] == ["down", "up"] and r["outputs"] == ["uploads-copy"]
+    assert (r["events"], r["dead_letters"], r["emits_skipped"]) == (5, 0, 3)
+
+
+def spec_of(name: str, topics: tuple[str, ...], outputs: tuple[str, ...] = ()) -> AgentSpec:
+    return AgentSpec(name=name, topics=topics, outputs=outputs, process=lambda s, e, c: [])
+
+
+def names(specs) -> list[str]:
+    return [sp.name for sp in specs]
+
+
+def test_upstream_first_orders_an_agent_before_the_agents_consuming_what_it_emits():
+    # c consumes what b emits, b what a emits; registered downstream first
+    c = spec_of("c", ("y",))
+    b = spec_of("b", ("x",), outputs=("y",))
+    a = spec_of("a", ("uploads",), outputs=("x",))
+    assert names(rebuild.upstream_first([c, b, a])) == ["a", "b", "c"]
+    # unrelated agents (and an agent emitting to its own source) keep the registry order
+    solo = spec_of("solo", ("uploads",), outputs=("uploads",))
+    other = spec_of("other", ("follows",))
+    assert names(rebuild.upstream_first([other, c, solo, b, a])) == ["other", "solo", "a", "b", "c"]
+    assert names(rebuild.upstream_first([])) == []
+    # the registered agents: clip_ai's enrichments before the publisher, which consumes them
+    order = names(rebuild.upstream_first(registry.select(None)))
+    assert sorted(order) == sorted(registry.AGENTS)
+    assert order.index("clip_ai") < order.index("publisher")
+    assert order.index("content_guard") < order.index("publisher")
+    assert order.index("copyright_guard") < order.index("publisher")
+
+
+def test_upstream_first_keeps_the_registry_order_of_a_cycle():
+    p = spec_of("p", ("x",), outputs=("y",))
+    q = spec_of("q", ("y",), outputs=("x",))
+    assert names(rebuild.upstream_first([p, q])) == ["p", "q"]
+    assert names(rebuild.upstream_first([q, p])) == ["q", "p"]
+    # after the cycle is broken, the order of what it feeds holds again
+    r = spec_of("r", ("y",))
+    assert names(rebuild.upstream_first([p, q, r])) == ["p", "q", "r"]
 
 
 def test_a_time_range_is_refused_for_agents_with_state_and_passed_on_otherwise(monkeypatch, tmp_path):

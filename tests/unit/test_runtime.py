@@ -72,7 +72,7 @@ def test_an_agent_exception_dead_letters_the_event_instead_of_stopping(tmp_path)
 
 def test_emits_pass_through_and_keys_come_from_the_catalog(tmp_path):
     c = ctx(tmp_path)
-    spec = AgentSpec(name="echo", topics=("uploads",),
+    spec = AgentSpec(name="echo", topics=("uploads",), outputs=("uploads",),
                      process=lambda s, e, cx: [Emit("uploads", e.record)])
     good = AvroCodec(default_catalog(), "Upload").encode(upload())
     (e,) = c.run_batch(spec, [RawMessage("uploads", 0, 1, None, good)]).emits

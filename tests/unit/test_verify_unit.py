@@ -88,17 +88,17 @@ def test_event_diff_of_equal_fields_blames_the_writer_schema():
         "same fields, different bytes (writer schema differs)")
 
 
+def verdict(i, producer="content_guard", **kw) -> bytes:
+    """An encoded moderation verdict with event id ``UUID(int=i)``."""
+    rec = {"event_id": str(uuid.UUID(int=i)), "event_time": T + i, "producer": producer,
+           "cause_event_id": None, "model": "m", "model_version": "1", "post_id": f"p{i}",
+           "author_id": "u", "comment_id": None, "action": "ALLOW", "tier": "FAST",
+           "scores": {}, "reasons": [], "latency_ms": None, "review_task_id": None}
+    rec.update(kw)
+    return AvroCodec(default_catalog(), "ModerationVerdict").encode(rec)
+
+
 def test_compare_events_matches_replayed_and_live_events_by_id_byte_for_byte(monkeypatch):
-    codec = AvroCodec(default_catalog(), "ModerationVerdict")
-
-    def verdict(i, producer="content_guard", **kw):
-        rec = {"event_id": str(uuid.UUID(int=i)), "event_time": T + i, "producer": producer,
-               "cause_event_id": None, "model": "m", "model_version": "1", "post_id": f"p{i}",
-               "author_id": "u", "comment_id": None, "action": "ALLOW", "tier": "FAST",
-               "scores": {}, "reasons": [], "latency_ms": None, "review_task_id": None}
-        rec.update(kw)
-        return codec.encode(rec)
-
     live = [verdict(1), verdict(2), verdict(2, reasons=["again, differently"]), verdict(3),
             verdict(4), verdict(9, producer="someone-else")]
     monkeypatch.setattr(rebuild, "read_merged", lambda settings, topics: iter(
@@ -123,6 +123,39 @@ def test_compare_events_matches_replayed_and_live_events_by_id_byte_for_byte(mon
         f"event moderation-verdicts {e(4)}: on the live topic, not emitted by the replay",
         f"event moderation-verdicts {e(5)}: emitted by the replay, not on the live topic",
     ]
+
+
+def test_verify_rebuild_compares_every_declared_output_also_one_the_replay_emitted_nothing_to(
+        monkeypatch):
+    """A replay that emitted nothing to a declared output topic still has that topic compared:
+    the live agent's events there are differences (they were not reproduced)."""
+    live = {"moderation-verdicts": [verdict(1), verdict(2)], "review-queue": []}
+    asked = []
+
+    def read(settings, topics):
+        asked.extend(topics)
+        return iter([RawMessage(topics[0], 0, i, None, v) for i, v in enumerate(live[topics[0]])])
+
+    monkeypatch.setattr(rebuild, "read_merged", read)
+    monkeypatch.setattr("streams.stores.cassandra.connect",
+                        lambda settings: (SimpleNamespace(shutdown=lambda: None), object()))
+    monkeypatch.setattr("streams.query.pointer.active_keyspace", lambda session, base: "live")
+    rebuilt = {"agents": ["content_guard"], "outputs": ["moderation-verdicts", "review-queue"],
+               "emitted": {}, "written": Written(), "keyspace": "rebuilt"}
+    from replay.verify import verify_rebuild
+
+    report = verify_rebuild(Settings.from_env({}), rebuilt)
+    assert asked == ["moderation-verdicts", "review-queue"]
+    assert report.events == {"moderation-verdicts": 0, "review-queue": 0}
+    assert [d.line() for d in report.differences] == [
+        f"event moderation-verdicts {uuid.UUID(int=i)}: on the live topic, not emitted by the "
+        f"replay" for i in (1, 2)]
+    # what the replay did emit is compared as before
+    asked.clear()
+    rebuilt["emitted"] = {"moderation-verdicts": {str(uuid.UUID(int=i)): verdict(i) for i in (1, 2)}}
+    report = verify_rebuild(Settings.from_env({}), rebuilt)
+    assert asked == ["moderation-verdicts", "review-queue"] and report.differences == []
+    assert report.events == {"moderation-verdicts": 2, "review-queue": 0}
 
 
 # -------------------------------------------------------------------------------- row diffs
