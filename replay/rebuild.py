@@ -268,7 +268,8 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         ``effects`` (view rows / points written), ``emits_skipped``, ``emits_published``,
         ``dead_letters`` (count), ``dead_letters_published``, ``dead_letter_list`` (up to
         :data:`MAX_LISTED_DEAD_LETTERS` of ``{topic, partition, offset, reason}``), ``keyspace``,
-        ``seconds``, ``events_per_s``.
+        ``outputs`` (the agents' declared output topics, sorted), ``seconds``, ``events_per_s``;
+        with ``collect``, ``emitted`` and ``written``.
 
     Raises
     ------
@@ -390,11 +391,25 @@ def upstream_first(specs: list) -> list:
             feeders = [o for o in pending if o is not sp and set(o.outputs) & set(sp.topics)]
             if not feeders:
                 break
-        else:
-            sp = pending[0]  # a cycle: registry order
+        else:  # every pending agent has a feeder: break a cycle at its first agent
+            sp = next(s for s in pending if _on_cycle(s, pending))
         pending.remove(sp)
         done.append(sp)
     return done
+
+
+def _on_cycle(spec, pending: list) -> bool:
+    """Whether ``spec`` feeds itself through agents of ``pending``."""
+    seen, frontier = set(), [spec]
+    while frontier:
+        cur = frontier.pop()
+        for o in pending:
+            if set(cur.outputs) & set(o.topics) and id(o) not in seen:
+                if o is spec:
+                    return True
+                seen.add(id(o))
+                frontier.append(o)
+    return False
 
 
 class Written:

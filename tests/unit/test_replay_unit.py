@@ -528,3 +528,14 @@ def test_only_the_first_dead_letters_are_listed_but_all_are_counted(monkeypatch,
     r = rebuild_views(Settings.from_env({"PULSE_HOME": str(tmp_path)}), ["echo"])
     assert r["dead_letters"] == 30
     assert [d["offset"] for d in r["dead_letter_list"]] == list(range(rebuild.MAX_LISTED_DEAD_LETTERS))
+
+
+def test_an_agent_downstream_of_a_cycle_runs_after_its_feeder():
+    from replay.rebuild import upstream_first
+
+    f = lambda s, e, c: []  # noqa: E731
+    p = AgentSpec(name="p", topics=("x",), outputs=("y",), process=f)
+    q = AgentSpec(name="q", topics=("y",), outputs=("x",), process=f)
+    r = AgentSpec(name="r", topics=("y",), process=f)  # consumes what p emits; not on the cycle
+    order = [s.name for s in upstream_first([r, p, q])]
+    assert order.index("p") < order.index("r")
