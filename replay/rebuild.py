@@ -293,8 +293,9 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
     if into is not None:
         from streams.stores.cassandra import apply_schema
 
-        settings = replace(settings, cassandra_keyspace=into)
-        apply_schema(settings)
+        # the schema in the new keyspace; the context keeps the base keyspace in its settings, so
+        # the vector sink writes the rebuilt keyspace's own collections (``<into>__content``)
+        apply_schema(replace(settings, cassandra_keyspace=into))
     ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into)
     topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
     by_topic = {t: [sp for sp in specs if t in sp.topics] for t in topics}

@@ -162,3 +162,22 @@ def test_sink_outage_is_retried_until_written_and_config_errors_are_not(tmp_path
     c.sinks = lambda needs: Misconfigured()
     with pytest.raises(SinkError, match="no Cassandra is configured"):
         asyncio.run(runtime.write_with_retry(c, MATERIALIZER, effects))
+
+
+def test_a_rebuild_context_writes_the_rebuilt_keyspaces_own_collections(tmp_path):
+    # the base keyspace stays in the settings; the vectors of keyspace v2 go to v2__<collection>,
+    # never into the live collections
+    from streams.runtime.binding import RuntimeContext
+    from streams.stores.vectors.prefixed import PrefixedIndex
+
+    rebuild = RuntimeContext(Settings.from_env({"PULSE_HOME": str(tmp_path)}), keyspace="v2")
+    try:
+        index = rebuild.sinks({"vectors"}).vectors.index
+        assert isinstance(index, PrefixedIndex) and index.prefix == "v2__"
+    finally:
+        rebuild.close()
+    live = RuntimeContext(Settings.from_env({"PULSE_HOME": str(tmp_path)}), keyspace="pulse")
+    try:
+        assert not isinstance(live.sinks({"vectors"}).vectors.index, PrefixedIndex)
+    finally:
+        live.close()
