@@ -49,8 +49,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 from streams.contracts.effects import Effect
 
@@ -77,9 +76,8 @@ def derived_event_id(agent: str, cause_event_id: str, part: str = "") -> str:
     return str(uuid.uuid5(PULSE_NAMESPACE, f"{agent}|{cause_event_id}|{part}"))
 
 
-@dataclass(frozen=True)
-class Event:
-    """One decoded event as an agent sees it.
+class Event(NamedTuple):
+    """One decoded event as an agent sees it (immutable).
 
     ``record`` is the Avro record decoded into the topic's current schema (``event_time`` an
     aware UTC datetime); ``partition`` / ``offset`` are the Kafka position (``None`` in unit
@@ -115,9 +113,9 @@ class State(Protocol):
         ...
 
 
-@dataclass(frozen=True)
 class Context:
-    """What ``process`` may read besides its state and the event.
+    """What ``process`` may read besides its state and the event (read-only: the runtime builds
+    one per event; a slotted class, since it is made for every event on the hot path).
 
     Attributes
     ----------
@@ -133,18 +131,30 @@ class Context:
         The worker's settings (:class:`streams.settings.Settings`), read-only.
     """
 
-    agent: str
-    event_id: str
-    event_time_ms: int
-    models: Any = None
-    side: Mapping[str, Any] = field(default_factory=dict)
-    config: Any = None
+    __slots__ = ("agent", "event_id", "event_time_ms", "models", "side", "config", "_rng")
 
-    @cached_property
+    def __init__(self, agent: str, event_id: str, event_time_ms: int, models: Any = None,
+                 side: Mapping[str, Any] | None = None, config: Any = None) -> None:
+        self.agent = agent
+        self.event_id = event_id
+        self.event_time_ms = event_time_ms
+        self.models = models
+        self.side = {} if side is None else side
+        self.config = config
+        self._rng: random.Random | None = None
+
+    def __repr__(self) -> str:
+        return (f"Context(agent={self.agent!r}, event_id={self.event_id!r}, "
+                f"event_time_ms={self.event_time_ms})")
+
+    @property
     def rng(self) -> random.Random:
-        """A random generator seeded from ``(agent, event_id)``: the same draws in every replay."""
-        seed = uuid.uuid5(PULSE_NAMESPACE, f"{self.agent}|{self.event_id}|rng").int
-        return random.Random(seed)
+        """A random generator seeded from ``(agent, event_id)`` (made on first use, then the same
+        object for the rest of the event): the same draws in every replay."""
+        if self._rng is None:
+            seed = uuid.uuid5(PULSE_NAMESPACE, f"{self.agent}|{self.event_id}|rng").int
+            self._rng = random.Random(seed)
+        return self._rng
 
     def now(self) -> datetime:
         """The event-time clock: the current event's ``event_time`` (aware UTC datetime)."""

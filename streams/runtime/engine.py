@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, MutableMapping, NamedTuple, Sequence
 
-from streams.contracts.agent import AgentSpec, Context, Event
+from streams.contracts.agent import AgentSpec, Context, Event, ms_of
 from streams.contracts.codec import CodecError
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC, dead_letter
 from streams.contracts.effects import (STATE_EFFECTS, VIEW_EFFECTS, Delete, Emit, StateDelete,
@@ -180,12 +180,10 @@ class AgentRunner:
     def _process_one(self, m: Any, record: dict[str, Any], state: TableState,
                      overlay: dict, out: BatchOutput) -> None:
         spec = self.spec
-        event = Event(m.topic, record, m.partition, m.offset)
         try:
-            ctx = Context(agent=spec.name, event_id=record["event_id"],
-                          event_time_ms=event.event_time_ms, models=self.models, side=self.side,
-                          config=self.config)
-            effects = spec.process(state, event, ctx)
+            ctx = Context(spec.name, record["event_id"], ms_of(record["event_time"]),
+                          self.models, self.side, self.config)
+            effects = spec.process(state, Event(m.topic, record, m.partition, m.offset), ctx)
             views, emits, changes = self._sort(effects)
         except Exception as exc:  # a bug or bad data in one event must not stop the partition
             if not isinstance(exc, EffectError):
@@ -194,8 +192,10 @@ class AgentRunner:
             out.dead_letters.append(self._dead_letter(m, f"{spec.name} failed: {exc!r}",
                                                       type(exc).__name__))
             return
-        out.views.extend(views)
-        out.emits.extend(Encoded(t, k, v, m) for t, k, v in emits)
+        if views:
+            out.views.extend(views)
+        for topic, key, value in emits:
+            out.emits.append(Encoded(topic, key, value, m))
         for change in changes:
             overlay[(change.table, change.key)] = (
                 _DELETED if isinstance(change, StateDelete) else change.value)
