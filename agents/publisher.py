@@ -41,7 +41,7 @@ import logging
 from datetime import timedelta
 from typing import Any, Sequence
 
-from agents.shared.search import CONTENT_COLLECTION, SEARCH_MARKS  # noqa: F401
+from agents.shared.search import CONTENT_COLLECTION
 from streams.contracts.agent import AgentSpec, Context, Event, State, derived_event_id, dt_of, ms_of
 from streams.contracts.effects import Effect, Emit, StateSet, Upsert, VectorSetPayload
 

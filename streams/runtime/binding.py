@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 from streams.contracts.agent import AgentSpec
 from streams.contracts.codec import codec_for
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC
-from streams.contracts.effects import Delete, StateDelete, Upsert
+from streams.contracts.effects import StateDelete
 from streams.contracts.topics import topic_catalog
 from streams.runtime.engine import POSITIONS_TABLE, AgentRunner, BatchOutput, Encoded
 from streams.runtime.faults import CrashPoints
@@ -329,8 +329,3 @@ def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequenc
                 table[change.key] = change.value
     finally:
         _current_event.set(None)
-
-
-def stores_of(effects: Iterable[Any]) -> set[str]:
-    """The stores a list of view effects writes to."""
-    return {"cassandra" if isinstance(e, (Upsert, Delete)) else "vectors" for e in effects}
