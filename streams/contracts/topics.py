@@ -10,7 +10,6 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from streams.settings import REPO_ROOT, Settings
 
