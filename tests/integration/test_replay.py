@@ -203,7 +203,7 @@ def test_cli_replay_and_export(pipeline, tmp_path):
 
     out = _pulse(pipeline, "replay", "rebuild", "--agents", "materializer", "--from", start)
     assert out.returncode == 0, out.stderr
-    assert "Traceback" not in out.stderr and "view rows written" in out.stdout
+    assert "Traceback" not in out.stderr and "view rows and points written" in out.stdout
     with view_session(pipeline) as s:
         assert s.execute("SELECT handle FROM users WHERE user_id = %s", (user,)).one().handle == "ada"
 
