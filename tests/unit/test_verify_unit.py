@@ -240,9 +240,12 @@ def test_difference_line_and_report_as_dict():
     assert report.as_dict() == {
         "events_compared": {"posts-published": 3}, "rows_compared": {"posts": 2},
         "points_compared": {"content": 1}, "differences": 2,
-        "difference_list": [d.line(), "point content p2: vector differs"]}
+        "difference_list": [d.line(), "point content p2: vector differs"], "notes": []}
     assert Report().as_dict() == {"events_compared": {}, "rows_compared": {},
-                                  "points_compared": {}, "differences": 0, "difference_list": []}
+                                  "points_compared": {}, "differences": 0, "difference_list": [],
+                                  "notes": []}
+    noted = Report(notes=["content: not compared"])
+    assert noted.as_dict()["notes"] == ["content: not compared"] and noted.as_dict()["differences"] == 0
 
 
 # ------------------------------------------------------------------------------- Written
