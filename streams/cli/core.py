@@ -164,7 +164,7 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
     share the partitions; a killed worker's partitions move to the others."""
     from agents.registry import select
 
-    from streams.runtime.app import create_app, run_worker
+    from streams.runtime.app import create_app, create_changelog_topics, run_worker
 
     s = settings()
     specs = select(agent_names)
@@ -179,6 +179,7 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
             except Exception as exc:
                 ctx.close()
                 raise WorkerSetupError(f"agent {sp.name} could not start: {exc}") from exc
+    create_changelog_topics(faust_app, ctx)
     err_console.print(f"worker: agents {', '.join(sp.name for sp in specs)} on {s.kafka_bootstrap} "
                       f"(consumer group {s.app_id})")
     run_worker(faust_app, loglevel)

@@ -242,6 +242,14 @@ class AgentSpec:
         runs each batch in the agent's own thread, never on the event loop.
     topic_schemas:
         Event types of source or output topics that are not in the catalog (benchmarks).
+    order_sensitive:
+        The agent joins two live streams without a watermark: a side input it reads as of each
+        event's time (e.g. every user's profile, for the posts published at that time) may not
+        have arrived yet when a live worker processes the event, so a live run can differ from a
+        replay (which reads side inputs whole first). A replay is still deterministic:
+        ``pulse replay rebuild --verify`` rebuilds such agents twice and requires the two
+        rebuilds to be equal, and reports their differences from the live run as divergence,
+        counted, not as errors.
     """
 
     name: str
@@ -256,6 +264,7 @@ class AgentSpec:
     load: Callable[[Any], Any] = _no_load
     blocking: bool = False
     topic_schemas: dict[str, str] = field(default_factory=dict)
+    order_sensitive: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.sinks) - {"cassandra", "vectors"}

@@ -72,6 +72,58 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str |
     return app, ctx
 
 
+def create_changelog_topics(app, ctx, timeout_s: float = 30.0) -> list[str]:
+    """Create the changelog topics of every table the app's agents keep, before the worker
+    starts, and wait until the cluster's metadata lists each with its partitions; returns the
+    names created (those that existed are left as they are).
+
+    Faust declares them itself when the worker starts, but then the consumer may see a brand-new
+    changelog with 0 partitions for a moment: Faust's first table write raised
+    ``PartitionsMismatch`` on that (the feed integration test's agent crashed), and the group
+    rebalanced again once the topics appeared. Created first, they are there from the start.
+    Compacted, with the app's ``topic_replication_factor``.
+
+    Raises
+    ------
+    TopicError
+        The cluster refuses a topic, or does not list them within ``timeout_s`` seconds.
+    """
+    import time
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams.contracts.topics import TopicError
+
+    wanted = {t.changelog_topic.get_topic_name(): int(t.partitions)
+              for per_agent in ctx.tables.values() for t in per_agent.values()}
+    if not wanted:
+        return []
+    admin = AdminClient({"bootstrap.servers": require_bootstrap(ctx.settings)})
+    existing = admin.list_topics(timeout=timeout_s).topics
+    new = [NewTopic(name, num_partitions=n, replication_factor=int(app.conf.topic_replication_factor),
+                    config={"cleanup.policy": "compact"})
+           for name, n in sorted(wanted.items()) if name not in existing]
+    created = []
+    if new:
+        for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                fut.result(timeout=timeout_s)
+                created.append(name)
+            except Exception as exc:  # noqa: BLE001 - another worker may have created it first
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise TopicError(f"could not create changelog topic {name}: {exc}") from None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        md = admin.list_topics(timeout=timeout_s).topics
+        missing = [n for n, parts in wanted.items()
+                   if n not in md or md[n].error is not None or len(md[n].partitions) != parts]
+        if not missing:
+            return created
+        if time.monotonic() > deadline:
+            raise TopicError(f"changelog topics not ready after {timeout_s:.0f} s: {', '.join(missing)}")
+        time.sleep(0.1)
+
+
 def run_worker(app, loglevel: str = "warning") -> None:
     """Run ``app`` as a Faust worker until SIGTERM/SIGINT (blocks; exits the process).
 

@@ -254,6 +254,7 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
         limit = spec.batch_size
         loop = asyncio.get_running_loop()
+        changelogs_ready = False
         while True:
             try:
                 events = [await get()]
@@ -277,6 +278,9 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
             if out.state:
                 await app.producer.flush()  # emits durable before the state that says "applied"
                 crash.reached(spec.name, "after-emits")
+                if not changelogs_ready:
+                    await _await_changelog_metadata(app, faust_tables)
+                    changelogs_ready = True
                 _write_state(faust_tables, events, out.state)
                 await app.producer.flush()
             else:
@@ -308,6 +312,40 @@ def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
               for name in spec.tables + (POSITIONS_TABLE,)}
     ctx.tables[spec.name] = tables
     return tables
+
+
+async def _await_changelog_metadata(app, tables: dict[str, Any], timeout_s: float = 60.0) -> None:
+    """Wait until the consumer's metadata knows each table's changelog partitions.
+
+    A fresh worker creates its changelog topics at start; for a moment after the broker accepts
+    them, the consumer's metadata may list a topic with 0 partitions. Faust checks a table's
+    changelog against its source topic on the first write and raises ``PartitionsMismatch`` on
+    that 0, crashing the agent (seen in the feed integration test). This asks the consumer's
+    client for fresh metadata (on the consumer thread's own event loop: the client is not
+    thread-safe) until every changelog shows partitions, or the metadata does not list it at all
+    (Faust then skips the check), at most ``timeout_s``; then the write goes ahead either way."""
+    consumer = app.consumer
+    thread = getattr(consumer, "_thread", None)
+    loop = getattr(thread, "thread_loop", None)
+    client = getattr(getattr(thread, "_consumer", None), "_client", None)
+    names = [t.changelog_topic.get_topic_name() for t in tables.values()]
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while any(consumer.topic_partitions(n) == 0 for n in names) and time.monotonic() < deadline:
+        waited = True
+        if client is not None and loop is not None and loop.is_running():
+            async def refresh() -> None:
+                await client.force_metadata_update()
+
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(refresh(), loop)), 5.0)
+            except Exception:  # noqa: BLE001 - a failed or slow refresh is retried after the pause
+                log.debug("metadata refresh failed; retrying", exc_info=True)
+        await asyncio.sleep(0.2)
+    if waited:
+        log.info("changelog metadata %s after waiting: %s",
+                 "ready" if time.monotonic() < deadline else "still incomplete",
+                 {n: consumer.topic_partitions(n) for n in names})
 
 
 def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequence[tuple[Any, Any]]

@@ -45,9 +45,17 @@ def provision(settings: Settings) -> Provisioned:
                          "collections left unchanged")
         return out
     try:
-        for spec in load_collection_specs().values():
+        for name, spec in load_collection_specs().items():
+            if name in MODEL_SIZED:
+                continue  # the first upsert creates it at the width of the vectors written
             index.ensure_collection(spec)
             out.collections.append(spec.name)
     finally:
         index.close()
     return out
+
+
+#: Collections whose width is the content-embedding width of the configured model (384 with the
+#: MiniLM bridge, the CLIP width with a checkpoint), known only once a vector is written: the
+#: vector sink creates them from their definition at the first upsert (sized from the vectors).
+MODEL_SIZED = ("user_interests",)

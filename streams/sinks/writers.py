@@ -39,7 +39,24 @@ class CassandraSink:
         self.concurrency = concurrency
         self._prepared: dict[tuple, Any] = {}
         self._pending: dict[tuple, list[tuple]] = defaultdict(list)
+        # per statement key: primary-key values -> (timestamp, index in _pending[key])
+        self._latest: dict[tuple, dict[tuple, tuple[int, int]]] = defaultdict(dict)
+        self._keys: dict[str, tuple[str, ...]] = {}
         self.rows_written = 0
+        self.rows_coalesced = 0
+
+    def _primary_key(self, table: str) -> tuple[str, ...]:
+        """The table's primary-key columns from the driver's schema metadata (empty when the
+        session has none, e.g. a test double: then nothing is coalesced)."""
+        pk = self._keys.get(table)
+        if pk is None:
+            try:
+                meta = self.session.cluster.metadata.keyspaces[self.session.keyspace].tables[table]
+                pk = tuple(c.name for c in meta.primary_key)
+            except Exception:  # no metadata for it: do not coalesce
+                pk = ()
+            self._keys[table] = pk
+        return pk
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
@@ -61,8 +78,25 @@ class CassandraSink:
         """Buffer one effect (no I/O)."""
         if isinstance(effect, Upsert):
             cols = tuple(sorted(effect.row))
-            self._pending[("upsert", effect.table, cols)].append(
-                tuple(effect.row[c] for c in cols) + (effect.timestamp_us,))
+            key = ("upsert", effect.table, cols)
+            params = tuple(effect.row[c] for c in cols) + (effect.timestamp_us,)
+            pk = self._primary_key(effect.table)
+            if pk and all(c in effect.row for c in pk):
+                # coalesce: of several upserts of the same columns of one row in this flush,
+                # only the newest can survive (last write wins by timestamp on every cell it
+                # writes), so only it is sent; equal timestamps are all sent (Cassandra breaks
+                # those ties by value)
+                ident = tuple(effect.row[c] for c in pk)
+                latest = self._latest[key]
+                prev = latest.get(ident)
+                if prev is not None and prev[0] != effect.timestamp_us:
+                    self.rows_coalesced += 1
+                    if effect.timestamp_us > prev[0]:
+                        self._pending[key][prev[1]] = params
+                        latest[ident] = (effect.timestamp_us, prev[1])
+                    return
+                latest[ident] = (effect.timestamp_us, len(self._pending[key]))
+            self._pending[key].append(params)
         elif isinstance(effect, Delete):
             cols = tuple(sorted(effect.key))
             self._pending[("delete", effect.table, cols)].append(
@@ -90,6 +124,7 @@ class CassandraSink:
                 raise SinkError(f"writing {len(params)} rows to {key[1]} failed: {exc}") from exc
             done += len(params)
             del self._pending[key]
+            self._latest.pop(key, None)
         self.rows_written += done
         return done
 
