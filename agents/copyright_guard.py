@@ -32,17 +32,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from agents.shared.copyright import QUEUE, match_rows, review_effects
 from agents.shared.media import media_path, upload_media
 from agents.shared.review_tasks import (HUMAN_MODEL, close_task_effects, decision_queue,
-                                        decision_reasons, dt_of, task_created_ms, task_effects)
+                                        decision_reasons, dt_of, task_created_ms)
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
-from streams.contracts.effects import Effect, Emit, Upsert
+from streams.contracts.effects import Effect, Emit
 
 log = logging.getLogger("pulse.copyright_guard")
 
 NAME = "copyright_guard"
 REFERENCES = "copyright-references"
-QUEUE = "copyright"
+FINGERPRINTS = "content-fingerprints"
 DEFAULT_MEDIA_MAX_BYTES = 150 * 1024 * 1024
 
 
@@ -69,45 +70,51 @@ def open_references(config: Any, models: Any):  # noqa: ARG001 - nothing to conf
     return VersionedReferenceBank(resolve_media=media_path)
 
 
-def own_work_allowed(d, creator_id: str):
-    """A rights holder's own upload of its registered work is not an infringement: matches of
-    references whose ``rights_holder_id`` is the uploader are reported but do not count."""
-    from dataclasses import replace
+def features_and_decision(record: dict[str, Any], references, at_ms: int, limits: Limits):
+    """``(QueryFeatures or None, CopyrightDecision)`` for one upload against the references valid
+    at ``at_ms``: the media fingerprinted once (:func:`models.copyright.query_features`), then
+    matched. Features are None for a text post and for media that could not be read (the
+    decision then says why). The decision's ``latency_ms`` is this run's: it is not emitted."""
+    from models.copyright import (CopyrightDecision, bad_media_decision, own_work_allowed,
+                                  query_features)
 
-    from models.copyright import decide
-
-    own = [m for m in d.matches if m.rights_holder_id and m.rights_holder_id == creator_id]
-    if not own:
-        return d
-    rest = [m for m in d.matches if m not in own]
-    out = decide(d.modality, rest, latency_ms=d.latency_ms)
-    return replace(out, matches=out.matches + own, reasons=out.reasons + [
-        f"own work: {m.reference_id} is registered by the uploader {creator_id}" for m in own])
+    if record["kind"] == "TEXT":
+        return None, CopyrightDecision(matched=False, action="ALLOW", modality=None,
+                                       reasons=["text post: no media to fingerprint"])
+    try:
+        features = query_features(upload_media(record, limits.media_max_bytes))
+    except (ValueError, OSError) as exc:  # MediaError is a ValueError
+        return None, bad_media_decision(str(exc))
+    metadata = {"title": record.get("title"), "caption": record.get("caption"),
+                "hashtags": list(record.get("hashtags") or [])}
+    d = references.decision_for_features(features, at_ms, metadata=metadata)
+    return features, own_work_allowed(d, record["creator_id"])
 
 
 def decision(record: dict[str, Any], references, at_ms: int, limits: Limits):
     """The :class:`~models.copyright.CopyrightDecision` for one upload against the references
     valid at ``at_ms`` (its ``latency_ms`` is this run's: it is not emitted)."""
-    from models.copyright import CopyrightDecision, bad_media_decision
+    return features_and_decision(record, references, at_ms, limits)[1]
 
-    if record["kind"] == "TEXT":
-        return CopyrightDecision(matched=False, action="ALLOW", modality=None,
-                                 reasons=["text post: no media to fingerprint"])
-    try:
-        path = upload_media(record, limits.media_max_bytes)
-    except (ValueError, OSError) as exc:  # MediaError is a ValueError
-        return bad_media_decision(str(exc))
-    metadata = {"title": record.get("title"), "caption": record.get("caption"),
-                "hashtags": list(record.get("hashtags") or [])}
-    return own_work_allowed(references.decision_for_file(path, at_ms, metadata=metadata),
-                            record["creator_id"])
+
+def fingerprint_event(record: dict[str, Any], features, ctx: Context) -> dict[str, Any]:
+    """The ``ContentFingerprint`` event of an upload's features (``content-fingerprints``): id
+    derived from the upload's, time the upload's."""
+    from models.copyright import MODEL_NAME, MODEL_VERSION, to_fingerprints
+
+    return {"event_id": ctx.derive_id("fingerprints"), "event_time": dt_of(ctx.event_time_ms),
+            "producer": NAME, "cause_event_id": record["event_id"], "model": MODEL_NAME,
+            "model_version": MODEL_VERSION, "post_id": record["post_id"],
+            "creator_id": record["creator_id"], "media_kind": features.modality,
+            "fingerprints": to_fingerprints(features)}
 
 
 def on_upload(record: dict[str, Any], ctx: Context) -> list[Effect]:
     from models.copyright import MODEL_NAME, MODEL_VERSION
 
     at = ctx.event_time_ms
-    d = decision(record, ctx.side["references"], at, ctx.models or Limits())
+    features, d = features_and_decision(record, ctx.side["references"], at,
+                                        ctx.models or Limits())
     modality = d.modality or ("TEXT" if record["kind"] == "TEXT" else None)
     matches = []
     for m in d.matches:
@@ -122,27 +129,12 @@ def on_upload(record: dict[str, Any], ctx: Context) -> list[Effect]:
         "modality": modality,
     }
     effects: list[Effect] = [Emit("copyright-verdicts", verdict)]
+    if features is not None:
+        effects.append(Emit(FINGERPRINTS, fingerprint_event(record, features, ctx)))
     if d.action == "REVIEW":
-        best = d.matches[0] if d.matches else None
-        scores = {} if best is None else {f"similarity:{best.reference_id}": float(best.similarity)}
-        _, task = task_effects(
-            agent=NAME, queue=QUEUE, cause=record, verdict_event_id=verdict["event_id"],
-            model=MODEL_NAME, model_version=MODEL_VERSION, post_id=record["post_id"],
-            author_id=record["creator_id"], comment_id=None, scores=scores,
-            reasons=list(d.reasons), text=record.get("caption"), media_uri=record.get("media_uri"),
-            priority="NORMAL")
-        effects += task
-    for m in d.matches:
-        distance = m.hamming_distance if m.hamming_distance is not None else m.bit_error_rate
-        span = None
-        if m.matched_ms is not None:
-            span = (f"upload {m.upload_offset_ms or 0} ms / reference "
-                    f"{m.reference_offset_ms or 0} ms, {m.matched_ms} ms long")
-        effects.append(Upsert("copyright_matches", {
-            "post_id": record["post_id"], "reference_id": m.reference_id,
-            "modality": m.modality, "distance": None if distance is None else float(distance),
-            "matched_span": span, "action": d.action, "matched_at": at,
-            "model_version": MODEL_VERSION}, ctx.timestamp_us))
+        effects += review_effects(record, verdict, d, agent=NAME, text=record.get("caption"),
+                                  media_uri=record.get("media_uri"))
+    effects += match_rows(record["post_id"], d, at, ctx.timestamp_us)
     return effects
 
 
@@ -179,7 +171,7 @@ SPEC = AgentSpec(
     name=NAME,
     topics=("uploads", "review-decisions"),
     process=process,
-    outputs=("copyright-verdicts", "review-queue"),
+    outputs=("copyright-verdicts", "review-queue", FINGERPRINTS),
     doc="Matches uploads against registered works (audio, image, video) as of each upload's "
         "event time; gate 2 of publishing. Reads copyright-references as a side input.",
     batch_size=32,

@@ -11,6 +11,11 @@ Public API
     ``match_image``, ``match_audio``, ``match_video``; ``len(bank)``, ``id in bank``.
 ``reference_fingerprints(path) -> (modality, [{"kind", "offset_ms", "value"}])``
     What a ``CopyrightReference`` event carries.
+``query_features(path)``, ``to_fingerprints``, ``from_fingerprints``, ``match_features``
+    An upload's fingerprints computed once, in event form (``ContentFingerprint``) and back;
+    ``ReferenceBank.match_features`` matches them (``models.copyright.query``).
+``own_work_allowed(decision, creator_id)``
+    A rights holder's own post of its work is reported, not blocked.
 ``CopyrightDecision``, ``Match``, ``bad_media_decision``
     The verdict and its evidence (``as_json(file)``; ``Match.as_avro()``).
 
@@ -21,7 +26,8 @@ recall and false-positive rate on real media, and ``models.copyright.bench`` for
 
 from models.copyright.bank import Reference, ReferenceBank, reference_fingerprints
 from models.copyright.decision import (BAD_MEDIA_ACTION, CopyrightDecision, Match,
-                                       bad_media_decision, decide)
+                                       bad_media_decision, decide, own_work_allowed)
+from models.copyright.query import QueryFeatures, from_fingerprints, query_features, to_fingerprints
 from models.copyright.versioned import ReferenceVersion, VersionedReferenceBank
 
 MODEL_NAME = "copyright_guard.fingerprints"
@@ -40,5 +46,10 @@ __all__ = [
     "VersionedReferenceBank",
     "bad_media_decision",
     "decide",
+    "from_fingerprints",
+    "own_work_allowed",
+    "query_features",
+    "QueryFeatures",
+    "to_fingerprints",
     "reference_fingerprints",
 ]

@@ -206,15 +206,23 @@ class ReferenceBank:
         MediaError : missing, empty, over 150 MB, unreadable, truncated or unsupported media, or
             audio too short to fingerprint. ``decision_for_file`` returns a verdict instead.
         """
+        from models.copyright.query import query_features
+
         t0 = time.perf_counter()
-        modality = detect_modality(path).upper()
-        if modality == "IMAGE":
-            decision = self.match_image(load_image(str(path)), metadata=metadata)
-        elif modality == "AUDIO":
-            decision = self.match_audio(chromaprint_file(path).raw, metadata=metadata)
-        else:
-            decision = self.match_video(path, metadata=metadata)
-        return _with_latency(decision, t0)
+        return _with_latency(self.match_features(query_features(path), metadata=metadata), t0)
+
+    def match_features(self, features, *, metadata: dict | None = None) -> CopyrightDecision:
+        """Match an upload's precomputed :class:`~models.copyright.query.QueryFeatures` (from its
+        file, or rebuilt from its ``ContentFingerprint`` event): exactly what ``match_image``,
+        ``match_audio`` and ``match_video`` decide for the media they came from."""
+        t0 = time.perf_counter()
+        if features.modality == "IMAGE":
+            orb = features.orb
+            return self._image_decision(list(features.pdq), features.quality, lambda: orb,
+                                        metadata, t0)
+        if features.modality == "AUDIO":
+            return self.match_audio(features.chroma, metadata=metadata)
+        return self._video_decision(features.frames, features.chroma, metadata, t0)
 
     def decision_for_file(self, path: str | PathLike[str], *, metadata: dict | None = None
                           ) -> CopyrightDecision:
@@ -230,6 +238,12 @@ class ReferenceBank:
         then the robust stage where PDQ is not conclusive (see ``matching``)."""
         t0 = time.perf_counter()
         hashes, quality = pdq_dihedral(image)
+        return self._image_decision(hashes, quality, lambda: orb_features(image), metadata, t0)
+
+    def _image_decision(self, hashes: list[bytes], quality: int, orb_of, metadata, t0
+                        ) -> CopyrightDecision:
+        """The image matcher on the 8 dihedral PDQs, their quality and ``orb_of()`` (called only
+        when the robust stage runs)."""
         nearest: dict[str, int] = {}
         for h in hashes:
             for id_, d in self._image_pdq.search(h, mt.PDQ_GREY_DISTANCE):
@@ -248,7 +262,7 @@ class ReferenceBank:
                 candidates = by_pdq + [r for r in image_refs if r not in nearest]
             else:
                 candidates = by_pdq[: mt.ROBUST_TOP_K]
-            query = orb_features(image)
+            query = orb_of() if candidates else None
             for rid in candidates:
                 feats = [f for _, f in self._orb.get(rid, [])]
                 _, r = best_match(query, feats) if feats else (-1, None)
@@ -282,19 +296,23 @@ class ReferenceBank:
                     ) -> CopyrightDecision:
         """Match a video file: frames in order (vPDQ-style), the robust stage on frames where PDQ
         is not conclusive, and the audio track. Raises ``MediaError`` for bad media."""
+        from models.copyright.query import query_features
+
         t0 = time.perf_counter()
-        frames, info = mt.video_frames(path)
+        features = query_features(path)
+        if features.modality != "VIDEO":
+            raise MediaError(f"not a video: {features.modality.lower()}")
+        return self._video_decision(features.frames, features.chroma, metadata, t0)
+
+    def _video_decision(self, frames: list[mt.QueryFrame], raw: np.ndarray | None, metadata, t0
+                        ) -> CopyrightDecision:
+        """Frames in order, the robust stage, then the soundtrack ``raw`` (None: no track)."""
         evidence, weak = self._frame_evidence(frames)
-        if info["has_audio"]:
-            try:
-                raw = chromaprint_file(path).raw
-            except MediaError:
-                raw = None  # a silent or very short track: the frames still decide
-            if raw is not None:
-                seen = {m.reference_id for m in evidence if m.confirmed}
-                a_ev, a_weak = self._audio_evidence(raw)
-                evidence += [m for m in a_ev if m.reference_id not in seen]
-                weak += a_weak
+        if raw is not None:
+            seen = {m.reference_id for m in evidence if m.confirmed}
+            a_ev, a_weak = self._audio_evidence(raw)
+            evidence += [m for m in a_ev if m.reference_id not in seen]
+            weak += a_weak
         return self._decide("VIDEO", evidence, weak, metadata, t0)
 
     # ---- internals ---------------------------------------------------------------------------

@@ -186,3 +186,18 @@ def bad_media_decision(reason: str, *, modality: Modality | None = None,
     return CopyrightDecision(matched=False, action=BAD_MEDIA_ACTION, modality=modality,
                              reasons=[f"could not be checked: {reason}"], latency_ms=latency_ms,
                              error=reason)
+
+
+def own_work_allowed(d: CopyrightDecision, creator_id: str) -> CopyrightDecision:
+    """A rights holder's own upload of its registered work is not an infringement: matches of
+    references whose ``rights_holder_id`` is ``creator_id`` are reported (kept in ``matches``,
+    with an "own work" reason) but do not count towards the action."""
+    from dataclasses import replace
+
+    own = [m for m in d.matches if m.rights_holder_id and m.rights_holder_id == creator_id]
+    if not own:
+        return d
+    rest = [m for m in d.matches if m not in own]
+    out = decide(d.modality, rest, latency_ms=d.latency_ms)
+    return replace(out, matches=out.matches + own, reasons=out.reasons + [
+        f"own work: {m.reference_id} is registered by the uploader {creator_id}" for m in own])

@@ -117,18 +117,27 @@ AUDIO_MIN_OVERLAP_ITEMS = 8
 @dataclass
 class QueryFrame:
     """A sampled video frame: time (ms), PDQ, PDQ quality, pHash, the (border-trimmed) image, and
-    its ORB features computed on first use."""
+    its ORB features computed on first use. A frame rebuilt from a ``ContentFingerprint`` event
+    has no image (``None``); the robust stage's probe frames carry their ORB features."""
 
     t_ms: int
     pdq: bytes
     quality: int
     phash: bytes
-    image: Image.Image
+    image: Image.Image | None
     _orb: OrbFeatures | None = field(default=None, repr=False)
 
     @property
     def orb(self) -> OrbFeatures:
+        """ORB features (computed from ``image`` on first use).
+
+        Raises
+        ------
+        ValueError : a frame without image whose features were not given.
+        """
         if self._orb is None:
+            if self.image is None:
+                raise ValueError(f"frame at {self.t_ms} ms has neither image nor ORB features")
             self._orb = orb_features(self.image)
         return self._orb
 

@@ -248,6 +248,14 @@ class VersionedReferenceBank:
         with self._lock:
             return self._bank_at(at_ms).decision_for_file(path, metadata=metadata)
 
+    def decision_for_features(self, features, at_ms: int, *, metadata: dict | None = None
+                              ) -> CopyrightDecision:
+        """:meth:`ReferenceBank.match_features` against the references valid at ``at_ms`` (the
+        features of :func:`models.copyright.query.query_features`). Its ``latency_ms`` is this
+        run's and must not leave the process."""
+        with self._lock:
+            return self._bank_at(at_ms).match_features(features, metadata=metadata)
+
     def bank_at(self, at_ms: int) -> ReferenceBank:
         """The bank of the references valid at ``at_ms``. It is this object's working bank: use
         it before the next call of any method (under one thread), and never modify it."""
