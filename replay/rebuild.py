@@ -307,6 +307,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
                  "keyspace": ctx.keyspace,
                  "outputs": sorted({t for sp in specs for t in sp.outputs})}
     emitted: dict[str, dict[str, bytes]] = {}
+    emitted_by: dict[str, dict[str, str]] = {}   # topic -> event id -> the agent that emitted it
     written = Written()
     publisher = None
     if emit:
@@ -321,7 +322,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         if result.views:
             out["effects"] += ctx.sinks(spec.sinks).write(result.views)
             if collect:
-                written.add(result.views)
+                written.add(result.views, agent=spec.name)
         for e in result.dead_letters:
             out["dead_letters"] += 1
             if len(out["dead_letter_list"]) < MAX_LISTED_DEAD_LETTERS:
@@ -330,7 +331,9 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
                                                 "offset": m.offset, "reason": _reason(ctx, e)})
         for e in result.emits:
             if collect:
-                emitted.setdefault(e.topic, {})[_event_id(ctx, e)] = e.value
+                eid = _event_id(ctx, e)
+                emitted.setdefault(e.topic, {})[eid] = e.value
+                emitted_by.setdefault(e.topic, {})[eid] = spec.name
             if publisher is None:
                 out["emits_skipped"] += 1
         if publisher is not None:
@@ -373,6 +376,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
     out["events_per_s"] = round(out["events"] / out["seconds"]) if out["seconds"] > 0 else 0
     if collect:
         out["emitted"] = emitted
+        out["emitted_by"] = emitted_by
         out["written"] = written
     return out
 
@@ -422,11 +426,15 @@ class Written:
         self.points: dict[str, set[str]] = {}
         self.payload_keys: dict[str, set[str]] = {}
         self.vectors: set[str] = set()
+        self.by_agent: dict[str, set[str]] = {}
+        """Agent name -> the tables and collections it wrote."""
 
-    def add(self, effects) -> None:
+    def add(self, effects, agent: str | None = None) -> None:
         from streams.contracts.effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
 
         for e in effects:
+            if agent is not None:
+                self.by_agent.setdefault(agent, set()).add(getattr(e, "table", None) or e.collection)
             if isinstance(e, (Upsert, Delete)):
                 cols = self.columns.setdefault(e.table, set())
                 cols.update(e.row if isinstance(e, Upsert) else e.key)
@@ -439,6 +447,31 @@ class Written:
                 self.payload_keys.setdefault(e.collection, set()).update(e.payload)
             elif isinstance(e, VectorDelete):
                 self.points.setdefault(e.collection, set()).update(e.ids)
+
+
+def drop_rebuild(settings: Settings, keyspace: str) -> list[str]:
+    """Drop a rebuilt ``keyspace`` and its vector collections (``<keyspace>__<name>``); returns
+    the collections dropped. The caller makes sure no reader uses it.
+
+    Raises
+    ------
+    streams.stores.cassandra.ViewStoreError, VectorIndexError
+        A store cannot be reached.
+    """
+    import tomllib
+
+    from streams.stores.cassandra import connect
+    from streams.stores.vectors import open_vector_index
+    from streams.stores.vectors.base import COLLECTIONS_TOML
+
+    cluster, session = connect(settings)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+    names = [f"{keyspace}__{n}" for n in tomllib.loads(COLLECTIONS_TOML.read_text())["collections"]]
+    with open_vector_index(settings) as index:
+        return [name for name in names if index.drop_collection(name)]
 
 
 def _event_id(ctx, e) -> str:

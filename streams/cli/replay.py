@@ -129,12 +129,22 @@ def _print_report(report) -> None:
                          ("vector points", report.points)):
         for where, n in counts.items():
             console.print(f"verified {n} {kind} of {where}", highlight=False)
+    for what, n in report.rechecked.items():
+        console.print(f"rebuilt twice and compared {n} {what}", highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note[/] {note}", highlight=False)
+    div = report.as_dict()
+    if div["live_divergence"]:
+        console.print(f"[yellow]live divergence[/] (order-sensitive agents, not errors): "
+                      + ", ".join(f"{n} {w}" for w, n in div["live_divergence_by_output"].items()),
+                      highlight=False)
+        for line in div["live_divergence_examples"][:5]:
+            console.print(f"  e.g. {line}", highlight=False)
     for d in report.differences:  # every difference, one line each
         console.print(f"[red]differs[/] {d.line()}", highlight=False)
     if not report.differences:
-        console.print("[green]0 differences[/]: the rebuild equals the live run")
+        console.print("[green]0 differences[/]: the rebuild equals the live run"
+                      + (" (and itself, for order-sensitive agents)" if report.rechecked else ""))
 
 
 @replay_app.command("swap")
@@ -175,21 +185,10 @@ def drop(keyspace: str = typer.Argument(..., help="A rebuilt keyspace no reader 
                   active_keyspace(session, s.cassandra_keyspace)):
             raise typer.BadParameter(f"{ks} is the base or the active keyspace; swap away first",
                                      param_hint="KEYSPACE")
-        session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
     finally:
         cluster.shutdown()
-    dropped = _drop_collections(s, ks)
+    from replay.rebuild import drop_rebuild
+
+    dropped = drop_rebuild(s, ks)
     console.print(f"dropped keyspace {ks}" + (f" and collections {', '.join(dropped)}" if dropped
                                                else ""))
-
-
-def _drop_collections(s, ks: str) -> list[str]:
-    """Delete the vector collections of a rebuilt keyspace (``<ks>__<name>``)."""
-    import tomllib
-
-    from streams.stores.vectors import open_vector_index
-    from streams.stores.vectors.base import COLLECTIONS_TOML
-
-    names = [f"{ks}__{n}" for n in tomllib.loads(COLLECTIONS_TOML.read_text())["collections"]]
-    with open_vector_index(s) as index:
-        return [name for name in names if index.drop_collection(name)]

@@ -240,10 +240,10 @@ def test_difference_line_and_report_as_dict():
     assert report.as_dict() == {
         "events_compared": {"posts-published": 3}, "rows_compared": {"posts": 2},
         "points_compared": {"content": 1}, "differences": 2,
-        "difference_list": [d.line(), "point content p2: vector differs"], "notes": []}
-    assert Report().as_dict() == {"events_compared": {}, "rows_compared": {},
-                                  "points_compared": {}, "differences": 0, "difference_list": [],
-                                  "notes": []}
+        "difference_list": [d.line(), "point content p2: vector differs"], "notes": [],
+        "live_divergence": 0, "live_divergence_by_output": {}, "live_divergence_examples": [],
+        "rebuilt_twice_compared": {}}
+    assert Report().as_dict()["differences"] == 0 and Report().as_dict()["difference_list"] == []
     noted = Report(notes=["content: not compared"])
     assert noted.as_dict()["notes"] == ["content: not compared"] and noted.as_dict()["differences"] == 0
 
@@ -276,3 +276,37 @@ def test_payload_marks_and_deletes_do_not_make_vectors_compared(effects, vectors
     w = Written()
     w.add(effects)
     assert w.vectors == vectors and w.points == {"content": {"p1"}}
+
+
+def test_divergence_of_order_sensitive_agents_is_split_off():
+    from replay.rebuild import Written
+    from replay.verify import _split_divergence
+    from streams.contracts.effects import Upsert
+
+    written = Written()
+    written.add([Upsert("user_feeds", {"user_id": "u"}, 1)], agent="feed_ranker")
+    written.add([Upsert("posts", {"post_id": "p"}, 1)], agent="materializer")
+    report = Report(differences=[Difference("row", "user_feeds", "u", "items differ"),
+                                 Difference("event", "feed-updates", "e1", "fields differ"),
+                                 Difference("row", "posts", "p", "title differs")])
+    _split_divergence(report, ["feed_ranker"], written)
+    assert [d.where for d in report.differences] == ["posts"]
+    assert [d.where for d in report.divergence] == ["user_feeds", "feed-updates"]
+    out = report.as_dict()
+    assert out["live_divergence"] == 2 and out["differences"] == 1
+    assert out["live_divergence_by_output"] == {"row user_feeds": 1, "event feed-updates": 1}
+
+
+
+def test_a_topic_shared_with_an_order_insensitive_agent_is_split_by_event():
+    # copyright-verdicts: copyright_rescan (order-sensitive) and copyright_guard (not) both emit
+    from replay.rebuild import Written
+    from replay.verify import _split_divergence
+
+    report = Report(differences=[Difference("event", "copyright-verdicts", "late", "fields differ"),
+                                 Difference("event", "copyright-verdicts", "gate", "fields differ"),
+                                 Difference("event", "copyright-verdicts", "live-only", "missing")])
+    by = {"copyright-verdicts": {"late": "copyright_rescan", "gate": "copyright_guard"}}
+    _split_divergence(report, ["copyright_rescan"], Written(), by, ["copyright_guard"])
+    assert [d.key for d in report.divergence] == ["late"]
+    assert [d.key for d in report.differences] == ["gate", "live-only"]
