@@ -1,0 +1,340 @@
+"""``pulse bench feeds``: feed reads, fan-out cost and upload-to-feed latency, with same-run
+baselines.
+
+Three measurements (:func:`run_feeds_bench`), on servers of its own in a temporary ``PULSE_HOME``
+(or the given settings):
+
+* **feed reads**: ``users`` feeds of ``items`` posts written into ``user_feeds``, then ``reads``
+  random feed pages (20 posts) read by ``clients`` concurrent threads through the Python API
+  (:func:`streams.query.feeds.read_feed`: one pooled read side, the pulled-creator and takedown
+  caches included), against the baseline of the same reads as one prepared single-partition
+  ``SELECT`` through the driver on the same session;
+* **fan-out**: feed_fanout's engine run (process + encode) for one post by a creator with 1,000,
+  10,000 and 100,000 followers, with the default pull threshold and with push forced, and the
+  feed ranker's re-rank time per pushed candidate (each push is one re-rank in the follower's
+  partition), so the total cost of pushing to every follower is projected;
+* **upload-to-feed**: a worker running every agent (all gates, models loaded), a follower of a
+  creator, and ``uploads`` text posts published one at a time: the time from the upload's
+  publish until the post is in the follower's feed as read through the API (polled every 10 ms).
+"""
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from streams.settings import REPO_ROOT, Settings
+
+Step = Callable[[str], None]
+
+
+def _pct(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "mean_ms": round(float(a.mean()), 3), "n": int(a.size)}
+
+
+# -- feed reads ---------------------------------------------------------------------------------
+
+
+def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 200, clients: int = 8,
+                     reads: int = 8_000, on_step: Step = lambda m: None) -> dict:
+    """Feed-read latency through the API and through a raw prepared read (see module)."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from streams.query.feeds import read_feed
+    from streams.query.read_side import ReadSide
+
+    run = uuid.uuid4().hex[:8]
+    ids = [f"bench-{run}-u{i}" for i in range(users)]
+    now = int(time.time() * 1000)
+    with ReadSide(settings) as rs:
+        session = rs.session
+        ks = rs.active_keyspace()
+        on_step(f"writing {users} feeds of {items} posts")
+        insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, items, candidate_count, "
+                                 f"generated_at, model_version) VALUES (?, ?, ?, ?, ?)")
+        feed = [(f"bench-p{j}", f"bench-c{j % 50}", 1.0 - j / items, "INTEREST",
+                 ["interest 0.80", "freshness 0.90", "source interest"], now - j * 60_000)
+                for j in range(items)]
+        for lo in range(0, users, 1000):
+            execute_concurrent_with_args(session, insert, [(u, feed, items, now, "bench")
+                                                           for u in ids[lo:lo + 1000]], concurrency=64)
+        raw = session.prepare(f"SELECT items, generated_at FROM {ks}.user_feeds WHERE user_id = ?")
+        rng = random.Random(7)
+        picks = [rng.choice(ids) for _ in range(reads)]
+
+        def timed(fn) -> list[float]:
+            lat: list[float] = []
+            lock = threading.Lock()
+
+            def one(chunk):
+                mine = []
+                for u in chunk:
+                    t0 = time.perf_counter()
+                    fn(u)
+                    mine.append((time.perf_counter() - t0) * 1000)
+                with lock:
+                    lat.extend(mine)
+
+            chunks = [picks[i::clients] for i in range(clients)]
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(one, chunks))
+            return lat
+
+        for u in picks[:200]:  # warm both paths: connections, prepared statements, caches
+            read_feed(rs, u)
+            session.execute(raw, (u,)).one()
+        on_step(f"{reads} raw reads, {clients} clients")
+        base = timed(lambda u: session.execute(raw, (u,)).one())
+        on_step(f"{reads} API reads, {clients} clients")
+        api = timed(lambda u: read_feed(rs, u, limit=20))
+        base2 = timed(lambda u: session.execute(raw, (u,)).one())  # again: drift on a busy machine
+        on_step("removing the bench feeds")
+        delete = session.prepare(f"DELETE FROM {ks}.user_feeds WHERE user_id = ?")
+        execute_concurrent_with_args(session, delete, [(u,) for u in ids], concurrency=64)
+    raw_all = base + base2
+    out_api, out_raw = _pct(api), _pct(raw_all)
+    return {"users": users, "items_per_feed": items, "clients": clients, "reads": reads,
+            "api": out_api, "raw_driver": out_raw,
+            "p99_ratio": round(out_api["p99_ms"] / out_raw["p99_ms"], 3),
+            "p50_ratio": round(out_api["p50_ms"] / out_raw["p50_ms"], 3)}
+
+
+# -- fan-out ------------------------------------------------------------------------------------
+
+
+def bench_fanout(settings: Settings, followers: tuple[int, ...] = (1_000, 10_000, 100_000),
+                 on_step: Step = lambda m: None) -> dict:
+    """feed_fanout's cost per post by creator size, hybrid (default threshold) and push-only,
+    and the ranker's re-rank time per push (see module)."""
+    from agents import feed_fanout, feed_ranker
+    from agents.shared.posts import PostVectors, PublishedPosts, Takedowns
+    from agents.shared.social import FollowGraph, UserInterests
+    from streams.runtime.binding import RuntimeContext
+    from streams.runtime.engine import AgentRunner, RawMessage
+
+    rctx = RuntimeContext(settings)
+    t0 = 1_700_000_000_000
+    out: dict = {"threshold": settings.feed_pull_threshold, "creators": {}}
+    for n in followers:
+        graph = FollowGraph()
+        for i in range(n):
+            graph.apply({"event_id": f"f{n}-{i}", "event_time": t0, "follower_id": f"u{i}",
+                         "followee_id": f"creator{n}", "action": "FOLLOW"})
+        side = {"follows": graph, "interests": UserInterests(), "vectors": PostVectors()}
+        row = {}
+        for label, threshold in (("hybrid", settings.feed_pull_threshold), ("push", 10**9)):
+            runner = AgentRunner(feed_fanout.SPEC, rctx.codec, config=settings.with_(feed_pull_threshold=threshold),
+                                 side=side)
+            post = {"event_id": str(uuid.uuid4()), "event_time": t0 + 1000, "producer": "publisher",
+                    "cause_event_id": None, "post_id": f"p{n}", "creator_id": f"creator{n}",
+                    "kind": "TEXT", "content_type": "FOREVER", "distribution": "FULL",
+                    "uploaded_at": t0 + 1000, "expires_at": None, "hashtags": [], "categories": {},
+                    "quality_score": 0.5, "parent_post_id": None, "moderation_event_id": None,
+                    "copyright_event_id": None, "enrichment_event_id": None}
+            msg = RawMessage("posts-published", 0, 0, None, rctx.codec("posts-published").encode(post))
+            on_step(f"fan-out of a post by a creator with {n} followers ({label})")
+            began = time.perf_counter()
+            result = runner.run([msg])
+            row[label] = {"seconds": round(time.perf_counter() - began, 4),
+                          "candidates_emitted": len(result.emits),
+                          "view_rows": len(result.views)}
+        out["creators"][str(n)] = row
+    # the ranker's cost per push: one re-rank of a user with a month of posts in the pool
+    posts, vectors = PublishedPosts(), PostVectors()
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        at = t0 - i * 900_000
+        posts.apply({"event_id": f"e{i}", "event_time": at, "post_id": f"q{i}", "creator_id": f"c{i % 300}",
+                     "kind": "TEXT", "content_type": "FOREVER", "distribution": "FULL", "uploaded_at": at,
+                     "expires_at": None, "hashtags": [f"t{i % 40}"], "categories": {"science": 0.5},
+                     "quality_score": 0.6, "parent_post_id": None})
+        vectors.apply({"event_id": f"v{i}", "event_time": at, "post_id": f"q{i}",
+                       "text_embedding": list(rng.standard_normal(384).astype(float)), "image_embedding": None})
+    ranker = AgentRunner(feed_ranker.SPEC, rctx.codec, config=settings,
+                         side={"published": posts, "vectors": vectors, "takedowns": Takedowns()})
+    profile = {"event_id": str(uuid.uuid4()), "event_time": t0, "producer": "user_profiler",
+               "cause_event_id": None, "model": "m", "model_version": "1", "user_id": "reader",
+               "sequence": 1, "interest_vector": list(rng.standard_normal(384).astype(float)),
+               "category_affinities": {"science": 0.5}, "active_hours": [], "notification_tolerance": 1.0,
+               "interaction_count": 1, "cold_start": False}
+    ranker.run([RawMessage("profiles", 0, 0, None, rctx.codec("profiles").encode(profile))])
+    times = []
+    for i in range(50):
+        cand = {"event_id": str(uuid.uuid4()), "event_time": t0 + i, "producer": "feed_fanout",
+                "cause_event_id": None, "model": "m", "model_version": "1", "user_id": "reader",
+                "post_id": f"q{i}", "creator_id": f"c{i % 300}", "source": "IN_NETWORK", "similarity": None,
+                "published_at": t0 - i * 900_000}
+        msg = RawMessage("feed-candidates", 0, i + 1, None, rctx.codec("feed-candidates").encode(cand))
+        began = time.perf_counter()
+        ranker.apply_state(ranker.run([msg]).state)
+        times.append((time.perf_counter() - began) * 1000)
+    rerank = statistics.median(times)
+    out["rerank_per_push_ms"] = round(rerank, 3)
+    out["pool_posts"] = len(posts)
+    for n, row in out["creators"].items():
+        for label in ("hybrid", "push"):
+            row[label]["projected_rerank_s"] = round(row[label]["candidates_emitted"] * rerank / 1000, 2)
+    return out
+
+
+# -- upload to feed -----------------------------------------------------------------------------
+
+
+def bench_upload_to_feed(settings: Settings, *, uploads: int = 30, timeout_s: float = 600.0,
+                         on_step: Step = lambda m: None) -> dict:
+    """Upload-to-feed latency with every agent and gate in one worker (see module)."""
+    from streams.producer import Publisher
+    from streams.query.feeds import read_feed
+    from streams.query.read_side import ReadSide
+
+    run = uuid.uuid4().hex[:8]
+    creator, fan = f"bench-{run}-creator", f"bench-{run}-fan"
+    log = settings.home / "logs" / f"bench-feeds-worker-{run}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PULSE_HOME=str(settings.home), PULSE_APP_ID=f"bench-{run}",
+               PULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+               PULSE_CASSANDRA_HOSTS=",".join(settings.cassandra_hosts))
+    with open(log, "ab") as fh:
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=fh,
+                                  stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True)
+    latencies: list[float] = []
+    seen_at: dict[str, float] = {}     # post -> wall-clock ms its follower's feed showed it
+    try:
+        now = int(time.time() * 1000)
+        with Publisher(settings, producer_name="bench") as pub, ReadSide(settings) as rs:
+            pub.publish("follows", {"event_id": str(uuid.uuid4()), "event_time": now, "producer": "bench",
+                                    "follower_id": fan, "followee_id": creator, "action": "FOLLOW"})
+            pub.flush()
+            on_step("waiting for the worker (models load first)")
+            _wait(lambda: rs.execute("SELECT user_id FROM {ks}.user_feeds WHERE user_id = ?", (fan,)).one(),
+                  timeout_s, worker, log)
+            for i in range(uploads):
+                post = f"bench-{run}-p{i}"
+                on_step(f"upload {i + 1}/{uploads}")
+                pub.publish("uploads", {
+                    "event_id": str(uuid.uuid4()), "event_time": int(time.time() * 1000),
+                    "producer": "bench", "post_id": post, "creator_id": creator, "kind": "TEXT",
+                    "content_type": "FOREVER", "media_uri": None,
+                    "caption": f"measuring how fast post {i} reaches a follower's feed",
+                    "title": None, "hashtags": ["benchmark"], "duration_ms": None,
+                    "size_bytes": None, "width": None, "height": None, "parent_post_id": None})
+                pub.flush()
+                began = time.perf_counter()
+                _wait(lambda: any(it.post_id == post for it in read_feed(rs, fan, limit=50).items),
+                      60.0, worker, log, interval_s=0.01)
+                latencies.append((time.perf_counter() - began) * 1000)
+                seen_at[post] = time.time() * 1000
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return {"uploads": uploads, "gates": list(settings.gates), **_pct(latencies),
+            "hops": hop_breakdown(settings, seen_at)}
+
+
+#: The topics an upload crosses on its way to a follower's feed, in order.
+UPLOAD_PATH = ("uploads", "moderation-verdicts", "copyright-verdicts", "content-enriched",
+               "posts-published", "feed-candidates")
+
+
+def hop_breakdown(settings: Settings, seen_at: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Where the upload-to-feed time goes: for each topic of :data:`UPLOAD_PATH` (and the feed
+    read), p50/p99 over the posts of ``seen_at`` of the time from the upload's Kafka timestamp
+    (the producer's create time, ms) to the post's first record on that topic. Reads each topic
+    whole with a group-less consumer (the bench's servers hold only its own events)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from streams.contracts.codec import codec_for
+    from streams.contracts.topics import topic_spec
+
+    first: dict[str, dict[str, float]] = {}
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-hops-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "enable.partition.eof": False})
+    try:
+        for topic in UPLOAD_PATH:
+            codec = codec_for(settings, topic_spec(topic).schema, topic)
+            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            left, got = sum(ends.values()), first.setdefault(topic, {})
+            while left > 0:
+                msgs = consumer.consume(500, 5.0)
+                if not msgs:
+                    break
+                for m in msgs:
+                    left -= 1
+                    if m.error() is not None or m.value() is None:
+                        continue
+                    post = codec.decode(m.value()).get("post_id")
+                    if post in seen_at:
+                        got[post] = min(got.get(post, float("inf")), float(m.timestamp()[1]))
+    finally:
+        consumer.close()
+    start = first.get("uploads", {})
+    out: dict[str, dict[str, float]] = {}
+    for topic in UPLOAD_PATH[1:]:
+        ms = [first[topic][p] - start[p] for p in seen_at if p in start and p in first.get(topic, {})]
+        if ms:
+            out[topic] = _pct(ms)
+    feed = [seen_at[p] - start[p] for p in seen_at if p in start]
+    if feed:
+        out["feed (read)"] = _pct(feed)
+    return out
+
+
+def _wait(pred, timeout_s: float, worker: subprocess.Popen, log: Path, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        if worker.poll() is not None:
+            raise RuntimeError(f"the bench worker exited ({worker.returncode}); see {log}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing after {timeout_s:.0f} s; see {log}")
+        time.sleep(interval_s)
+
+
+def run_feeds_bench(*, users: int = 10_000, reads: int = 8_000, clients: int = 8, uploads: int = 30,
+                    settings: Settings | None = None, on_step: Step = lambda m: None) -> dict:
+    """All three measurements, on servers of its own unless ``settings`` is given; one dict."""
+    from streams.servers.provision import provision
+    from streams.servers.supervisor import down, up
+
+    def run(s: Settings) -> dict:
+        provision(s)
+        reads_out = bench_feed_reads(s, users=users, reads=reads, clients=clients, on_step=on_step)
+        fan = bench_fanout(s, on_step=on_step)
+        u2f = bench_upload_to_feed(s, uploads=uploads, on_step=on_step)
+        return {"feed_reads": reads_out, "fanout": fan, "upload_to_feed": u2f,
+                "goals": {"read_p99_under_10ms": reads_out["api"]["p99_ms"] < 10.0,
+                          "read_p99_within_1_5x_raw": reads_out["p99_ratio"] <= 1.5,
+                          "upload_to_feed_p99_under_2s": u2f["p99_ms"] < 2000.0}}
+
+    if settings is not None:
+        return run(settings)
+    with tempfile.TemporaryDirectory(prefix="pulse-bench-feeds-") as home:
+        env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
+                                                            "PULSE_CASSANDRA_HEAP")}
+        s = Settings.from_env({**env, "PULSE_HOME": home, "PULSE_APP_ID": "bench-feeds"})
+        on_step("servers up")
+        up(s, on_step=on_step)
+        try:
+            return run(Settings.from_env({**env, "PULSE_HOME": home, "PULSE_APP_ID": "bench-feeds"}))
+        finally:
+            down(s)
