@@ -26,6 +26,11 @@ bomb) gets a BLOCK verdict whose reason says what is wrong with the file: the po
 shown as uploaded, and nothing is lost (the upload stays on its topic; a fixed re-upload is a new
 event).
 
+Reports: when :data:`REPORT_THRESHOLD` distinct users have REPORTed a post (counted by the
+``reports`` side input over ``interactions``, as of each report's time), the post goes to the
+``moderation`` review queue (:func:`report_effects`); a moderator's BLOCK then takes a published
+post down (the publisher's ``takedowns``).
+
 A moderator's decision on a task of the ``moderation`` queue becomes the final HUMAN-tier verdict
 for the post (or comment), marks the task DECIDED and removes it from the pending queue (see
 :mod:`agents.shared.review_tasks`); its ``latency_ms`` is the review time (the decision's
@@ -37,6 +42,7 @@ causes' event times, so re-delivery and replay give the same events and rows.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +50,74 @@ from agents.shared.media import upload_media
 from agents.shared.review_tasks import (HUMAN_MODEL, close_task_effects, decision_queue,
                                         decision_reasons, dt_of, ms_of, task_created_ms,
                                         task_effects)
-from streams.contracts.agent import AgentSpec, Context, Event, State, derived_event_id
+from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State, derived_event_id
 from streams.contracts.effects import Effect, Emit, Upsert
 
 NAME = "content_guard"
 QUEUE = "moderation"
 VERDICTS_TOPIC = "moderation-verdicts"
+#: Distinct users whose REPORTs send a post to the review queue (the usual community-flag
+#: threshold of a small platform; one report is often a disagreement, several rarely are).
+REPORT_THRESHOLD = 3
+
+
+class ReportLedger:
+    """Who reported which post, and when (side state over ``interactions``; only REPORT events
+    are kept). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._reports: dict[str, dict[str, tuple[int, str, str | None]]] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one ``interactions`` record in (REPORTs only; a user's earliest report counts)."""
+        if record.get("type") != "REPORT":
+            return
+        item = (ms_of(record["event_time"]), record["event_id"], record.get("report_reason"))
+        with self._lock:
+            users = self._reports.setdefault(record["post_id"], {})
+            old = users.get(record["user_id"])
+            if old is None or item[:2] < old[:2]:
+                users[record["user_id"]] = item
+
+    def first(self, post_id: str, n: int, as_of_ms: int,
+              extra: tuple[str, tuple[int, str, str | None]] | None = None) -> list[tuple]:
+        """The first ``n`` distinct reporters' ``(at, event_id, reason, user)`` at or before
+        ``as_of_ms`` (with ``extra = (user, item)`` counted too), oldest first."""
+        with self._lock:
+            users = dict(self._reports.get(post_id, {}))
+        if extra is not None and (extra[0] not in users or extra[1][:2] < users[extra[0]][:2]):
+            users[extra[0]] = extra[1]
+        items = sorted((at, eid, reason, u) for u, (at, eid, reason) in users.items() if at <= as_of_ms)
+        return items[:n]
+
+
+def _open_reports(config: Any, models: Any) -> ReportLedger:
+    return ReportLedger()
+
+
+def report_effects(record: dict[str, Any], ledger: ReportLedger | None) -> list[Effect]:
+    """A REPORT interaction: once :data:`REPORT_THRESHOLD` distinct users have reported the post
+    (as of this event), the post's review task (queue ``moderation``). The task is a function of
+    the first reports alone (id from the post and the time the threshold was reached, cause the
+    report that reached it), so every later report re-emits the identical task, which the views
+    and consumers take once."""
+    at = ms_of(record["event_time"])
+    mine = (at, record["event_id"], record.get("report_reason"))
+    if ledger is None:  # no side input (a test calling process alone): this report only
+        ledger = ReportLedger()
+    first = ledger.first(record["post_id"], REPORT_THRESHOLD, at, extra=(record["user_id"], mine))
+    if len(first) < REPORT_THRESHOLD:
+        return []
+    reached_at, cause_id = first[-1][0], first[-1][1]
+    reasons = [f"reported by {REPORT_THRESHOLD} distinct users"] + [
+        f"report: {reason}" for _, _, reason, _ in first if reason]
+    _, effects = task_effects(
+        agent=NAME, queue=QUEUE, cause={"event_id": f"reports|{record['post_id']}", "event_time": reached_at},
+        verdict_event_id=cause_id, model="community-reports", model_version=str(REPORT_THRESHOLD),
+        post_id=record["post_id"], author_id="", comment_id=None, scores={}, reasons=reasons,
+        text=None, media_uri=None, priority="HIGH")
+    return effects
 
 
 @dataclass(frozen=True)
@@ -108,6 +176,8 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
         return decision_effects(record)
     models: GuardModels = ctx.models
     if event.topic == "interactions":
+        if record.get("type") == "REPORT":
+            return report_effects(record, ctx.side.get("reports"))
         if not is_comment(record):
             return []
         verdict = moderate_text(models.moderator, record["comment_text"])
@@ -221,6 +291,7 @@ SPEC = AgentSpec(
     process=process,
     outputs=("moderation-verdicts", "review-queue"),
     load=load,
+    side_inputs=(SideInput("reports", "interactions", _open_reports),),
     doc="Tiered moderation of uploads and comments; review queue round trip (gate 1 of publishing).",
     batch_size=64,
     sinks=frozenset({"cassandra"}),

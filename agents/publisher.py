@@ -9,7 +9,7 @@ categories and quality ride along when they arrived first).
 State: one changelogged table row per post (``gates``), a JSON object::
 
     {"upload": {...}, "moderation": {...}, "copyright": {...}, "enrichment": {...},
-     "status": "PENDING" | "IN_REVIEW" | "PUBLISHED" | "RESTRICTED" | "BLOCKED",
+     "status": "PENDING" | "IN_REVIEW" | "PUBLISHED" | "RESTRICTED" | "BLOCKED" | "TAKEN_DOWN",
      "published_event_id": str | None, "status_ts": int (last status write timestamp, µs),
      "folded": int (events folded), "latest_at": int (latest event time folded, ms)}
 
@@ -32,8 +32,10 @@ Once CLIP AI's enrichment is in (the post's vector point exists), the post's poi
 
 A post is published at most once: the table remembers it,
 and the ``posts-published`` event id is derived from the post id, so a re-delivery after a lost
-table still writes the same event. A post already published is not withdrawn by a later BLOCK
-(there is no takedown event in this version); the ``posts`` view shows the block.
+table still writes the same event. A published post that a later verdict blocks (a moderator's
+BLOCK after reports, a copyright match found later) is **taken down**: status TAKEN_DOWN, one
+``takedowns`` event (id derived from the post id) and a ``takedowns`` row, which every feed read
+filters at once, and its search marks say unpublished.
 """
 from __future__ import annotations
 
@@ -124,11 +126,13 @@ class GateJoin:
     # -- deciding ------------------------------------------------------------------------------
 
     def _decide(self, post_id: str, state: dict[str, Any]) -> list[Effect]:
-        if state.get("status") in ("PUBLISHED", "RESTRICTED") or "upload" not in state:
-            return self._status_effects(post_id, state, state.get("status"))
         verdicts = {g: state[g] for g in self.verdict_gates if g in state}
         worst = max((v["action"] for v in verdicts.values()), key=_SEVERITY.__getitem__,
                     default="ALLOW")
+        if state.get("status") in ("PUBLISHED", "RESTRICTED") and worst == "BLOCK":
+            return self._take_down(post_id, state, verdicts)
+        if state.get("status") in ("PUBLISHED", "RESTRICTED", "TAKEN_DOWN") or "upload" not in state:
+            return self._status_effects(post_id, state, state.get("status"))
         if worst == "BLOCK":
             status = "BLOCKED"
         elif worst == "REVIEW":
@@ -144,6 +148,24 @@ class GateJoin:
             state["published_event_id"] = effects[0].record["event_id"]
         state["status"] = status
         return effects + self._status_effects(post_id, state, status)
+
+    def _take_down(self, post_id: str, state: dict[str, Any], verdicts: dict[str, Any]) -> list[Effect]:
+        """A published post blocked by a later verdict: the ``takedowns`` event and row, and the
+        post's status TAKEN_DOWN (search drops it through the status marks)."""
+        gate, verdict = max(((g, v) for g, v in verdicts.items() if v["action"] == "BLOCK"),
+                            key=lambda gv: (gv[1]["at"], gv[1]["event_id"]))
+        up = state["upload"]
+        record = {
+            "event_id": derived_event_id(NAME, post_id, "takedown"),
+            "event_time": dt_of(verdict["at"]), "producer": NAME, "cause_event_id": verdict["event_id"],
+            "post_id": post_id, "creator_id": up["creator_id"], "gate": gate,
+            "reasons": list(verdict["reasons"]), "published_event_id": state.get("published_event_id")}
+        state["status"] = "TAKEN_DOWN"
+        return [Emit("takedowns", record),
+                Upsert("takedowns", {"bucket": 0, "post_id": post_id, "creator_id": up["creator_id"],
+                                     "taken_down_at": verdict["at"], "gate": gate,
+                                     "reasons": list(verdict["reasons"])}, verdict["at"] * 1000)
+                ] + self._status_effects(post_id, state, "TAKEN_DOWN")
 
     def _status_effects(self, post_id: str, state: dict[str, Any], status: str | None) -> list[Effect]:
         if "upload" not in state or status is None:
@@ -215,7 +237,7 @@ SPEC = AgentSpec(
     name=NAME,
     topics=SOURCES,
     process=process,
-    outputs=("posts-published",),
+    outputs=("posts-published", "takedowns"),
     load=load,
     doc="Joins the gates' verdicts by post and emits posts-published when every enabled gate allows.",
     batch_size=500,

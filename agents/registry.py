@@ -1,7 +1,8 @@
 """The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
 from __future__ import annotations
 
-from agents import clip_ai, content_guard, copyright_guard, materializer, publisher
+from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, feed_fanout,
+                    feed_ranker, materializer, publisher, user_profiler)
 from streams.contracts.agent import AgentSpec
 
 #: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
@@ -9,8 +10,12 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     materializer.SPEC,
     content_guard.SPEC,
     copyright_guard.SPEC,
+    copyright_rescan.SPEC,
     publisher.SPEC,
     clip_ai.SPEC,
+    user_profiler.SPEC,
+    feed_fanout.SPEC,
+    feed_ranker.SPEC,
 )}
 
 

@@ -135,6 +135,27 @@ class Settings:
         ``PULSE_CRASH_POINT`` (default unset): fault injection for the crash-safety tests,
         ``<agent>:<point>[:<n>]`` kills the worker the n-th time a batch of that agent reaches
         the point (``streams.runtime.faults``). Never set it in production.
+    profile_half_life_days:
+        ``PULSE_PROFILE_HALF_LIFE_DAYS`` (default ``14``): half-life of an engagement's weight in
+        a profile's interest vector, affinities and active hours.
+    feed_size:
+        ``PULSE_FEED_SIZE`` (default ``200``): posts kept in each user's materialized feed.
+    feed_horizon_days:
+        ``PULSE_FEED_HORIZON_DAYS`` (default ``30``): oldest post (by publish time) a feed
+        considers; a post also leaves feeds when it expires (Flash, Memory).
+    feed_pull_threshold:
+        ``PULSE_FEED_PULL_THRESHOLD`` (default ``10000``): a creator with at least this many
+        followers when a post is published is *pulled* at read time instead of pushed to each
+        follower (hybrid push/pull).
+    feed_interest_push:
+        ``PULSE_FEED_INTEREST_PUSH`` (default ``100``): a published post is also pushed to the
+        users (at most this many) whose interest vectors are nearest to it; ``0`` turns it off.
+    feed_interest_min_similarity:
+        ``PULSE_FEED_INTEREST_MIN_SIMILARITY`` (default ``0.0``): the cosine similarity below
+        which an interest push is not made.
+    feed_active_days:
+        ``PULSE_FEED_ACTIVE_DAYS`` (default ``7``): interest pushes go only to users with an event
+        in this many days before the post (``0``: to every user).
     """
 
     home: Path
@@ -163,6 +184,13 @@ class Settings:
     moderation_model: str | None = None
     media_max_bytes: int = 150 * 1024 * 1024
     crash_point: str = ""
+    profile_half_life_days: float = 14.0
+    feed_size: int = 200
+    feed_horizon_days: float = 30.0
+    feed_pull_threshold: int = 10_000
+    feed_interest_push: int = 100
+    feed_interest_min_similarity: float = 0.0
+    feed_active_days: float = 7.0
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -222,6 +250,13 @@ class Settings:
             moderation_model=env.get("PULSE_MODERATION_MODEL") or None,
             media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),
             crash_point=env.get("PULSE_CRASH_POINT") or "",
+            profile_half_life_days=_float(env, "PULSE_PROFILE_HALF_LIFE_DAYS", 14.0),
+            feed_size=_int(env, "PULSE_FEED_SIZE", 200),
+            feed_horizon_days=_float(env, "PULSE_FEED_HORIZON_DAYS", 30.0),
+            feed_pull_threshold=_int(env, "PULSE_FEED_PULL_THRESHOLD", 10_000),
+            feed_interest_push=_int(env, "PULSE_FEED_INTEREST_PUSH", 100),
+            feed_interest_min_similarity=_float(env, "PULSE_FEED_INTEREST_MIN_SIMILARITY", 0.0),
+            feed_active_days=_float(env, "PULSE_FEED_ACTIVE_DAYS", 7.0),
             external=frozenset(external),
         )
 

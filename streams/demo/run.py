@@ -60,6 +60,8 @@ class DemoResult:
     """What the gates decided (``streams.demo.gates.gate_summary``)."""
     clip: dict = field(default_factory=dict)
     """What CLIP AI found, and the demo's searches (``streams.demo.clip.clip_summary``)."""
+    feeds: dict = field(default_factory=dict)
+    """A few users' feeds and profiles (``streams.demo.feeds.feed_summary``)."""
 
 
 def _progress(console: Console) -> Progress:
@@ -150,16 +152,18 @@ def group_lag(settings: Settings, group: str, topics: list[str]) -> tuple[int, i
     try:
         md = c.list_topics(timeout=10).topics
         tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
-        end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        # committed offsets first, end offsets after: an agent commits only after flushing what
+        # it emitted, so "committed >= end" then also covers the events its commits caused
         for attempt in range(120):  # the group coordinator may still be loading (NOT_COORDINATOR)
             try:
                 committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
-                return committed, end
-            except KafkaException as exc:
+                break
+            except KafkaException:
                 if attempt == 119:
                     raise
                 time.sleep(0.5)
-        raise AssertionError("unreachable")
+        end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        return committed, end
     finally:
         c.close()
 
@@ -186,6 +190,18 @@ def wait_caught_up(settings: Settings, topics: list[str], worker: subprocess.Pop
             raise DemoError(f"the worker processed {committed} of {end} events in {timeout_s:.0f} s; "
                             f"its log ({log_path}) ends:\n{log_tail(log_path)}")
         time.sleep(1.0)
+
+
+#: The demo publishes its history in three phases and waits for every agent to catch up after
+#: each: content (registered works, then uploads, through the gates to publication), people
+#: (sign-ups, follows), engagement (interactions). On a running platform people engage with a
+#: post after it is published; a history replayed in minutes would otherwise race ahead of the
+#: gates, and the profiler and feed agents would see interactions on posts not yet published
+#: (their side inputs answer as of each event's time from what has arrived: see
+#: ``AgentSpec.order_sensitive``).
+PHASES = (("content", ("copyright-references", "uploads")),
+          ("people", ("signups", "follows")),
+          ("engagement", ("interactions",)))
 
 
 def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
@@ -238,26 +254,30 @@ def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
     log_path = settings.home / "logs" / "demo-worker.log"
     worker = start_worker(settings, log_path)
     try:
-        t0 = time.monotonic()
-        with Publisher(settings, producer_name="pulse-demo") as pub, _progress(console) as bar:
-            task = bar.add_task("publishing events", total=len(events))
-            for i, (topic, record) in enumerate(events, 1):
-                pub.publish(topic, record)
-                result.published[topic] += 1
-                if topic == "copyright-references" and (i == len(events) or events[i][0] != topic):
-                    pub.flush()  # registered works are on the topic before any upload
-                if i % 500 == 0:
-                    bar.update(task, completed=i)
-            bar.update(task, completed=len(events))
-        result.seconds["publish"] = round(time.monotonic() - t0, 1)
-
-        t0 = time.monotonic()
         consumed = sorted({t for spec in AGENTS.values() for t in spec.topics})
-        with _progress(console) as bar:
-            task = bar.add_task("agents processing", total=None)
-            wait_caught_up(settings, consumed, worker, log_path, timeout_s,
-                           lambda done, end: bar.update(task, completed=done, total=end))
-        result.seconds["process"] = round(time.monotonic() - t0, 1)
+        unphased = {t for t, _ in events} - {t for _, ts in PHASES for t in ts}
+        if unphased:
+            raise DemoError(f"demo events of topics {sorted(unphased)} belong to no phase (PHASES)")
+        for phase, topics in PHASES:
+            batch = [(t, r) for t, r in events if t in topics]
+            t0 = time.monotonic()
+            with Publisher(settings, producer_name="pulse-demo") as pub, _progress(console) as bar:
+                task = bar.add_task(f"publishing {phase}", total=len(batch))
+                for i, (topic, record) in enumerate(batch, 1):
+                    pub.publish(topic, record)
+                    result.published[topic] += 1
+                    if topic == "copyright-references" and (i == len(batch) or batch[i][0] != topic):
+                        pub.flush()  # registered works are on the topic before any upload
+                    if i % 500 == 0:
+                        bar.update(task, completed=i)
+                bar.update(task, completed=len(batch))
+            result.seconds[f"publish_{phase}"] = round(time.monotonic() - t0, 1)
+            t0 = time.monotonic()
+            with _progress(console) as bar:
+                task = bar.add_task(f"agents processing {phase}", total=None)
+                wait_caught_up(settings, consumed, worker, log_path, timeout_s,
+                               lambda done, end: bar.update(task, completed=done, total=end))
+            result.seconds[f"process_{phase}"] = round(time.monotonic() - t0, 1)
     finally:
         stop_worker(worker)
 
@@ -271,6 +291,9 @@ def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
     from streams.demo.clip import clip_summary
 
     result.clip = clip_summary(settings, demo_posts)
+    from streams.demo.feeds import feed_summary, pick_users
+
+    result.feeds = feed_summary(settings, pick_users(events))
     return result
 
 
@@ -301,5 +324,9 @@ def print_summary(result: DemoResult, console: Console) -> None:
         from streams.demo.clip import print_clip_summary
 
         print_clip_summary(result.clip, console)
+    if result.feeds:
+        from streams.demo.feeds import print_feed_summary
+
+        print_feed_summary(result.feeds, console)
     console.print(f"dead letters on the topic: {result.dead_letters}")
     console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))

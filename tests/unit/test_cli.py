@@ -30,6 +30,9 @@ def pulse(tmp_path, *args, **env):
     (("publish", "missing.jsonl", "--topic", "uploads"), "missing.jsonl: no such file"),
     (("replay", "rebuild", "--agents", "nope"), "unknown agent 'nope'; registered agents: materializer"),
     (("replay", "swap", "rebuilt_1"), "no Cassandra configured: run `pulse up`"),
+    (("feed", "u1"), "no Cassandra configured: run `pulse up`"),
+    (("profile", "u1"), "no Cassandra configured: run `pulse up`"),
+    (("feed", "u1", "--cursor", "page-two"), "cursor 'page-two' is not one this API returned"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, message):
     out = pulse(tmp_path, *args)

@@ -87,8 +87,12 @@ class Guard:
     def __init__(self, settings, moderator=None, max_media_bytes=10**9):
         self.moderator = moderator or ScriptedModerator()
         self._codecs = {}
+        from agents.content_guard import ReportLedger
+
+        self.reports = ReportLedger()
         self.runner = AgentRunner(SPEC, self.codec, config=settings,
-                                  models=GuardModels(self.moderator, max_media_bytes))
+                                  models=GuardModels(self.moderator, max_media_bytes),
+                                  side={"reports": self.reports})
         self._offset = 0
 
     def codec(self, topic):
@@ -255,3 +259,28 @@ def test_spec_and_load(settings, monkeypatch):
     monkeypatch.setattr(models.moderation, "load_moderator", lambda version: ("moderator", version))
     loaded = load(settings)
     assert loaded == GuardModels(("moderator", settings.moderation_model), settings.media_max_bytes)
+
+
+def report(user, at, reason="spam", post="p1"):
+    rec = {**comment(None, type_="REPORT"), "user_id": user, "post_id": post, "event_time": at,
+           "comment_id": None, "report_reason": reason}
+    return rec
+
+
+def test_reports_from_three_distinct_users_send_the_post_to_review(settings):
+    guard = Guard(settings)
+    reports = [report("a", T0 + 1), report("a", T0 + 2), report("b", T0 + 3, "hate"),
+               report("c", T0 + 4), report("d", T0 + 5)]
+    for r in reports:
+        guard.reports.apply(r)  # the side input has read the topic
+    items = [("interactions", r) for r in reports]
+    got = guard.by_event(guard.run(items), items)
+    tasks = [g.get("review-queue", []) for g in got]
+    # two reports by one user count once: the third distinct reporter (c) sends it, d re-sends
+    assert [len(t) for t in tasks] == [0, 0, 0, 1, 1]
+    assert tasks[3] == tasks[4]
+    task = tasks[3][0]
+    assert task["queue"] == "moderation" and task["post_id"] == "p1" and task["priority"] == "HIGH"
+    assert task["reasons"] == ["reported by 3 distinct users", "report: spam", "report: hate",
+                               "report: spam"]
+    assert not any(g.get("moderation-verdicts") for g in got)  # reports are not verdicts

@@ -63,7 +63,7 @@ def published(effects):
 
 
 def statuses(effects):
-    return [e.row["status"] for e in effects if isinstance(e, Upsert)]
+    return [e.row["status"] for e in effects if isinstance(e, Upsert) and e.table == "posts"]
 
 
 @pytest.mark.parametrize("order", [0, 1, 2])
@@ -322,3 +322,25 @@ def test_every_arrival_order_gives_the_same_state_status_and_published_bytes(hum
     assert pub["moderation_event_id"] == moderation["event_id"]
     assert pub["categories"] == {"pets": 0.9, "science": 0.1} and pub["hashtags"] == ["cats", "dogs"]
     assert post["published_event_id"] == pub["event_id"]
+
+
+def test_a_block_after_publication_takes_the_post_down_once():
+    join = Join(("moderation", "copyright"))
+    effects = run(join, ("uploads", upload()), ("moderation-verdicts", mod("ALLOW")),
+                  ("copyright-verdicts", cr("ALLOW")))
+    assert len(published(effects)) == 1
+    block = mod("BLOCK", at=T0 + 500, tier="HUMAN")
+    effects = run(join, ("moderation-verdicts", block))
+    downs = [e.record for e in effects if isinstance(e, Emit) and e.topic == "takedowns"]
+    assert len(downs) == 1 and downs[0]["cause_event_id"] == block["event_id"]
+    assert downs[0]["gate"] == "moderation" and downs[0]["reasons"] == ["mod block"]
+    assert statuses(effects)[-1] == "TAKEN_DOWN"
+    rows = [e for e in effects if isinstance(e, Upsert) and e.table == "takedowns"]
+    assert [r.row["post_id"] for r in rows] == ["p1"]
+    # a re-delivered decision or a later verdict changes nothing more: taken down once
+    assert not [e for e in run(join, ("moderation-verdicts", block),
+                               ("copyright-verdicts", cr("ALLOW", at=T0 + 600)))
+                if isinstance(e, Emit)]
+    # the takedown event's bytes encode against the catalog's schema
+    codec = AvroCodec(default_catalog(), "Takedown")
+    assert codec.decode(codec.encode(downs[0]))["post_id"] == "p1"

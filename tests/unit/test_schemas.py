@@ -31,9 +31,10 @@ OLD_VERSIONS = [v for et in CATALOG for v in et.versions[:-1]]
 # (also carry model and model_version). Upstream events (apps, rights holders, legal) are neither.
 DERIVED = {"ModerationVerdict", "ReviewTask", "ReviewDecision", "CopyrightVerdict", "ContentEnrichment",
            "PostPublished", "ProfileUpdate", "FeedUpdate", "Notification", "GoldenMoment", "Trend",
-           "CreatorStats", "DeadLetter"}
+           "CreatorStats", "DeadLetter", "FeedCandidate", "Takedown", "ContentFingerprint"}
 AI_OUTPUTS = {"ModerationVerdict", "ReviewTask", "CopyrightVerdict", "ContentEnrichment", "ProfileUpdate",
-              "FeedUpdate", "Notification", "GoldenMoment", "Trend", "CreatorStats"}
+              "FeedUpdate", "FeedCandidate", "Notification", "GoldenMoment", "Trend", "CreatorStats",
+              "ContentFingerprint"}
 EXPECTED_TYPES = {"Upload", "Interaction", "Follow", "UserSignup"} | DERIVED | AI_OUTPUTS | {
     "CopyrightReference", "NotificationFeedback", "ErasureRequest"}
 
