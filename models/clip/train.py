@@ -17,7 +17,8 @@
 
 The artifact goes to ``<out>/<version>/`` (:mod:`models.clip.head`), with ``metrics.json`` and a
 ``MODEL_CARD.md`` naming the command. ``--finetune`` adds ``<out>/<version>/clip/``
-(:mod:`models.clip.finetune`).
+(:mod:`models.clip.finetune`). Last, ``manifest.json`` (:mod:`models.registry`) records every
+file's hash, the metrics and the dataset's hashes.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from models import registry
 from models.clip.dataset import Row, load_dataset
 from models.clip.head import ARTIFACTS_DIR, FEATURES, CategoryHead, feature_matrix, fit_head, fit_temperature
 
@@ -290,4 +292,11 @@ def train_clip(dataset_dir: Path | str, out_root: Path | str, version: str, conf
                                            out_dir / "clip", model_config=config.clip_model_config, epochs=epochs,
                                            batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                                            command=command)
+    data_files = {name: registry.data_digest(Path(dataset_dir) / name)
+                  for name in ("rows.jsonl", "dataset.json", "media") if (Path(dataset_dir) / name).exists()}
+    registry.write_manifest(out_dir, family="clip", version=version, command=command or None,
+                            model_version=head_metrics["version"], training_data={
+                                "dataset": described, "files": data_files,
+                                **{k: head_metrics[k] for k in ("rows_in_dataset", "rows", "groups", "train_rows",
+                                                                "held_out_rows", "test_fraction", "seed")}})
     return report

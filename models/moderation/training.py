@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from models import registry
 from models.moderation import artifacts
 from models.moderation import metrics as M
 from models.moderation.datasets import read_labelled, read_unlabelled, split_rows, text_key
@@ -287,6 +288,12 @@ def train(data: list[str | Path], unlabelled: str | Path | None, version: str, *
     artifacts.write_json(out / "config.json", config)
     artifacts.write_json(out / "metrics.json", metrics)
     (out / "MODEL_CARD.md").write_text(model_card(config, metrics), encoding="utf-8")
+    registry.write_manifest(out, family="moderation", version=version, command=command or None,
+                            model_version=version, training_data={
+                                "labelled": {str(f): registry.data_digest(f) for f in data},
+                                "split": config["split"],
+                                "unlabelled": config["unlabelled"] | (
+                                    registry.data_digest(unlabelled) if unlabelled else {})})
     return TrainResult(out, metrics, seconds)
 
 

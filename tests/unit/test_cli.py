@@ -5,6 +5,7 @@ configured and no server runs.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,27 @@ def test_worker_whose_model_is_missing_stops_at_start_with_the_reason(tmp_path):
     text = " ".join(out.stderr.split())
     assert "agent content_guard could not start" in text and "pulse train moderation" in text
     assert "Traceback" not in out.stderr
+
+
+def test_models_list_json_names_the_shipped_versions_and_the_one_in_use(tmp_path):
+    out = pulse(tmp_path, "models", "list", "--json", "--verify")
+    assert out.returncode == 0, out.stderr
+    rows = {(r["family"], r["version"]): r for r in json.loads(out.stdout)}
+    moderation = rows[("moderation", "davidson-v2")]
+    assert moderation["status"] == "ok" and moderation["problems"] == [] and moderation["in_use"]
+    assert moderation["files"]["finetuned.safetensors"]["bytes"] > 0
+    assert not rows[("clip", "coco-captions-v1")]["in_use"]  # no category head set: zero-shot
+
+    # a family under PULSE_HOME is listed too, and --verify fails on a file changed after training
+    from models.registry import write_manifest
+
+    als = tmp_path / "models" / "cf" / "als-v1"
+    als.mkdir(parents=True)
+    (als / "factors.npy").write_bytes(b"before")
+    write_manifest(als, family="cf", version="als-v1")
+    (als / "factors.npy").write_bytes(b"after")
+    out = pulse(tmp_path, "models", "list", "--json", "--verify")
+    assert out.returncode == 1 and "1 artifact(s) do not match" in out.stderr
+    assert "Traceback" not in out.stderr
+    (cf,) = [r for r in json.loads(out.stdout) if r["family"] == "cf"]
+    assert cf["version"] == "als-v1" and cf["problems"][0].startswith("changed file factors.npy")
