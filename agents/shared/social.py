@@ -118,12 +118,17 @@ class UserInterests:
         with self._lock:
             pairs = [(u, self._at(vs, hour)) for u, vs in self._versions.items()
                      if u not in exclude and (since is None or self._last_hour(vs, hour) >= since)]
-        pairs = [(u, v) for u, v in pairs if v is not None and v.shape == vector.shape]
+        pairs = sorted((u, v) for u, v in pairs if v is not None and v.shape == vector.shape)
         if not pairs or k <= 0:
             return []
-        sims = np.stack([v for _, v in pairs]).astype(np.float64) @ vector.astype(np.float64)
+        # einsum's own sum-of-products loop, one row at a time, rounded: a user's similarity does
+        # not depend on which other users are in the matrix or in what order they arrived (a
+        # BLAS product may block differently, and a last-bit difference at the k-th place
+        # changed who was pushed between two replays)
+        m = np.stack([v for _, v in pairs]).astype(np.float64)
+        sims = np.round(np.einsum("ij,j->i", m, vector.astype(np.float64), optimize=False), 6).tolist()
         order = sorted(range(len(pairs)), key=lambda i: (-sims[i], pairs[i][0]))
-        return [(pairs[i][0], round(float(sims[i]), 6)) for i in order[:k] if sims[i] >= min_similarity]
+        return [(pairs[i][0], sims[i]) for i in order[:k] if sims[i] >= min_similarity]
 
 
 def open_follow_graph(config: Any, models: Any) -> FollowGraph:
