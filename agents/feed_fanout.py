@@ -26,14 +26,15 @@ writes the same events. The creator never receives their own post.
 """
 from __future__ import annotations
 
-from agents.shared.posts import PostFacts, open_published, open_vectors
+from agents.shared.posts import PostFacts, PostVectors, PublishedPosts, open_published, open_vectors
 from agents.shared.social import open_follow_graph, open_user_interests
+from models.ranking import relevance as R
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
 from streams.contracts.effects import Effect, Emit, Upsert
 
 NAME = "feed_fanout"
 MODEL = "feed_fanout.push_pull"
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 DAY_MS = 86_400_000
 
 
@@ -46,6 +47,25 @@ def candidate(ctx: Context, facts: PostFacts, user: str, source: str,
         "model": MODEL, "model_version": MODEL_VERSION, "user_id": user,
         "post_id": facts.post_id, "creator_id": facts.creator_id, "source": source,
         "similarity": similarity, "published_at": facts.published_at})
+
+
+def fresh_post(facts: PostFacts, published: PublishedPosts | None,
+               vectors: PostVectors | None) -> Upsert:
+    """The post's ``fresh_posts`` row: what read-time ranking scores it by
+    (:class:`models.ranking.readtime.FreshPost`), as of its publication."""
+    t = facts.published_at
+    parent = (published.get(facts.parent_post_id, t)
+              if facts.parent_post_id and published is not None else None)
+    v = vectors.get(facts.post_id, t) if vectors is not None else None
+    return Upsert("fresh_posts", {
+        "bucket": 0, "published_at": t, "post_id": facts.post_id, "creator_id": facts.creator_id,
+        "content_type": facts.content_type, "is_reply": bool(facts.parent_post_id),
+        "parent_creator_id": parent.creator_id if parent is not None else None,
+        "hashtags": list(published.topic_hashtags(facts, t)) if published is not None else [],
+        "categories": dict(facts.categories), "quality": facts.quality,
+        "trust": R.creator_trust(*published.standing(facts.creator_id, t)) if published is not None else 1.0,
+        "vector": [float(x) for x in v] if v is not None else None,
+        "expires_at": facts.expires_at}, t * 1000)
 
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
@@ -79,8 +99,10 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
         if parent is not None and parent.creator_id not in pushed:
             pushed.add(parent.creator_id)
             out.append(candidate(ctx, facts, parent.creator_id, "IN_NETWORK", None, cause))
-    k = int(getattr(cfg, "feed_interest_push", 100))
     vectors = ctx.side.get("vectors")
+    if facts.distribution == "FULL":
+        out.append(fresh_post(facts, published, vectors))
+    k = int(getattr(cfg, "feed_interest_push", 100))
     if k > 0 and facts.distribution == "FULL" and interests is not None and vectors is not None:
         v = vectors.get(facts.post_id, t)
         if v is not None:

@@ -14,10 +14,12 @@ State (table ``feeds``, one JSON object per user)::
      "seen": {post_id: at ms}, "hidden": {post_id: at ms},
      "pushed": {post_id: [at ms, source, similarity | null]},
      "n": events folded, "latest": [at ms, event_id],
-     "ids": [post_id, ...] (the ranked feed), "top": [post_id, ...] (its first EVENT_ITEMS)}
+     "ids": [post_id, ...] (the ranked feed), "top": [post_id, ...] (its first EVENT_ITEMS),
+     "ranked_at": T of the last ranking}
 
 Every event re-ranks the user's feed as of the latest event time folded ``T`` (an interaction
-with a post that is not in the feed only updates the state)
+with a post that is neither in the feed nor published after the last ranking, so in the read
+side's fresh pool, only updates the state)
 (:func:`rank`): candidates are the posts of followed creators published in the horizon
 (IN_NETWORK), the posts pushed to the user (their source), the published FULL posts nearest to
 the interest vector (INTEREST), and for a cold-start profile the recent posts of the declared
@@ -25,7 +27,9 @@ interests (COLD_START). Live at ``T`` (published, not expired, within ``feed_hor
 not the user's own, not seen, hidden or reported, not taken down; RESTRICTED posts only from
 followed creators.
 Scored by :mod:`models.ranking.relevance`, diversified by author, the top ``feed_size`` kept.
-The row is written at ``T * 1000 + min(n, 999)`` µs (``n``: events that changed the state), so
+The row (:func:`feed_row`) also carries what read-time ranking needs
+(:mod:`models.ranking.readtime`: each item's signals and content type, the interest vector and
+affinities); it is written at ``T * 1000 + min(n, 999)`` µs (``n``: events that changed the state), so
 the last ranking computed stays and no rank of an older one lingers; ``feed-updates`` carries the top :data:`EVENT_ITEMS` whenever
 they change.
 """
@@ -38,12 +42,13 @@ import numpy as np
 from agents.shared.posts import (PostFacts, PostVectors, PublishedPosts, open_published, open_takedowns,
                                  open_vectors, unit)
 from models.ranking import relevance as R
+from models.ranking.readtime import SIGNAL_NAMES
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
 from streams.contracts.effects import Effect, Emit, StateSet, Upsert
 
 NAME = "feed_ranker"
 MODEL = "feed_ranker.relevance"
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 TABLE = "feeds"
 #: Posts in each ``feed-updates`` event (the first screen); the view holds ``feed_size``.
 EVENT_ITEMS = 10
@@ -213,6 +218,43 @@ def rank(st: dict[str, Any], user: str, ctx: Context) -> tuple[list[R.Scored], i
     return R.diversify(scored, size), len(cands)
 
 
+#: Hashtag affinities stored with a feed for read-time ranking (largest magnitude first).
+READ_HASHTAGS = 64
+
+
+def _in_fresh_pool(st: dict[str, Any], post_id: str, t: int, ctx: Context) -> bool:
+    """The post was published after the feed was last ranked, so the read side's fresh pool may
+    add it (:mod:`models.ranking.readtime`): the feed must be re-ranked to leave it out."""
+    posts: PublishedPosts | None = ctx.side.get("published")
+    f = posts.get(post_id, t) if posts is not None else None
+    return f is not None and f.published_at > st.get("ranked_at", 0)
+
+
+def feed_row(user: str, feed: list[R.Scored], considered: int, t: int,
+             profile: dict[str, Any] | None, ctx: Context) -> dict[str, Any]:
+    """The ``user_feeds`` row of a ranking: the items (post, creator, score, source, reasons,
+    publish time), and what read-time ranking needs (:mod:`models.ranking.readtime`): each item's
+    signals (:data:`~models.ranking.readtime.SIGNAL_NAMES` order) and content type, the interest
+    vector and the category and hashtag affinities the ranking used."""
+    posts: PublishedPosts | None = ctx.side.get("published")
+    types = []
+    for s in feed:
+        f = posts.get(s.post_id, t) if posts is not None else None
+        types.append(f.content_type if f is not None else "FOREVER")
+    profile = profile or {}
+    tags = sorted((profile.get("hashtags") or {}).items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+    return {
+        "user_id": user, "candidate_count": considered, "generated_at": t,
+        "model_version": f"{MODEL}@{MODEL_VERSION}",
+        "items": [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at) for s in feed],
+        "signals": [[float(s.signals.get(k, 0.0)) for k in SIGNAL_NAMES] for s in feed],
+        "content_types": types,
+        "interest_vector": [float(x) for x in profile.get("vector") or []] or None,
+        "hashtag_affinity": dict(tags[:READ_HASHTAGS]),
+        "category_affinity": dict(profile.get("categories") or {}),
+    }
+
+
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     """Fold one event into the user's state and re-rank their feed (module docstring)."""
     r = event.record
@@ -222,17 +264,17 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     st = {**st, "follows": dict(st["follows"])}
     if not _fold(st, event):
         return []
-    if event.topic == "interactions" and r["post_id"] not in st.get("ids", ()):
-        # seen, hidden or reported a post that is not in the feed: the ranking stands (the
-        # next re-rank leaves the post out)
+    if event.topic == "interactions" and r["post_id"] not in st.get("ids", ()) \
+            and not _in_fresh_pool(st, r["post_id"], event.event_time_ms, ctx):
+        # seen, hidden or reported a post that is neither in the feed nor among the posts the
+        # read side adds to it: the ranking stands (the next re-rank leaves the post out)
         return [StateSet(TABLE, user, st)]
     feed, considered = rank(st, user, ctx)
     st["ids"] = [s.post_id for s in feed]
     n, (t, cause) = st["n"], st["latest"]
-    items = [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at) for s in feed]
-    out: list[Effect] = [Upsert("user_feeds", {
-        "user_id": user, "items": items, "candidate_count": considered, "generated_at": t,
-        "model_version": f"{MODEL}@{MODEL_VERSION}"}, t * 1000 + min(n, 999))]
+    st["ranked_at"] = t
+    out: list[Effect] = [Upsert("user_feeds", feed_row(user, feed, considered, t, st.get("profile"), ctx),
+                                t * 1000 + min(n, 999))]
     top = [s.post_id for s in feed[:EVENT_ITEMS]]
     if top != st.get("top"):
         st["top"] = top

@@ -156,6 +156,12 @@ class Settings:
     feed_active_days:
         ``PULSE_FEED_ACTIVE_DAYS`` (default ``7``): interest pushes go only to users with an event
         in this many days before the post (``0``: to every user).
+    feed_fresh_pool:
+        ``PULSE_FEED_FRESH_POOL`` (default ``500``): read-time ranking
+        (:mod:`models.ranking.readtime`) adds to each feed read the posts published since the
+        feed was ranked, from the newest this many published FULL posts (``fresh_posts``, cached
+        per reading process for a second); ``0`` turns the fresh pool off (stored items are
+        still re-scored for the reading time).
     """
 
     home: Path
@@ -191,6 +197,7 @@ class Settings:
     feed_interest_push: int = 100
     feed_interest_min_similarity: float = 0.0
     feed_active_days: float = 7.0
+    feed_fresh_pool: int = 500
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -257,6 +264,7 @@ class Settings:
             feed_interest_push=_int(env, "PULSE_FEED_INTEREST_PUSH", 100),
             feed_interest_min_similarity=_float(env, "PULSE_FEED_INTEREST_MIN_SIMILARITY", 0.0),
             feed_active_days=_float(env, "PULSE_FEED_ACTIVE_DAYS", 7.0),
+            feed_fresh_pool=_int(env, "PULSE_FEED_FRESH_POOL", 500),
             external=frozenset(external),
         )
 

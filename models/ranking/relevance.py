@@ -64,7 +64,8 @@ HOUR_MS = 3_600_000
 @dataclass
 class Scored:
     """One candidate with its signals, score and source (``IN_NETWORK``, ``INTEREST``,
-    ``COLD_START``)."""
+    ``COLD_START``, ``RECENT``); ``note`` is one more reason, shown last (e.g. ``pulled at
+    read``)."""
 
     post_id: str
     creator_id: str
@@ -72,13 +73,15 @@ class Scored:
     published_at: int
     signals: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    note: str | None = None
 
     def reasons(self, top: int = 3) -> list[str]:
         """The signals that contributed most, as ``'name value'`` strings (value = the signal,
         rounded to 2 decimals), largest contribution first; then the source."""
         contrib = sorted(((WEIGHTS[k] * v, k, v) for k, v in self.signals.items() if v > 0),
                          key=lambda c: (-c[0], c[1]))
-        return [f"{k} {v:.2f}" for _, k, v in contrib[:top]] + [f"source {self.source.lower()}"]
+        out = [f"{k} {v:.2f}" for _, k, v in contrib[:top]] + [f"source {self.source.lower()}"]
+        return out + [self.note] if self.note else out
 
 
 def freshness(age_ms: int, content_type: str) -> float:
@@ -133,10 +136,11 @@ def freshness_array(ages_ms: Sequence[int], content_types: Sequence[str]):
     return np.exp2(-age / (half * HOUR_MS))
 
 
-def score_columns(columns: Mapping[str, Sequence[float]]) -> tuple[list[dict[str, float]], list[float]]:
-    """Signals given as columns (signal -> one value per post) -> ``(per-post signal dicts,
-    scores)``, each signal rounded to 6 decimals and each score to 9 (:func:`score` of the rounded
-    signals, summed in :data:`WEIGHTS` order, the same for every post)."""
+def score_matrix(columns: Mapping[str, Sequence[float]]) -> tuple[list[list[float]], list[float]]:
+    """Signals given as columns (signal -> one value per post) -> ``(per-post signal rows in
+    :data:`WEIGHTS` order of the signals given, scores)``, each signal rounded to 6 decimals and
+    each score to 9 (:func:`score` of the rounded signals, summed in :data:`WEIGHTS` order, the
+    same for every post)."""
     import numpy as np
 
     names = [k for k in WEIGHTS if k in columns]
@@ -145,8 +149,14 @@ def score_columns(columns: Mapping[str, Sequence[float]]) -> tuple[list[dict[str
     total = np.zeros(m.shape[0], dtype=np.float64)
     for j in range(len(names)):  # fixed order, elementwise: no BLAS blocking in the sum
         total += w[j] * m[:, j]
-    rows = m.tolist()
-    return [dict(zip(names, r)) for r in rows], np.round(total, 9).tolist()
+    return m.tolist(), np.round(total, 9).tolist()
+
+
+def score_columns(columns: Mapping[str, Sequence[float]]) -> tuple[list[dict[str, float]], list[float]]:
+    """:func:`score_matrix` with each post's signals as a dict (signal -> value)."""
+    names = [k for k in WEIGHTS if k in columns]
+    rows, scores = score_matrix(columns)
+    return [dict(zip(names, r)) for r in rows], scores
 
 
 def score(signals: Mapping[str, float]) -> float:

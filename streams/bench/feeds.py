@@ -4,18 +4,23 @@ baselines.
 Three measurements (:func:`run_feeds_bench`), on servers of its own in a temporary ``PULSE_HOME``
 (or the given settings):
 
-* **feed reads**: ``users`` feeds of ``items`` posts written into ``user_feeds``, then ``reads``
-  random feed pages (20 posts) read by ``clients`` concurrent threads through the Python API
-  (:func:`streams.query.feeds.read_feed`: one pooled read side, the pulled-creator and takedown
-  caches included), against the baseline of the same reads as one prepared single-partition
-  ``SELECT`` through the driver on the same session;
+* **feed reads**: ``users`` feeds of ``items`` posts written into ``user_feeds`` as feed_ranker
+  writes them (signals, 384-d interest vector, affinities), and a fresh pool of
+  ``feed_fresh_pool`` posts published after every one of those rankings (the worst case: each
+  read ranks them all in), then ``reads`` random feed pages (20 posts) read by ``clients``
+  concurrent threads through the Python API (:func:`streams.query.feeds.read_feed`: one pooled
+  read side, read-time ranking and the fresh-pool, pulled-creator and takedown caches included),
+  against the baseline of the same rows read as one prepared single-partition ``SELECT`` through
+  the driver on the same session;
 * **fan-out**: feed_fanout's engine run (process + encode) for one post by a creator with 1,000,
   10,000 and 100,000 followers, with the default pull threshold and with push forced, and the
   feed ranker's re-rank time per pushed candidate (each push is one re-rank in the follower's
   partition), so the total cost of pushing to every follower is projected;
 * **upload-to-feed**: a worker running every agent (all gates, models loaded), a follower of a
   creator, and ``uploads`` text posts published one at a time: the time from the upload's
-  publish until the post is in the follower's feed as read through the API (polled every 10 ms).
+  publish until the post is in the follower's *materialized* feed, read through the API without
+  the fresh pool (polled every 10 ms): the push path, not the read-time pool, which would show
+  the post as soon as feed_fanout wrote its ``fresh_posts`` row.
 """
 from __future__ import annotations
 
@@ -49,29 +54,55 @@ def _pct(ms: list[float]) -> dict[str, float]:
 
 
 def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 200, clients: int = 8,
-                     reads: int = 8_000, on_step: Step = lambda m: None) -> dict:
+                     reads: int = 8_000, fresh: int | None = None, dim: int = 384,
+                     on_step: Step = lambda m: None) -> dict:
     """Feed-read latency through the API and through a raw prepared read (see module)."""
     from cassandra.concurrent import execute_concurrent_with_args
+
+    from models.ranking.readtime import SIGNAL_NAMES
 
     from streams.query.feeds import read_feed
     from streams.query.read_side import ReadSide
 
     run = uuid.uuid4().hex[:8]
+    fresh = settings.feed_fresh_pool if fresh is None else fresh
     ids = [f"bench-{run}-u{i}" for i in range(users)]
     now = int(time.time() * 1000)
     with ReadSide(settings) as rs:
         session = rs.session
         ks = rs.active_keyspace()
-        on_step(f"writing {users} feeds of {items} posts")
+        on_step(f"writing {users} feeds of {items} posts and a fresh pool of {fresh} posts")
         insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, items, candidate_count, "
-                                 f"generated_at, model_version) VALUES (?, ?, ?, ?, ?)")
+                                 f"generated_at, model_version, signals, content_types, interest_vector, "
+                                 f"hashtag_affinity, category_affinity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        rng_np = np.random.default_rng(7)
+
+        def unit(n: int) -> np.ndarray:
+            v = rng_np.standard_normal((n, dim)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
         feed = [(f"bench-p{j}", f"bench-c{j % 50}", 1.0 - j / items, "INTEREST",
                  ["interest 0.80", "freshness 0.90", "source interest"], now - j * 60_000)
                 for j in range(items)]
+        signals = [[round(float(x), 6) for x in rng_np.random(len(SIGNAL_NAMES))] for _ in range(items)]
+        types = ["FOREVER"] * items
+        tags = {f"tag{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(64))}
+        cats = {f"cat{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(20))}
+        vectors = unit(256)
         for lo in range(0, users, 1000):
-            execute_concurrent_with_args(session, insert, [(u, feed, items, now, "bench")
-                                                           for u in ids[lo:lo + 1000]], concurrency=64)
-        raw = session.prepare(f"SELECT items, generated_at FROM {ks}.user_feeds WHERE user_id = ?")
+            execute_concurrent_with_args(session, insert, [
+                (u, feed, items, now, "bench", signals, types, vectors[i % 256].tolist(), tags, cats)
+                for i, u in enumerate(ids[lo:lo + 1000], start=lo)], concurrency=64)
+        fresh_insert = session.prepare(
+            f"INSERT INTO {ks}.fresh_posts (bucket, published_at, post_id, creator_id, content_type, "
+            f"is_reply, parent_creator_id, hashtags, categories, quality, trust, vector, expires_at) "
+            f"VALUES (0, ?, ?, ?, 'FOREVER', ?, NULL, ?, ?, 0.6, 0.9, ?, NULL)")
+        fresh_rows = [(now + 1 + j, f"bench-{run}-f{j}", f"bench-c{j % 80}", j % 3 == 0,
+                       [f"tag{j % 90}"], {f"cat{j % 25}": 0.8}, v.tolist())
+                      for j, v in enumerate(unit(fresh))]
+        execute_concurrent_with_args(session, fresh_insert, fresh_rows, concurrency=64)
+        raw = session.prepare(f"SELECT items, generated_at, signals, content_types, interest_vector, "
+                              f"hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?")
         rng = random.Random(7)
         picks = [rng.choice(ids) for _ in range(reads)]
 
@@ -104,9 +135,12 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
         on_step("removing the bench feeds")
         delete = session.prepare(f"DELETE FROM {ks}.user_feeds WHERE user_id = ?")
         execute_concurrent_with_args(session, delete, [(u,) for u in ids], concurrency=64)
+        delete = session.prepare(f"DELETE FROM {ks}.fresh_posts WHERE bucket = 0 AND published_at = ? "
+                                 f"AND post_id = ?")
+        execute_concurrent_with_args(session, delete, [r[:2] for r in fresh_rows], concurrency=64)
     raw_all = base + base2
     out_api, out_raw = _pct(api), _pct(raw_all)
-    return {"users": users, "items_per_feed": items, "clients": clients, "reads": reads,
+    return {"users": users, "items_per_feed": items, "fresh_pool": fresh, "clients": clients, "reads": reads,
             "api": out_api, "raw_driver": out_raw,
             "p99_ratio": round(out_api["p99_ms"] / out_raw["p99_ms"], 3),
             "p50_ratio": round(out_api["p50_ms"] / out_raw["p50_ms"], 3)}
@@ -233,7 +267,7 @@ def bench_upload_to_feed(settings: Settings, *, uploads: int = 30, timeout_s: fl
                     "size_bytes": None, "width": None, "height": None, "parent_post_id": None})
                 pub.flush()
                 began = time.perf_counter()
-                _wait(lambda: any(it.post_id == post for it in read_feed(rs, fan, limit=50).items),
+                _wait(lambda: any(it.post_id == post for it in read_feed(rs, fan, limit=50, fresh=0).items),
                       60.0, worker, log, interval_s=0.01)
                 latencies.append((time.perf_counter() - began) * 1000)
                 seen_at[post] = time.time() * 1000

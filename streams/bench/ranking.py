@@ -16,7 +16,7 @@ it), then is run, as a batch of one, through every agent consuming the topic; wh
 enters the log the same way (breadth first) before the next input event is read. So every
 derived event is processed before any later input event, and carries its cause's event time (the
 agents stamp them so). The latest ``user_feeds`` row of each user (highest write timestamp) is the
-materialized feed.
+materialized feed; the ``fresh_posts`` rows, in log order, are the read side's fresh pool.
 
 At each evaluated engagement (:func:`extract_engagements`), *before* the event enters the log,
 the engaged post's rank is read from the user's materialized feed and from six baselines, each
@@ -44,8 +44,11 @@ down because nobody could be asked:
   published in ``[t - feed_horizon_days, t]`` and live, not the user's own, not interacted with
   before; RESTRICTED posts only from followed creators (the ranker's rule). An engaged post
   older than the horizon is then a miss for every ranker (``diagnostics.target_outside_pool``).
-  Pulse's feed is ranked as of the user's own latest event, as live; posts published since then
-  are in it only if feed_fanout pushed them: that is what a user would see.
+  Pulse's feed is what the read side serves at the event's time: the feed materialized as of
+  the user's latest event (including every post feed_fanout pushed by then), ranked again at
+  read time (:func:`models.ranking.readtime.rerank`, exactly as :func:`streams.query.feeds.read_feed`
+  does) with the posts published since, from the newest ``feed_fresh_pool`` rows feed_fanout
+  wrote to ``fresh_posts``; the reading time is the event's time. That is what a user would see.
 * **Baselines**: reverse-chronological over the pool (all creators; followed creators only),
   most popular (count of earlier interactions and answers on the post: all time; last 7 days),
   and two collaborative filters from ``implicit`` trained on the user-post engagement matrix
@@ -74,6 +77,7 @@ constants below (chosen before the first run, from their papers' or libraries' d
 """
 from __future__ import annotations
 
+import bisect
 import math
 import sys
 import threading
@@ -88,6 +92,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from agents.shared.posts import PostFacts, PublishedPosts
+from models.ranking.readtime import FreshPost, Reader, StoredItem, rerank
 from streams.contracts.agent import AgentSpec, ms_of
 from streams.contracts.effects import Upsert
 from streams.runtime.binding import RuntimeContext
@@ -338,7 +343,9 @@ class Pipeline:
             for topic in spec.topics:
                 self.consumers[topic].append(stage)
         self.offsets: Counter = Counter()
-        self.feeds: dict[str, tuple[int, list]] = {}   # user -> (write timestamp µs, items)
+        self.feeds: dict[str, tuple[int, dict]] = {}   # user -> (write timestamp µs, row)
+        self.fresh: list[FreshPost] = []                # fresh_posts rows, in log order
+        self.fresh_times: list[int] = []
         self.records: Counter = Counter()               # topic -> records entered the log
 
     def codec(self, topic: str):
@@ -409,17 +416,55 @@ class Pipeline:
                         user = effect.row["user_id"]
                         old = self.feeds.get(user)
                         if old is None or effect.timestamp_us >= old[0]:
-                            self.feeds[user] = (effect.timestamp_us, list(effect.row["items"]))
+                            self.feeds[user] = (effect.timestamp_us, effect.row)
+                    elif isinstance(effect, Upsert) and effect.table == "fresh_posts":
+                        self.fresh.append(fresh_post_of(effect.row))
                 for emitted in out.emits:
                     if emitted.topic in self.consumers or emitted.topic in self.side_by_topic:
                         queue.append((emitted.topic, emitted.value))
                     else:
                         self.records[emitted.topic] += 1
 
-    def feed_of(self, user: str) -> list[str] | None:
-        """The post ids of ``user``'s materialized feed, best first; None before the first."""
-        row = self.feeds.get(user)
-        return None if row is None else [item[0] for item in row[1]]
+    def feed_of(self, user: str, at_ms: int | None = None, fresh: int = 0) -> list[str] | None:
+        """The post ids of ``user``'s feed, best first; None before the first ranking. With
+        ``at_ms``, as the read side serves it at that time (:func:`models.ranking.readtime.rerank`
+        of the materialized row with the newest ``fresh`` posts of ``fresh_posts`` published by
+        then); without, as materialized."""
+        got = self.feeds.get(user)
+        if got is None:
+            return None
+        row = got[1]
+        if at_ms is None or row.get("signals") is None:
+            return [item[0] for item in row["items"]]
+        hi = bisect.bisect_right(self.fresh_times, at_ms) if fresh > 0 else 0
+        if len(self.fresh_times) != len(self.fresh):
+            self.fresh_times = [p.published_at for p in self.fresh]
+            hi = bisect.bisect_right(self.fresh_times, at_ms) if fresh > 0 else 0
+        pool = self.fresh[max(0, hi - fresh):hi]
+        vec = row.get("interest_vector")
+        vec = None if not vec else np.asarray(vec, dtype=np.float32)
+        if vec is not None:
+            n = float(np.linalg.norm(vec))
+            vec = vec / n if n > 0 else None
+        reader = Reader(user, int(row["generated_at"]), vec, dict(row.get("hashtag_affinity") or {}),
+                        dict(row.get("category_affinity") or {}))
+        stored = [StoredItem(it[0], it[1], it[3], it[5], ctype, sig)
+                  for it, sig, ctype in zip(row["items"], row["signals"], row["content_types"])]
+        size = max(len(stored), int(getattr(self.rctx.settings, "feed_size", 200)))
+        return [s.post_id for s in rerank(stored, pool, reader, at_ms, size)]
+
+
+def fresh_post_of(row: Mapping[str, Any]) -> FreshPost:
+    """A ``fresh_posts`` row as feed_fanout writes it (times in ms) -> :class:`FreshPost`."""
+    vec = row.get("vector")
+    return FreshPost(
+        post_id=row["post_id"], creator_id=row["creator_id"], published_at=int(row["published_at"]),
+        content_type=row.get("content_type") or "FOREVER", is_reply=bool(row.get("is_reply")),
+        parent_creator_id=row.get("parent_creator_id"), hashtags=tuple(row.get("hashtags") or ()),
+        categories=tuple(sorted((row.get("categories") or {}).items())), quality=row.get("quality"),
+        trust=float(row.get("trust", 1.0)),
+        vector=None if not vec else np.asarray(vec, dtype=np.float32),
+        expires_at=None if row.get("expires_at") is None else int(row["expires_at"]))
 
 
 def default_stages(settings: Settings, content: tuple[AgentSpec, Any] | None,
@@ -687,6 +732,7 @@ class RankingEvaluation:
         self.observed = Observed(anonymous_user_id)
         self.cf = CollaborativeBaselines()
         self.horizon_ms = int(float(settings.feed_horizon_days) * DAY_MS)
+        self.fresh_pool = int(getattr(settings, "feed_fresh_pool", 0))
         self.tallies = {name: Tally() for name in RANKERS}
         self.diagnostics: Counter = Counter()
         self.setup_seconds = time.perf_counter() - self.started
@@ -726,7 +772,7 @@ class RankingEvaluation:
         self.cf.maybe_retrain(t, observed)
         since_recent = t - POPULAR_RECENT_DAYS * DAY_MS
         lists: dict[str, list[str] | None] = {
-            "pulse": self.pipeline.feed_of(user),
+            "pulse": self.pipeline.feed_of(user, t, self.fresh_pool),
             "reverse_chronological_all": ranked(pool),
             "reverse_chronological_following": ranked([f for f in pool if f.creator_id in followed]),
             "popular_all_time": ranked(pool, lambda f: observed.popularity(f.post_id, 0, t)),

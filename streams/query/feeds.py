@@ -1,14 +1,24 @@
 """Reading feeds and profiles: what ``pulse feed`` / ``pulse profile`` and the HTTP API show.
 
-A feed read is one partition read of ``user_feeds`` (the ranked feed feed_ranker materialized),
-less the posts taken down after publication (``takedowns``, cached for
-:data:`TAKEDOWN_CACHE_S`), plus, when some creators are *pulled* rather than pushed (``pull_creators``, read once and cached
-for :data:`PULL_CACHE_S`), the followed ones' posts published after the ranking, merged in by the
-same relevance score (:func:`models.ranking.relevance.score`) with the signals known at read time
-(quality, freshness 1: newer than everything ranked, following 1, creator trust unknown: 0.5).
+A feed read is one partition read of ``user_feeds`` (the ranked feed feed_ranker materialized,
+with each item's signals), ranked again for the reading time by :func:`models.ranking.readtime.rerank`:
 
-Cursor pagination: a page's ``next_cursor`` is ``"<generated_at ms>.<offset>"``; the next page
-continues at that offset. If the feed was re-ranked in between (a new ``generated_at``) the next
+* the stored items, their novelty and freshness recomputed for ``now``;
+* the **fresh pool**: the posts published since the feed was ranked, from the newest
+  ``feed_fresh_pool`` published FULL posts (``fresh_posts``, cached per process for
+  :data:`FRESH_CACHE_S`), source ``RECENT``;
+* when some creators are *pulled* rather than pushed (``pull_creators``, cached for
+  :data:`PULL_CACHE_S`), the followed ones' posts published after the ranking (source
+  IN_NETWORK, following 1, creator trust the prior for a new creator, reason ``pulled at read``);
+* less the posts taken down after publication (``takedowns``, cached for :data:`TAKEDOWN_CACHE_S`).
+
+``now`` is the platform's event time as the read side knows it: the latest of the ranking time
+and the newest post in the pool, not the wall clock, so a feed read after a replayed history is
+ranked as of that history's end, and a read is a function of the views alone. A row written by
+an older ranker (without signals) is served as stored, less takedowns, until its next re-rank.
+
+Cursor pagination: a page's ``next_cursor`` is ``"<now ms>.<offset>"``; the next page is ranked
+at the same ``now`` and continues at that offset. If the feed was re-ranked in between the next
 page continues at the same offset of the new ranking, so a post may repeat or be skipped across
 that boundary (feeds change as people act; a client refreshes from the top).
 """
@@ -20,7 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from models.ranking import relevance as R
+import numpy as np
+
+from models.ranking.relevance import creator_trust
+from models.ranking.readtime import FreshPool, FreshPost, Reader, StoredItem, rerank
 from streams.query.read_side import ReadSide, read_side_of
 from streams.settings import Settings
 
@@ -129,9 +142,69 @@ def taken_down(rs: ReadSide, keyspace: str) -> frozenset[str]:
     return ids
 
 
+_fresh_cache: dict[tuple[int, str, int], tuple[float, FreshPool]] = {}
+FRESH_CACHE_S = 1.0
+"""How long a process reuses the fresh pool (seconds); a refresh reads only the rows newer than
+the newest it holds."""
+
+
+def _fresh_of(r: Any) -> FreshPost:
+    vec = None
+    if r.vector:
+        vec = np.asarray(r.vector, dtype=np.float32)
+    return FreshPost(
+        post_id=r.post_id, creator_id=r.creator_id, published_at=_ms(r.published_at),
+        content_type=r.content_type or "FOREVER", is_reply=bool(r.is_reply),
+        parent_creator_id=r.parent_creator_id, hashtags=tuple(r.hashtags or ()),
+        categories=tuple(sorted((r.categories or {}).items())), quality=r.quality,
+        trust=1.0 if r.trust is None else float(r.trust), vector=vec,
+        expires_at=None if r.expires_at is None else _ms(r.expires_at))
+
+
+_FRESH_COLUMNS = ("post_id, published_at, creator_id, content_type, is_reply, parent_creator_id, "
+                  "hashtags, categories, quality, trust, vector, expires_at")
+
+
+def fresh_pool(rs: ReadSide, keyspace: str, size: int) -> FreshPool:
+    """The newest ``size`` published FULL posts (the ``fresh_posts`` view) as a
+    :class:`~models.ranking.readtime.FreshPool`; cached per read side for :data:`FRESH_CACHE_S`,
+    refreshed with only the rows newer than the newest held. Empty when ``size`` is 0."""
+    if size <= 0:
+        return FreshPool([])
+    key = (id(rs), keyspace, size)
+    with _pull_lock:
+        hit = _fresh_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < FRESH_CACHE_S:
+        return hit[1]
+    held = hit[1].posts if hit is not None else []
+    if held:
+        rows = rs.execute("SELECT " + _FRESH_COLUMNS + " FROM {ks}.fresh_posts WHERE bucket = 0 "
+                          "AND published_at >= ? LIMIT ?",
+                          (datetime.fromtimestamp(held[-1].published_at / 1000, tz=timezone.utc), size),
+                          keyspace=keyspace)
+    else:
+        rows = rs.execute("SELECT " + _FRESH_COLUMNS + " FROM {ks}.fresh_posts WHERE bucket = 0 LIMIT ?",
+                          (size,), keyspace=keyspace)
+    new = [_fresh_of(r) for r in rows]
+    held_ids = {p.post_id for p in held}
+    if hit is not None and all(p.post_id in held_ids for p in new):
+        pool = hit[1]  # nothing newer: keep the built pool
+    else:
+        new_ids = {p.post_id for p in new}
+        posts = sorted(new + [p for p in held if p.post_id not in new_ids],
+                       key=lambda p: (-p.published_at, p.post_id))[:size]
+        pool = FreshPool(posts)
+    with _pull_lock:
+        _fresh_cache[key] = (time.monotonic(), pool)
+    return pool
+
+
 def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
-              cursor: str | None = None) -> FeedPage:
-    """A page of ``user_id``'s feed (module docstring).
+              cursor: str | None = None, fresh: int | None = None) -> FeedPage:
+    """A page of ``user_id``'s feed, ranked at read time (module docstring).
+
+    ``fresh`` is the size of the fresh pool (default: the settings' ``feed_fresh_pool``; 0
+    leaves out the posts published since the ranking).
 
     Raises
     ------
@@ -144,59 +217,83 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    _, offset = _parse_cursor(cursor)
+    pinned, offset = _parse_cursor(cursor)
     rs = read_side_of(source)
     ks = rs.active_keyspace()
-    row = rs.execute("SELECT items, generated_at FROM {ks}.user_feeds WHERE user_id = ?",
+    row = rs.execute("SELECT items, generated_at, signals, content_types, interest_vector, "
+                     "hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?",
                      (user_id,), keyspace=ks).one()
     page = FeedPage(user_id)
-    items: list[tuple] = list(row.items or []) if row is not None else []
-    generated = row.generated_at if row is not None else None
-    page.generated_at = generated
-    pulled = pulled_creators(rs, ks)
-    if pulled:
-        items = _merge_pulled(rs, ks, user_id, pulled, items, generated)
+    if row is None:
+        return page
+    page.generated_at = row.generated_at
     down = taken_down(rs, ks)
-    if down:
+    items: list[tuple] = list(row.items or [])
+    now = pinned
+    if row.signals is not None and len(row.signals) == len(items):
+        settings = rs.settings
+        size = fresh if fresh is not None else int(getattr(settings, "feed_fresh_pool", 500))
+        ranked_at = _ms(row.generated_at)
+        pool = fresh_pool(rs, ks, size)
+        pulled = _pulled(rs, ks, user_id, row.generated_at)
+        if pulled:  # a followed pulled creator's post is theirs, not a stranger's RECENT one
+            keep = {p.post_id for p in pulled}
+            pool = FreshPool(pulled + [p for p in pool.posts if p.post_id not in keep])
+        if now is None:
+            now = max(ranked_at, int(pool.times[-1]) if len(pool) else ranked_at)
+        reader = Reader(user_id, ranked_at, unit_vector(row.interest_vector),
+                        dict(row.hashtag_affinity or {}), dict(row.category_affinity or {}))
+        stored = [StoredItem(it[0], it[1], it[3], it[5], ctype, sig)
+                  for it, sig, ctype in zip(items, row.signals, row.content_types or ["FOREVER"] * len(items))]
+        feed_size = max(len(items), int(getattr(settings, "feed_size", 200)))
+        stats: dict = {}
+        ranked = rerank(stored, pool, reader, now, min(feed_size, offset + limit), exclude=down,
+                        stats=stats)
+        total = min(feed_size, stats.get("candidates", 0))
+        items = [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at)
+                 for s in ranked]
+    else:  # a row of an older ranker: served as stored, less takedowns, until its next re-rank
         items = [it for it in items if it[0] not in down]
-    page.total = len(items)
+        total = len(items)
+    page.total = total
     for rank, it in enumerate(items[offset:offset + limit], start=offset):
         post_id, creator, score, src, reasons, published_ms = it
         page.items.append(FeedItem(rank, post_id, creator, float(score), src, list(reasons or []),
                                    None if published_ms is None else
                                    datetime.fromtimestamp(published_ms / 1000, tz=timezone.utc)))
-    if offset + limit < len(items):
-        page.next_cursor = f"{_ms(generated) if generated else 0}.{offset + limit}"
+    if offset + limit < total:
+        page.next_cursor = f"{now if now is not None else _ms(row.generated_at)}.{offset + limit}"
     return page
 
 
-def _merge_pulled(rs: ReadSide, ks: str, user_id: str, pulled: dict[str, int], items: list[tuple],
-                  generated: datetime | None) -> list[tuple]:
-    """``items`` with the followed pulled creators' posts published after ``generated`` merged in
-    by score."""
+def unit_vector(v: Any) -> np.ndarray | None:
+    """``v`` as a unit float32 vector, None when empty or zero."""
+    if not v:
+        return None
+    a = np.asarray(v, dtype=np.float32)
+    n = float(np.linalg.norm(a))
+    return a / n if n > 0 else None
+
+
+def _pulled(rs: ReadSide, ks: str, user_id: str, generated: datetime) -> list[FreshPost]:
+    """The followed pulled creators' posts published after the ranking (``generated``), newest
+    :data:`PULLED_PER_CREATOR` per creator, as pool entries: source IN_NETWORK, following 1."""
+    pulled = pulled_creators(rs, ks)
+    if not pulled:
+        return []
     follows = {r.followee_id for r in rs.execute(
         "SELECT followee_id FROM {ks}.following WHERE follower_id = ?", (user_id,), keyspace=ks)}
-    creators = sorted(follows & set(pulled))
-    if not creators:
-        return items
-    after = generated or datetime.fromtimestamp(0, tz=timezone.utc)
-    now_ms = int(time.time() * 1000)
-    have = {it[0] for it in items}
-    extra = []
-    for c in creators:
-        for r in rs.execute("SELECT post_id, published_at, quality, expires_at FROM {ks}.pulled_posts "
-                            "WHERE creator_id = ? AND published_at > ? LIMIT ?",
-                            (c, after, PULLED_PER_CREATOR), keyspace=ks):
-            if r.post_id in have or (r.expires_at is not None and _ms(r.expires_at) <= now_ms):
-                continue
-            signals = {"quality": 0.5 if r.quality is None else float(r.quality), "trust": 0.5,
-                       "freshness": 1.0, "following": 1.0}
-            s = R.Scored(r.post_id, c, "IN_NETWORK", _ms(r.published_at), signals, R.score(signals))
-            extra.append((r.post_id, c, s.score, "IN_NETWORK", s.reasons() + ["pulled at read"],
-                          _ms(r.published_at)))
-    merged = items + extra
-    merged.sort(key=lambda it: (-float(it[2]), it[0]))
-    return merged
+    out = []
+    for c in sorted(follows & set(pulled)):
+        for r in rs.execute("SELECT post_id, published_at, content_type, distribution, quality, expires_at "
+                            "FROM {ks}.pulled_posts WHERE creator_id = ? AND published_at > ? LIMIT ?",
+                            (c, generated, PULLED_PER_CREATOR), keyspace=ks):
+            out.append(FreshPost(
+                post_id=r.post_id, creator_id=c, published_at=_ms(r.published_at),
+                content_type=r.content_type or "FOREVER", quality=r.quality,
+                expires_at=None if r.expires_at is None else _ms(r.expires_at),
+                trust=creator_trust(0, 0), source="IN_NETWORK", following=1.0, note="pulled at read"))
+    return out
 
 
 def read_profile(source: Settings | ReadSide, user_id: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import pytest
 
 from streams.producer import Publisher
 from streams.query.feeds import read_feed, read_profile
+from streams.query.views import view_session
 from streams.query.read_side import ReadSide
 
 from tests.integration.conftest import unique, wait_until
@@ -61,8 +62,10 @@ def interaction(user: str, post: str, at: int, kind: str) -> dict:
             "comment_id": None, "comment_text": None, "report_reason": None, "surface": "feed"}
 
 
-def feed_ids(rs: ReadSide, user: str) -> list[tuple[str, str]]:
-    return [(i.post_id, i.source) for i in read_feed(rs, user, limit=50).items]
+def feed_ids(rs: ReadSide, user: str, fresh: int = 0) -> list[tuple[str, str]]:
+    """The user's feed as ``(post, source)``. The fresh pool is global (every published post of
+    the session, other tests' included), so tests of what the agents materialized leave it out."""
+    return [(i.post_id, i.source) for i in read_feed(rs, user, limit=50, fresh=fresh).items]
 
 
 @pytest.mark.timeout(900)
@@ -94,9 +97,14 @@ def test_fanout_pull_seen_filter_rerank_and_replay_determinism(pipeline, workers
         assert (p_small, "IN_NETWORK") in feed_ids(rs, f2)
         # pull: the big creator (3 followers, threshold 3) pushed nothing; its post is merged
         # into each fan's feed when the feed is read
-        page = read_feed(rs, fans[0])
-        assert [(i.post_id, i.source) for i in page.items][:1] == [(p_big, "IN_NETWORK")]
-        assert "pulled at read" in page.items[0].reasons
+        # (not asserted first: a fan without a profile is a cold start, whose feed holds the
+        # newest posts of the session, other tests' included, as new as this one)
+        page = {i.post_id: i for i in read_feed(rs, fans[0], limit=50, fresh=0).items}
+        assert page[p_big].source == "IN_NETWORK" and "pulled at read" in page[p_big].reasons
+        assert page[p_big].rank < 5
+        with view_session(rs) as s:
+            stored = s.execute("SELECT items FROM user_feeds WHERE user_id = %s", (fans[0],)).one()
+        assert p_big not in [i[0] for i in (stored.items if stored else [])]  # pulled, not pushed
 
         with Publisher(pipeline) as pub:
             pub.publish("interactions", interaction(f1, p_small, T0 + 2 * HOUR, "VIEW"))
@@ -169,3 +177,48 @@ def test_a_moderators_block_after_publication_takes_the_post_out_of_feeds(pipeli
         wait_until(lambda: post not in [i[0] for i in rs.execute(
             "SELECT items FROM {ks}.user_feeds WHERE user_id = ?", (fan,)).one().items], 60,
             "the re-ranked feed without the post", diagnose=diagnose)
+
+
+#: Later than any other test's events, so that this test's posts are the newest of the session's
+#: fresh pool and its reading time (the newest post's) is its own.
+T_LATE = 2_000_000_000_000
+
+
+@pytest.mark.timeout(600)
+def test_read_time_ranking_adds_posts_published_since_the_ranking(pipeline, workers):
+    """A post no fan-out pushed (a stranger's, interest push off) reaches a feed read at once
+    through the fresh pool, source RECENT; the reader's interaction with it re-ranks the feed
+    and the read drops it; a cursor pins the reading time."""
+    app_id, r = unique("fresh"), unique("r")
+    user, friend, stranger = f"{r}-u", f"{r}-friend", f"{r}-stranger"
+    p_friend, p_stranger = f"{r}-p-friend", f"{r}-p-stranger"
+    with Publisher(pipeline) as pub:
+        pub.publish("follows", follow(user, friend, T_LATE))
+        pub.flush()
+        publish_post(pub, p_friend, friend, T_LATE + HOUR, axis(5))
+        publish_post(pub, p_stranger, stranger, T_LATE + 2 * HOUR, axis(6))
+    proc = workers.start(app_id, agents=AGENTS, PULSE_FEED_INTEREST_PUSH="0")
+    diagnose = lambda: workers.log(proc)  # noqa: E731
+    wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 240, "the feed agents to catch up",
+               diagnose=diagnose)
+    with ReadSide(pipeline) as rs:
+        wait_until(lambda: (p_friend, "IN_NETWORK") in feed_ids(rs, user), 60, "the pushed post",
+                   diagnose=diagnose)
+        # materialized: only the pushed post; read: the stranger's newer post joins it (below
+        # it: the followed creator's post is an hour older but followed)
+        assert p_stranger not in dict(feed_ids(rs, user))
+        wait_until(lambda: feed_ids(rs, user, fresh=500)[:2] == [(p_friend, "IN_NETWORK"),
+                                                                 (p_stranger, "RECENT")],
+                   10, "the fresh post in the read", diagnose=lambda: f"{feed_ids(rs, user, 500)}")
+        page = read_feed(rs, user, limit=1)
+        assert page.items[0].post_id == p_friend
+        # the cursor pins the reading time: the newest post's publication
+        assert page.next_cursor is not None and page.next_cursor.startswith(f"{T_LATE + 2 * HOUR}.")
+        second = read_feed(rs, user, limit=1, cursor=page.next_cursor).items[0]
+        assert second.post_id == p_stranger and "source recent" in second.reasons
+        with Publisher(pipeline) as pub:
+            pub.publish("interactions", interaction(user, p_stranger, T_LATE + 3 * HOUR, "VIEW"))
+        wait_until(lambda: p_stranger not in dict(feed_ids(rs, user, fresh=500)), 60,
+                   "the seen fresh post to leave the read", diagnose=diagnose)
+        assert p_friend in dict(feed_ids(rs, user, fresh=500))
+    workers.stop_all()

@@ -224,10 +224,15 @@ def test_fanout_pulls_large_creators_and_keeps_restricted_posts_in_network(tmp_p
     out = h.feed(("posts-published", published("p9", "c1", T0 + 5 * DAY)))
     assert [h.decode(e)["user_id"] for e in out.emits] == ["near"]
     tables = {v.table for v in out.views if isinstance(v, Upsert)}
-    assert tables == {"pull_creators", "pulled_posts"}
+    assert tables == {"pull_creators", "pulled_posts", "fresh_posts"}
+    fresh = next(v.row for v in out.views if isinstance(v, Upsert) and v.table == "fresh_posts")
+    assert fresh["post_id"] == "p9" and fresh["published_at"] == T0 + 5 * DAY
+    assert fresh["vector"] == pytest.approx(axis(0)) and not fresh["is_reply"]
     h2 = Harness(feed_fanout.SPEC, tmp_path, side=side)
     out = h2.feed(("posts-published", published("p4", "c1", T0 + 5 * DAY, distribution="RESTRICTED")))
     assert {h2.decode(e)["source"] for e in out.emits} == {"IN_NETWORK"}
+    # a RESTRICTED post reaches followers only: it is not in the fresh pool of read-time ranking
+    assert not [v for v in out.views if isinstance(v, Upsert) and v.table == "fresh_posts"]
 
 
 # --- feed_ranker ------------------------------------------------------------------------------
@@ -286,6 +291,29 @@ def test_ranker_drops_seen_hidden_own_and_expired_posts(tmp_path, world):
     # a day later (a follow moves the clock) the Flash post has expired
     expired = h.feed(("follows", follow("u", "c2", t + DAY + 1)))
     assert "flash" not in [i[0] for i in feed_of(expired)]
+
+
+def test_ranker_row_carries_read_time_inputs_and_reranks_on_fresh_pool_interactions(tmp_path, world):
+    from models.ranking.readtime import SIGNAL_NAMES
+
+    h = Harness(feed_ranker.SPEC, tmp_path, side=dict(world))
+    t = T0 + 3 * DAY
+    out = h.feed(("profiles", profile_event("u", axis(1), t, seq=1)))
+    row = [v for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"][-1].row
+    assert len(row["signals"]) == len(row["items"]) == len(row["content_types"])
+    for item, sig in zip(row["items"], row["signals"]):
+        assert len(sig) == len(SIGNAL_NAMES) and item[2] >= 0
+    assert row["interest_vector"] == pytest.approx(axis(1), abs=1e-6)
+    # a post published after this ranking is in the read side's fresh pool: the user's
+    # interaction with it re-ranks the feed (so the read leaves it out from then on) ...
+    world["published"].apply(published("late", "c2", t + 10))
+    out = h.feed(("interactions", interaction("u", "late", t + 20, "VIEW")))
+    rows = [v.row for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"]
+    assert rows and rows[-1]["generated_at"] == t + 20
+    assert "late" not in [i[0] for i in rows[-1]["items"]]
+    # ... while an interaction with an older post outside the feed does not
+    world["published"].apply(published("old", "c2", t - DAY))
+    assert not h.feed(("interactions", interaction("u", "old", t + 30, "VIEW"))).views
 
 
 def test_ranker_unfollow_removes_in_network_posts_and_pushes_enter(tmp_path, world):

@@ -221,15 +221,20 @@ def test_item_knn_ranks_the_co_engaged_post_first():
 
 def test_the_feed_is_read_before_the_engaged_event_is_fed(settings):
     """b answers a's question; the follow that answer causes puts the question into b's feed.
-    Read before the event, the question is absent (rank None); after the run it is in the feed,
-    so a read after the event would have found it."""
+    Read before the event as materialized (no fresh pool), the question is absent (rank None);
+    after the run it is in the feed, so a read after the event would have found it. With the
+    fresh pool the read side adds it at read time (published after b's feed was ranked)."""
+    import dataclasses
+
     history = in_order(
         signup("a", T0), signup("b", T0 + 1),
         upload("q", "a", T0 + 2 * DAY, tags=("x",)),
         upload("ans", "b", T0 + 3 * DAY, parent="q"),
         follow("b", "a", T0 + 3 * DAY),
     )
-    ev = evaluate(history, settings)
+    fresh = evaluate(history, settings)
+    assert fresh.tallies["pulse"].ranks == [1]
+    ev = evaluate(history, dataclasses.replace(settings, feed_fresh_pool=0))
     assert ev.tallies["pulse"].ranks == [None]
     assert "q" in (ev.pipeline.feed_of("b") or [])
     assert ev.tallies["reverse_chronological_all"].ranks == [1]   # the pool had it
