@@ -15,15 +15,17 @@ State (table ``feeds``, one JSON object per user)::
      "pushed": {post_id: [at ms, source, similarity | null]},
      "n": events folded, "latest": [at ms, event_id],
      "ids": [post_id, ...] (the ranked feed), "top": [post_id, ...] (its first EVENT_ITEMS),
-     "ranked_at": T of the last ranking}
+     "ranked_at": T of the last ranking, "engaged": {post_id: at ms} (likes, comments, shares)}
 
 Every event re-ranks the user's feed as of the latest event time folded ``T`` (an interaction
 with a post that is neither in the feed nor published after the last ranking, so in the read
 side's fresh pool, only updates the state)
 (:func:`rank`): candidates are the posts of followed creators published in the horizon
 (IN_NETWORK), the posts pushed to the user (their source), the published FULL posts nearest to
-the interest vector (INTEREST), and for a cold-start profile the recent posts of the declared
-interests (COLD_START). Live at ``T`` (published, not expired, within ``feed_horizon_days``),
+the interest vector (INTEREST), with a collaborative model loaded (``load``:
+``PULSE_COLLABORATIVE_MODEL``) the posts most similar to the user's engagements
+(COLLABORATIVE, :mod:`models.ranking.collaborative`), and for a cold-start profile the recent
+posts of the declared interests (COLD_START). Live at ``T`` (published, not expired, within ``feed_horizon_days``),
 not the user's own, not seen, hidden or reported, not taken down; RESTRICTED posts only from
 followed creators.
 Scored by :mod:`models.ranking.relevance`, diversified by author, the top ``feed_size`` kept.
@@ -42,6 +44,9 @@ import numpy as np
 from agents.shared.posts import (PostFacts, PostVectors, PublishedPosts, open_published, open_takedowns,
                                  open_vectors, unit)
 from models.ranking import relevance as R
+from models.ranking.collaborative import ItemNeighbours
+from models.ranking.collaborative import model_version as collaborative_version
+from models.ranking.collaborative import resolve as resolve_collaborative
 from models.ranking.readtime import SIGNAL_NAMES
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
 from streams.contracts.effects import Effect, Emit, StateSet, Upsert
@@ -58,6 +63,12 @@ SEEN_MAX, HIDDEN_MAX, PUSHED_MAX = 2000, 500, 500
 COLD_START_POSTS = 50
 DAY_MS = 86_400_000
 _HIDING = ("HIDE", "REPORT")
+#: Interactions that are engagement for the collaborative source (what the model was trained
+#: on: :data:`replay.training.ENGAGEMENT_TYPES`), and how many of the newest it starts from.
+ENGAGING = ("LIKE", "COMMENT", "SHARE")
+ENGAGED_MAX = 200
+#: Collaborative candidates per ranking (the most similar posts to the user's engagements).
+COLLABORATIVE_POSTS = 100
 
 
 def _bounded(d: dict[str, Any], limit: int, at=lambda v: v) -> dict[str, Any]:
@@ -88,9 +99,14 @@ def _fold(st: dict[str, Any], event: Event) -> bool:
     elif event.topic == "interactions":
         table, limit = ("hidden", HIDDEN_MAX) if r["type"] in _HIDING else ("seen", SEEN_MAX)
         old = st[table].get(r["post_id"])
-        if old is not None and old <= at:
+        engaged = st.get("engaged") or {}
+        is_new_engagement = r["type"] in ENGAGING and engaged.get(r["post_id"], at + 1) > at
+        if old is not None and old <= at and not is_new_engagement:
             return False
-        st[table] = _bounded({**st[table], r["post_id"]: at}, limit)
+        if old is None or old > at:
+            st[table] = _bounded({**st[table], r["post_id"]: at}, limit)
+        if is_new_engagement:
+            st["engaged"] = _bounded({**engaged, r["post_id"]: at}, ENGAGED_MAX)
     elif event.topic == "feed-candidates":
         item = [at, r["source"], r.get("similarity")]
         old = st["pushed"].get(r["post_id"])
@@ -105,7 +121,7 @@ def _fold(st: dict[str, Any], event: Event) -> bool:
 
 
 #: When one post comes from several sources, the feed names the strongest reason it is there.
-_SOURCE_RANK = {"IN_NETWORK": 0, "INTEREST": 1, "TRENDING": 2, "COLD_START": 3}
+_SOURCE_RANK = {"IN_NETWORK": 0, "INTEREST": 1, "COLLABORATIVE": 2, "TRENDING": 3, "COLD_START": 4}
 
 
 def _add(out: dict, f: PostFacts | None, source: str) -> None:
@@ -130,12 +146,17 @@ def _sims(vectors: PostVectors, ids: list[str], vec: np.ndarray, t: int) -> dict
 
 def _candidates(st: dict[str, Any], user: str, t: int, since: int, size: int,
                 posts: PublishedPosts, vectors: PostVectors | None,
-                vec: np.ndarray | None) -> tuple[dict[str, tuple[PostFacts, str]], dict[str, float]]:
+                vec: np.ndarray | None, collaborative: ItemNeighbours | None = None
+                ) -> tuple[dict[str, tuple[PostFacts, str]], dict[str, float]]:
     """``(post_id -> (facts, source), post_id -> interest similarity)`` before filtering; the
     strongest source wins (:data:`_SOURCE_RANK`)."""
     out: dict[str, tuple[PostFacts, str]] = {}
     sims: dict[str, float] = {}
     profile = st.get("profile") or {}
+    if collaborative is not None:
+        engaged = sorted(p for p, at in (st.get("engaged") or {}).items() if at <= t)
+        for post_id, _ in collaborative.recommend(engaged, COLLABORATIVE_POSTS, exclude=st["hidden"]):
+            _add(out, posts.get(post_id, t), "COLLABORATIVE")
     if vec is not None and vectors is not None:
         window = [f for f in posts.window(since, t) if f.distribution == "FULL"]
         sims = _sims(vectors, [f.post_id for f in window], vec, t)
@@ -183,7 +204,8 @@ def rank(st: dict[str, Any], user: str, ctx: Context) -> tuple[list[R.Scored], i
         return [], 0
     profile = st.get("profile") or {}
     vec = unit(profile.get("vector") or None)
-    cands, sims = _candidates(st, user, t, since, size, posts, vectors, vec)
+    cands, sims = _candidates(st, user, t, since, size, posts, vectors, vec,
+                              ctx.models if isinstance(ctx.models, ItemNeighbours) else None)
     followed = {c for c, (at, _, a) in st["follows"].items() if a == "FOLLOW" and at <= t}
     takedowns = ctx.side.get("takedowns")
     categories, hashtags = profile.get("categories") or {}, profile.get("hashtags") or {}
@@ -245,7 +267,7 @@ def feed_row(user: str, feed: list[R.Scored], considered: int, t: int,
     tags = sorted((profile.get("hashtags") or {}).items(), key=lambda kv: (-abs(kv[1]), kv[0]))
     return {
         "user_id": user, "candidate_count": considered, "generated_at": t,
-        "model_version": f"{MODEL}@{MODEL_VERSION}",
+        "model_version": f"{MODEL}@{version(ctx)}",
         "items": [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at) for s in feed],
         "signals": [[float(s.signals.get(k, 0.0)) for k in SIGNAL_NAMES] for s in feed],
         "content_types": types,
@@ -253,6 +275,24 @@ def feed_row(user: str, feed: list[R.Scored], considered: int, t: int,
         "hashtag_affinity": dict(tags[:READ_HASHTAGS]),
         "category_affinity": dict(profile.get("categories") or {}),
     }
+
+
+def version(ctx: Context) -> str:
+    """The ranker's version as its outputs name it: :data:`MODEL_VERSION`, plus the collaborative
+    model's (``3+item-knn@<version>``) when one is loaded."""
+    cf = ctx.models if isinstance(ctx.models, ItemNeighbours) else None
+    return MODEL_VERSION if cf is None else f"{MODEL_VERSION}+{collaborative_version(cf.version)}"
+
+
+def load(config: Any) -> ItemNeighbours | None:
+    """The collaborative model named by ``config.collaborative_model`` (None when unset).
+
+    Raises :class:`models.ranking.collaborative.CollaborativeModelError` when it cannot be read
+    (the worker stops with that message)."""
+    name = getattr(config, "collaborative_model", None)
+    if not name:
+        return None
+    return ItemNeighbours.load(resolve_collaborative(config.home, name))
 
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
@@ -280,7 +320,7 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
         st["top"] = top
         out.append(Emit("feed-updates", {
             "event_id": ctx.derive_id(f"seq:{n}", cause_event_id=user), "event_time": t,
-            "producer": NAME, "cause_event_id": cause, "model": MODEL, "model_version": MODEL_VERSION,
+            "producer": NAME, "cause_event_id": cause, "model": MODEL, "model_version": version(ctx),
             "user_id": user, "candidate_count": considered,
             "items": [{"post_id": s.post_id, "creator_id": s.creator_id, "score": s.score,
                        "source": s.source, "reasons": s.reasons()} for s in feed[:EVENT_ITEMS]]}))
@@ -297,6 +337,7 @@ SPEC = AgentSpec(
     side_inputs=(SideInput("published", "posts-published", open_published),
                  SideInput("vectors", "content-enriched", open_vectors),
                  SideInput("takedowns", "takedowns", open_takedowns)),
+    load=load,
     doc="Ranks each user's feed for relevance and materializes it in Cassandra.",
     order_sensitive=True,
     batch_size=200,

@@ -112,3 +112,56 @@ def export_clip_dataset(settings: Any, out_dir: Path | str, *, timeout_s: float 
     rows, skipped = clip_rows(uploads, enrichments, erasures, load_taxonomy(), out_dir)
     manifest = write_dataset(out_dir, rows, source="topics:uploads+content-enriched")
     return {**manifest, "skipped": skipped}
+
+
+#: Interaction types that count as engagement for the collaborative model
+#: (:mod:`models.ranking.collaborative`).
+ENGAGEMENT_TYPES = frozenset({"LIKE", "COMMENT", "SHARE"})
+
+
+def engagement_rows(interactions: Iterable[Mapping[str, Any]], published: Iterable[Mapping[str, Any]],
+                    until_ms: int | None = None) -> list[tuple[int, str, str]]:
+    """``(at ms, user, post)`` engagements (:data:`ENGAGEMENT_TYPES` interactions, and replies: a
+    published post with a parent is its creator's engagement with the parent), never with one's
+    own post, at or before ``until_ms`` (None: all), sorted."""
+    creators: dict[str, str] = {}
+    rows: list[tuple[int, str, str]] = []
+    published = list(published)
+    for r in published:
+        creators[r["post_id"]] = r["creator_id"]
+    for r in published:
+        parent = r.get("parent_post_id")
+        if parent:
+            rows.append((_ms(r["event_time"]), r["creator_id"], parent))
+    for r in interactions:
+        if r.get("type") in ENGAGEMENT_TYPES:
+            rows.append((_ms(r["event_time"]), r["user_id"], r["post_id"]))
+    return sorted((at, u, p) for at, u, p in rows
+                  if creators.get(p) != u and (until_ms is None or at <= until_ms))
+
+
+def engagement_pairs(settings: Any, *, until_ms: int | None = None, timeout_s: float = 10.0) -> dict:
+    """Read ``interactions`` and ``posts-published`` to their current ends: ``{"rows":
+    engagement_rows(...), "training_data": a manifest (topics, messages read, end offsets, time
+    range)}`` for :func:`models.ranking.collaborative.train`.
+
+    Raises :class:`streams.contracts.topics.TopicError` without a broker, :class:`streams.contracts.codec.CodecError`
+    for an undecodable record.
+    """
+    from replay.reader import read_topic
+
+    ends: dict[str, dict[int, int]] = {}
+    records: dict[str, list[dict]] = {}
+    for topic in ("interactions", "posts-published"):
+        got = list(read_topic(settings, topic, timeout_s=timeout_s))
+        records[topic] = [r for _, r in got]
+        last: dict[int, int] = {}
+        for pos, _ in got:
+            last[pos.partition] = max(last.get(pos.partition, -1), pos.offset)
+        ends[topic] = {str(p): o + 1 for p, o in sorted(last.items())}
+    rows = engagement_rows(records["interactions"], records["posts-published"], until_ms)
+    manifest = {"topics": {t: {"messages": len(records[t]), "end_offsets": ends[t]} for t in records},
+                "until_ms": until_ms, "engagements": len(rows),
+                "first_ms": rows[0][0] if rows else None, "last_ms": rows[-1][0] if rows else None,
+                "engagement": "LIKE, COMMENT, SHARE interactions and replies; not on one's own post"}
+    return {"rows": rows, "training_data": manifest}

@@ -156,6 +156,12 @@ class Settings:
     feed_active_days:
         ``PULSE_FEED_ACTIVE_DAYS`` (default ``7``): interest pushes go only to users with an event
         in this many days before the post (``0``: to every user).
+    collaborative_model:
+        ``PULSE_COLLABORATIVE_MODEL``: the item-kNN model feed_ranker loads for its collaborative
+        candidate source (:mod:`models.ranking.collaborative`): a version name under
+        ``PULSE_HOME/models/collaborative`` or a path to its directory (``pulse train
+        collaborative`` writes one; ``pulse models list`` lists them); unset = no collaborative
+        source.
     feed_fresh_pool:
         ``PULSE_FEED_FRESH_POOL`` (default ``500``): read-time ranking
         (:mod:`models.ranking.readtime`) adds to each feed read the posts published since the
@@ -198,6 +204,7 @@ class Settings:
     feed_interest_min_similarity: float = 0.0
     feed_active_days: float = 7.0
     feed_fresh_pool: int = 500
+    collaborative_model: str | None = None
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -265,6 +272,7 @@ class Settings:
             feed_interest_min_similarity=_float(env, "PULSE_FEED_INTEREST_MIN_SIMILARITY", 0.0),
             feed_active_days=_float(env, "PULSE_FEED_ACTIVE_DAYS", 7.0),
             feed_fresh_pool=_int(env, "PULSE_FEED_FRESH_POOL", 500),
+            collaborative_model=env.get("PULSE_COLLABORATIVE_MODEL") or None,
             external=frozenset(external),
         )
 

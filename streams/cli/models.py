@@ -29,7 +29,8 @@ def in_use(s: Settings) -> tuple[dict[str, Path], list[str]]:
     """``({family: artifact directory the settings load}, [notes])``.
 
     moderation: ``PULSE_MODERATION_MODEL`` (unset: the shipped default); clip: the category head
-    ``PULSE_CLIP_CATEGORY_HEAD`` (unset: none, zero-shot categories). A setting that names no
+    ``PULSE_CLIP_CATEGORY_HEAD`` (unset: none, zero-shot categories); collaborative:
+    ``PULSE_COLLABORATIVE_MODEL`` (unset: none). A setting that names no
     artifact becomes a note instead of an error, so the listing still prints.
     """
     from models.clip.head import HeadNotFound, resolve_head
@@ -47,6 +48,18 @@ def in_use(s: Settings) -> tuple[dict[str, Path], list[str]]:
             notes.append(f"PULSE_CLIP_CATEGORY_HEAD: {exc}")
     else:
         notes.append("clip: no category head in use (PULSE_CLIP_CATEGORY_HEAD unset: zero-shot categories)")
+    if s.collaborative_model:
+        from models.ranking.collaborative import resolve as resolve_cf
+
+        d = resolve_cf(s.home, s.collaborative_model)
+        if d.is_dir():
+            chosen["collaborative"] = d
+        else:
+            notes.append(f"PULSE_COLLABORATIVE_MODEL: no collaborative model at {d} "
+                         f"(train one with `pulse train collaborative`)")
+    else:
+        notes.append("collaborative: no model in use (PULSE_COLLABORATIVE_MODEL unset: feed_ranker "
+                     "has no collaborative candidate source)")
     return chosen, notes
 
 

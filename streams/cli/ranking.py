@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from streams.cli.common import err_console, eval_app, friendly, settings
+from streams.cli.common import err_console, eval_app, friendly, settings, train_app
 
 SHARED_DUMP = Path("../shared/data/stackexchange-quantumcomputing")
 DUMP_HELP = ("Stack Exchange dump directory (default ../shared/data/stackexchange-quantumcomputing "
@@ -143,3 +143,43 @@ def eval_ranking_fit(
         report = fit(cases, top=top, progress=lambda done, total: bar.update(task, completed=done, total=total))
     report["dataset"] = path.name
     print(json.dumps(report, indent=2))
+
+
+@train_app.command("collaborative")
+@friendly
+def train_collaborative(
+        version: Optional[str] = typer.Option(None, "--version",
+                                              help="Version name (default cf-<UTC timestamp>)."),
+        until: Optional[str] = typer.Option(None, "--until",
+                                            help="Only engagements at or before this time (ISO 8601 "
+                                                 "or epoch ms; default: the whole log)."),
+        k: int = typer.Option(50, "--k", min=1, help="Neighbours kept per post.")) -> None:
+    """Train the item-kNN of feed_ranker's collaborative candidate source from the log
+    (interactions and posts-published read back to their current ends) into the model registry
+    (PULSE_HOME/models/collaborative/VERSION), with a leave-latest-out hit@10 against the
+    most-engaged posts; prints the metrics as one JSON object. Load it with
+    PULSE_COLLABORATIVE_MODEL=VERSION."""
+    import shlex
+    import time as _time
+
+    from models.ranking.collaborative import FAMILY, resolve, train
+    from replay.rebuild import parse_time_ms
+    from replay.training import engagement_pairs
+
+    version = version or _time.strftime("cf-%Y%m%d-%H%M%S", _time.gmtime())
+    if "/" in version or version.startswith("."):
+        raise typer.BadParameter("a version is a plain name", param_hint="'--version'")
+    until_ms = parse_time_ms(until, "--until") if until else None
+    s = settings()
+    args = ["pulse", "train", "collaborative", "--version", version, "--k", str(k)]
+    if until:
+        args += ["--until", until]
+    with err_console.status("reading engagements from the log"):
+        data = engagement_pairs(s, until_ms=until_ms)
+    with err_console.status(f"training {FAMILY} {version} on {len(data['rows'])} engagements"):
+        model, metrics = train(data["rows"], version, k=k)
+        directory = resolve(s.home, version)
+        model.save(directory, command=" ".join(shlex.quote(a) for a in args), metrics=metrics,
+                   training_data=data["training_data"])
+    err_console.print(f"wrote {directory}; load it with PULSE_COLLABORATIVE_MODEL={version}")
+    print(json.dumps({"version": version, "directory": str(directory), **metrics}, indent=2))

@@ -222,3 +222,48 @@ def test_read_time_ranking_adds_posts_published_since_the_ranking(pipeline, work
                    "the seen fresh post to leave the read", diagnose=diagnose)
         assert p_friend in dict(feed_ids(rs, user, fresh=500))
     workers.stop_all()
+
+
+@pytest.mark.timeout(600)
+def test_collaborative_model_trained_from_the_log_feeds_candidates(pipeline, workers):
+    """`pulse train collaborative` reads the engagements back from the real log into the model
+    registry; a worker loading it adds the posts co-engaged with a user's likes as COLLABORATIVE
+    candidates, and its outputs name the model version."""
+    import json
+    import subprocess
+    import sys
+
+    from models.registry import read_entry, verify
+    from tests.integration.conftest import worker_env
+
+    app_id, r = unique("cf"), unique("cf")
+    user, others, creator = f"{r}-u", [f"{r}-o{i}" for i in range(3)], f"{r}-c"
+    p_liked, p_co = f"{r}-p-liked", f"{r}-p-co"
+    t = T_LATE + 10 * HOUR
+    with Publisher(pipeline) as pub:
+        publish_post(pub, p_liked, creator, t, axis(10))
+        publish_post(pub, p_co, creator, t, [-x for x in axis(10, 11)])  # far from the liked one
+        pub.flush()
+        for o in others:  # the others like both posts
+            pub.publish("interactions", interaction(o, p_liked, t + HOUR, "LIKE"))
+            pub.publish("interactions", interaction(o, p_co, t + HOUR, "LIKE"))
+        pub.publish("interactions", interaction(user, p_liked, t + 2 * HOUR, "LIKE"))
+    version = f"cf-test-{r}"
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "train", "collaborative", "--version", version],
+                          env=worker_env(pipeline, app_id), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["pairs"] >= 7 and report["items"] >= 2
+    entry = read_entry("collaborative", pipeline.home / "models" / "collaborative" / version)
+    assert verify(entry) == [] and entry.training_data["engagements"] == report["pairs"]
+
+    proc = workers.start(app_id, agents=AGENTS, PULSE_FEED_INTEREST_PUSH="0",
+                         PULSE_COLLABORATIVE_MODEL=version)
+    wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 240, "the feed agents to catch up",
+               diagnose=lambda: workers.log(proc))
+    with ReadSide(pipeline) as rs:
+        wait_until(lambda: (p_co, "COLLABORATIVE") in feed_ids(rs, user), 60, "the co-engaged post",
+                   diagnose=lambda: f"{feed_ids(rs, user)}\n{workers.log(proc)}")
+        row = rs.execute("SELECT model_version FROM {ks}.user_feeds WHERE user_id = ?", (user,)).one()
+        assert row.model_version.endswith(f"+item-knn@{version}")
+    workers.stop_all()

@@ -316,6 +316,29 @@ def test_ranker_row_carries_read_time_inputs_and_reranks_on_fresh_pool_interacti
     assert not h.feed(("interactions", interaction("u", "old", t + 30, "VIEW"))).views
 
 
+def test_ranker_collaborative_source_from_a_registered_model(tmp_path, world):
+    from models.ranking.collaborative import fit
+
+    # others who liked p1 also liked p2: u's like of p1 brings p2 in as COLLABORATIVE
+    model = fit([("a", "p1"), ("a", "p2"), ("b", "p1"), ("b", "p2"), ("c", "p3")], version="cf1")
+    h = Harness(feed_ranker.SPEC, tmp_path, side=dict(world), models=model)
+    t = T0 + 3 * DAY
+    h.feed(("follows", follow("u", "c9", t)))
+    h.feed(("interactions", interaction("u", "p3", t + 1, "LIKE")))
+    out = h.feed(("interactions", interaction("u", "p1", t + 2, "LIKE")))
+    assert not out.dead_letters, [h.codec("dead-letters").decode(d.value)["reason"] for d in out.dead_letters]
+    row = [v.row for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"][-1]
+    sources = {i[0]: i[3] for i in row["items"]}
+    assert sources.get("p2") == "COLLABORATIVE" and "p1" not in sources
+    assert row["model_version"] == "feed_ranker.relevance@3+item-knn@cf1"
+    # without a model (the default), no collaborative candidates
+    plain = Harness(feed_ranker.SPEC, tmp_path, side=dict(world))
+    plain.feed(("follows", follow("u", "c9", t)))
+    out = plain.feed(("interactions", interaction("u", "p1", t + 2, "LIKE")))
+    rows = [v.row for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"]
+    assert all(i[3] != "COLLABORATIVE" for r in rows for i in r["items"])
+
+
 def test_ranker_unfollow_removes_in_network_posts_and_pushes_enter(tmp_path, world):
     h = Harness(feed_ranker.SPEC, tmp_path, side=dict(world))
     t = T0 + 3 * DAY
