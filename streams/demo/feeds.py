@@ -1,5 +1,10 @@
 """Feeds in `pulse demo`: the top of a few users' materialized feeds (with each post's source and
-the signals that placed it) and their profiles in words, read from Cassandra after the run."""
+the signals that placed it) and their profiles in words, read from Cassandra after the run.
+
+Each feed is shown as ranked at the user's last activity (the read without the fresh pool), and
+a second line says what a read now adds: the demo's history ends long after most users' last
+event, so a read now ranks the posts published since (source RECENT, read-time ranking) at the
+top of nearly every feed, which would hide what the ranker learned about the user."""
 from __future__ import annotations
 
 from collections import Counter
@@ -32,13 +37,16 @@ def feed_summary(settings: Settings, users: list[str]) -> dict[str, Any]:
 
     out = {"users": [], "feeds": table_counts(settings, ("user_feeds", "profiles"))}
     for u in users:
-        page = read_feed(settings, u, limit=TOP)
+        page = read_feed(settings, u, limit=TOP, fresh=0)
+        now = read_feed(settings, u, limit=TOP)
         profile = read_profile(settings, u)
         out["users"].append({
             "user_id": u, "total": page.total,
             "profile": describe_profile(profile) if profile else [],
             "feed": [{"post_id": i.post_id, "creator_id": i.creator_id, "score": i.score,
-                      "source": i.source, "reasons": i.reasons} for i in page.items]})
+                      "source": i.source, "reasons": i.reasons} for i in page.items],
+            "read_now": {"total": now.total, "recent_in_top": sum(i.source == "RECENT" for i in now.items),
+                         "top": [i.post_id for i in now.items]}})
     return out
 
 
@@ -54,3 +62,7 @@ def print_feed_summary(s: dict[str, Any], console: Console) -> None:
         for rank, item in enumerate(u["feed"], 1):
             console.print(f"  {rank}. {item['post_id']} by {item['creator_id']}  score {item['score']:.3f}  "
                           f"({item['source'].lower()}: {', '.join(item['reasons'][:-1])})", highlight=False)
+        now = u.get("read_now")
+        if now and now["top"]:
+            console.print(f"  read now (read-time ranking): {now['recent_in_top']} of the top {len(now['top'])} "
+                          f"published since the user's last activity; first: {now['top'][0]}", highlight=False)
