@@ -167,7 +167,8 @@ def bench_fanout(settings: Settings, followers: tuple[int, ...] = (1_000, 10_000
         for i in range(n):
             graph.apply({"event_id": f"f{n}-{i}", "event_time": t0, "follower_id": f"u{i}",
                          "followee_id": f"creator{n}", "action": "FOLLOW"})
-        side = {"follows": graph, "interests": UserInterests(), "vectors": PostVectors()}
+        side = {"follows": graph, "interests": UserInterests(), "vectors": PostVectors(),
+                "published": PublishedPosts()}
         row = {}
         for label, threshold in (("hybrid", settings.feed_pull_threshold), ("push", 10**9)):
             runner = AgentRunner(feed_fanout.SPEC, rctx.codec, config=settings.with_(feed_pull_threshold=threshold),
