@@ -17,10 +17,11 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from models.ranking.readtime import unit  # noqa: F401  (one normalization for agents and the read side)
 from streams.contracts.agent import ms_of
 
 
@@ -283,10 +284,3 @@ def open_vectors(config: Any, models: Any) -> PostVectors:
     return PostVectors()
 
 
-def unit(v: Iterable[float] | np.ndarray | None) -> np.ndarray | None:
-    """``v`` as a unit-length float32 array; None when empty or zero."""
-    if v is None:
-        return None
-    a = np.asarray(v, dtype=np.float32)
-    n = float(np.linalg.norm(a)) if a.size else 0.0
-    return None if n == 0.0 else a / n

@@ -23,7 +23,6 @@ each user's last engagement against the most-popular posts of the same training 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -208,4 +207,4 @@ def train(pairs: Sequence[tuple[int, str, str]], version: str, k: int = K) -> tu
                "mean_neighbours": round(len(model.data) / max(1, len(model.items)), 2)}
     if pairs:
         metrics["trained_until_ms"] = max(at for at, _, _ in pairs)
-    return model, {k_: v for k_, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    return model, metrics

@@ -32,7 +32,7 @@ at any event time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -97,6 +97,46 @@ class Reader:
     vector: np.ndarray | None = None
     hashtags: Mapping[str, float] = field(default_factory=dict)
     categories: Mapping[str, float] = field(default_factory=dict)
+
+
+def unit(v: Iterable[float] | np.ndarray | None) -> np.ndarray | None:
+    """``v`` as a unit-length float32 array; None when empty or zero (the feed agents' interest
+    and post vectors are normalized with it too: ``agents.shared.posts.unit``)."""
+    if v is None:
+        return None
+    a = np.asarray(v, dtype=np.float32)
+    n = float(np.linalg.norm(a)) if a.size else 0.0
+    return None if n == 0.0 else a / n
+
+
+def feed_inputs(user_id: str, row: Mapping[str, Any], ranked_at_ms: int
+                ) -> tuple[list[StoredItem], Reader] | None:
+    """A ``user_feeds`` row (as a mapping of its columns) -> ``(stored items, reader)`` for
+    :func:`rerank`; None for a row of an older ranker that stored no signals."""
+    items, signals = list(row.get("items") or []), row.get("signals")
+    if signals is None or len(signals) != len(items):
+        return None
+    types = row.get("content_types") or ["FOREVER"] * len(items)
+    stored = [StoredItem(it[0], it[1], it[3], it[5], ctype, sig)
+              for it, sig, ctype in zip(items, signals, types)]
+    reader = Reader(user_id, int(ranked_at_ms), unit(row.get("interest_vector")),
+                    dict(row.get("hashtag_affinity") or {}), dict(row.get("category_affinity") or {}))
+    return stored, reader
+
+
+def fresh_post_of(row: Mapping[str, Any], ms: Callable[[Any], int] = int) -> FreshPost:
+    """A ``fresh_posts`` row (a mapping of its columns; times converted to epoch ms by ``ms``:
+    ``int`` for the ms feed_fanout writes, a datetime converter for rows read back) ->
+    :class:`FreshPost`."""
+    vec = row.get("vector")
+    return FreshPost(
+        post_id=row["post_id"], creator_id=row["creator_id"], published_at=ms(row["published_at"]),
+        content_type=row.get("content_type") or "FOREVER", is_reply=bool(row.get("is_reply")),
+        parent_creator_id=row.get("parent_creator_id"), hashtags=tuple(row.get("hashtags") or ()),
+        categories=tuple(sorted((row.get("categories") or {}).items())), quality=row.get("quality"),
+        trust=1.0 if row.get("trust") is None else float(row["trust"]),
+        vector=None if not vec else np.asarray(vec, dtype=np.float32),
+        expires_at=None if row.get("expires_at") is None else ms(row["expires_at"]))
 
 
 class FreshPool:

@@ -72,8 +72,10 @@ that appeared in some evaluated top 10. Author diversity: the Gini coefficient o
 counts over all evaluated top-10 lists, over every creator with a post published from
 ``horizon`` before the evaluation period to its end (zeros included; 0 = even exposure).
 
-Nothing was tuned on this data: the agents run with the settings given, the baselines with the
-constants below (chosen before the first run, from their papers' or libraries' defaults).
+Nothing was tuned on the evaluated period: the relevance weights were chosen on the warm-up
+period only (``pulse eval ranking-fit``, :mod:`streams.bench.ranking_fit`), the agents run with the
+settings given, the baselines with the constants below (chosen before the first run, from their
+papers' or libraries' defaults).
 """
 from __future__ import annotations
 
@@ -92,7 +94,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from agents.shared.posts import PostFacts, PublishedPosts
-from models.ranking.readtime import FreshPost, Reader, StoredItem, rerank
+from models.ranking.readtime import FreshPost, feed_inputs, fresh_post_of, rerank
 from streams.contracts.agent import AgentSpec, ms_of
 from streams.contracts.effects import Upsert
 from streams.runtime.binding import RuntimeContext
@@ -434,37 +436,16 @@ class Pipeline:
         if got is None:
             return None
         row = got[1]
-        if at_ms is None or row.get("signals") is None:
+        inputs = feed_inputs(user, row, int(row["generated_at"])) if at_ms is not None else None
+        if inputs is None:
             return [item[0] for item in row["items"]]
-        hi = bisect.bisect_right(self.fresh_times, at_ms) if fresh > 0 else 0
+        stored, reader = inputs
         if len(self.fresh_times) != len(self.fresh):
             self.fresh_times = [p.published_at for p in self.fresh]
-            hi = bisect.bisect_right(self.fresh_times, at_ms) if fresh > 0 else 0
+        hi = bisect.bisect_right(self.fresh_times, at_ms) if fresh > 0 else 0
         pool = self.fresh[max(0, hi - fresh):hi]
-        vec = row.get("interest_vector")
-        vec = None if not vec else np.asarray(vec, dtype=np.float32)
-        if vec is not None:
-            n = float(np.linalg.norm(vec))
-            vec = vec / n if n > 0 else None
-        reader = Reader(user, int(row["generated_at"]), vec, dict(row.get("hashtag_affinity") or {}),
-                        dict(row.get("category_affinity") or {}))
-        stored = [StoredItem(it[0], it[1], it[3], it[5], ctype, sig)
-                  for it, sig, ctype in zip(row["items"], row["signals"], row["content_types"])]
         size = max(len(stored), int(getattr(self.rctx.settings, "feed_size", 200)))
         return [s.post_id for s in rerank(stored, pool, reader, at_ms, size)]
-
-
-def fresh_post_of(row: Mapping[str, Any]) -> FreshPost:
-    """A ``fresh_posts`` row as feed_fanout writes it (times in ms) -> :class:`FreshPost`."""
-    vec = row.get("vector")
-    return FreshPost(
-        post_id=row["post_id"], creator_id=row["creator_id"], published_at=int(row["published_at"]),
-        content_type=row.get("content_type") or "FOREVER", is_reply=bool(row.get("is_reply")),
-        parent_creator_id=row.get("parent_creator_id"), hashtags=tuple(row.get("hashtags") or ()),
-        categories=tuple(sorted((row.get("categories") or {}).items())), quality=row.get("quality"),
-        trust=float(row.get("trust", 1.0)),
-        vector=None if not vec else np.asarray(vec, dtype=np.float32),
-        expires_at=None if row.get("expires_at") is None else int(row["expires_at"]))
 
 
 def default_stages(settings: Settings, content: tuple[AgentSpec, Any] | None,

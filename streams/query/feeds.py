@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-
 from models.ranking.relevance import creator_trust
-from models.ranking.readtime import FreshPool, FreshPost, Reader, StoredItem, rerank
+from models.ranking.readtime import FreshPool, FreshPost, feed_inputs, fresh_post_of, rerank
 from streams.query.read_side import ReadSide, read_side_of
 from streams.settings import Settings
 
@@ -148,19 +146,6 @@ FRESH_CACHE_S = 1.0
 the newest it holds."""
 
 
-def _fresh_of(r: Any) -> FreshPost:
-    vec = None
-    if r.vector:
-        vec = np.asarray(r.vector, dtype=np.float32)
-    return FreshPost(
-        post_id=r.post_id, creator_id=r.creator_id, published_at=_ms(r.published_at),
-        content_type=r.content_type or "FOREVER", is_reply=bool(r.is_reply),
-        parent_creator_id=r.parent_creator_id, hashtags=tuple(r.hashtags or ()),
-        categories=tuple(sorted((r.categories or {}).items())), quality=r.quality,
-        trust=1.0 if r.trust is None else float(r.trust), vector=vec,
-        expires_at=None if r.expires_at is None else _ms(r.expires_at))
-
-
 _FRESH_COLUMNS = ("post_id, published_at, creator_id, content_type, is_reply, parent_creator_id, "
                   "hashtags, categories, quality, trust, vector, expires_at")
 
@@ -185,7 +170,7 @@ def fresh_pool(rs: ReadSide, keyspace: str, size: int) -> FreshPool:
     else:
         rows = rs.execute("SELECT " + _FRESH_COLUMNS + " FROM {ks}.fresh_posts WHERE bucket = 0 LIMIT ?",
                           (size,), keyspace=keyspace)
-    new = [_fresh_of(r) for r in rows]
+    new = [fresh_post_of(r._asdict(), _ms) for r in rows]
     held_ids = {p.post_id for p in held}
     if hit is not None and all(p.post_id in held_ids for p in new):
         pool = hit[1]  # nothing newer: keep the built pool
@@ -230,21 +215,18 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
     down = taken_down(rs, ks)
     items: list[tuple] = list(row.items or [])
     now = pinned
-    if row.signals is not None and len(row.signals) == len(items):
+    inputs = feed_inputs(user_id, row._asdict(), _ms(row.generated_at))
+    if inputs is not None:
+        stored, reader = inputs
         settings = rs.settings
         size = fresh if fresh is not None else int(getattr(settings, "feed_fresh_pool", 500))
-        ranked_at = _ms(row.generated_at)
         pool = fresh_pool(rs, ks, size)
         pulled = _pulled(rs, ks, user_id, row.generated_at)
         if pulled:  # a followed pulled creator's post is theirs, not a stranger's RECENT one
             keep = {p.post_id for p in pulled}
             pool = FreshPool(pulled + [p for p in pool.posts if p.post_id not in keep])
         if now is None:
-            now = max(ranked_at, int(pool.times[-1]) if len(pool) else ranked_at)
-        reader = Reader(user_id, ranked_at, unit_vector(row.interest_vector),
-                        dict(row.hashtag_affinity or {}), dict(row.category_affinity or {}))
-        stored = [StoredItem(it[0], it[1], it[3], it[5], ctype, sig)
-                  for it, sig, ctype in zip(items, row.signals, row.content_types or ["FOREVER"] * len(items))]
+            now = max(reader.ranked_at, int(pool.times[-1]) if len(pool) else reader.ranked_at)
         feed_size = max(len(items), int(getattr(settings, "feed_size", 200)))
         stats: dict = {}
         ranked = rerank(stored, pool, reader, now, min(feed_size, offset + limit), exclude=down,
@@ -264,15 +246,6 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
     if offset + limit < total:
         page.next_cursor = f"{now if now is not None else _ms(row.generated_at)}.{offset + limit}"
     return page
-
-
-def unit_vector(v: Any) -> np.ndarray | None:
-    """``v`` as a unit float32 vector, None when empty or zero."""
-    if not v:
-        return None
-    a = np.asarray(v, dtype=np.float32)
-    n = float(np.linalg.norm(a))
-    return a / n if n > 0 else None
 
 
 def _pulled(rs: ReadSide, ks: str, user_id: str, generated: datetime) -> list[FreshPost]:

@@ -68,6 +68,16 @@ def feed_ids(rs: ReadSide, user: str, fresh: int = 0) -> list[tuple[str, str]]:
     return [(i.post_id, i.source) for i in read_feed(rs, user, limit=50, fresh=fresh).items]
 
 
+def start_feed_agents(pipeline, workers, app_id: str, **env: str):
+    """A worker running :data:`AGENTS` with ``env``, caught up on the sources; returns its log
+    reader (for ``wait_until``'s diagnose)."""
+    proc = workers.start(app_id, agents=AGENTS, **env)
+    diagnose = lambda: workers.log(proc)  # noqa: E731
+    wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 240, "the feed agents to catch up",
+               diagnose=diagnose)
+    return diagnose
+
+
 @pytest.mark.timeout(900)
 def test_fanout_pull_seen_filter_rerank_and_replay_determinism(pipeline, workers):
     app_id, r = unique("feeds"), unique("f")
@@ -85,11 +95,8 @@ def test_fanout_pull_seen_filter_rerank_and_replay_determinism(pipeline, workers
         publish_post(pub, p_big, big, T0 + HOUR, axis(0, 2))
         publish_post(pub, p_seen_axis1, other, T0 + HOUR, axis(1))
         publish_post(pub, p_axis1, other, T0 + HOUR + 1, axis(1, 3))
-    proc = workers.start(app_id, agents=AGENTS, PULSE_FEED_PULL_THRESHOLD="3",
-                         PULSE_FEED_INTEREST_PUSH="0")
-    diagnose = lambda: workers.log(proc)  # noqa: E731
-    wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 240, "the feed agents to catch up",
-               diagnose=diagnose)
+    diagnose = start_feed_agents(pipeline, workers, app_id, PULSE_FEED_PULL_THRESHOLD="3",
+                                 PULSE_FEED_INTEREST_PUSH="0")
     with ReadSide(pipeline) as rs:
         # fan-out: both followers of the small creator have its post, pushed in-network
         wait_until(lambda: (p_small, "IN_NETWORK") in feed_ids(rs, f1), 60, "f1's pushed post",
@@ -197,10 +204,7 @@ def test_read_time_ranking_adds_posts_published_since_the_ranking(pipeline, work
         pub.flush()
         publish_post(pub, p_friend, friend, T_LATE + HOUR, axis(5))
         publish_post(pub, p_stranger, stranger, T_LATE + 2 * HOUR, axis(6))
-    proc = workers.start(app_id, agents=AGENTS, PULSE_FEED_INTEREST_PUSH="0")
-    diagnose = lambda: workers.log(proc)  # noqa: E731
-    wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 240, "the feed agents to catch up",
-               diagnose=diagnose)
+    diagnose = start_feed_agents(pipeline, workers, app_id, PULSE_FEED_INTEREST_PUSH="0")
     with ReadSide(pipeline) as rs:
         wait_until(lambda: (p_friend, "IN_NETWORK") in feed_ids(rs, user), 60, "the pushed post",
                    diagnose=diagnose)
@@ -257,13 +261,11 @@ def test_collaborative_model_trained_from_the_log_feeds_candidates(pipeline, wor
     entry = read_entry("collaborative", pipeline.home / "models" / "collaborative" / version)
     assert verify(entry) == [] and entry.training_data["engagements"] == report["pairs"]
 
-    proc = workers.start(app_id, agents=AGENTS, PULSE_FEED_INTEREST_PUSH="0",
-                         PULSE_COLLABORATIVE_MODEL=version)
-    wait_until(lambda: caught_up(pipeline, app_id, SOURCES), 240, "the feed agents to catch up",
-               diagnose=lambda: workers.log(proc))
+    diagnose = start_feed_agents(pipeline, workers, app_id, PULSE_FEED_INTEREST_PUSH="0",
+                                 PULSE_COLLABORATIVE_MODEL=version)
     with ReadSide(pipeline) as rs:
         wait_until(lambda: (p_co, "COLLABORATIVE") in feed_ids(rs, user), 60, "the co-engaged post",
-                   diagnose=lambda: f"{feed_ids(rs, user)}\n{workers.log(proc)}")
+                   diagnose=lambda: f"{feed_ids(rs, user)}\n{diagnose()}")
         row = rs.execute("SELECT model_version FROM {ks}.user_feeds WHERE user_id = ?", (user,)).one()
         assert row.model_version.endswith(f"+item-knn@{version}")
     workers.stop_all()
