@@ -42,8 +42,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import qdrant_edge as qe
@@ -51,6 +55,7 @@ import qdrant_edge as qe
 from streams.stores.vectors.base import (ID_FIELD, CollectionNotFoundError, CollectionSpec,
                                   CollectionSpecMismatchError, Condition, Distance, IndexLockedError,
                                   VectorIndex, VectorIndexError)
+from streams.stores.vectors.edge_build import ShadowBuild, log, old_path, recover
 
 _DISTANCE = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot,
              "euclid": qe.Distance.Euclid, "manhattan": qe.Distance.Manhattan}
@@ -66,6 +71,10 @@ class _Shard:
     lock_fd: int
     size: int | dict[str, int]
     distance: Distance
+    lock: threading.RLock
+    pending: int = 0
+    """Points upserted since the last background build started (at open: the unindexed points)."""
+    build: ShadowBuild | None = None
 
 
 class EdgeIndex(VectorIndex):
@@ -74,18 +83,33 @@ class EdgeIndex(VectorIndex):
     ``hnsw_m`` / ``hnsw_ef_construct`` (default: the engine's, 16 / 100) configure the HNSW graph
     of collections this object creates; ``search_ef`` (default: the engine's) is the candidate
     list size of every approximate search (Qdrant's ``hnsw_ef``): larger is slower and more exact.
+    ``indexing_threshold_kb`` (default: the engine's, Qdrant's 10,000 KB) is the vector storage
+    size under which the optimizer leaves a segment without HNSW, and ``full_scan_threshold_kb``
+    (default 10,000) the size under which a search scans an HNSW segment exactly anyway (both for
+    collections this object creates; tests lower them to exercise HNSW on small data).
+
+    ``build_after_points`` (default 10,000; ``None`` or 0: never) starts a background index build
+    of a collection once that many points were upserted into it since its last build started (or,
+    at open, are not indexed); see the module docstring. :meth:`poll_builds` / :meth:`wait_builds`
+    install finished builds at once (every call on a collection does that for it anyway).
     """
 
     def __init__(self, root: Path | str, *, hnsw_m: int | None = None, hnsw_ef_construct: int | None = None,
-                 search_ef: int | None = None) -> None:
+                 search_ef: int | None = None, indexing_threshold_kb: int | None = None,
+                 full_scan_threshold_kb: int | None = None, build_after_points: int | None = 10_000) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._open: dict[str, _Shard] = {}
+        self._opening = threading.Lock()
         self.hnsw = None
-        if hnsw_m is not None or hnsw_ef_construct is not None:
+        if hnsw_m is not None or hnsw_ef_construct is not None or full_scan_threshold_kb is not None:
             self.hnsw = qe.HnswIndexConfig(m=hnsw_m or 16, ef_construct=hnsw_ef_construct or 100,
-                                           full_scan_threshold=10_000)
+                                           full_scan_threshold=full_scan_threshold_kb or 10_000)
+        self.optimizers = None
+        if indexing_threshold_kb is not None:
+            self.optimizers = qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
         self.search_ef = search_ef
+        self.build_after_points = build_after_points or 0
 
     # ---- opening, locking
     def _lock(self, name: str) -> int:
@@ -106,80 +130,181 @@ class EdgeIndex(VectorIndex):
         return fd
 
     def _shard(self, name: str, spec: CollectionSpec | None = None) -> _Shard:
-        if name in self._open:
-            s = self._open[name]
-            if spec is not None and (s.size, s.distance) != (spec.size, spec.distance):
-                raise CollectionSpecMismatchError(_mismatch(name, self.root / name, s.size, s.distance, spec))
-            return s
+        s = self._open.get(name)
+        if s is None:
+            with self._opening:
+                s = self._open.get(name) or self._load(name, spec)
+        if spec is not None and (s.size, s.distance) != (spec.size, spec.distance):
+            raise CollectionSpecMismatchError(_mismatch(name, self.root / name, s.size, s.distance, spec))
+        return s
+
+    def _load(self, name: str, spec: CollectionSpec | None) -> _Shard:
+        """Lock, recover (edge_build.recover), then load or create collection ``name``."""
         path = self.root / name
         config_file = path / "edge_config.json"
-        if spec is None and not config_file.exists():
-            raise CollectionNotFoundError(f"no vector collection {name!r} under {self.root}; "
-                                          f"call ensure_collection() first")
+        not_found = CollectionNotFoundError(f"no vector collection {name!r} under {self.root}; "
+                                            f"call ensure_collection() first")
+        if spec is None and not config_file.exists() and not old_path(self.root, name).exists():
+            raise not_found
         fd = self._lock(name)
         try:
+            recover(self.root, name)
             if config_file.exists():
                 size, distance = _read_config(config_file)
                 if spec is not None and (size, distance) != (spec.size, spec.distance):
                     raise CollectionSpecMismatchError(_mismatch(name, path, size, distance, spec))
                 shard = _engine_call(qe.EdgeShard.load, str(path), where=path)
+            elif spec is None:
+                raise not_found
             else:
                 size, distance = spec.size, spec.distance
                 if isinstance(size, dict):
                     vectors = {n: qe.EdgeVectorParams(size=s, distance=_DISTANCE[distance]) for n, s in size.items()}
                 else:
                     vectors = qe.EdgeVectorParams(size=size, distance=_DISTANCE[distance])
-                config = qe.EdgeConfig(vectors=vectors, hnsw_config=self.hnsw)
+                config = qe.EdgeConfig(vectors=vectors, hnsw_config=self.hnsw, optimizers=self.optimizers)
                 shard = _engine_call(qe.EdgeShard.create, str(path), config, where=path)
         except BaseException:
             os.close(fd)
             raise
-        self._open[name] = _Shard(shard, fd, size, distance)
+        info = shard.info()
+        names = len(size) if isinstance(size, dict) else 1
+        unindexed = max(0, info.points_count - info.indexed_vectors_count // names)
+        self._open[name] = _Shard(shard, fd, size, distance, threading.RLock(), pending=unindexed)
         return self._open[name]
+
+    @contextmanager
+    def _using(self, name: str, spec: CollectionSpec | None = None) -> Iterator[_Shard]:
+        """The open collection, its lock held; a finished background build is installed first."""
+        s = self._shard(name, spec)
+        with s.lock:
+            self._poll(name, s)
+            yield s
+
+    def _poll(self, name: str, s: _Shard) -> None:
+        if s.build is not None and s.build.poll() is not None:
+            self._finish_build(name, s)
+
+    def _apply(self, name: str, op: qe.UpdateOperation, points: int = 0) -> None:
+        """Apply one mutation (``points`` upserted) to the live shard and to a running build's record."""
+        with self._using(name) as s:
+            s.shard.update(op)
+            if s.build is not None:
+                s.build.record(op)
+            s.pending += points
+            if points and s.build is None and self.build_after_points and s.pending >= self.build_after_points:
+                self._start_build(name, s)
+
+    # ---- background index builds (edge_build)
+    def _start_build(self, name: str, s: _Shard) -> None:
+        s.pending = 0
+        s.shard.flush()
+        try:
+            s.build = ShadowBuild.start(self.root, name)
+        except OSError as e:
+            log.error("qdrant-edge collection %r: background index build not started: %s", name, e)
+
+    def _finish_build(self, name: str, s: _Shard) -> None:
+        build, s.build = s.build, None
+        t0 = time.perf_counter()
+        if build.poll() != 0:
+            log.error("qdrant-edge collection %r: background index build failed (%s); the live shard "
+                      "stays as it is, the next build starts after %d more points", name, build.failure(),
+                      self.build_after_points)
+            build.abort()
+            s.pending = 0
+            return
+
+        def close_live() -> None:
+            s.shard.flush()
+            s.shard.close()
+
+        path = self.root / name
+        replayed = len(build.ops)
+        try:
+            s.shard = build.swap(close_live, lambda p: _engine_call(qe.EdgeShard.load, str(p), where=p),
+                                 lambda shard, op: shard.update(op))
+        except Exception:
+            log.exception("qdrant-edge collection %r: installing the background index build failed; "
+                          "the live shard was put back", name)
+            s.shard = _engine_call(qe.EdgeShard.load, str(path), where=path)
+            s.pending = 0
+            return
+        log.info("qdrant-edge collection %r: background index build installed (%d operations "
+                 "re-applied, %.2f s)", name, replayed, time.perf_counter() - t0)
+        if self.build_after_points and s.pending >= self.build_after_points:
+            self._start_build(name, s)
+
+    def shard_info(self, collection: str):
+        """The engine's ``ShardInfo`` (``points_count``, ``indexed_vectors_count``, ``segments_count``)."""
+        with self._using(collection) as s:
+            return s.shard.info()
+
+    def poll_builds(self) -> int:
+        """Install the background builds that finished; the number still running."""
+        running = 0
+        for name, s in list(self._open.items()):
+            with s.lock:
+                self._poll(name, s)
+                running += s.build is not None
+        return running
+
+    def wait_builds(self, timeout: float | None = None) -> bool:
+        """Wait until no background build runs (installing each as it ends, and any it chains to);
+        False if some still runs after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll_builds():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     # ---- engine hooks
     def _create(self, spec: CollectionSpec) -> None:
-        s = self._shard(spec.name, spec)
-        existing = {field: info.data_type for field, info in s.shard.info().payload_schema.items()}
-        for field, kind in {ID_FIELD: "keyword", **spec.payload_indexes}.items():
-            if existing.get(field) == _SCHEMA[kind]:
-                continue
-            if field in existing:
-                s.shard.update(qe.UpdateOperation.delete_field_index(field))
-            s.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+        with self._using(spec.name, spec) as s:
+            existing = {field: info.data_type for field, info in s.shard.info().payload_schema.items()}
+            for field, kind in {ID_FIELD: "keyword", **spec.payload_indexes}.items():
+                if existing.get(field) == _SCHEMA[kind]:
+                    continue
+                if field in existing:
+                    self._apply(spec.name, qe.UpdateOperation.delete_field_index(field))
+                self._apply(spec.name, qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
 
     def _dims(self, collection: str) -> tuple[int | dict[str, int], Distance]:
-        s = self._shard(collection)
-        return s.size, s.distance
+        with self._using(collection) as s:
+            return s.size, s.distance
 
     def _upsert(self, collection, ids, vectors, payloads) -> None:
         points = [qe.Point(i, {n: x.tolist() for n, x in v.items()} if isinstance(v, dict) else v, p)
                   for i, v, p in zip(ids, vectors, payloads)]
-        self._shard(collection).shard.update(qe.UpdateOperation.upsert_points(points))
+        self._apply(collection, qe.UpdateOperation.upsert_points(points), points=len(points))
 
     def _delete(self, collection, ids) -> None:
-        self._shard(collection).shard.update(qe.UpdateOperation.delete_points(ids))
+        self._apply(collection, qe.UpdateOperation.delete_points(ids))
 
     def _set_payload(self, collection, ids, payload) -> None:
-        self._shard(collection).shard.update(qe.UpdateOperation.set_payload(ids, payload))
+        self._apply(collection, qe.UpdateOperation.set_payload(ids, payload))
 
     def _existing(self, collection, ids):
-        records = self._shard(collection).shard.retrieve(ids, with_payload=False, with_vector=False)
+        with self._using(collection) as s:
+            records = s.shard.retrieve(ids, with_payload=False, with_vector=False)
         return [str(r.id) for r in records]
 
     def _retrieve_payloads(self, collection, ids):
-        records = self._shard(collection).shard.retrieve(ids, with_payload=True, with_vector=False)
+        with self._using(collection) as s:
+            records = s.shard.retrieve(ids, with_payload=True, with_vector=False)
         return [(r.id, r.payload) for r in records]
 
     def _retrieve(self, collection, ids):
-        records = self._shard(collection).shard.retrieve(ids, with_payload=True, with_vector=True)
+        with self._using(collection) as s:
+            records = s.shard.retrieve(ids, with_payload=True, with_vector=True)
         return [(r.id, r.vector, r.payload) for r in records]
 
     def _count(self, collection) -> int:
-        return self._shard(collection).shard.count(qe.CountRequest(exact=True))
+        with self._using(collection) as s:
+            return s.shard.count(qe.CountRequest(exact=True))
 
     def _search(self, collection, queries, limit, must, must_not, exact, using=None):
-        shard = self._shard(collection).shard
         flt = None
         if must or must_not:
             flt = qe.Filter(must=[_condition(c) for c in must] or None,
@@ -190,29 +315,40 @@ class EdgeIndex(VectorIndex):
             params = qe.SearchParams(hnsw_ef=self.search_ef) if self.search_ef else None
         requests = [qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q.tolist(), using=using), filter=flt,
                                     params=params, with_payload=True, with_vector=False) for q in queries]
-        if len(requests) == 1:
-            results = [shard.query(requests[0])]
-        else:
-            results = shard.query_batch(qe.QueryBatchRequest(requests))
+        with self._using(collection) as s:
+            if len(requests) == 1:
+                results = [s.shard.query(requests[0])]
+            else:
+                results = s.shard.query_batch(qe.QueryBatchRequest(requests))
         return [[(p.id, p.score, p.payload) for p in rows] for rows in results]
 
     def optimize(self) -> None:
-        """Run qdrant-edge's optimizers on every collection under ``root`` (blocking; opens and locks them)."""
+        """Run qdrant-edge's optimizers on every collection under ``root`` (blocking, in this
+        process; opens and locks them; a running background build of one is abandoned)."""
         for path in sorted(self.root.iterdir()):
-            if (path / "edge_config.json").exists():
-                self._shard(path.name).shard.optimize()
+            if not path.name.startswith(".") and (path / "edge_config.json").exists():
+                with self._using(path.name) as s:
+                    if s.build is not None:
+                        s.build.abort()
+                        s.build = None
+                    s.shard.optimize()
+                    s.pending = 0
 
     def drop_collection(self, name: str) -> bool:
         import shutil
 
         path = self.root / name
-        if not (path / "edge_config.json").exists():
+        if not (path / "edge_config.json").exists() and not old_path(self.root, name).exists():
             return False
         s = self._open.pop(name, None)
         fd = s.lock_fd if s is not None else self._lock(name)
         try:
             if s is not None:
-                s.shard.close()
+                with s.lock:
+                    if s.build is not None:
+                        s.build.abort()
+                    s.shard.close()
+            recover(self.root, name)
             shutil.rmtree(path)
         finally:
             os.close(fd)
@@ -220,13 +356,19 @@ class EdgeIndex(VectorIndex):
         return True
 
     def close(self) -> None:
+        """Stop running background builds (their copies are deleted), flush and close every
+        collection, release the locks. Idempotent."""
         while self._open:
             name, s = self._open.popitem()
-            try:
-                s.shard.flush()
-                s.shard.close()
-            finally:
-                os.close(s.lock_fd)
+            with s.lock:
+                try:
+                    if s.build is not None:
+                        s.build.abort()
+                        s.build = None
+                    s.shard.flush()
+                    s.shard.close()
+                finally:
+                    os.close(s.lock_fd)
 
 
 def _mismatch(name: str, path: Path, size: int, distance: str, spec: CollectionSpec) -> str:
