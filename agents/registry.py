@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, feed_fanout,
-                    feed_ranker, materializer, publisher, user_profiler)
+                    feed_ranker, materializer, publisher, trend_detector, user_profiler)
 from streams.contracts.agent import AgentSpec
 
 #: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
@@ -16,6 +16,8 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     user_profiler.SPEC,
     feed_fanout.SPEC,
     feed_ranker.SPEC,
+    trend_detector.MENTIONS_SPEC,
+    trend_detector.SPEC,
 )}
 
 
