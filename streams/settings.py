@@ -33,6 +33,14 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A non-negative integer (``0`` usually meaning off)."""
+    value = _int(env, name, default)
+    if value < 0:
+        raise SettingsError(f"{name}={value} is negative; use 0 to turn it off")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -95,6 +103,13 @@ class Settings:
     qdrant_url:
         ``PULSE_QDRANT_URL``: URL of a Qdrant server; when unset, the embedded qdrant-edge
         engine stores vectors under ``$PULSE_HOME/qdrant``.
+    vector_index_build_points:
+        ``PULSE_VECTOR_INDEX_BUILD_POINTS`` (default ``10000``): the embedded qdrant-edge engine
+        builds a collection's HNSW index in a background process (then swaps it in) each time
+        this many points were upserted into it since its last build (and, when a worker opens
+        it, as soon as this many of its points are not indexed); ``0`` turns background builds
+        off, leaving an exact scan until ``optimize()``
+        (:mod:`streams.stores.vectors.edge_build`). Ignored with ``PULSE_QDRANT_URL``.
     schema_registry_url:
         ``PULSE_SCHEMA_REGISTRY_URL``: when set, events use the Confluent wire format with schema
         ids from that registry instead of Avro single-object encoding.
@@ -179,6 +194,7 @@ class Settings:
     cassandra_protocol_version: int = 5
     view_pointer_ttl_s: float = 2.0
     qdrant_url: str | None = None
+    vector_index_build_points: int = 10_000
     schema_registry_url: str | None = None
     app_id: str = "pulse"
     topic_partitions: int = 0
@@ -247,6 +263,7 @@ class Settings:
             cassandra_protocol_version=_int(env, "PULSE_CASSANDRA_PROTOCOL", 5),
             view_pointer_ttl_s=_float(env, "PULSE_VIEW_POINTER_TTL_S", 2.0),
             qdrant_url=env.get("PULSE_QDRANT_URL") or None,
+            vector_index_build_points=_count(env, "PULSE_VECTOR_INDEX_BUILD_POINTS", 10_000),
             schema_registry_url=env.get("PULSE_SCHEMA_REGISTRY_URL") or None,
             app_id=env.get("PULSE_APP_ID") or "pulse",
             topic_partitions=_int(env, "PULSE_PARTITIONS", 0),

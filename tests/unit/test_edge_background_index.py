@@ -145,3 +145,17 @@ def test_the_build_process_reports_a_bad_directory(tmp_path):
     done = subprocess.run(edge_build.command(tmp_path / "missing"), capture_output=True, text=True)
     assert done.returncode == 1 and "edge_build: qdrant-edge shard" in done.stderr
     assert edge_build.main([str(tmp_path)]) == 2  # no parent PID
+
+
+def test_the_setting_reaches_the_index_the_live_system_opens(tmp_path):
+    from streams.settings import Settings, SettingsError
+    from streams.stores.vectors import open_vector_index
+
+    assert Settings.from_env({"PULSE_HOME": str(tmp_path)}).vector_index_build_points == 10_000
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_VECTOR_INDEX_BUILD_POINTS": "0"})
+    with open_vector_index(settings) as idx:
+        assert isinstance(idx, EdgeIndex) and idx.build_after_points == 0
+    with open_vector_index(settings.with_(vector_index_build_points=2500)) as idx:
+        assert idx.build_after_points == 2500
+    with pytest.raises(SettingsError, match="PULSE_VECTOR_INDEX_BUILD_POINTS=-1 is negative"):
+        Settings.from_env({"PULSE_VECTOR_INDEX_BUILD_POINTS": "-1"})

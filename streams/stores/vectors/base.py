@@ -548,7 +548,8 @@ def open_vector_index(settings: "Settings", *, backend: Literal["auto", "server"
 
     ``backend="auto"``: a Qdrant server when ``settings.qdrant_url`` is set, else the embedded
     qdrant-edge engine under ``settings.qdrant_path`` (one shard directory per collection; one
-    process per directory). ``"server"`` / ``"edge"`` force one; ``"local"`` is qdrant-client's
+    process per directory; HNSW built in the background every ``settings.vector_index_build_points``
+    upserted points). ``"server"`` / ``"edge"`` force one; ``"local"`` is qdrant-client's
     local mode at ``path`` (default ``$PULSE_HOME/qdrant-local``; ``":memory:"`` for RAM only).
     ``path`` also overrides the edge root. Raises :class:`IndexLockedError` when the storage is
     held by another process.
@@ -565,5 +566,6 @@ def open_vector_index(settings: "Settings", *, backend: Literal["auto", "server"
         return QdrantClientIndex(path=path if path is not None else settings.home / "qdrant-local")
     if backend == "edge":
         from streams.stores.vectors.edge_index import EdgeIndex
-        return EdgeIndex(path if path is not None else settings.qdrant_path)
+        return EdgeIndex(path if path is not None else settings.qdrant_path,
+                         build_after_points=settings.vector_index_build_points)
     raise ValueError(f"unknown vector backend {backend!r}: auto, server, edge or local")
