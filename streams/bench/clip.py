@@ -11,7 +11,11 @@ points/s, then unfiltered and filtered (``published`` and ``created_at >= median
 points pass) search p50/p99 over ``queries`` single queries, and recall@10 against an exact numpy
 search of the same points with the same filter, measured in the same run. The edge engine is
 measured before and after ``optimize()`` (HNSW build; its time is reported), with the HNSW
-parameters given.
+parameters given, and "live": the points streamed in batches of ``LIVE_BATCH`` into a fresh
+index with background builds on (``build_after_points``, never ``optimize()``), as a worker
+writes them; reported: the writer's longest stall (one batch's upsert, which includes starting a
+build and installing a finished one) next to ``optimize_s``, the wait for the last builds after
+the stream, and the searches once they are installed.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import numpy as np
 from streams.stores.vectors.base import CollectionSpec, Point, VectorIndex
 
 LIMIT = 10
+LIVE_BATCH = 256
+"""Points per ``upsert`` call in the live figure (a worker's batch)."""
 PAYLOAD_INDEXES = {"creator_id": "keyword", "published": "bool", "created_at": "integer", "categories": "keyword"}
 
 
@@ -116,7 +122,7 @@ def _timed_search(index: VectorIndex, qs: np.ndarray, must: dict | None, truth: 
 
 def index_bench(vectors: np.ndarray, qs: np.ndarray, *, engines=("edge", "local-memory"),
                 hnsw_m: int = 32, hnsw_ef_construct: int = 200, search_ef: int = 128,
-                on_step: Callable[[str], None] = lambda m: None) -> dict:
+                build_after_points: int = 10_000, on_step: Callable[[str], None] = lambda m: None) -> dict:
     """Figures (module docstring) for ``vectors`` and queries ``qs`` (unit rows)."""
     from streams.stores.vectors.edge_index import EdgeIndex
     from streams.stores.vectors.qdrant_client_index import QdrantClientIndex
@@ -132,7 +138,8 @@ def index_bench(vectors: np.ndarray, qs: np.ndarray, *, engines=("edge", "local-
         on_step(f"{engine}: upserting {n} points")
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            index = (EdgeIndex(Path(tmp), hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct, search_ef=search_ef)
+            index = (EdgeIndex(Path(tmp), hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct, search_ef=search_ef,
+                               build_after_points=None)
                      if engine == "edge" else QdrantClientIndex(path=":memory:"))
             try:
                 index.ensure_collection(CollectionSpec("bench", vectors.shape[1], "cosine", PAYLOAD_INDEXES))
@@ -156,13 +163,48 @@ def index_bench(vectors: np.ndarray, qs: np.ndarray, *, engines=("edge", "local-
                                              "filtered_search": _timed_search(index, qs, must, ftruth, ids)}
             finally:
                 index.close()
+        if engine == "edge" and build_after_points:
+            on_step(f"edge: streaming {n} points with background builds every {build_after_points}")
+            fig["live"] = _live(points, qs, must, truth, ftruth, ids, build_after_points,
+                                hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct, search_ef=search_ef)
         report[engine] = fig
     return report
 
 
+def _live(points: list[Point], qs: np.ndarray, must: dict, truth, ftruth, ids: list[str], build_after_points: int,
+          **hnsw) -> dict:
+    """The "live" figures (module docstring) for ``points``."""
+    from streams.stores.vectors.edge_index import EdgeIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = EdgeIndex(Path(tmp), build_after_points=build_after_points, **hnsw)
+        try:
+            index.ensure_collection(CollectionSpec("bench", len(points[0].vector), "cosine", PAYLOAD_INDEXES))
+            stalls = []
+            t0 = time.perf_counter()
+            for start in range(0, len(points), LIVE_BATCH):
+                t = time.perf_counter()
+                index.upsert("bench", points[start:start + LIVE_BATCH])
+                stalls.append((time.perf_counter() - t) * 1000)
+            fig = {"build_after_points": build_after_points, "batch": LIVE_BATCH,
+                   "stream_s": time.perf_counter() - t0, "upsert_batch": {**_pct(stalls), "max_ms": max(stalls)},
+                   "builds_running_at_end": index.poll_builds()}
+            t0 = time.perf_counter()
+            index.wait_builds()
+            info = index.shard_info("bench")
+            fig.update({"wait_builds_s": time.perf_counter() - t0, "builds": dict(index.builds),
+                        "indexed_vectors": info.indexed_vectors_count, "points": info.points_count,
+                        "search": _timed_search(index, qs, None, truth, ids),
+                        "filtered_search": _timed_search(index, qs, must, ftruth, ids)})
+        finally:
+            index.close()
+    return fig
+
+
 def run_clip_bench(data_dir: Path | str, *, points: int = 100_000, queries: int = 200, models: bool = True,
-                   random_data: bool = True, on_step: Callable[[str], None] = lambda m: None, **hnsw) -> dict:
-    """The whole benchmark as one JSON-able dict."""
+                   random_data: bool = True, engines=("edge", "local-memory"),
+                   on_step: Callable[[str], None] = lambda m: None, **hnsw) -> dict:
+    """The whole benchmark as one JSON-able dict (``hnsw``: :func:`index_bench`'s keywords)."""
     data_dir = Path(data_dir)
     t0 = time.perf_counter()
     report: dict = {"points": points, "queries": queries, "limit": LIMIT, "dim": 384}
@@ -170,7 +212,8 @@ def run_clip_bench(data_dir: Path | str, *, points: int = 100_000, queries: int 
         on_step("embedding throughput")
         report["embeddings"] = embedding_throughput(data_dir)
     vectors, qs = realistic_vectors(data_dir, points, queries)
-    report["realistic"] = index_bench(vectors, qs, on_step=lambda m: on_step(f"realistic: {m}"), **hnsw)
+    report["realistic"] = index_bench(vectors, qs, engines=engines, on_step=lambda m: on_step(f"realistic: {m}"),
+                                      **hnsw)
     if random_data:
         rng = np.random.default_rng(1)
         v = rng.standard_normal((points, 384)).astype(np.float32)

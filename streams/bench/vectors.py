@@ -20,7 +20,7 @@ ENGINES = ("edge", "local-memory", "local-path", "numpy")
 def _open(engine: str, root: Path) -> VectorIndex:
     if engine == "edge":
         from streams.stores.vectors.edge_index import EdgeIndex
-        return EdgeIndex(root / "edge")
+        return EdgeIndex(root / "edge", build_after_points=None)  # exact scan until optimize()
     from streams.stores.vectors.qdrant_client_index import QdrantClientIndex
     return QdrantClientIndex(path=":memory:" if engine == "local-memory" else root / "local")
 

@@ -110,6 +110,8 @@ class EdgeIndex(VectorIndex):
             self.optimizers = qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
         self.search_ef = search_ef
         self.build_after_points = build_after_points or 0
+        self.builds = {"started": 0, "installed": 0, "failed": 0}
+        """Background builds of this object's collections so far."""
 
     # ---- opening, locking
     def _lock(self, name: str) -> int:
@@ -201,6 +203,7 @@ class EdgeIndex(VectorIndex):
         s.shard.flush()
         try:
             s.build = ShadowBuild.start(self.root, name)
+            self.builds["started"] += 1
         except OSError as e:
             log.error("qdrant-edge collection %r: background index build not started: %s", name, e)
 
@@ -213,6 +216,7 @@ class EdgeIndex(VectorIndex):
                       self.build_after_points)
             build.abort()
             s.pending = 0
+            self.builds["failed"] += 1
             return
 
         def close_live() -> None:
@@ -229,7 +233,9 @@ class EdgeIndex(VectorIndex):
                           "the live shard was put back", name)
             s.shard = _engine_call(qe.EdgeShard.load, str(path), where=path)
             s.pending = 0
+            self.builds["failed"] += 1
             return
+        self.builds["installed"] += 1
         log.info("qdrant-edge collection %r: background index build installed (%d operations "
                  "re-applied, %.2f s)", name, replayed, time.perf_counter() - t0)
         if self.build_after_points and s.pending >= self.build_after_points:
