@@ -109,16 +109,48 @@ def unit(v: Iterable[float] | np.ndarray | None) -> np.ndarray | None:
     return None if n == 0.0 else a / n
 
 
+class StoredFeed:
+    """A materialized feed's items as columns, for :func:`rerank`: ``post_ids``, ``creator_ids``,
+    ``sources``, ``published_at`` (ms), ``content_types`` and ``notes`` (lists of ``n``), and
+    ``signals``, ``(n, len(SIGNAL_NAMES))`` float64 in :data:`SIGNAL_NAMES` order. A read turns
+    the row's columns into arrays once instead of building an object per item."""
+
+    def __init__(self, post_ids: Sequence[str], creator_ids: Sequence[str], sources: Sequence[str],
+                 published_at: Sequence[int], content_types: Sequence[str], signals: np.ndarray,
+                 notes: Sequence[str | None] | None = None) -> None:
+        self.post_ids, self.creator_ids, self.sources = list(post_ids), list(creator_ids), list(sources)
+        self.published_at, self.content_types = list(published_at), list(content_types)
+        self.signals = np.asarray(signals, dtype=np.float64).reshape(len(self.post_ids), len(SIGNAL_NAMES))
+        self.notes = list(notes) if notes is not None else [None] * len(self.post_ids)
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
+
+    @classmethod
+    def of(cls, items: Sequence[StoredItem]) -> "StoredFeed":
+        """Items with signals by name (missing ones 0) or in :data:`SIGNAL_NAMES` order."""
+        rows = [[float(it.signals.get(k, 0.0)) for k in SIGNAL_NAMES] if isinstance(it.signals, dict)
+                or hasattr(it.signals, "keys") else list(it.signals) for it in items]
+        return cls([it.post_id for it in items], [it.creator_id for it in items],
+                   [it.source for it in items], [it.published_at for it in items],
+                   [it.content_type for it in items], np.asarray(rows, dtype=np.float64),
+                   [it.note for it in items])
+
+
 def feed_inputs(user_id: str, row: Mapping[str, Any], ranked_at_ms: int
-                ) -> tuple[list[StoredItem], Reader] | None:
-    """A ``user_feeds`` row (as a mapping of its columns) -> ``(stored items, reader)`` for
-    :func:`rerank`; None for a row of an older ranker that stored no signals."""
+                ) -> tuple[StoredFeed, Reader] | None:
+    """A ``user_feeds`` row (as a mapping of its columns) -> ``(stored feed, reader)`` for
+    :func:`rerank`; None for a row of an older ranker that stored no signals (or signals of
+    another length than :data:`SIGNAL_NAMES`)."""
     items, signals = list(row.get("items") or []), row.get("signals")
     if signals is None or len(signals) != len(items):
         return None
+    matrix = np.asarray(signals, dtype=np.float64)
+    if items and matrix.shape != (len(items), len(SIGNAL_NAMES)):
+        return None
     types = row.get("content_types") or ["FOREVER"] * len(items)
-    stored = [StoredItem(it[0], it[1], it[3], it[5], ctype, sig)
-              for it, sig, ctype in zip(items, signals, types)]
+    stored = StoredFeed([it[0] for it in items], [it[1] for it in items], [it[3] for it in items],
+                        [it[5] for it in items], types, matrix)
     reader = Reader(user_id, int(ranked_at_ms), unit(row.get("interest_vector")),
                     dict(row.get("hashtag_affinity") or {}), dict(row.get("category_affinity") or {}))
     return stored, reader
@@ -139,19 +171,36 @@ def fresh_post_of(row: Mapping[str, Any], ms: Callable[[Any], int] = int) -> Fre
         expires_at=None if row.get("expires_at") is None else ms(row["expires_at"]))
 
 
+_NEVER = np.iinfo(np.int64).max
+
+
 class FreshPool:
     """Fresh posts as column arrays, oldest first (ties by post id), for :func:`rerank`: built
     once per pool (a reading process caches it), so a read costs array operations over the posts
-    it adds, not Python objects per post.
+    it adds, not Python work per post.
 
     ``vectors`` is ``(n, d)`` float32 with zero rows for posts without a vector (their interest
     is 0); ``d`` is the first vector's dimension, and vectors of another dimension count as
-    missing."""
+    missing. Hashtags and categories are kept as sparse rows (CSR: a vocabulary, per-entry
+    column indices and row offsets), so a reader's affinity match of every post is a gather and
+    a few vector additions."""
 
     def __init__(self, posts: Sequence[FreshPost]) -> None:
         self.posts = sorted(posts, key=lambda p: (p.published_at, p.post_id))
         n = len(self.posts)
         self.times = np.asarray([p.published_at for p in self.posts], dtype=np.int64)
+        self.index = {p.post_id: i for i, p in enumerate(self.posts)}
+
+        def column(name: str) -> np.ndarray:
+            out = np.empty(n, dtype=object)
+            out[:] = [getattr(p, name) for p in self.posts]
+            return out
+
+        self.ids, self.creators, self.parents = column("post_id"), column("creator_id"), column("parent_creator_id")
+        self.sources, self.content_types, self.notes = column("source"), column("content_type"), column("note")
+        self.published = self.times.tolist()
+        self.expires = np.asarray([_NEVER if p.expires_at is None else p.expires_at for p in self.posts],
+                                  dtype=np.int64)
         dims = [p.vector.shape[0] for p in self.posts if p.vector is not None]
         self.dim = dims[0] if dims else 0
         self.vectors = np.zeros((n, self.dim), dtype=np.float32)
@@ -162,6 +211,8 @@ class FreshPool:
         self.quality = np.asarray([0.5 if p.quality is None else float(p.quality) for p in self.posts])
         self.trust = np.asarray([float(p.trust) for p in self.posts])
         self.following = np.asarray([float(p.following) for p in self.posts])
+        self.hashtags = _Sparse([[(h, 1.0) for h in p.hashtags] for p in self.posts])
+        self.categories = _Sparse([list(p.categories) for p in self.posts])
 
     def __len__(self) -> int:
         return len(self.posts)
@@ -172,84 +223,153 @@ class FreshPool:
                      int(np.searchsorted(self.times, until_ms, side="right")))
 
 
-def rerank(items: Sequence[StoredItem], pool: FreshPool | Sequence[FreshPost], reader: Reader,
+class _Sparse:
+    """Rows of ``(key, value)`` pairs as CSR arrays: ``vocab`` (key -> column), ``cols`` and
+    ``values`` per entry in row order, ``starts``/``lengths`` per row."""
+
+    def __init__(self, rows: Sequence[Sequence[tuple[str, float]]]) -> None:
+        self.vocab: dict[str, int] = {}
+        cols, values, lengths = [], [], []
+        for row in rows:
+            lengths.append(len(row))
+            for key, value in row:
+                cols.append(self.vocab.setdefault(key, len(self.vocab)))
+                values.append(float(value))
+        self.cols = np.asarray(cols, dtype=np.int64)
+        self.values = np.asarray(values, dtype=np.float64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64) if rows \
+            else np.zeros(0, dtype=np.int64)
+
+    def weigh(self, affinity: Mapping[str, float]) -> np.ndarray:
+        """``affinity`` over the vocabulary (0 for keys it lacks): ``(len(vocab),)`` float64."""
+        a = np.zeros(len(self.vocab), dtype=np.float64)
+        for key, value in affinity.items():
+            col = self.vocab.get(key)
+            if col is not None:
+                a[col] = value
+        return a
+
+    def row_sums(self, rows: np.ndarray, per_entry: np.ndarray) -> np.ndarray:
+        """Sum of ``per_entry`` over each of ``rows``' entries, added left to right as Python's
+        ``sum`` adds them (so the values equal :func:`models.ranking.relevance.hashtag_match` and
+        :func:`~models.ranking.relevance.category_match` bit for bit): ``(len(rows),)``."""
+        total = np.zeros(len(rows), dtype=np.float64)
+        lengths, starts = self.lengths[rows], self.starts[rows]
+        for j in range(int(lengths.max()) if len(rows) else 0):
+            has = lengths > j
+            total[has] += per_entry[starts[has] + j]
+        return total
+
+
+def rerank(items: StoredFeed | Sequence[StoredItem], pool: FreshPool | Sequence[FreshPost], reader: Reader,
            now_ms: int, size: int, exclude: Collection[str] = (),
-           stats: dict | None = None) -> list[R.Scored]:
+           stats: dict | None = None, pulled: FreshPool | Sequence[FreshPost] = ()) -> list[R.Scored]:
     """The feed as of ``now_ms`` (module docstring): at most ``size`` scored posts, best first.
 
     ``items`` are the stored feed's items (any order); ``pool`` the fresh posts (any order; only
-    those published in ``(reader.ranked_at, now_ms]`` count); ``exclude`` post ids never shown
-    (taken down, seen). ``now_ms`` earlier than the ranking counts as the ranking time. ``stats``,
-    when given, receives ``candidates``: how many posts were ranked (before the cut to ``size``).
+    those published in ``(reader.ranked_at, now_ms]`` count); ``pulled`` more posts like the
+    pool's that take precedence over a pool entry of the same id (a followed pulled creator's
+    posts, source IN_NETWORK); ``exclude`` post ids never shown (taken down, seen). ``now_ms``
+    earlier than the ranking counts as the ranking time. ``stats``, when given, receives
+    ``candidates``: how many posts were ranked (before the cut to ``size``).
     """
-    if not isinstance(pool, FreshPool):
-        pool = FreshPool(pool)
+    stored = items if isinstance(items, StoredFeed) else StoredFeed.of(items)
     now = max(int(now_ms), int(reader.ranked_at))
-    ids: list[str] = []
-    creators: list[str] = []
-    sources: list[str] = []
-    published: list[int] = []
-    types: list[str] = []
-    notes: list[str | None] = []
-    have: set[str] = set()
-    static = [n for n in SIGNAL_NAMES if n not in TIME_SIGNALS]
-    stored_cols: list[Sequence[float]] = []
-    for it in items:
-        if it.post_id in exclude or it.post_id in have:
-            continue
-        have.add(it.post_id)
-        ids.append(it.post_id), creators.append(it.creator_id), sources.append(it.source)
-        published.append(it.published_at), types.append(it.content_type), notes.append(it.note)
-        sig = it.signals
-        stored_cols.append([float(sig.get(k, 0.0)) for k in SIGNAL_NAMES] if isinstance(sig, Mapping)
-                           else sig)
-    fresh: list[int] = []
-    for i in pool.between(reader.ranked_at, now):
-        p = pool.posts[i]
-        if (p.post_id in have or p.post_id in exclude or p.creator_id == reader.user_id
-                or (p.expires_at is not None and p.expires_at <= now)):
-            continue
-        have.add(p.post_id)
-        fresh.append(i)
-        ids.append(p.post_id), creators.append(p.creator_id), sources.append(p.source)
-        published.append(p.published_at), types.append(p.content_type), notes.append(p.note)
+    have = set(stored.post_ids)
+    if len(have) == len(stored) and not (exclude and not have.isdisjoint(exclude)):
+        keep = list(range(len(stored)))  # the usual case: nothing to drop
+        ids, creators, sources = list(stored.post_ids), list(stored.creator_ids), list(stored.sources)
+        published, types, notes = list(stored.published_at), list(stored.content_types), list(stored.notes)
+    else:
+        keep, have = [], set()
+        for k, pid in enumerate(stored.post_ids):
+            if pid in exclude or pid in have:
+                continue
+            have.add(pid)
+            keep.append(k)
+        ids = [stored.post_ids[k] for k in keep]
+        creators = [stored.creator_ids[k] for k in keep]
+        sources = [stored.sources[k] for k in keep]
+        published = [stored.published_at[k] for k in keep]
+        types = [stored.content_types[k] for k in keep]
+        notes = [stored.notes[k] for k in keep]
+    m = len(keep)
+    blocks = []
+    for fp in (pulled, pool):
+        if not isinstance(fp, FreshPool):
+            fp = FreshPool(fp)
+        picked = _fresh_indices(fp, reader, now, have, exclude)
+        if len(picked):
+            blocks.append((fp, picked))
+            added = fp.ids[picked].tolist()
+            have.update(added)
+            ids += added
+            creators += fp.creators[picked].tolist()
+            sources += fp.sources[picked].tolist()
+            published += [fp.published[i] for i in picked.tolist()]
+            types += fp.content_types[picked].tolist()
+            notes += fp.notes[picked].tolist()
     if stats is not None:
         stats["candidates"] = len(ids)
     if not ids:
         return []
-    m = len(stored_cols)
-    stored_m = np.asarray(stored_cols, dtype=np.float64).reshape(m, len(SIGNAL_NAMES))
     columns: dict[str, np.ndarray] = {}
-    for name in static:
-        col = np.zeros(len(ids), dtype=np.float64)
-        col[:m] = stored_m[:, SIGNAL_NAMES.index(name)]
-        columns[name] = col
-    if fresh:
-        f = np.asarray(fresh, dtype=np.int64)
-        sl = slice(m, len(ids))
-        if reader.vector is not None and pool.dim and reader.vector.shape == (pool.dim,):
-            sims = np.einsum("ij,j->i", pool.vectors[f], reader.vector.astype(np.float32), optimize=False)
+    kept = stored.signals[np.asarray(keep, dtype=np.int64)] if m else np.zeros((0, len(SIGNAL_NAMES)))
+    for j, name in enumerate(SIGNAL_NAMES):
+        if name not in TIME_SIGNALS:
+            col = np.zeros(len(ids), dtype=np.float64)
+            col[:m] = kept[:, j]
+            columns[name] = col
+    at = m
+    for fp, f in blocks:
+        sl = slice(at, at + len(f))
+        at += len(f)
+        if reader.vector is not None and fp.dim and reader.vector.shape == (fp.dim,):
+            sims = np.einsum("ij,j->i", fp.vectors[f], reader.vector.astype(np.float32), optimize=False)
             columns["interest"][sl] = np.maximum(sims.astype(np.float64), 0.0)
-        columns["top_level"][sl] = pool.top_level[f]
-        columns["quality"][sl] = pool.quality[f]
-        columns["trust"][sl] = pool.trust[f]
-        columns["following"][sl] = pool.following[f]
-        posts = [pool.posts[i] for i in fresh]
-        columns["reply"][sl] = [1.0 if p.parent_creator_id is not None and p.parent_creator_id == reader.user_id
-                                else 0.0 for p in posts]
+        columns["top_level"][sl] = fp.top_level[f]
+        columns["quality"][sl] = fp.quality[f]
+        columns["trust"][sl] = fp.trust[f]
+        columns["following"][sl] = fp.following[f]
+        columns["reply"][sl] = (fp.parents[f] == reader.user_id).astype(np.float64)
         if reader.categories:
-            columns["category"][sl] = [R.category_match(reader.categories, p.categories) for p in posts]
+            sums = fp.categories.row_sums(f, fp.categories.weigh(reader.categories)[fp.categories.cols]
+                                          * fp.categories.values)
+            columns["category"][sl] = np.clip(sums, -1.0, 1.0)
         if reader.hashtags:
-            columns["hashtag"][sl] = [R.hashtag_match(reader.hashtags, p.hashtags) for p in posts]
-    ages = [now - t for t in published]
+            tags = fp.hashtags
+            sums = tags.row_sums(f, tags.weigh(reader.hashtags)[tags.cols])
+            n_tags = tags.lengths[f]
+            columns["hashtag"][sl] = np.where(n_tags > 0, sums / np.maximum(n_tags, 1), 0.0)
+    ages = now - np.asarray(published, dtype=np.int64)
     columns["novelty"] = R.novelty_array(ages)
     columns["freshness"] = R.freshness_array(ages, types)
-    matrix, scores = R.score_matrix(columns)
-    scored = [R.Scored(ids[i], creators[i], sources[i], published[i], {}, scores[i], note=notes[i])
-              for i in range(len(ids))]
-    out = R.diversify(scored, size)
-    index = {pid: i for i, pid in enumerate(ids)}
-    names = [k for k in R.WEIGHTS if k in columns]
-    for s in out:
-        s.signals = dict(zip(names, matrix[index[s.post_id]]))
+    names, matrix, scores = R.score_arrays(columns)
+    out = []
+    for i, score in R.diversified(scores, ids, creators, size):
+        out.append(R.Scored(ids[i], creators[i], sources[i], published[i],
+                            dict(zip(names, matrix[i].tolist())), score, note=notes[i]))
     return out
+
+
+def _fresh_indices(pool: FreshPool, reader: Reader, now: int, have: Collection[str],
+                   exclude: Collection[str]) -> np.ndarray:
+    """Indices (ascending) of the pool's posts published in ``(reader.ranked_at, now]`` that are
+    live at ``now``, not the reader's own, and neither in ``have`` nor in ``exclude``."""
+    span = pool.between(reader.ranked_at, now)
+    lo, hi = span.start, span.stop
+    if hi <= lo:
+        return np.zeros(0, dtype=np.int64)
+    ok = (pool.expires[lo:hi] > now) & (pool.creators[lo:hi] != reader.user_id)
+    for ids in (have, exclude):
+        if len(ids) <= hi - lo:  # look the fewer ids up
+            for pid in ids:
+                i = pool.index.get(pid)
+                if i is not None and lo <= i < hi:
+                    ok[i - lo] = False
+        else:
+            for i in range(lo, hi):
+                if ok[i - lo] and pool.posts[i].post_id in ids:
+                    ok[i - lo] = False
+    return np.flatnonzero(ok) + lo

@@ -221,16 +221,16 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
         settings = rs.settings
         size = fresh if fresh is not None else int(getattr(settings, "feed_fresh_pool", 500))
         pool = fresh_pool(rs, ks, size)
+        # a followed pulled creator's post is theirs, not a stranger's RECENT one: rerank takes
+        # ``pulled`` before the pool
         pulled = _pulled(rs, ks, user_id, row.generated_at)
-        if pulled:  # a followed pulled creator's post is theirs, not a stranger's RECENT one
-            keep = {p.post_id for p in pulled}
-            pool = FreshPool(pulled + [p for p in pool.posts if p.post_id not in keep])
         if now is None:
-            now = max(reader.ranked_at, int(pool.times[-1]) if len(pool) else reader.ranked_at)
+            now = max([reader.ranked_at] + [p.published_at for p in pulled]
+                      + ([int(pool.times[-1])] if len(pool) else []))
         feed_size = max(len(items), int(getattr(settings, "feed_size", 200)))
         stats: dict = {}
         ranked = rerank(stored, pool, reader, now, min(feed_size, offset + limit), exclude=down,
-                        stats=stats)
+                        stats=stats, pulled=pulled)
         total = min(feed_size, stats.get("candidates", 0))
         items = [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at)
                  for s in ranked]

@@ -84,3 +84,47 @@ def test_rerank_is_a_function_of_its_arguments():
     b = rerank(list(reversed(items)), list(reversed(pool)), reader, T + 12 * H, 25)
     assert [(s.post_id, s.score) for s in a] == [(s.post_id, s.score) for s in b]
     assert len(a) == 25 and all(s.published_at <= T + 12 * H for s in a)
+
+
+def _greedy(scores, post_ids, creators, limit):
+    """The quadratic author-diversity pass the heap must equal: at each step the best remaining
+    post by discounted score (ties by post id)."""
+    left, placed, out = list(range(len(scores))), {}, []
+    while left and len(out) < limit:
+        def key(i):
+            s = scores[i]
+            return (-(s - abs(s) * (1.0 - R.DIVERSITY_DECAY ** placed.get(creators[i], 0))), post_ids[i])
+        best = min(left, key=key)
+        left.remove(best)
+        out.append((best, round(-key(best)[0], 9)))
+        placed[creators[best]] = placed.get(creators[best], 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_lazy_diversification_equals_the_quadratic_greedy_pass(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 60))
+    # few distinct values (many ties), some negative scores, few authors
+    scores = [float(x) for x in rng.choice([-0.2, 0.0, 0.1, 0.3, 0.3, 0.5, 0.9], n)]
+    ids = [f"p{int(x)}" for x in rng.permutation(n)]
+    creators = [f"c{int(x)}" for x in rng.integers(0, 5, n)]
+    limit = int(rng.integers(1, 70))
+    assert R.diversified(scores, ids, creators, limit) == _greedy(scores, ids, creators, limit)
+
+
+def test_pool_affinity_matches_equal_the_per_post_functions():
+    """The pool's sparse hashtag/category sums equal relevance.hashtag_match/category_match
+    exactly (the read path and the ranker score the same)."""
+    rng = np.random.default_rng(3)
+    tags, cats = [f"t{i}" for i in range(12)], [f"c{i}" for i in range(6)]
+    reader = Reader("u", T, hashtags={t: float(rng.uniform(-1, 1)) for t in tags[:8]},
+                    categories={c: float(rng.uniform(-2, 2)) for c in cats[:4]})
+    pool = [FreshPost(f"f{i}", "a", T + 1 + i, hashtags=tuple(rng.choice(tags, int(rng.integers(0, 6)))),
+                      categories=tuple(sorted((c, float(rng.random())) for c in
+                                              rng.choice(cats, int(rng.integers(0, 4)), replace=False))))
+            for i in range(80)]
+    out = {s.post_id: s.signals for s in rerank([], pool, reader, T + 1000, 80)}
+    for p in pool:
+        assert out[p.post_id]["hashtag"] == round(R.hashtag_match(reader.hashtags, p.hashtags), 6)
+        assert out[p.post_id]["category"] == round(R.category_match(reader.categories, p.categories), 6)
