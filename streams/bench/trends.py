@@ -193,7 +193,7 @@ def _summary(runs: Sequence[tuple[list[int], int, int]], p: B.TrendParams) -> di
             "recall_all": round(len(delays) / (n + already), 3) if n + already else None,
             "median_delay_h": round(med / HOUR_MS, 1) if delays else None,
             "median_delay_windows": round(med / p.window_ms, 3) if delays else None,
-            "p90_delay_h": round(delays[int(0.9 * (len(delays) - 1))] / HOUR_MS, 1) if delays else None}
+            "p90_delay_h": round(delays[max(0, -(-9 * len(delays) // 10) - 1)] / HOUR_MS, 1) if delays else None}
 
 
 def run_trends_eval(uploads: Sequence[dict], *, dataset: str = "", params: B.TrendParams,
