@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -53,10 +52,22 @@ def _pct(ms: list[float]) -> dict[str, float]:
 # -- feed reads ---------------------------------------------------------------------------------
 
 
+CLIENT_MODES = ("processes", "threads")
+
+
 def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 200, clients: int = 8,
                      reads: int = 8_000, fresh: int | None = None, dim: int = 384,
-                     on_step: Step = lambda m: None) -> dict:
-    """Feed-read latency through the API and through a raw prepared read (see module)."""
+                     client_mode: str = "processes", on_step: Step = lambda m: None) -> dict:
+    """Feed-read latency through the API and through a raw prepared read (see module).
+
+    ``client_mode``: ``processes`` (default) runs each client in its own process with its own
+    read side (driver session, prepared statements, caches), as the API's server processes do;
+    ``threads`` runs them as threads sharing one read side in this process, so they also
+    share one interpreter lock.
+
+    Raises ValueError for an unknown ``client_mode``."""
+    if client_mode not in CLIENT_MODES:
+        raise ValueError(f"client_mode must be one of {', '.join(CLIENT_MODES)}, not {client_mode!r}")
     from cassandra.concurrent import execute_concurrent_with_args
 
     from models.ranking.readtime import SIGNAL_NAMES
@@ -101,37 +112,35 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
                        [f"tag{j % 90}"], {f"cat{j % 25}": 0.8}, v.tolist())
                       for j, v in enumerate(unit(fresh))]
         execute_concurrent_with_args(session, fresh_insert, fresh_rows, concurrency=64)
-        raw = session.prepare(f"SELECT items, generated_at, signals, content_types, interest_vector, "
-                              f"hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?")
+        raw_cql = (f"SELECT items, generated_at, signals, content_types, interest_vector, "
+                   f"hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?")
+        raw = session.prepare(raw_cql)
         rng = random.Random(7)
         picks = [rng.choice(ids) for _ in range(reads)]
+        chunks = [picks[i::clients] for i in range(clients)]
+        warm = [picks[i:200:clients] for i in range(clients)]  # connections, statements, caches
+        if client_mode == "threads":
+            paths = {"raw": lambda u: session.execute(raw, (u,)).one(), "api": lambda u: read_feed(rs, u, limit=20)}
 
-        def timed(fn) -> list[float]:
-            lat: list[float] = []
-            lock = threading.Lock()
+            def timed(path: str, parts: list[list[str]]) -> list[float]:
+                with ThreadPoolExecutor(clients) as pool:
+                    return [ms for lat in pool.map(lambda part: _time_reads(paths[path], part), parts)
+                            for ms in lat]
 
-            def one(chunk):
-                mine = []
-                for u in chunk:
-                    t0 = time.perf_counter()
-                    fn(u)
-                    mine.append((time.perf_counter() - t0) * 1000)
-                with lock:
-                    lat.extend(mine)
-
-            chunks = [picks[i::clients] for i in range(clients)]
-            with ThreadPoolExecutor(clients) as pool:
-                list(pool.map(one, chunks))
-            return lat
-
-        for u in picks[:200]:  # warm both paths: connections, prepared statements, caches
-            read_feed(rs, u)
-            session.execute(raw, (u,)).one()
-        on_step(f"{reads} raw reads, {clients} clients")
-        base = timed(lambda u: session.execute(raw, (u,)).one())
-        on_step(f"{reads} API reads, {clients} clients")
-        api = timed(lambda u: read_feed(rs, u, limit=20))
-        base2 = timed(lambda u: session.execute(raw, (u,)).one())  # again: drift on a busy machine
+            def close() -> None:
+                return None
+        else:
+            on_step(f"starting {clients} client processes")
+            timed, close = _client_processes(settings, raw_cql, clients)
+        try:
+            timed("raw", warm), timed("api", warm)
+            on_step(f"{reads} raw reads, {clients} clients ({client_mode})")
+            base = timed("raw", chunks)
+            on_step(f"{reads} API reads, {clients} clients ({client_mode})")
+            api = timed("api", chunks)
+            base2 = timed("raw", chunks)  # again: drift on a busy machine
+        finally:
+            close()
         on_step("removing the bench feeds")
         delete = session.prepare(f"DELETE FROM {ks}.user_feeds WHERE user_id = ?")
         execute_concurrent_with_args(session, delete, [(u,) for u in ids], concurrency=64)
@@ -140,10 +149,78 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
         execute_concurrent_with_args(session, delete, [r[:2] for r in fresh_rows], concurrency=64)
     raw_all = base + base2
     out_api, out_raw = _pct(api), _pct(raw_all)
-    return {"users": users, "items_per_feed": items, "fresh_pool": fresh, "clients": clients, "reads": reads,
-            "api": out_api, "raw_driver": out_raw,
+    return {"users": users, "items_per_feed": items, "fresh_pool": fresh, "clients": clients,
+            "client_mode": client_mode, "reads": reads, "api": out_api, "raw_driver": out_raw,
             "p99_ratio": round(out_api["p99_ms"] / out_raw["p99_ms"], 3),
             "p50_ratio": round(out_api["p50_ms"] / out_raw["p50_ms"], 3)}
+
+
+def _time_reads(read: Callable[[str], object], users: list[str]) -> list[float]:
+    """Milliseconds of ``read(u)`` for each of ``users``, one after another."""
+    out = []
+    for u in users:
+        t0 = time.perf_counter()
+        read(u)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def _read_client(conn, settings: Settings, raw_cql: str) -> None:
+    """One client process of the read benchmark: its own read side; answers each
+    ``(path, users)`` message with the latencies of reading those users' feeds (``path`` "raw":
+    ``raw_cql`` prepared; "api": :func:`streams.query.feeds.read_feed`, a page of 20) until sent
+    None."""
+    from streams.query.feeds import read_feed
+    from streams.query.read_side import ReadSide
+
+    with ReadSide(settings) as rs:
+        raw = rs.session.prepare(raw_cql)
+        paths = {"raw": lambda u: rs.session.execute(raw, (u,)).one(), "api": lambda u: read_feed(rs, u, limit=20)}
+        conn.send("ready")
+        while (msg := conn.recv()) is not None:
+            path, users = msg
+            conn.send(_time_reads(paths[path], users))
+
+
+def _client_processes(settings: Settings, raw_cql: str, clients: int, start_timeout_s: float = 120.0):
+    """``clients`` processes running :func:`_read_client` -> ``(timed, close)``: ``timed(path,
+    parts)`` sends part ``i`` to client ``i``, all at once, and returns every latency; ``close()``
+    stops them."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # the driver's threads do not survive a fork
+    conns, procs = [], []
+    for _ in range(clients):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_read_client, args=(child, settings, raw_cql), daemon=True)
+        proc.start()
+        conns.append(parent), procs.append(proc)
+
+    def close() -> None:
+        for c in conns:
+            try:
+                c.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+    try:
+        for c, proc in zip(conns, procs):
+            if not c.poll(start_timeout_s) or c.recv() != "ready":
+                raise RuntimeError(f"a read-bench client process did not start (exit code {proc.exitcode})")
+    except BaseException:
+        close()
+        raise
+
+    def timed(path: str, parts: list[list[str]]) -> list[float]:
+        for c, part in zip(conns, parts):
+            c.send((path, part))
+        return [ms for c in conns for ms in c.recv()]
+
+    return timed, close
 
 
 # -- fan-out ------------------------------------------------------------------------------------
@@ -346,14 +423,16 @@ def _wait(pred, timeout_s: float, worker: subprocess.Popen, log: Path, interval_
 
 
 def run_feeds_bench(*, users: int = 10_000, reads: int = 8_000, clients: int = 8, uploads: int = 30,
-                    settings: Settings | None = None, on_step: Step = lambda m: None) -> dict:
+                    client_mode: str = "processes", settings: Settings | None = None,
+                    on_step: Step = lambda m: None) -> dict:
     """All three measurements, on servers of its own unless ``settings`` is given; one dict."""
     from streams.servers.provision import provision
     from streams.servers.supervisor import down, up
 
     def run(s: Settings) -> dict:
         provision(s)
-        reads_out = bench_feed_reads(s, users=users, reads=reads, clients=clients, on_step=on_step)
+        reads_out = bench_feed_reads(s, users=users, reads=reads, clients=clients, client_mode=client_mode,
+                                     on_step=on_step)
         fan = bench_fanout(s, on_step=on_step)
         u2f = bench_upload_to_feed(s, uploads=uploads, on_step=on_step)
         return {"feed_reads": reads_out, "fanout": fan, "upload_to_feed": u2f,

@@ -71,13 +71,18 @@ def profile(user_id: str = typer.Argument(..., help="Whose profile."),
 @friendly
 def bench_feeds(users: int = typer.Option(10_000, help="Feeds written for the read benchmark."),
                 reads: int = typer.Option(8_000, help="Feed reads per path."),
-                clients: int = typer.Option(8, help="Concurrent reading threads."),
+                clients: int = typer.Option(8, help="Concurrent reading clients."),
+                client_mode: str = typer.Option("processes", help="Clients as 'processes' (each with its own "
+                                                "read side, as API server processes) or 'threads' (sharing "
+                                                "one read side and one interpreter lock)."),
                 uploads: int = typer.Option(30, help="Uploads timed from publish to a follower's feed.")) -> None:
     """Feed reads through the API against raw driver reads, fan-out cost by creator size, and
     upload-to-feed latency with every gate; prints one JSON object."""
-    from streams.bench.feeds import run_feeds_bench
+    from streams.bench.feeds import CLIENT_MODES, run_feeds_bench
 
+    if client_mode not in CLIENT_MODES:
+        raise typer.BadParameter(f"use one of: {', '.join(CLIENT_MODES)}", param_hint="--client-mode")
     with err_console.status("benchmarking") as st:
-        result = run_feeds_bench(users=users, reads=reads, clients=clients, uploads=uploads,
+        result = run_feeds_bench(users=users, reads=reads, clients=clients, uploads=uploads, client_mode=client_mode,
                                  on_step=lambda m: st.update(f"bench feeds: {m}"))
     print(json.dumps(result, indent=2))
