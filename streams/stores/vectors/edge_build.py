@@ -2,20 +2,10 @@
 
 qdrant-edge's ``EdgeShard.optimize()`` holds the Python GIL for its whole run (8 s for 30k x 128,
 100 to 220 s for 100k x 512 on 2 cores), so it cannot run in a thread of a worker whose event loop
-must keep going. A :class:`ShadowBuild` copies a flushed collection directory to
-``<root>/.<name>.build/`` and optimizes the copy in a child process (``python -m
-streams.stores.vectors.edge_build <dir>``, at lower CPU priority), while the parent records every
-mutation it applies to the live shard. When the child exits 0 the parent swaps the directories
-(:meth:`ShadowBuild.swap`) and re-applies the recorded mutations to the built shard.
-
-Directories of collection ``name`` under ``root``:
-
-- ``<name>/`` -- the live shard; ``<name>.lock`` -- Pulse's flock, held throughout a swap.
-- ``.<name>.build/`` -- the copy being optimized (deleted on failure, on close, and on open).
-- ``.<name>.old/`` -- the previous live shard during a swap, removed once the built shard has
-  re-applied the recorded mutations and flushed. Its presence on open means the process died
-  mid-swap: :func:`recover` puts it back as the live shard (its WAL holds every mutation applied
-  before the swap, and nothing is applied between the start of a swap and its end).
+must keep going. :class:`ShadowBuild` optimizes a copy of a collection in a child process (this
+module's :func:`main`) and installs it; :func:`recover` undoes an interrupted build or swap. The
+protocol (trigger, directories ``<name>/``, ``.<name>.build/``, ``.<name>.old/``, recovery rule)
+is in :mod:`streams.stores.vectors.edge_index`'s docstring.
 """
 from __future__ import annotations
 

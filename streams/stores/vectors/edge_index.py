@@ -22,9 +22,10 @@ Engine quirks handled here (qdrant-edge-py 0.9.0):
 - ``create`` fails on a directory that already has segments, and ``load`` on one without; which
   one to call is decided by the presence of ``edge_config.json``.
 - A cosine collection stores vectors unit-normalised (as the Qdrant server does).
-- Search is an exact scan until :meth:`EdgeIndex.optimize` builds HNSW segments; afterwards it is
-  approximate unless ``exact=True``. ``optimize`` blocks: 100 to 220 s for 100k x 512 on 2 cores,
-  then about 2 ms per query (8 to 9 ms before). HNSW recall@10 measured after it: 1.0 on clustered,
+- Search is an exact scan until the engine's optimizer builds HNSW segments (in the background,
+  see below, or by :meth:`EdgeIndex.optimize`); afterwards it is approximate unless
+  ``exact=True``. ``EdgeShard.optimize()`` blocks and holds the GIL: 100 to 220 s for 100k x 512
+  on 2 cores, then about 2 ms per query (8 to 9 ms before). HNSW recall@10 measured after it: 1.0 on clustered,
   embedding-like vectors, but 0.12 on i.i.d. Gaussian ones (their worst case); see
   ``streams.bench.vectors``.
 - HNSW parameters: qdrant-edge's defaults (m=16, ef_construct=100, search ef = ef_construct)
@@ -34,8 +35,41 @@ Engine quirks handled here (qdrant-edge-py 0.9.0):
   A collection's HNSW parameters are fixed at creation (``edge_config.json``).
 - Named vectors (a :class:`CollectionSpec` whose ``size`` is a mapping) are one
   ``EdgeVectorParams`` per name; a point may lack some, and a search names one (``using``).
-- Calls from several threads are safe but not faster (the engine runs its own search pool);
-  ``search_batch`` is about twice the throughput of one query at a time.
+- Calls from several threads are safe but not faster (the engine runs its own search pool; each
+  call holds its collection's lock, so a swap never runs under a search); ``search_batch`` is
+  about twice the throughput of one query at a time.
+
+Background index builds (``build_after_points``, setting ``PULSE_VECTOR_INDEX_BUILD_POINTS``),
+so that content and user-interest collections get HNSW as points stream in, without the worker
+ever running the GIL-holding optimizer (:mod:`streams.stores.vectors.edge_build`):
+
+1. Trigger: an upsert brings the points upserted into a collection since its last build started
+   (at open: its points not yet indexed) to ``build_after_points``, and no build of it runs.
+2. Start, under the collection's lock: flush; copy ``<name>/`` to ``.<name>.build/``; start
+   ``python -m streams.stores.vectors.edge_build`` on the copy (``nice`` +10; it dies with its
+   parent on Linux), which loads it, runs the optimizers, flushes and exits 0. The copy of a
+   100k x 384 collection stalls that one upsert for about a second. Loading the copy while the
+   original is open works: the engine's WAL lock is per directory.
+3. Meanwhile every mutation applied to the collection (upsert, delete, set-payload, payload-index
+   create/delete) is also kept, in order, in memory.
+4. Swap: every call on the collection first checks ``Popen.poll()`` (so do :meth:`EdgeIndex.poll_builds`
+   and :meth:`EdgeIndex.wait_builds`). On exit 0, under the lock: flush and close the live shard,
+   rename ``<name>/`` to ``.<name>.old/`` and ``.<name>.build/`` to ``<name>/``, load it, re-apply
+   the kept mutations, flush, delete ``.<name>.old/``; Pulse's flock (``<name>.lock``) stays held.
+   If as many points arrived during the build, the next build starts at once. Each build after
+   the first indexes mostly the new points (the engine keeps indexed segments). On failure (any
+   other exit, or an error while installing): log it with the child's stderr, delete the copy,
+   drop the kept mutations and go on with the live shard; the next try comes after
+   ``build_after_points`` more points.
+5. Recovery, when a collection is opened (flock held): a ``.<name>.old/`` means the process died
+   mid-swap, after the old shard was closed and before the new one was complete, so the live
+   directory (if any) is deleted and ``.old`` renamed back: it has every mutation in its WAL, as
+   none is applied between the start and the end of a swap. A ``.<name>.build/`` is a build
+   that never finished: deleted.
+
+:meth:`EdgeIndex.close` stops running builds and deletes their copies; :meth:`EdgeIndex.optimize`
+(blocking, for benchmarks) abandons a running build and optimizes in process. Searches after the
+builds: see ``pulse bench clip`` ("live") in docs/clip-ai.md.
 """
 from __future__ import annotations
 
