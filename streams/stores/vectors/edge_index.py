@@ -47,9 +47,9 @@ ever running the GIL-holding optimizer (:mod:`streams.stores.vectors.edge_build`
    (at open: its points not yet indexed) to ``build_after_points``, and no build of it runs.
 2. Start, under the collection's lock: flush; copy ``<name>/`` to ``.<name>.build/``; start
    ``python -m streams.stores.vectors.edge_build`` on the copy (``nice`` +10; it dies with its
-   parent on Linux), which loads it, runs the optimizers, flushes and exits 0. The copy of a
-   100k x 384 collection stalls that one upsert for about a second. Loading the copy while the
-   original is open works: the engine's WAL lock is per directory.
+   parent on Linux), which loads it, runs the optimizers, flushes and exits 0. Loading the copy
+   while the original is open works: the engine's WAL lock is per directory. Copy and swap stall
+   the upsert that does them: streaming 100k x 384 points, the longest batch took 0.36 s.
 3. Meanwhile every mutation applied to the collection (upsert, delete, set-payload, payload-index
    create/delete) is also kept, in order, in memory.
 4. Swap: every call on the collection first checks ``Popen.poll()`` (so do :meth:`EdgeIndex.poll_builds`
