@@ -51,6 +51,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: float, integer: bool = False) -> float:
+    """A number (an integer when ``integer``) above zero."""
+    value = _int(env, name, int(default)) if integer else _float(env, name, default)
+    if not value > 0:
+        raise SettingsError(f"{name}={value} must be above zero")
+    return value
+
+
 #: What the publisher can wait for (``PULSE_GATES``): Content Guard's and Copyright Guard's
 #: verdicts, and CLIP AI's enrichment (not a decision: the post is published with its categories,
 #: quality and search vectors in place).
@@ -183,6 +191,14 @@ class Settings:
         feed was ranked, from the newest this many published FULL posts (``fresh_posts``, cached
         per reading process for a second); ``0`` turns the fresh pool off (stored items are
         still re-scored for the reading time).
+    trend_slot_s, trend_window_slots, trend_half_life_h, trend_bias, trend_z_start, trend_z_end, trend_min_count:
+        ``PULSE_TREND_SLOT_S`` (default ``300``), ``PULSE_TREND_WINDOW_SLOTS`` (``12``),
+        ``PULSE_TREND_HALF_LIFE_H`` (``24``), ``PULSE_TREND_BIAS`` (``3``),
+        ``PULSE_TREND_Z_START`` (``3``), ``PULSE_TREND_Z_END`` (``1``),
+        ``PULSE_TREND_MIN_COUNT`` (``5``): trend_detector's counting slot (seconds), slots per
+        window, baseline half-life (hours), SigniTrend bias (mentions), burst scores at which a
+        trend starts and ends, and mentions a trend needs to start
+        (:class:`models.trends.burst.TrendParams`, docs/trends.md).
     """
 
     home: Path
@@ -221,6 +237,13 @@ class Settings:
     feed_active_days: float = 7.0
     feed_fresh_pool: int = 500
     collaborative_model: str | None = None
+    trend_slot_s: float = 300.0
+    trend_window_slots: int = 12
+    trend_half_life_h: float = 24.0
+    trend_bias: float = 3.0
+    trend_z_start: float = 3.0
+    trend_z_end: float = 1.0
+    trend_min_count: int = 5
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -290,6 +313,13 @@ class Settings:
             feed_active_days=_float(env, "PULSE_FEED_ACTIVE_DAYS", 7.0),
             feed_fresh_pool=_int(env, "PULSE_FEED_FRESH_POOL", 500),
             collaborative_model=env.get("PULSE_COLLABORATIVE_MODEL") or None,
+            trend_slot_s=_positive(env, "PULSE_TREND_SLOT_S", 300.0),
+            trend_window_slots=int(_positive(env, "PULSE_TREND_WINDOW_SLOTS", 12, integer=True)),
+            trend_half_life_h=_positive(env, "PULSE_TREND_HALF_LIFE_H", 24.0),
+            trend_bias=_float(env, "PULSE_TREND_BIAS", 3.0),
+            trend_z_start=_float(env, "PULSE_TREND_Z_START", 3.0),
+            trend_z_end=_float(env, "PULSE_TREND_Z_END", 1.0),
+            trend_min_count=_count(env, "PULSE_TREND_MIN_COUNT", 5),
             external=frozenset(external),
         )
 

@@ -39,3 +39,20 @@ def test_gates_setting():
     assert Settings.from_env({"PULSE_GATES": "none"}).gates == ()
     with pytest.raises(SettingsError, match="unknown gate 'nsfw'"):
         Settings.from_env({"PULSE_GATES": "moderation,nsfw"})
+
+
+def test_trend_settings_reach_the_detector_and_bad_values_are_refused(tmp_path):
+    from agents.trend_detector import params_of
+    from models.trends.burst import TrendParams
+
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    assert params_of(s) == params_of(object())  # the settings' defaults are the detector's
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_TREND_SLOT_S": "60", "PULSE_TREND_WINDOW_SLOTS": "10",
+                           "PULSE_TREND_Z_START": "2.5", "PULSE_TREND_MIN_COUNT": "3"})
+    p = params_of(s)
+    assert (p.slot_ms, p.window_slots, p.z_start, p.min_count) == (60_000, 10, 2.5, 3)
+    assert isinstance(p, TrendParams)
+    for name, bad in (("PULSE_TREND_SLOT_S", "0"), ("PULSE_TREND_WINDOW_SLOTS", "0"),
+                      ("PULSE_TREND_MIN_COUNT", "-1"), ("PULSE_TREND_HALF_LIFE_H", "soon")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({"PULSE_HOME": str(tmp_path), name: bad})
