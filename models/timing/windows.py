@@ -1,0 +1,96 @@
+"""Posting windows per content type: which hour of the week to post in so that the post meets
+the most audience activity while the feed still shows it.
+
+How content type changes the map
+    A post is worth posting at hour ``w`` in proportion to the audience activity it meets while
+    feeds still place it well. Its time-dependent share of feed_ranker's relevance score
+    (:mod:`models.ranking.relevance`) at age ``a`` hours is
+
+        ``k(a) = 0.32 * 2^(-a / 24) + 0.05 * 2^(-a / FRESHNESS_HALF_LIFE_H[type])``
+
+    (novelty: people meet posts while they are new, any type; freshness: still current for its
+    type), taken at the middle of each hour and cut at the post's lifetime or one week, the
+    period of the map (beyond it the sum would wrap onto the same hours):
+
+    ========  ========  ===========================  ==========================================
+    type      horizon   freshness half-life          effect on the windows
+    ========  ========  ===========================  ==========================================
+    FLASH     24 h      6 h                          lives a day (publisher's LIFETIME): only
+                                                     the next hours count, the sharpest map
+    MEMORY    168 h     48 h                         a 7-day time box: a few days count
+    FOREVER   168 h     336 h                        never expires: a flat tail adds every
+                                                     hour of the week, so only the first day's
+                                                     hours set it apart: the smoothest map
+    ========  ========  ===========================  ==========================================
+
+    ``score(w) = sum_a k(a) m[(w + a) mod 168] / sum_a k(a)``: the expected share of the
+    audience's activity per hour met by the post, weighted by how well it is placed then (the
+    same unit as the hourly map, so the scores of the types are comparable). Weights and
+    half-lives are read from the ranker's module, so a change there moves the windows with it.
+    ``HOURLY`` (not a content type: kernel ``[1]``) is the posterior map itself, the one
+    ``pulse eval timing`` scores.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.profiles.interests import DAY_MS, HOUR_MS, hour_of_week
+from models.ranking.relevance import FRESHNESS_HALF_LIFE_H, NOVELTY_HALF_LIFE_H, WEIGHTS
+
+from models.timing.shrinkage import HOURS
+
+CONTENT_TYPES = ("FLASH", "MEMORY", "FOREVER")
+HOURLY = "HOURLY"
+#: Hours after posting that count, per content type (FLASH: its 24 h lifetime; the others: one
+#: week, the map's period).
+HORIZON_H = {"FLASH": 24, "MEMORY": HOURS, "FOREVER": HOURS, HOURLY: 1}
+#: Windows recommended per content type (the eval scores the top 3).
+TOP_WINDOWS = 3
+
+
+def kernel(content_type: str) -> np.ndarray:
+    """``k(a)`` for ``a = 0 .. horizon - 1`` hours (module docstring), ``(horizon,)`` float64.
+
+    Raises
+    ------
+    KeyError
+        Not FLASH, MEMORY, FOREVER or HOURLY.
+    """
+    horizon = HORIZON_H[content_type]
+    if content_type == HOURLY:
+        return np.ones(1)
+    a = np.arange(horizon, dtype=np.float64) + 0.5
+    return (WEIGHTS["novelty"] * np.exp2(-a / NOVELTY_HALF_LIFE_H)
+            + WEIGHTS["freshness"] * np.exp2(-a / FRESHNESS_HALF_LIFE_H[content_type]))
+
+
+def window_scores(hour_map: np.ndarray, content_type: str) -> np.ndarray:
+    """``score(w)`` for every hour of the week ``w`` (module docstring): (168,) float64."""
+    m = np.asarray(hour_map, dtype=np.float64)
+    k = kernel(content_type)
+    k = k / k.sum()
+    idx = (np.arange(HOURS)[:, None] + np.arange(len(k))[None, :]) % HOURS
+    return m[idx] @ k
+
+
+def top_windows(scores: np.ndarray, n: int = TOP_WINDOWS) -> list[tuple[int, float]]:
+    """The ``n`` best hours of the week: ``[(hour_of_week, score), ...]`` best first, scores
+    rounded to 9 decimals before ranking (ties: the earlier hour of the week), so last-bit
+    differences never reorder them."""
+    rounded = [round(float(s), 9) for s in scores]
+    order = sorted(range(len(rounded)), key=lambda w: (-rounded[w], w))
+    return [(w, rounded[w]) for w in order[:n]]
+
+
+def next_start(window: int, t_ms: int) -> int:
+    """Start (UTC epoch ms) of the first occurrence of hour-of-week ``window`` at or after
+    ``t_ms``."""
+    hour_start = t_ms - t_ms % HOUR_MS
+    ahead = (window - hour_of_week(hour_start)) % HOURS
+    start = hour_start + ahead * HOUR_MS
+    return start if start >= t_ms else start + 7 * DAY_MS
+
+
+def day_hour(window: int) -> tuple[int, int]:
+    """``(day_of_week, hour)`` of an hour-of-week index (0 = Monday 00:00 UTC)."""
+    return window // 24, window % 24
