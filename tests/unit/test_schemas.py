@@ -31,7 +31,8 @@ OLD_VERSIONS = [v for et in CATALOG for v in et.versions[:-1]]
 # (also carry model and model_version). Upstream events (apps, rights holders, legal) are neither.
 DERIVED = {"ModerationVerdict", "ReviewTask", "ReviewDecision", "CopyrightVerdict", "ContentEnrichment",
            "PostPublished", "ProfileUpdate", "FeedUpdate", "Notification", "GoldenMoment", "Trend",
-           "CreatorStats", "DeadLetter", "FeedCandidate", "Takedown", "ContentFingerprint", "TrendMention"}
+           "CreatorStats", "DeadLetter", "FeedCandidate", "Takedown", "ContentFingerprint", "TrendMention",
+           "AudienceSignal"}
 AI_OUTPUTS = {"ModerationVerdict", "ReviewTask", "CopyrightVerdict", "ContentEnrichment", "ProfileUpdate",
               "FeedUpdate", "FeedCandidate", "Notification", "GoldenMoment", "Trend", "CreatorStats",
               "ContentFingerprint"}

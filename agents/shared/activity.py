@@ -1,0 +1,87 @@
+"""Side state over ``profiles`` for timing_optimizer: each user's active-hours histogram (the
+user_profiler's decayed 7x24 shares) as of an event time, and the population's mean histogram.
+
+Both answer from complete periods only, so the answer is a function of the log, not of which
+profiles of the current period a worker happens to have read (as
+:class:`agents.shared.social.UserInterests` does): a user's histogram at ``t`` is that of their
+last profile published in an hour before ``t``'s hour (UTC); the population map at ``t`` is the
+mean of every user's histogram as of the start of ``t``'s UTC day.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any
+
+import numpy as np
+
+from models.timing.shrinkage import HOURS, population_map
+from streams.contracts.agent import ms_of
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+#: Versions (one per hour with a profile) kept per user, newest; an as-of read older than the
+#: oldest kept one gets that one. A replay reads as of event times that move forward, so only the
+#: newest few are ever asked for; the cap bounds memory at about 8 x 168 x 4 bytes per user.
+VERSIONS_KEPT = 8
+
+
+class AudienceActivity:
+    """Users' active-hours histograms as of a time, and the population map. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, list[tuple[int, int, np.ndarray]]] = {}  # user -> (hour, seq, h)
+        self._population: dict[int, np.ndarray] = {}                        # day -> cached map
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one ``ProfileUpdate`` in (a profile without activity, or a re-delivered or older
+        sequence of the same hour, changes nothing)."""
+        h = np.asarray(record.get("active_hours") or (), dtype=np.float32)
+        if h.shape != (HOURS,) or not h.sum() > 0:
+            return
+        user, at = record["user_id"], ms_of(record["event_time"])
+        hour, seq = at // HOUR_MS, int(record.get("sequence") or 0)
+        with self._lock:
+            versions = self._versions.setdefault(user, [])
+            i = bisect.bisect_left(versions, (hour, -1))
+            if i < len(versions) and versions[i][0] == hour:
+                if versions[i][1] >= seq:
+                    return
+                versions[i] = (hour, seq, h)
+            else:
+                versions.insert(i, (hour, seq, h))
+                del versions[:-VERSIONS_KEPT]
+            day = at // DAY_MS
+            for d in [d for d in self._population if d > day]:
+                del self._population[d]
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def histogram(self, user_id: str, as_of_ms: int) -> np.ndarray | None:
+        """``user_id``'s (168,) shares as of ``as_of_ms`` (module docstring), or None."""
+        with self._lock:
+            return self._at(self._versions.get(user_id, ()), as_of_ms // HOUR_MS)
+
+    @staticmethod
+    def _at(versions, hour: int) -> np.ndarray | None:
+        i = bisect.bisect_left(versions, (hour, -1))
+        return versions[i - 1][2] if i else None
+
+    def population(self, as_of_ms: int) -> np.ndarray:
+        """The mean histogram of every user as of the start of ``as_of_ms``'s UTC day (users in
+        id order), (168,) float64; uniform before any profile. Cached per day."""
+        day = as_of_ms // DAY_MS
+        with self._lock:
+            got = self._population.get(day)
+            if got is None:
+                hour = day * DAY_MS // HOUR_MS
+                got = population_map(self._at(self._versions[u], hour) for u in sorted(self._versions))
+                self._population[day] = got
+            return got
+
+
+def open_audience_activity(config: Any, models: Any) -> AudienceActivity:
+    """``SideInput.open`` for ``profiles``."""
+    return AudienceActivity()

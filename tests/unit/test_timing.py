@@ -1,0 +1,224 @@
+"""Timing Optimizer: the audience map's shrinkage, the prior-strength fit, windows per content
+type, and both agents (timing_audience, timing_optimizer) through the runtime's engine
+(tests/unit/agent_harness.py)."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from agents import timing_optimizer as T
+from agents.shared.activity import AudienceActivity
+from agents.shared.posts import PublishedPosts
+from models.timing import shrinkage as S
+from models.timing import windows as W
+from streams.contracts.effects import Emit, StateSet, Upsert
+from tests.unit.agent_harness import DictState, Harness, call, full_record
+
+DAY, HOUR = 86_400_000, 3_600_000
+T0 = 1_700_006_400_000           # Wednesday 2023-11-15 00:00 UTC
+POP_HOUR = 9                     # Monday 09:00: when the population is active
+AUD_HOUR = 2 * 24 + 20           # Wednesday 20:00: when c1's audience is active
+
+
+def one_hot(w: int) -> np.ndarray:
+    h = np.zeros(S.HOURS)
+    h[w] = 1.0
+    return h
+
+
+# --- pure logic --------------------------------------------------------------------------------
+
+
+def test_a_tiny_audience_is_mostly_the_population_and_a_large_one_its_own():
+    prior = S.population_map([one_hot(POP_HOUR)] * 9 + [one_hot(AUD_HOUR)])
+    tiny = S.posterior([one_hot(AUD_HOUR)], prior, strength=4.0)
+    assert tiny.audience_size == 1 and tiny.prior_weight == pytest.approx(0.8)
+    assert tiny.hour_map[POP_HOUR] > tiny.hour_map[AUD_HOUR]          # the prior decides
+    assert tiny.hour_map[AUD_HOUR] == pytest.approx((1 + 4 * 0.1) / 5)
+    large = S.posterior([one_hot(AUD_HOUR)] * 500, prior, strength=4.0)
+    assert large.prior_weight < 0.01 and large.hour_map[AUD_HOUR] > 0.99
+    assert tiny.hour_map.sum() == pytest.approx(1) and large.hour_map.sum() == pytest.approx(1)
+    # no usable member: the prior alone; zero strength: the audience alone
+    empty = S.posterior([None, np.zeros(S.HOURS), [1.0, 2.0]], prior, strength=4.0)
+    assert empty.audience_size == 0 and empty.prior_weight == 1.0
+    np.testing.assert_allclose(empty.hour_map, prior)
+    assert S.posterior([one_hot(3)], prior, strength=0.0).hour_map[3] == 1.0
+
+
+def test_fit_prior_strength_recovers_the_dirichlet_precision():
+    rng = np.random.default_rng(7)
+    prior = rng.dirichlet(np.full(S.HOURS, 5.0))
+    for alpha in (5.0, 60.0):
+        p = rng.dirichlet(alpha * prior, size=400)
+        counts = np.array([rng.multinomial(30, q) for q in p], dtype=float)
+        fitted = S.fit_prior_strength(counts, prior)
+        assert alpha * 0.75 < fitted < alpha * 1.33, (alpha, fitted)
+    with pytest.raises(ValueError):
+        S.fit_prior_strength(np.ones((3, S.HOURS)) / S.HOURS, prior)
+
+
+def test_top_windows_are_best_first_and_ties_go_to_the_earlier_hour():
+    scores = np.zeros(S.HOURS)
+    scores[[50, 7, 100]] = [0.2, 0.3, 0.2]
+    assert W.top_windows(scores) == [(7, 0.3), (50, 0.2), (100, 0.2)]
+    assert W.day_hour(AUD_HOUR) == (2, 20)
+    assert W.next_start(AUD_HOUR, T0) == T0 + 20 * HOUR
+    assert W.next_start(AUD_HOUR, T0 + 20 * HOUR) == T0 + 20 * HOUR
+    assert W.next_start(AUD_HOUR, T0 + 20 * HOUR + 1) == T0 + 20 * HOUR + 7 * DAY
+
+
+def test_content_type_sets_how_long_after_posting_the_audience_counts():
+    m = one_hot(AUD_HOUR)
+    for ct in (*W.CONTENT_TYPES, W.HOURLY):
+        s = W.window_scores(m, ct)
+        assert W.top_windows(s, 1)[0][0] == AUD_HOUR and s.sum() == pytest.approx(1.0)
+    flash, forever = W.window_scores(m, "FLASH"), W.window_scores(m, "FOREVER")
+    # posting the hour after the audience left: a Flash post is gone before they return a week
+    # later, a Forever post is still there (a little)
+    assert flash[AUD_HOUR + 1] == 0.0 and forever[AUD_HOUR + 1] > 0.0
+    # a Flash post put up 10 h early still meets them, weighted by its decay
+    assert flash[AUD_HOUR - 10] > 0 and flash[AUD_HOUR - 10] < flash[AUD_HOUR]
+    # FOREVER is the smoothest, FLASH the sharpest, HOURLY the map itself
+    assert W.window_scores(m, "FLASH").max() > W.window_scores(m, "MEMORY").max() > forever.max()
+    with pytest.raises(KeyError):
+        W.kernel("STORY")
+
+
+# --- the agents through the engine --------------------------------------------------------------
+
+
+def _activity() -> AudienceActivity:
+    """30 population users active on Monday 09:00, c1's 12 followers on Wednesday 20:00."""
+    side = AudienceActivity()
+    users = [(f"pop{i}", POP_HOUR) for i in range(30)] + [(f"fan{i}", AUD_HOUR) for i in range(12)]
+    for u, w in users:
+        side.apply({"user_id": u, "event_time": T0 - 2 * DAY, "sequence": 1,
+                    "active_hours": one_hot(w).tolist()})
+    return side
+
+
+def _inputs():
+    ev = []
+    for i in range(12):  # c1: 12 followers active on Wednesday evening
+        ev.append(("follows", full_record("follows", follower_id=f"fan{i}", followee_id="c1",
+                                          action="FOLLOW", event_time=T0 + i * 60_000)))
+    ev.append(("follows", full_record("follows", follower_id="fan0", followee_id="c2",
+                                      action="FOLLOW", event_time=T0 + 20 * 60_000)))
+    ev.append(("posts-published", full_record("posts-published", post_id="q1", creator_id="c3",
+                                              event_time=T0 + 21 * 60_000)))
+    ev.append(("interactions", full_record("interactions", user_id="fan5", post_id="q1", type="COMMENT",
+                                           event_time=T0 + 22 * 60_000)))
+    ev.append(("interactions", full_record("interactions", user_id="pop1", post_id="q1", type="SKIP",
+                                           event_time=T0 + 23 * 60_000)))
+    ev.append(("posts-published", full_record("posts-published", post_id="a1", creator_id="pop2",
+                                              parent_post_id="q1", event_time=T0 + 24 * 60_000)))
+    ev.append(("follows", full_record("follows", follower_id="fan3", followee_id="c1",
+                                      action="UNFOLLOW", event_time=T0 + 25 * 60_000)))
+    # fixed event ids: two runs of the same input must be the same input
+    return [(topic, {**r, "event_id": f"00000000-0000-4000-8000-{i:012d}"}) for i, (topic, r) in enumerate(ev)]
+
+
+def _run(tmp_path, partitions=1):
+    published = PublishedPosts()
+    for topic, r in _inputs():
+        if topic == "posts-published":
+            published.apply(r)
+    h1 = Harness(T.AUDIENCE_SPEC, tmp_path, side={"published": published})
+    h2 = Harness(T.SPEC, tmp_path, side={"activity": _activity()})
+    out1 = h1.feed(*_inputs())
+    assert not out1.dead_letters
+    out2 = h2.run([h2.message("timing-audience", e.value, partition=zlib.crc32(e.key) % partitions)
+                   for e in out1.emits])
+    assert not out2.dead_letters
+    return h1, h2, out1, out2
+
+
+def _latest_rows(out):
+    rows = {}
+    for v in out.views:
+        if isinstance(v, Upsert) and v.table == T.VIEW:
+            k = (v.row["creator_id"], v.row["content_type"])
+            if k not in rows or v.timestamp_us >= rows[k][0]:
+                rows[k] = (v.timestamp_us, v.row)
+    return {k: r for k, (_, r) in rows.items()}
+
+
+def test_audience_signals_are_keyed_by_creator(tmp_path):
+    h1, _, out1, _ = _run(tmp_path)
+    got = [(e.key, h1.decode(e)["user_id"], h1.decode(e)["signal"]) for e in out1.emits]
+    assert got[:12] == [(b"c1", f"fan{i}", "FOLLOWED") for i in range(12)]
+    assert got[12:] == [(b"c2", "fan0", "FOLLOWED"), (b"c3", "c3", "POSTED"), (b"c3", "fan5", "ENGAGED"),
+                        (b"pop2", "pop2", "POSTED"), (b"c3", "pop2", "ENGAGED"),
+                        (b"c1", "fan3", "UNFOLLOWED")]  # the SKIP is no engagement
+
+
+def test_agent_finds_the_audiences_hour_and_shrinks_a_one_follower_creator(tmp_path):
+    _, h2, _, out2 = _run(tmp_path)
+    rows = _latest_rows(out2)
+    c1, c2 = rows[("c1", "FLASH")], rows[("c2", "FLASH")]
+    assert (c1["window_days"][0], c1["window_hours"][0]) == (2, 20)
+    assert c1["audience_size"] == 11 and c1["prior_weight"] == pytest.approx(4 / 15, abs=1e-6)   # fan3 left
+    assert c1["next_window_start"] == T0 + 20 * HOUR and len(c1["hour_map"]) == 168
+    # one follower: the population (Monday 09:00, 30 of 42 users) outweighs them
+    assert (c2["window_days"][0], c2["window_hours"][0]) == (0, 9)
+    assert c2["audience_size"] == 1 and c2["prior_weight"] == pytest.approx(0.8)
+    assert rows[("c3", "FOREVER")]["audience_size"] == 2                              # commenter, answerer
+    events = [h2.decode(e) for e in out2.emits]
+    assert {(e["creator_id"], e["content_type"]) for e in events} >= {("c1", ct) for ct in W.CONTENT_TYPES}
+    first_c1 = [e for e in events if e["creator_id"] == "c1" and e["content_type"] == "FLASH"]
+    # emitted when the windows change, not at every follow: c1's first follower already put
+    # Wednesday 20:00 on top, later followers reorder only the rest
+    assert 1 <= len(first_c1) < 12
+    last = first_c1[-1]
+    assert (last["windows"][0]["day_of_week"], last["windows"][0]["hour"]) == (2, 20)
+    assert [(w["day_of_week"], w["hour"]) for w in last["windows"]] == list(zip(c1["window_days"], c1["window_hours"]))
+    assert last["model"] == T.MODEL and last["producer"] == T.NAME
+
+
+def test_several_partitions_give_the_same_golden_moments_as_one(tmp_path):
+    _, h_one, _, one = _run(tmp_path / "one", partitions=1)
+    _, h_three, _, three = _run(tmp_path / "three", partitions=3)
+    decode = lambda h, out: sorted((e.key, e.value) for e in out.emits)  # noqa: E731
+    assert decode(h_one, one) == decode(h_three, three)
+    assert _latest_rows(one) == _latest_rows(three)
+
+
+def test_agent_is_deterministic_on_the_same_input_twice(tmp_path):
+    a = _run(tmp_path / "a")[3]
+    b = _run(tmp_path / "b")[3]
+    assert [(e.key, e.value) for e in a.emits] == [(e.key, e.value) for e in b.emits]
+    assert a.views == b.views and a.state == b.state
+
+
+def test_a_redelivered_signal_changes_nothing_and_bad_input_is_skipped(tmp_path):
+    state = DictState(T.TABLE)
+    rec = full_record("timing-audience", creator_id="c1", user_id="u1", signal="FOLLOWED",
+                      event_time=T0)
+    first = call(T.SPEC, state, "timing-audience", rec)
+    assert [type(e) for e in first].count(StateSet) == 1 and any(isinstance(e, Emit) for e in first)
+    state.apply(first)
+    assert call(T.SPEC, state, "timing-audience", rec) == []
+    assert call(T.SPEC, state, "timing-audience", {**rec, "creator_id": ""}) == []
+    assert call(T.SPEC, state, "timing-audience", {**rec, "signal": "NOPE"}) == []
+    # no side input: the uniform prior, no crash; the windows are the earliest hours
+    assert [e for e in first if isinstance(e, Upsert)][0].row["window_hours"] == [0, 1, 2]
+    # undecodable bytes and an unknown post: dead letter / nothing, the worker goes on
+    h2 = Harness(T.SPEC, tmp_path, side={"activity": AudienceActivity()})
+    out = h2.run([h2.message("timing-audience", b"\x00garbage")])
+    assert len(out.dead_letters) == 1 and not out.emits
+    h1 = Harness(T.AUDIENCE_SPEC, tmp_path, side={"published": PublishedPosts()})
+    out = h1.feed(("interactions", full_record("interactions", user_id="u", post_id="nope", type="LIKE")),
+                  ("follows", full_record("follows", follower_id="u", followee_id="u", action="FOLLOW")))
+    assert not out.emits and not out.dead_letters
+
+
+def test_settings_override_the_constants():
+    from types import SimpleNamespace
+
+    assert T.prior_strength(SimpleNamespace(timing_prior_strength=9)) == 9.0
+    assert T.prior_strength(None) == S.PRIOR_STRENGTH
+    assert T.audience_days(SimpleNamespace(timing_audience_days=7)) == 7.0
+    st = {"members": {"a": [0, "", 0, T0], "b": [0, "", 1, 0]}}
+    assert T.audience_at(st, T0 + 10 * DAY, 7) == ["b"] and T.audience_at(st, T0, 7) == ["a", "b"]
