@@ -315,11 +315,17 @@ class Moderator:
 def load_moderator(version: str | Path | None = None, *, fast_variant: str | None = None,
                    policy_path: str | Path | None = None) -> Moderator:
     """Load a trained moderator: ``version`` None -> the shipped default
-    (``artifacts.DEFAULT_VERSION``), a name under ``models/moderation/artifacts/``, or a directory.
+    (``artifacts.DEFAULT_VERSION``), a name under ``models/moderation/artifacts/``, or a directory;
+    ``NAME:VARIANT`` (e.g. ``davidson-v2:base``, the form verdicts name their ``model_version``
+    in) also picks the fast tier's weights when ``fast_variant`` is not given.
 
     Raises
     ------
     artifacts.ModelNotFound : no artifact there.
     policy.PolicyError : the policy file is bad.
     """
+    if fast_variant is None and isinstance(version, str) and ":" in version:
+        name, _, variant = version.rpartition(":")
+        if name and variant and "/" not in variant:
+            version, fast_variant = name, variant
     return Moderator(artifacts.resolve(version), load_policy(policy_path), fast_variant)

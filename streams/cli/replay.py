@@ -26,7 +26,13 @@ def _time_range_error():
     return TimeRangeError
 
 
-register_user_errors(VerifyFailed, _time_range_error())
+def _compare_error():
+    from replay.compare import CompareError
+
+    return CompareError
+
+
+register_user_errors(VerifyFailed, _time_range_error(), _compare_error())
 
 
 @replay_app.command("rebuild")
@@ -145,6 +151,66 @@ def _print_report(report) -> None:
     if not report.differences:
         console.print("[green]0 differences[/]: the rebuild equals the live run"
                       + (" (and itself, for order-sensitive agents)" if report.rechecked else ""))
+
+
+@replay_app.command("compare")
+@friendly
+def compare(agent: str = typer.Option(..., "--agent", help="The agent whose model versions to compare "
+                                      "(content_guard)."),
+            versions: str = typer.Option(..., "--versions", help="Two model versions, comma-separated: "
+                                         "A,B (for content_guard an artifact name or directory, "
+                                         "optionally :VARIANT, e.g. davidson-v2:distilled,davidson-v2:base)."),
+            start: Optional[str] = typer.Option(None, "--from", help=_FROM_HELP),
+            end: Optional[str] = typer.Option(None, "--to", help=_TO_HELP),
+            examples: int = typer.Option(10, "--examples", min=0, help="Differing decisions to show."),
+            keep: bool = typer.Option(False, "--keep", help="Keep the two scratch keyspaces (default: "
+                                      "dropped after the comparison)."),
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Replay one slice of the log through the agent once per model version (each into a scratch
+    keyspace, through the worker's own code) and print how many decisions differ, by change and
+    by policy category, with examples."""
+    from rich.progress import Progress
+
+    from replay.compare import compare_versions, parse_versions
+
+    pair = parse_versions(versions)
+    start_ms, end_ms = _time_range(start, end)
+    s = settings()
+    with Progress(console=err_console) as bar:
+        tasks = {v: bar.add_task(f"replaying with {v}", total=None) for v in dict.fromkeys(pair)}
+        r = compare_versions(s, agent, pair, start_ms=start_ms, end_ms=end_ms, examples=examples, keep=keep,
+                             on_progress=lambda v, done, total: bar.update(tasks[v], completed=done, total=total))
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    a, b = pair
+    console.print(f"{r['agent']}: {r['decisions']} decisions replayed with both versions "
+                  f"({r['events']['a']} events each); {r['differ']} differ "
+                  f"({100 * r['share_differ']:.1f} %), {r['tier_changes']} more changed tier only; "
+                  f"{r['only_a']} only with {a}, {r['only_b']} only with {b}.", highlight=False)
+    console.print(f"model versions named by the verdicts: A = {', '.join(r['model_versions']['a'])}; "
+                  f"B = {', '.join(r['model_versions']['b'])}", highlight=False)
+    for title, counts in (("change (A -> B)", r["transitions"]), ("category (of the stricter side)", r["by_category"])):
+        if counts:
+            t = Table(title=f"differing decisions by {title}")
+            t.add_column(title.split(" ")[0])
+            t.add_column("decisions", justify="right")
+            for k, n in counts.items():
+                t.add_row(k, str(n))
+            console.print(t)
+    for ex in r["examples"]:
+        where = ex.get("post_id") + (f" comment {ex['comment_id']}" if ex.get("comment_id") else "")
+        console.print(f"[bold]{where}[/]: A {ex['a']['action']} ({ex['a']['tier']}, "
+                      f"{_scores(ex['a'])}) -> B {ex['b']['action']} ({ex['b']['tier']}, {_scores(ex['b'])})",
+                      highlight=False)
+        for reason in (ex["b"]["reasons"] or ex["a"]["reasons"])[:2]:
+            console.print(f"    {reason}", highlight=False)
+    if r.get("keyspaces"):
+        console.print("kept: " + ", ".join(r["keyspaces"]) + " (pulse replay drop KEYSPACE removes them)")
+
+
+def _scores(side: dict) -> str:
+    return ", ".join(f"{c} {v:.2f}" for c, v in side["top_scores"].items()) or "no scores"
 
 
 @replay_app.command("swap")
