@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, feed_fanout,
-                    feed_ranker, materializer, publisher, timing_optimizer, trend_detector,
-                    user_profiler)
+                    feed_ranker, materializer, notification_generator, publisher, timing_optimizer,
+                    trend_detector, user_profiler)
 from streams.contracts.agent import AgentSpec
 
 #: Every agent a worker can run, by name. Later systems add their ``SPEC`` here.
@@ -21,6 +21,8 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     trend_detector.SPEC,
     timing_optimizer.AUDIENCE_SPEC,
     timing_optimizer.SPEC,
+    notification_generator.CANDIDATES_SPEC,
+    notification_generator.SPEC,
 )}
 
 
