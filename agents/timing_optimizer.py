@@ -37,7 +37,9 @@ Partitioning (why two stages and a global side input)
 Audience at the clock ``t``: members whose latest follow event is FOLLOW, and members who engaged
 within :data:`AUDIENCE_DAYS` of ``t``; at most :data:`MAX_MEMBERS` kept (the most recently
 active). The map: :func:`models.timing.shrinkage.posterior` of the members' histograms (id order)
-with the population prior and strength ``timing_prior_strength`` (default
+weighted by their activity (the profile's event count), smoothed toward its day x hour
+structure (``timing_smoothing``, default :data:`models.timing.shrinkage.SMOOTHING`), with the
+population prior and strength ``timing_prior_strength`` (default
 :data:`models.timing.shrinkage.PRIOR_STRENGTH`); windows per content type:
 :mod:`models.timing.windows`.
 
@@ -50,6 +52,8 @@ State (``timing_audiences``, one JSON object per creator)::
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from agents.shared.activity import AudienceActivity, open_audience_activity
 from agents.shared.posts import PublishedPosts, open_published
@@ -79,6 +83,12 @@ def prior_strength(config: Any) -> float:
     """``timing_prior_strength`` of ``config`` when set, else :data:`S.PRIOR_STRENGTH`."""
     v = getattr(config, "timing_prior_strength", None)
     return S.PRIOR_STRENGTH if v is None else float(v)
+
+
+def smoothing(config: Any) -> float:
+    """``timing_smoothing`` of ``config`` when set, else :data:`S.SMOOTHING`."""
+    v = getattr(config, "timing_smoothing", None)
+    return S.SMOOTHING if v is None else float(v)
 
 
 def audience_days(config: Any) -> float:
@@ -179,12 +189,10 @@ def golden_moment(st: dict, t: int, activity: AudienceActivity | None, config: A
     (``{type: [(hour_of_week, score), ...]}``, FLASH, MEMORY, FOREVER and HOURLY). The function
     ``process`` and ``pulse eval timing`` both call."""
     members = audience_at(st, t, audience_days(config))
-    if activity is None:
-        hists, prior = [], None
-    else:
-        hists = [activity.histogram(u, t) for u in members]
-        prior = activity.population(t)
-    post = S.posterior(hists, prior if prior is not None else [1.0] * S.HOURS, prior_strength(config))
+    entries = [] if activity is None else [e for e in (activity.activity(u, t) for u in members) if e is not None]
+    prior = activity.population(t) if activity is not None else np.full(S.HOURS, 1.0 / S.HOURS)
+    post = S.posterior([h for h, _ in entries], prior, prior_strength(config),
+                       weights=[w for _, w in entries], smoothing=smoothing(config))
     tops = {ct: W.top_windows(W.window_scores(post.hour_map, ct))
             for ct in (*W.CONTENT_TYPES, W.HOURLY)}
     return post, tops

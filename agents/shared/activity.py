@@ -61,23 +61,33 @@ class AudienceActivity:
 
     def histogram(self, user_id: str, as_of_ms: int) -> np.ndarray | None:
         """``user_id``'s (168,) shares as of ``as_of_ms`` (module docstring), or None."""
+        got = self.activity(user_id, as_of_ms)
+        return None if got is None else got[0]
+
+    def activity(self, user_id: str, as_of_ms: int) -> tuple[np.ndarray, int] | None:
+        """``(histogram, events)`` of ``user_id`` as of ``as_of_ms``: the (168,) shares and the
+        profile's ``sequence`` (events the profiler folded: the user's activity volume), or
+        None."""
         with self._lock:
-            return self._at(self._versions.get(user_id, ()), as_of_ms // HOUR_MS)
+            return self._entry(self._versions.get(user_id, ()), as_of_ms // HOUR_MS)
 
     @staticmethod
-    def _at(versions, hour: int) -> np.ndarray | None:
+    def _entry(versions, hour: int) -> tuple[np.ndarray, int] | None:
         i = bisect.bisect_left(versions, (hour, -1))
-        return versions[i - 1][2] if i else None
+        return (versions[i - 1][2], max(1, versions[i - 1][1])) if i else None
 
     def population(self, as_of_ms: int) -> np.ndarray:
         """The mean histogram of every user as of the start of ``as_of_ms``'s UTC day (users in
-        id order), (168,) float64; uniform before any profile. Cached per day."""
+        id order), weighted by their events, (168,) float64; uniform before any profile. Cached
+        per day."""
         day = as_of_ms // DAY_MS
         with self._lock:
             got = self._population.get(day)
             if got is None:
                 hour = day * DAY_MS // HOUR_MS
-                got = population_map(self._at(self._versions[u], hour) for u in sorted(self._versions))
+                entries = [e for e in (self._entry(self._versions[u], hour) for u in sorted(self._versions))
+                           if e is not None]
+                got = population_map([h for h, _ in entries], [w for _, w in entries])
                 self._population[day] = got
             return got
 

@@ -2,17 +2,21 @@
 
 Model (Dirichlet-multinomial, the "Polya distribution" of Minka 2000)
     Each of the 168 hours of the week (Monday 00:00 UTC = 0, :func:`hour_of_week`) is a category.
-    An audience member contributes one unit of activity spread over the hours by their
-    active-hours histogram (the user_profiler's decayed 7x24 shares, summing to 1), so a creator
-    with ``n`` members with a histogram has soft counts ``x = sum_u h_u`` with ``sum(x) = n``.
+    An audience member contributes their activity spread over the hours by their active-hours
+    histogram (the user_profiler's decayed 7x24 shares, summing to 1), weighted by their activity
+    volume ``w_u`` (events), so the audience map ``sum_u w_u h_u / sum_u w_u`` is the expected
+    share of the audience's *activity* per hour, and its evidence is Kish's effective number of
+    members ``n = (sum w)^2 / sum w^2`` (``n`` = members when all weigh the same; one member who
+    does everything counts as one). Before the prior is added, the audience map is replaced (by
+    default; :data:`SMOOTHING`) by its own day-of-week x hour-of-day independence model
+    (:func:`factorized`): a few people's 7x24 table is sparse.
     A creator's true map ``p`` is drawn from ``Dirichlet(alpha * pi)``, ``pi`` the population
-    map (the mean histogram over all users), ``alpha`` the prior strength in pseudo-members;
-    the posterior mean is
+    map (the activity-weighted mean histogram over all users), ``alpha`` the prior strength in
+    pseudo-members; with ``x = n * (smoothed audience map)`` the posterior mean is
 
         ``m = (x + alpha * pi) / (n + alpha)``, prior weight ``alpha / (n + alpha)``
 
     so an audience of one or two people is mostly the population and one of hundreds is its own.
-    Counting members, not their events, keeps one very active member from being the audience.
 
 Fitting ``alpha`` (:func:`fit_prior_strength`)
     Empirical Bayes: ``alpha`` maximises the Dirichlet-multinomial marginal likelihood of the
@@ -20,8 +24,11 @@ Fitting ``alpha`` (:func:`fit_prior_strength`)
     the precision (T. Minka, "Estimating a Dirichlet distribution", 2000/2012, section 3 on the
     Polya distribution): ``s <- s * sum_c sum_k pi_k [psi(x_ck + s pi_k) - psi(s pi_k)] /
     sum_c [psi(n_c + s) - psi(s)]``; the gamma functions accept the non-integer counts.
-    ``pulse eval timing`` fits it on the history before its split and reports it;
-    :data:`PRIOR_STRENGTH` is the documented default the agent uses.
+    ``pulse eval timing`` fits it on the history before its split and reports it. On the Stack
+    Exchange history the fit runs to the upper bound (members' decayed histograms are smoother
+    than multinomial draws, so the audiences look no more varied than sampling), which would
+    make every creator the population; :data:`PRIOR_STRENGTH` is therefore a documented choice
+    (docs/timing.md), not the fit.
 """
 from __future__ import annotations
 
@@ -30,15 +37,22 @@ import numpy as np
 from models.profiles.interests import hour_of_week
 
 __all__ = ["HOURS", "PRIOR_STRENGTH", "Posterior", "hour_of_week", "posterior", "fit_prior_strength",
-           "population_map"]
+           "population_map", "factorized", "SMOOTHING"]
 
 #: Hours of the week: 7 days x 24 hours, Monday 00:00 UTC first.
 HOURS = 168
-#: Default prior strength (pseudo-members) of the population map. Fitted by
-#: :func:`fit_prior_strength` on the quantumcomputing Stack Exchange history before the split of
-#: ``pulse eval timing`` (see docs/timing.md), rounded; the setting attribute
-#: ``timing_prior_strength`` overrides it.
-PRIOR_STRENGTH = 4.0
+#: Default prior strength (pseudo-members) of the population map: an audience of one effective
+#: member is half its own, half the population. Chosen, not fitted (module docstring; the eval
+#: reports the fit): on ``pulse eval timing --split 0.4 --profile-half-life-days 1000`` among 1,
+#: 4 and 16 (docs/timing.md); the setting attribute ``timing_prior_strength`` overrides it.
+PRIOR_STRENGTH = 1.0
+#: Weight of the audience map's rank-1 day-of-week x hour-of-day structure (:func:`factorized`)
+#: in its own map: a few members' hours of the week are a sparse 7x24 table in which one person's
+#: habit at 17:00 on a Monday says they are likely around at 17:00 on other days too; the
+#: independence model pools the days. 1 (the independence model alone) was chosen on ``pulse
+#: eval timing --split 0.4`` among 0, 0.5 and 1 (docs/timing.md); the setting attribute
+#: ``timing_smoothing`` overrides it.
+SMOOTHING = 1.0
 _FIT_BOUNDS = (1e-3, 1e5)
 
 
@@ -74,20 +88,33 @@ def _as_map(v) -> np.ndarray | None:
     return a / s if s > 0 else None
 
 
-def population_map(histograms) -> np.ndarray:
-    """The population map: mean of the given users' histograms (each a (168,) share vector,
-    iterated in a fixed order by the caller), uniform when there are none. (168,) float64."""
+def population_map(histograms, weights=None) -> np.ndarray:
+    """The population map: the mean of the given users' histograms (each a (168,) share vector,
+    iterated in a fixed order by the caller), weighted by ``weights`` (each user's activity
+    volume; None: equal), uniform when there are none. (168,) float64."""
     total = np.zeros(HOURS, dtype=np.float64)
-    n = 0
-    for h in histograms:
+    n = 0.0
+    for i, h in enumerate(histograms):
         a = _as_map(h)
-        if a is not None:
-            total += a
-            n += 1
+        w = 1.0 if weights is None else float(weights[i])
+        if a is not None and w > 0:
+            total += w * a
+            n += w
     return total / n if n else np.full(HOURS, 1.0 / HOURS)
 
 
-def posterior(member_histograms, prior: np.ndarray, strength: float) -> Posterior:
+def factorized(m: np.ndarray) -> np.ndarray:
+    """The rank-1 day-of-week x hour-of-day map of ``m`` (168,): ``p(day) * p(hour)`` from its
+    marginals (the independence model of a 7x24 contingency table), (168,) float64."""
+    grid = np.asarray(m, dtype=np.float64).reshape(7, 24)
+    total = grid.sum()
+    if total <= 0:
+        return np.asarray(m, dtype=np.float64).copy()
+    return (np.outer(grid.sum(axis=1), grid.sum(axis=0)) / total).ravel()
+
+
+def posterior(member_histograms, prior: np.ndarray, strength: float, weights=None,
+              smoothing: float | None = None) -> Posterior:
     """The posterior mean map of an audience (module docstring).
 
     Parameters
@@ -99,21 +126,37 @@ def posterior(member_histograms, prior: np.ndarray, strength: float) -> Posterio
         (168,) population map (sums to 1).
     strength
         ``alpha`` >= 0, pseudo-members.
+    weights
+        Each member's activity volume (events), same order; None: every member counts 1. The
+        audience map is then the weighted mean (the share of the audience's *activity*, not of
+        its members) and ``n`` Kish's effective sample size ``(sum w)^2 / sum w^2``.
+    smoothing
+        ``lambda`` in [0, 1]: the audience's own map is ``(1 - lambda) * map + lambda *
+        factorized(map)`` before the prior is added (default :data:`SMOOTHING`).
     """
+    lam = SMOOTHING if smoothing is None else float(smoothing)
     x = np.zeros(HOURS, dtype=np.float64)
-    n = 0
-    for h in member_histograms:
+    count, wsum, w2sum = 0, 0.0, 0.0
+    for i, h in enumerate(member_histograms):
         a = _as_map(h)
-        if a is not None:
-            x += a
-            n += 1
+        w = 1.0 if weights is None else float(weights[i])
+        if a is not None and w > 0:
+            x += w * a
+            count += 1
+            wsum += w
+            w2sum += w * w
     prior = _as_map(prior)
     if prior is None:
         prior = np.full(HOURS, 1.0 / HOURS)
     alpha = max(0.0, float(strength))
-    if n + alpha == 0:
+    if not count:
         return Posterior(prior.copy(), 0, 1.0)
-    return Posterior((x + alpha * prior) / (n + alpha), n, alpha / (n + alpha))
+    own = x / wsum
+    own = (1.0 - lam) * own + lam * factorized(own)
+    n = wsum * wsum / w2sum
+    if n + alpha == 0:
+        return Posterior(prior.copy(), count, 1.0)
+    return Posterior((n * own + alpha * prior) / (n + alpha), count, alpha / (n + alpha))
 
 
 def fit_prior_strength(counts: np.ndarray, prior: np.ndarray, *, start: float = 10.0,

@@ -47,6 +47,19 @@ def test_a_tiny_audience_is_mostly_the_population_and_a_large_one_its_own():
     assert S.posterior([one_hot(3)], prior, strength=0.0).hour_map[3] == 1.0
 
 
+def test_members_weigh_by_activity_and_the_map_pools_days():
+    prior = np.full(S.HOURS, 1 / S.HOURS)
+    # one member does 99 % of the activity: the map is theirs, the evidence about one member
+    p = S.posterior([one_hot(5), one_hot(30)], prior, 1.0, weights=[99, 1], smoothing=0.0)
+    assert p.hour_map[5] > 0.45 and p.hour_map[30] < 0.01
+    assert p.prior_weight == pytest.approx(1 / (1 + 100 ** 2 / (99 ** 2 + 1)))
+    # Monday 05:00 and Tuesday 06:00: the independence model also expects Monday 06:00
+    f = S.factorized((one_hot(5) + one_hot(24 + 6)) / 2)
+    assert f[6] == pytest.approx(0.25) and f[5] == pytest.approx(0.25) and f.sum() == pytest.approx(1)
+    assert S.posterior([one_hot(5), one_hot(30)], prior, 0.0, smoothing=1.0).hour_map[6] == pytest.approx(0.25)
+    assert S.posterior([one_hot(5), one_hot(30)], prior, 0.0, smoothing=0.0).hour_map[6] == 0.0
+
+
 def test_fit_prior_strength_recovers_the_dirichlet_precision():
     rng = np.random.default_rng(7)
     prior = rng.dirichlet(np.full(S.HOURS, 5.0))
@@ -159,11 +172,14 @@ def test_agent_finds_the_audiences_hour_and_shrinks_a_one_follower_creator(tmp_p
     rows = _latest_rows(out2)
     c1, c2 = rows[("c1", "FLASH")], rows[("c2", "FLASH")]
     assert (c1["window_days"][0], c1["window_hours"][0]) == (2, 20)
-    assert c1["audience_size"] == 11 and c1["prior_weight"] == pytest.approx(4 / 15, abs=1e-6)   # fan3 left
+    a = S.PRIOR_STRENGTH
+    assert c1["audience_size"] == 11 and c1["prior_weight"] == pytest.approx(a / (11 + a), abs=1e-6)  # fan3 left
     assert c1["next_window_start"] == T0 + 20 * HOUR and len(c1["hour_map"]) == 168
-    # one follower: the population (Monday 09:00, 30 of 42 users) outweighs them
-    assert (c2["window_days"][0], c2["window_hours"][0]) == (0, 9)
-    assert c2["audience_size"] == 1 and c2["prior_weight"] == pytest.approx(0.8)
+    # one follower: the population (Monday 09:00, 30 of 42 users) takes the prior's share and
+    # makes an hour the follower never used the second best
+    assert list(np.argsort(-np.asarray(c2["hour_map"]), kind="stable")[:2]) == [AUD_HOUR, POP_HOUR]
+    assert c2["audience_size"] == 1 and c2["prior_weight"] == pytest.approx(a / (1 + a), abs=1e-6)
+    assert c2["hour_map"][POP_HOUR] == pytest.approx(a / (1 + a) * 30 / 42, abs=1e-6)
     assert rows[("c3", "FOREVER")]["audience_size"] == 2                              # commenter, answerer
     events = [h2.decode(e) for e in out2.emits]
     assert {(e["creator_id"], e["content_type"]) for e in events} >= {("c1", ct) for ct in W.CONTENT_TYPES}
