@@ -1,0 +1,102 @@
+"""``pulse golden-moment`` (a creator's best posting windows, from the Cassandra view through
+``streams.query.timing``) and ``pulse eval timing`` (golden moments against the global top hours
+on a Stack Exchange history, :mod:`streams.bench.timing`). The eval's JSON goes to stdout;
+progress and a summary to stderr."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from streams.cli.common import app, console, err_console, eval_app, friendly, register_user_errors, settings
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _errors() -> None:
+    from streams.bench.timing import EvalInputError
+    from streams.query.timing import UnknownContentType, UnknownCreator
+
+    register_user_errors(UnknownContentType, UnknownCreator, EvalInputError)
+
+
+_errors()
+
+
+@app.command("golden-moment")
+@friendly
+def golden_moment(creator_id: str = typer.Argument(..., help="The creator's user id."),
+                  content_type: Optional[str] = typer.Option(None, "--content-type",
+                                                             help="flash, memory or forever (default: all three)."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """When CREATOR_ID should post: the best hours of the week (UTC) per content type, the
+    expected share of the audience's activity met, the audience size and how much of the
+    estimate is the population prior."""
+    from rich.table import Table
+
+    from streams.query.timing import read_golden_moments
+
+    rows = read_golden_moments(settings(), creator_id, content_type)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    t = Table(title=f"golden moments of {creator_id}")
+    for col in ("type", "windows (UTC)", "next", "audience", "prior weight"):
+        t.add_column(col)
+    for r in rows:
+        windows = ", ".join(f"{DAYS[d]} {h:02d}:00 ({s:.3f})" for d, h, s in r.windows)
+        nxt = f"{r.next_window_start:%Y-%m-%d %H:%M}" if r.next_window_start else "-"
+        t.add_row(r.content_type.lower(), windows, nxt, str(r.audience_size), f"{r.prior_weight:.2f}")
+    console.print(t)
+
+
+@eval_app.command("timing")
+@friendly
+def eval_timing(
+        stackexchange: Optional[Path] = typer.Option(None, "--stackexchange",
+                                                     help="Stack Exchange dump directory (default "
+                                                          "../shared/data/stackexchange-quantumcomputing)."),
+        split: float = typer.Option(0.6, "--split", min=0.05, max=0.95,
+                                    help="Where the time split falls, as a fraction of the history's span."),
+        prior_strength: Optional[float] = typer.Option(None, "--prior-strength", min=0.0,
+                                                       help="Population prior strength (default: the agent's)."),
+        smoothing: Optional[float] = typer.Option(None, "--smoothing", min=0.0, max=1.0,
+                                                  help="Day x hour smoothing of the audience map (default: the agent's)."),
+        profile_half_life_days: Optional[float] = typer.Option(
+            None, "--profile-half-life-days", min=0.1,
+            help="user_profiler's half-life for this run (default: the setting, 14 days)."),
+) -> None:
+    """Replay a Stack Exchange history before a time split through user_profiler,
+    timing_audience and timing_optimizer (in process), then score each creator's predicted
+    top-3 hours of the week on the audience's real activity after the split, against the global
+    top-3 hours; small audiences (under 10) apart. Prints one JSON object."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from streams.bench.timing import run_timing_eval
+    from streams.cli.ranking import _history
+
+    path, history = _history(stackexchange)
+    s = settings()
+    if profile_half_life_days is not None:
+        s = s.with_(profile_half_life_days=profile_half_life_days)
+    with Progress(TextColumn("[bold]eval timing[/] replaying before the split"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("events", total=None)
+        report = run_timing_eval(
+            history, s, split=split, dataset=path.name, prior_strength=prior_strength, smoothing=smoothing,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)
+            if done % 100 == 0 or done == total else None)
+    g = report["goals"]
+    for name in ("overall", "small_audiences", "large_audiences"):
+        h = report[name].get("hourly")
+        if h:
+            err_console.print(f"{name} ({report[name]['creators']} creators): golden moment {h['golden_moment']} "
+                              f"vs global top-3 {h['global_top3']} (x{h['ratio']})", highlight=False)
+    err_console.print(f"goals: overall x{g['ratio_overall']} (1.25 met: {g['met_overall']}); small audiences "
+                      f"{g['small_golden_moment']} vs {g['small_global_top3']} (met: {g['met_small']})",
+                      highlight=False)
+    print(json.dumps(report, indent=2))
