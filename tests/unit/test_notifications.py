@@ -350,3 +350,42 @@ def test_settings_override_the_constants():
     p = N.params_of(SimpleNamespace(notification_daily_budget=2, notification_digest_interval_h=1.5))
     assert p.daily_budget == 2 and p.digest_interval_ms == int(1.5 * HOUR)
     assert N.params_of(None) == P.PolicyParams()
+
+
+# --- the eval and the command line -----------------------------------------------------------------
+
+
+def test_eval_runs_the_agent_on_the_population_and_is_reproducible():
+    from streams.bench.notifications import run_notifications_eval
+
+    a = run_notifications_eval(users=25, days=5, seed=3)
+    assert a == run_notifications_eval(users=25, days=5, seed=3)
+    p = a["policies"]
+    assert p["send_everything"]["notifications"] == p["pulse"]["candidates"] > p["pulse"]["notifications"]
+    assert p["fixed_cap"]["notifications"] <= 5 * 25 * 6                # 5 a day, 25 users, <= 6 UTC days
+    assert sum(p["pulse"]["decisions"].values()) == p["pulse"]["candidates"]
+    assert p["pulse"]["meaningful_ratio"] > p["send_everything"]["meaningful_ratio"]
+    o = a["off_policy"]
+    assert o["decisions"] == p["pulse"]["candidates"] and 0 < o["truth"] < 1
+    assert all(abs(v - o["truth"]) < 0.5 for v in o["estimates"].values())
+
+
+def _pulse_cli(tmp_path, *args, **env):
+    import os
+    import subprocess
+    import sys
+
+    from streams.settings import REPO_ROOT
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    full.update(PULSE_HOME=str(tmp_path), **env)
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("env", [{}, {"PULSE_CASSANDRA_HOSTS": "127.0.0.1:1"}])
+def test_notifications_command_without_cassandra_is_one_line(tmp_path, env):
+    out = _pulse_cli(tmp_path, "notifications", "u1", "--limit", "5", COLUMNS="400", **env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "error:" in out.stderr and "Traceback" not in out.stderr
+    assert len([ln for ln in out.stderr.splitlines() if ln.strip()]) == 1
