@@ -37,7 +37,8 @@ Partitioning (why two stages and a global side input)
 Audience at the clock ``t``: members whose latest follow event is FOLLOW, and members who engaged
 within :data:`AUDIENCE_DAYS` of ``t``; at most :data:`MAX_MEMBERS` kept (the most recently
 active). The map: :func:`models.timing.shrinkage.posterior` of the members' histograms (id order)
-weighted by their activity (the profile's event count), smoothed toward its day x hour
+weighted by their activity (the profile's event count decayed to the clock at the profiler's
+active-hours half-life, :class:`agents.shared.activity.AudienceActivity`), smoothed toward its day x hour
 structure (``timing_smoothing``, default :data:`models.timing.shrinkage.SMOOTHING`), with the
 population prior and strength ``timing_prior_strength`` (default
 :data:`models.timing.shrinkage.PRIOR_STRENGTH`); windows per content type:

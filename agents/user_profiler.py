@@ -24,9 +24,10 @@ profile computed is the one that stays.
 
 Profile (ProfileUpdate v2): interest vector (decayed, weighted mean of engaged posts' vectors,
 blended with the cold-start prior: ``alpha = n / (n + 5)``, see
-:func:`models.profiles.interests.blend`), category / hashtag / creator affinities, a decayed 7x24
-active-hours histogram, daily activity (river ``EWMean``) and the notification tolerance it
-implies. The cold-start prior is the unit mean of (a) the centroid of recent published posts in
+:func:`models.profiles.interests.blend`), category / hashtag / creator affinities (both with the
+half-life ``profile_half_life_days``), a decayed 7x24 active-hours histogram (its own
+half-life, ``profile_activity_half_life_days``), daily activity (river ``EWMean``) and the
+notification tolerance it implies. The cold-start prior is the unit mean of (a) the centroid of recent published posts in
 the declared interests (hashtags or top category) and (b) the population centroid of those
 interests (the mean interest vector of warm users who declared them, as of the previous UTC
 midnight).
@@ -46,7 +47,11 @@ from streams.contracts.effects import Effect, Emit, StateSet, Upsert, VectorUpse
 
 NAME = "user_profiler"
 MODEL = "user_profiler.decayed_interests"
-MODEL_VERSION = "2"
+#: 3: the active-hours histogram decays with its own half-life
+#: (``profile_activity_half_life_days``, default
+#: :data:`models.profiles.interests.ACTIVITY_HALF_LIFE_DAYS`, 90), not the
+#: interests' 14 days.
+MODEL_VERSION = "3"
 TABLE = "profiles"
 COLLECTION = "user_interests"
 #: Events kept per user (newest by time). The state is written to its changelog after every
@@ -197,6 +202,8 @@ def profile_of(st: dict[str, Any], user: str, ctx: Context) -> dict[str, Any]:
     """The ProfileUpdate fields (without the envelope) for state ``st`` as of its latest event."""
     cfg = ctx.config
     half_life = float(getattr(cfg, "profile_half_life_days", 14.0))
+    activity_half_life = float(getattr(cfg, "profile_activity_half_life_days", None)
+                               or I.ACTIVITY_HALF_LIFE_DAYS)
     horizon = float(getattr(cfg, "feed_horizon_days", 30.0))
     t = st["latest"][0]
     posts: PublishedPosts | None = ctx.side.get("published")
@@ -232,7 +239,7 @@ def profile_of(st: dict[str, Any], user: str, ctx: Context) -> dict[str, Any]:
         "category_affinities": categories,
         "hashtag_affinities": hashtags,
         "creator_affinities": creators,
-        "active_hours": I.active_hours(activity_times, t, half_life),
+        "active_hours": I.active_hours(activity_times, t, activity_half_life),
         "daily_activity": daily,
         "notification_tolerance": I.notification_tolerance(daily),
         "interaction_count": sum(1 for a in st["activity"] if a[0] <= t),

@@ -160,7 +160,14 @@ class Settings:
         the point (``streams.runtime.faults``). Never set it in production.
     profile_half_life_days:
         ``PULSE_PROFILE_HALF_LIFE_DAYS`` (default ``14``): half-life of an engagement's weight in
-        a profile's interest vector, affinities and active hours.
+        a profile's interest vector and affinities.
+    profile_activity_half_life_days:
+        ``PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS`` (default ``90``, above zero): half-life of an
+        event's weight in a profile's active-hours histogram (the hours of the week the user is
+        active, read by timing_optimizer and notification_generator). Longer than the interests'
+        because habits of the clock change more slowly than tastes and each event is one of 168
+        cells: at 14 days a user who acts a few times a month has a handful of events per
+        histogram (docs/timing.md).
     feed_size:
         ``PULSE_FEED_SIZE`` (default ``200``): posts kept in each user's materialized feed.
     feed_horizon_days:
@@ -229,6 +236,7 @@ class Settings:
     media_max_bytes: int = 150 * 1024 * 1024
     crash_point: str = ""
     profile_half_life_days: float = 14.0
+    profile_activity_half_life_days: float = 90.0
     feed_size: int = 200
     feed_horizon_days: float = 30.0
     feed_pull_threshold: int = 10_000
@@ -305,6 +313,7 @@ class Settings:
             media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),
             crash_point=env.get("PULSE_CRASH_POINT") or "",
             profile_half_life_days=_float(env, "PULSE_PROFILE_HALF_LIFE_DAYS", 14.0),
+            profile_activity_half_life_days=_positive(env, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS", 90.0),
             feed_size=_int(env, "PULSE_FEED_SIZE", 200),
             feed_horizon_days=_float(env, "PULSE_FEED_HORIZON_DAYS", 30.0),
             feed_pull_threshold=_int(env, "PULSE_FEED_PULL_THRESHOLD", 10_000),

@@ -6,6 +6,16 @@ profiles of the current period a worker happens to have read (as
 :class:`agents.shared.social.UserInterests` does): a user's histogram at ``t`` is that of their
 last profile published in an hour before ``t``'s hour (UTC); the population map at ``t`` is the
 mean of every user's histogram as of the start of ``t``'s UTC day.
+
+Weight of a user (their expected share of activity, :func:`models.timing.shrinkage.posterior`):
+the profile's ``sequence`` (events the profiler folded) times ``2 ** (-age / half_life)``, ``age``
+the time from the profile's event time to the reference time (the start of the as-of hour, or of
+the day for the population) and ``half_life`` the profiler's active-hours half-life
+(``profile_activity_half_life_days``). The histogram is decayed as of the profile's time; a user
+whose last profile is months old is not active now, and without the decay their all-time count
+gave their last few events the weight of all of them (a user with 239 events of which the
+histogram held about 9 at a 14-day half-life made 61 % of the population's top hour, and the
+population map scored below uniform guessing: docs/timing.md).
 """
 from __future__ import annotations
 
@@ -15,22 +25,29 @@ from typing import Any
 
 import numpy as np
 
+from models.profiles.interests import ACTIVITY_HALF_LIFE_DAYS, decay
 from models.timing.shrinkage import HOURS, population_map
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 #: Versions (one per hour with a profile) kept per user, newest; an as-of read older than the
-#: oldest kept one gets that one. A replay reads as of event times that move forward, so only the
+#: oldest kept one gets none. A replay reads as of event times that move forward, so only the
 #: newest few are ever asked for; the cap bounds memory at about 8 x 168 x 4 bytes per user.
 VERSIONS_KEPT = 8
 
 
 class AudienceActivity:
-    """Users' active-hours histograms as of a time, and the population map. Thread-safe."""
+    """Users' active-hours histograms as of a time, and the population map. Thread-safe.
 
-    def __init__(self) -> None:
-        self._versions: dict[str, list[tuple[int, int, np.ndarray]]] = {}  # user -> (hour, seq, h)
+    ``half_life_days``: the profiler's active-hours half-life, which decays a profile's weight
+    with its age (module docstring).
+    """
+
+    def __init__(self, half_life_days: float = ACTIVITY_HALF_LIFE_DAYS) -> None:
+        self.half_life_days = float(half_life_days)
+        # user -> [(hour, seq, h, event time ms)], by hour
+        self._versions: dict[str, list[tuple[int, int, np.ndarray, int]]] = {}
         self._population: dict[int, np.ndarray] = {}                        # day -> cached map
         self._lock = threading.Lock()
 
@@ -48,9 +65,9 @@ class AudienceActivity:
             if i < len(versions) and versions[i][0] == hour:
                 if versions[i][1] >= seq:
                     return
-                versions[i] = (hour, seq, h)
+                versions[i] = (hour, seq, h, at)
             else:
-                versions.insert(i, (hour, seq, h))
+                versions.insert(i, (hour, seq, h, at))
                 del versions[:-VERSIONS_KEPT]
             day = at // DAY_MS
             for d in [d for d in self._population if d > day]:
@@ -64,17 +81,20 @@ class AudienceActivity:
         got = self.activity(user_id, as_of_ms)
         return None if got is None else got[0]
 
-    def activity(self, user_id: str, as_of_ms: int) -> tuple[np.ndarray, int] | None:
-        """``(histogram, events)`` of ``user_id`` as of ``as_of_ms``: the (168,) shares and the
-        profile's ``sequence`` (events the profiler folded: the user's activity volume), or
+    def activity(self, user_id: str, as_of_ms: int) -> tuple[np.ndarray, float] | None:
+        """``(histogram, weight)`` of ``user_id`` as of ``as_of_ms``: the (168,) shares and the
+        user's activity volume, the profile's ``sequence`` (events the profiler folded) decayed
+        from the profile's time to the start of ``as_of_ms``'s hour (module docstring), or
         None."""
         with self._lock:
             return self._entry(self._versions.get(user_id, ()), as_of_ms // HOUR_MS)
 
-    @staticmethod
-    def _entry(versions, hour: int) -> tuple[np.ndarray, int] | None:
+    def _entry(self, versions, hour: int) -> tuple[np.ndarray, float] | None:
         i = bisect.bisect_left(versions, (hour, -1))
-        return (versions[i - 1][2], max(1, versions[i - 1][1])) if i else None
+        if not i:
+            return None
+        _, seq, h, at = versions[i - 1]
+        return h, max(1, seq) * float(decay(hour * HOUR_MS - at, self.half_life_days))
 
     def population(self, as_of_ms: int) -> np.ndarray:
         """The mean histogram of every user as of the start of ``as_of_ms``'s UTC day (users in
@@ -93,5 +113,8 @@ class AudienceActivity:
 
 
 def open_audience_activity(config: Any, models: Any) -> AudienceActivity:
-    """``SideInput.open`` for ``profiles``."""
-    return AudienceActivity()
+    """``SideInput.open`` for ``profiles``: the profiler's active-hours half-life from
+    ``profile_activity_half_life_days`` (default
+    :data:`models.profiles.interests.ACTIVITY_HALF_LIFE_DAYS`)."""
+    half_life = getattr(config, "profile_activity_half_life_days", None)
+    return AudienceActivity(half_life or ACTIVITY_HALF_LIFE_DAYS)

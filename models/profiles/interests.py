@@ -48,6 +48,12 @@ HANDOVER_K = 5.0
 COLD_START_BELOW = 3
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+#: Default half-life (days) of an event's weight in the active-hours histogram
+#: (``PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS``): clock habits change more slowly than tastes, and
+#: a 168-cell histogram needs more events than an interest vector; at the interests' 14 days a
+#: user who acts a few times a month keeps a handful of events (docs/timing.md). Readers of the
+#: histogram (timing_optimizer's side input) decay a profile's weight with the same half-life.
+ACTIVITY_HALF_LIFE_DAYS = 90.0
 #: Unix epoch (1970-01-01) was a Thursday: day-of-week 3 with Monday = 0.
 _EPOCH_DOW = 3
 

@@ -136,8 +136,9 @@ def run_timing_eval(history: Sequence[tuple[str, dict]], settings: Settings, *, 
     docstring). ``history``: ``(event_type, record)`` in time order (``upload``,
     ``interaction``, ``follow``, ``user_signup``); ``split``: where the split falls, as a
     fraction of the history's time span; ``prior_strength`` / ``smoothing``: the agent's
-    constants for this run (None: its defaults); the profiler runs with ``settings``
-    (``profile_half_life_days`` sets its active-hours decay). Returns the JSON-ready report.
+    constants for this run (None: its defaults); the profiler and the side input run with
+    ``settings`` (``profile_activity_half_life_days`` sets the active-hours decay). Returns the
+    JSON-ready report.
 
     Raises :class:`EvalInputError` when the split leaves no activity on one side."""
     started = time.perf_counter()
@@ -231,6 +232,7 @@ def run_timing_eval(history: Sequence[tuple[str, dict]], settings: Settings, *, 
         "smoothing": T.smoothing(config),
         "audience_days": T.audience_days(config),
         "profile_half_life_days": float(getattr(settings, "profile_half_life_days", 14.0)),
+        "profile_activity_half_life_days": float(getattr(settings, "profile_activity_half_life_days", 90.0)),
         "creators_with_state": len(states),
         "global_top3_hours": [list(W.day_hour(w)) for w in baseline[W.HOURLY]],
         "overall": overall, "small_audiences": small, "large_audiences": large,

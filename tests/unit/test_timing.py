@@ -238,3 +238,70 @@ def test_settings_override_the_constants():
     assert T.audience_days(SimpleNamespace(timing_audience_days=7)) == 7.0
     st = {"members": {"a": [0, "", 0, T0], "b": [0, "", 1, 0]}}
     assert T.audience_at(st, T0 + 10 * DAY, 7) == ["b"] and T.audience_at(st, T0, 7) == ["a", "b"]
+
+
+# --- the active-hours histogram's half-life and the side input's weights --------------------------
+
+
+def _profile_after(tmp_path, *times, **env):
+    """The last profile user_profiler emits for comments by ``u`` at ``times``."""
+    from agents import user_profiler
+    from agents.shared.posts import PostVectors
+
+    h = Harness(user_profiler.SPEC, tmp_path, side={"published": PublishedPosts(), "vectors": PostVectors(),
+                                                    "population": user_profiler.InterestPopulation()}, **env)
+    out = h.feed(*[("interactions", full_record("interactions", user_id="u", post_id="p", type="COMMENT",
+                                                event_time=t, event_id=f"00000000-0000-4000-8000-{i:012d}"))
+                   for i, t in enumerate(times)])
+    return h.decode([e for e in out.emits if e.topic == "profiles"][-1])
+
+
+def test_active_hours_decay_with_their_own_half_life_not_the_interests(tmp_path):
+    from agents import user_profiler
+
+    # a Monday 09:00 twelve weeks before a Wednesday 20:00: about one activity half-life (90
+    # days), six interest half-lives (14 days)
+    monday = T0 - 2 * DAY
+    old, new = monday - 84 * DAY + POP_HOUR * HOUR, monday + AUD_HOUR * HOUR
+    assert S.hour_of_week(old) == POP_HOUR and S.hour_of_week(new) == AUD_HOUR
+    age_days = (new - old) / DAY
+    p = _profile_after(tmp_path, old, new)
+    share = 2 ** (-age_days / 90) / (1 + 2 ** (-age_days / 90))
+    assert p["active_hours"][POP_HOUR] == pytest.approx(share, abs=1e-6)
+    assert p["model_version"] == user_profiler.MODEL_VERSION == "3"
+    # the interests' half-life no longer moves it; the activity half-life does
+    assert _profile_after(tmp_path, old, new, PULSE_PROFILE_HALF_LIFE_DAYS="1")["active_hours"] == p["active_hours"]
+    short = _profile_after(tmp_path, old, new, PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS="14")
+    assert short["active_hours"][POP_HOUR] == pytest.approx(
+        2 ** (-age_days / 14) / (1 + 2 ** (-age_days / 14)), abs=1e-6)
+
+
+def test_activity_half_life_setting_defaults_to_90_days_and_refuses_nonsense(tmp_path):
+    from models.profiles.interests import ACTIVITY_HALF_LIFE_DAYS
+    from streams.settings import Settings, SettingsError
+
+    home = {"PULSE_HOME": str(tmp_path)}
+    assert Settings.from_env(home).profile_activity_half_life_days == ACTIVITY_HALF_LIFE_DAYS == 90.0
+    assert Settings.from_env({**home, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS": "45"}).profile_activity_half_life_days == 45
+    for bad in ("0", "-3", "soon"):
+        with pytest.raises(SettingsError, match="PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS"):
+            Settings.from_env({**home, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS": bad})
+    side = T.SPEC.side_inputs[0].open(Settings.from_env({**home, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS": "7"}), None)
+    assert side.half_life_days == 7.0
+
+
+def test_a_profile_weighs_its_events_decayed_to_the_as_of_time():
+    # "old" did 200 events but the last profile is one half-life old; "now" did 100 up to today.
+    # Weighted by the all-time count, old's last habits outweighed now's two to one (the
+    # population map of the Stack Exchange eval scored below uniform guessing that way).
+    side = AudienceActivity(half_life_days=90)
+    side.apply({"user_id": "old", "event_time": T0 - 90 * DAY, "sequence": 200,
+                "active_hours": one_hot(POP_HOUR).tolist()})
+    side.apply({"user_id": "now", "event_time": T0, "sequence": 100, "active_hours": one_hot(AUD_HOUR).tolist()})
+    h_old, w_old = side.activity("old", T0 + HOUR)
+    h_now, w_now = side.activity("now", T0 + HOUR)
+    assert w_old == pytest.approx(200 * 2 ** (-(90 * DAY + HOUR) / (90 * DAY)))
+    assert w_now == pytest.approx(100 * 2 ** (-HOUR / (90 * DAY)))
+    pop = side.population(T0 + DAY)  # as of the start of the next day
+    assert pop[POP_HOUR] == pytest.approx(pop[AUD_HOUR], rel=1e-6) and pop.sum() == pytest.approx(1)
+    assert side.activity("now", T0) is None  # the profile's own hour is not complete yet
