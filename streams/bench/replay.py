@@ -252,17 +252,32 @@ def measure(settings: Settings, out_dir: Path, *, into: str | None = None,
     }
 
 
+def run_on(settings: Settings, history: list[tuple[str, dict]], events: int, work_dir: Path, *,
+           into: str | None = None, on_step: Step = lambda m: None,
+           on_progress: Progress = lambda *_: None) -> dict:
+    """Publish ``history`` scaled to ``events`` (:func:`scaled_history`) to the servers of
+    ``settings`` (topics and views provisioned), then :func:`measure` with the Parquet files in
+    ``work_dir``: ``history``, ``publish`` and the keys of :func:`measure`."""
+    out_dir = Path(work_dir) / "export"
+    out_dir.mkdir(exist_ok=True)
+    result: dict = {"history": {"events": len(history),
+                                "copies": -(-events // len(history)) if history else 0,
+                                "scaled_events": events}}
+    on_step("publishing the scaled history")
+    result["publish"] = publish_history(settings, scaled_history(history, events), events,
+                                        on_progress)
+    result.update(measure(settings, out_dir, into=into, on_step=on_step, on_progress=on_progress))
+    return result
+
+
 def run_replay_bench(history: list[tuple[str, dict]], events: int = 1_000_000, dataset: str = "",
                      on_step: Step = lambda m: None, on_progress: Progress = lambda *_: None) -> dict:
-    """Start servers in a temporary PULSE_HOME, publish ``history`` scaled to ``events``
-    (:func:`scaled_history`), measure (:func:`measure`), stop the servers; one dict."""
+    """Start servers in a temporary PULSE_HOME, provision them, :func:`run_on` (the rebuild
+    writes the materializer's views in place: nothing else wrote them), stop the servers."""
     from streams.servers.provision import provision
     from streams.servers.supervisor import down, up
 
-    copies = -(-events // len(history)) if history else 0
-    result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                    "history": {"dataset": dataset, "events": len(history), "copies": copies,
-                                "scaled_events": events}}
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="pulse-bench-replay-") as home:
         env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
                                                             "PULSE_CASSANDRA_HEAP")}
@@ -275,12 +290,9 @@ def run_replay_bench(history: list[tuple[str, dict]], events: int = 1_000_000, d
             settings = Settings.from_env({**env, "PULSE_HOME": home})
             on_step("provisioning topics and views")
             provision(settings)
-            on_step("publishing the scaled history")
-            result["publish"] = publish_history(settings, scaled_history(history, events), events,
-                                                on_progress)
-            out_dir = Path(home) / "export"
-            out_dir.mkdir()
-            result.update(measure(settings, out_dir, on_step=on_step, on_progress=on_progress))
+            result.update(run_on(settings, history, events, Path(home), on_step=on_step,
+                                 on_progress=on_progress))
+            result["history"]["dataset"] = dataset
         finally:
             down(settings)
     return result
