@@ -64,9 +64,10 @@ def eval_timing(
                                                        help="Population prior strength (default: the agent's)."),
         smoothing: Optional[float] = typer.Option(None, "--smoothing", min=0.0, max=1.0,
                                                   help="Day x hour smoothing of the audience map (default: the agent's)."),
-        profile_half_life_days: Optional[float] = typer.Option(
-            None, "--profile-half-life-days", min=0.1,
-            help="user_profiler's half-life for this run (default: the setting, 14 days)."),
+        activity_half_life_days: Optional[float] = typer.Option(
+            None, "--activity-half-life-days", min=0.1,
+            help="user_profiler's active-hours half-life for this run (default: the setting, "
+                 "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS, 90 days)."),
 ) -> None:
     """Replay a Stack Exchange history before a time split through user_profiler,
     timing_audience and timing_optimizer (in process), then score each creator's predicted
@@ -80,8 +81,8 @@ def eval_timing(
 
     path, history = _history(stackexchange)
     s = settings()
-    if profile_half_life_days is not None:
-        s = s.with_(profile_half_life_days=profile_half_life_days)
+    if activity_half_life_days is not None:
+        s = s.with_(profile_activity_half_life_days=activity_half_life_days)
     with Progress(TextColumn("[bold]eval timing[/] replaying before the split"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
                   transient=True) as bar:
