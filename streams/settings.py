@@ -59,6 +59,16 @@ def _positive(env: Mapping[str, str], name: str, default: float, integer: bool =
     return value
 
 
+def _optional(env: Mapping[str, str], name: str, kind: type, lo: float, hi: float | None = None):
+    """``None`` when unset (the consumer's own default), else a ``kind`` number in ``[lo, hi]``."""
+    if env.get(name) in (None, ""):
+        return None
+    value = _int(env, name, 0) if kind is int else _float(env, name, 0.0)
+    if value < lo or (hi is not None and value > hi):
+        raise SettingsError(f"{name}={value} is outside [{lo}, {hi if hi is not None else 'no limit'}]")
+    return value
+
+
 #: What the publisher can wait for (``PULSE_GATES``): Content Guard's and Copyright Guard's
 #: verdicts, and CLIP AI's enrichment (not a decision: the post is published with its categories,
 #: quality and search vectors in place).
@@ -206,6 +216,16 @@ class Settings:
         window, baseline half-life (hours), SigniTrend bias (mentions), burst scores at which a
         trend starts and ends, and mentions a trend needs to start
         (:class:`models.trends.burst.TrendParams`, docs/trends.md).
+    notification_daily_budget, notification_quiet_share, notification_digest_interval_h, notification_digest_max_items, notification_send_cost, notification_hold_cost, notification_mc_draws, notification_exploration:
+        ``PULSE_NOTIFICATION_DAILY_BUDGET``, ``..._QUIET_SHARE``, ``..._DIGEST_INTERVAL_H``,
+        ``..._DIGEST_MAX_ITEMS``, ``..._SEND_COST``, ``..._HOLD_COST``, ``..._MC_DRAWS``,
+        ``..._EXPLORATION``: notification_generator's policy
+        (:class:`models.notifications.policy.PolicyParams`, docs/notifications.md); unset (None)
+        = the policy's default.
+    timing_prior_strength, timing_smoothing, timing_audience_days:
+        ``PULSE_TIMING_PRIOR_STRENGTH``, ``PULSE_TIMING_SMOOTHING``, ``PULSE_TIMING_AUDIENCE_DAYS``:
+        timing_optimizer's population-prior strength, day x hour smoothing and engager memory
+        (days) (docs/timing.md); unset (None) = the agent's default.
     """
 
     home: Path
@@ -252,6 +272,17 @@ class Settings:
     trend_z_start: float = 3.0
     trend_z_end: float = 1.0
     trend_min_count: int = 5
+    notification_daily_budget: int | None = None
+    notification_quiet_share: float | None = None
+    notification_digest_interval_h: float | None = None
+    notification_digest_max_items: int | None = None
+    notification_send_cost: float | None = None
+    notification_hold_cost: float | None = None
+    notification_mc_draws: int | None = None
+    notification_exploration: float | None = None
+    timing_prior_strength: float | None = None
+    timing_smoothing: float | None = None
+    timing_audience_days: float | None = None
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -329,6 +360,17 @@ class Settings:
             trend_z_start=_float(env, "PULSE_TREND_Z_START", 3.0),
             trend_z_end=_float(env, "PULSE_TREND_Z_END", 1.0),
             trend_min_count=_count(env, "PULSE_TREND_MIN_COUNT", 5),
+            notification_daily_budget=_optional(env, "PULSE_NOTIFICATION_DAILY_BUDGET", int, 0),
+            notification_quiet_share=_optional(env, "PULSE_NOTIFICATION_QUIET_SHARE", float, 0.0, 1.0),
+            notification_digest_interval_h=_optional(env, "PULSE_NOTIFICATION_DIGEST_INTERVAL_H", float, 0.0),
+            notification_digest_max_items=_optional(env, "PULSE_NOTIFICATION_DIGEST_MAX_ITEMS", int, 1),
+            notification_send_cost=_optional(env, "PULSE_NOTIFICATION_SEND_COST", float, 0.0),
+            notification_hold_cost=_optional(env, "PULSE_NOTIFICATION_HOLD_COST", float, 0.0),
+            notification_mc_draws=_optional(env, "PULSE_NOTIFICATION_MC_DRAWS", int, 1),
+            notification_exploration=_optional(env, "PULSE_NOTIFICATION_EXPLORATION", float, 0.0, 1.0),
+            timing_prior_strength=_optional(env, "PULSE_TIMING_PRIOR_STRENGTH", float, 0.0),
+            timing_smoothing=_optional(env, "PULSE_TIMING_SMOOTHING", float, 0.0, 1.0),
+            timing_audience_days=_optional(env, "PULSE_TIMING_AUDIENCE_DAYS", float, 0.0),
             external=frozenset(external),
         )
 

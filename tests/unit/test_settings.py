@@ -56,3 +56,22 @@ def test_trend_settings_reach_the_detector_and_bad_values_are_refused(tmp_path):
                       ("PULSE_TREND_MIN_COUNT", "-1"), ("PULSE_TREND_HALF_LIFE_H", "soon")):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({"PULSE_HOME": str(tmp_path), name: bad})
+
+
+def test_notification_and_timing_settings_reach_their_agents_unset_means_the_default(tmp_path):
+    from agents import notification_generator as N, timing_optimizer as T
+
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    assert s.notification_daily_budget is None and s.timing_prior_strength is None
+    assert N.params_of(s) == N.params_of(object())
+    assert T.prior_strength(s) == T.prior_strength(object())
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_NOTIFICATION_DAILY_BUDGET": "2",
+                           "PULSE_NOTIFICATION_DIGEST_INTERVAL_H": "6", "PULSE_TIMING_PRIOR_STRENGTH": "4",
+                           "PULSE_TIMING_AUDIENCE_DAYS": "30"})
+    p = N.params_of(s)
+    assert (p.daily_budget, p.digest_interval_ms) == (2, 6 * 3_600_000)
+    assert (T.prior_strength(s), T.audience_days(s)) == (4.0, 30.0)
+    for name, bad in (("PULSE_NOTIFICATION_EXPLORATION", "1.5"), ("PULSE_NOTIFICATION_MC_DRAWS", "0"),
+                      ("PULSE_TIMING_SMOOTHING", "-0.1"), ("PULSE_NOTIFICATION_DAILY_BUDGET", "lots")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({"PULSE_HOME": str(tmp_path), name: bad})
