@@ -10,10 +10,10 @@ pass-through agent (decode, validate, re-encode, emit) over the same number of e
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from streams.bench import bench_servers
 from streams.settings import Settings
 from streams.bench.backbone import _run_loop
 
@@ -41,7 +41,6 @@ def bench_agent_throughput(agent: str, events: Iterable[tuple[str, dict]], *,
 
     from streams.stores.cassandra import apply_schema
     from streams.producer import Publisher
-    from streams.servers.supervisor import down, up
     from streams.servers.topics_admin import create_topics
     from streams.bench.backbone import bench_passthrough
 
@@ -68,16 +67,8 @@ def bench_agent_throughput(agent: str, events: Iterable[tuple[str, dict]], *,
 
     if settings is not None:
         return run(settings)
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as home:
-        env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
-                                                            "PULSE_CASSANDRA_HEAP")}
-        s = Settings.from_env({**env, "PULSE_HOME": home})
-        on_step("servers up")
-        up(s, on_step=on_step)
-        try:
-            return run(Settings.from_env({**env, "PULSE_HOME": home}))
-        finally:
-            down(s)
+    with bench_servers(on_step=on_step) as (s, _home, _up):
+        return run(s)
 
 
 def copyright_events(images: list[Path], *, references: int = 20, uploads: int = 200) -> list[tuple[str, dict]]:

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from streams.bench import bench_servers
 from streams.settings import REPO_ROOT, Settings
 
 Step = Callable[[str], None]
@@ -203,25 +204,13 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
 def run_backbone(n_codec: int = 50_000, n_publish: int = 100_000, n_passthrough: int = 100_000,
                  on_step: Step = lambda m: None) -> dict:
     """All backbone figures as one dict (see the module docstring)."""
-    from streams.servers.supervisor import down, up
-
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     on_step("codec")
     result["codec"] = bench_codec(n_codec)
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as home:
-        env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
-                                                            "PULSE_CASSANDRA_HEAP")}
-        settings = Settings.from_env({**env, "PULSE_HOME": home})
-        on_step("pulse up (cold)")
-        t0 = time.perf_counter()
-        up(settings, on_step=on_step)
-        result["up"] = {"seconds_until_both_answer": round(time.perf_counter() - t0, 1)}
-        try:
-            settings = Settings.from_env({**env, "PULSE_HOME": home})
-            on_step("publish")
-            result["publish"] = bench_publish(settings, n_publish)
-            on_step("pass-through agent")
-            result["passthrough"] = bench_passthrough(settings, n_passthrough)
-        finally:
-            down(settings)
+    with bench_servers(on_step=on_step) as (settings, _home, up_seconds):
+        result["up"] = {"seconds_until_both_answer": round(up_seconds, 1)}
+        on_step("publish")
+        result["publish"] = bench_publish(settings, n_publish)
+        on_step("pass-through agent")
+        result["passthrough"] = bench_passthrough(settings, n_passthrough)
     return result

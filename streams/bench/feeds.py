@@ -29,7 +29,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from streams.bench import bench_servers
 from streams.settings import REPO_ROOT, Settings
 
 Step = Callable[[str], None]
@@ -427,7 +427,6 @@ def run_feeds_bench(*, users: int = 10_000, reads: int = 8_000, clients: int = 8
                     on_step: Step = lambda m: None) -> dict:
     """All three measurements, on servers of its own unless ``settings`` is given; one dict."""
     from streams.servers.provision import provision
-    from streams.servers.supervisor import down, up
 
     def run(s: Settings) -> dict:
         provision(s)
@@ -442,13 +441,5 @@ def run_feeds_bench(*, users: int = 10_000, reads: int = 8_000, clients: int = 8
 
     if settings is not None:
         return run(settings)
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-feeds-") as home:
-        env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
-                                                            "PULSE_CASSANDRA_HEAP")}
-        s = Settings.from_env({**env, "PULSE_HOME": home, "PULSE_APP_ID": "bench-feeds"})
-        on_step("servers up")
-        up(s, on_step=on_step)
-        try:
-            return run(Settings.from_env({**env, "PULSE_HOME": home, "PULSE_APP_ID": "bench-feeds"}))
-        finally:
-            down(s)
+    with bench_servers("pulse-bench-feeds-", on_step, PULSE_APP_ID="bench-feeds") as (s, _home, _up):
+        return run(s)

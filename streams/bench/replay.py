@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from streams.bench.ranking import TOPIC_OF
+from streams.bench import bench_servers
 from streams.settings import Settings
 
 Step = Callable[[str], None]
@@ -275,24 +275,12 @@ def run_replay_bench(history: list[tuple[str, dict]], events: int = 1_000_000, d
     """Start servers in a temporary PULSE_HOME, provision them, :func:`run_on` (the rebuild
     writes the materializer's views in place: nothing else wrote them), stop the servers."""
     from streams.servers.provision import provision
-    from streams.servers.supervisor import down, up
 
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-replay-") as home:
-        env = {k: v for k, v in os.environ.items() if k in ("PULSE_CACHE", "PULSE_KAFKA_HEAP",
-                                                            "PULSE_CASSANDRA_HEAP")}
-        settings = Settings.from_env({**env, "PULSE_HOME": home})
-        on_step("pulse up (cold)")
-        t0 = time.perf_counter()
-        up(settings, on_step=on_step)
-        result["up_seconds"] = round(time.perf_counter() - t0, 1)
-        try:
-            settings = Settings.from_env({**env, "PULSE_HOME": home})
-            on_step("provisioning topics and views")
-            provision(settings)
-            result.update(run_on(settings, history, events, Path(home), on_step=on_step,
-                                 on_progress=on_progress))
-            result["history"]["dataset"] = dataset
-        finally:
-            down(settings)
+    with bench_servers("pulse-bench-replay-", on_step) as (settings, home, up_seconds):
+        result["up_seconds"] = round(up_seconds, 1)
+        on_step("provisioning topics and views")
+        provision(settings)
+        result.update(run_on(settings, history, events, home, on_step=on_step, on_progress=on_progress))
+        result["history"]["dataset"] = dataset
     return result
