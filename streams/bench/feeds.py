@@ -8,10 +8,11 @@ Three measurements (:func:`run_feeds_bench`), on servers of its own in a tempora
   writes them (signals, 384-d interest vector, affinities), and a fresh pool of
   ``feed_fresh_pool`` posts published after every one of those rankings (the worst case: each
   read ranks them all in), then ``reads`` random feed pages (20 posts) read by ``clients``
-  concurrent threads through the Python API (:func:`streams.query.feeds.read_feed`: one pooled
+  concurrent clients through the Python API (:func:`streams.query.feeds.read_feed`: a pooled
   read side, read-time ranking and the fresh-pool, pulled-creator and takedown caches included),
   against the baseline of the same rows read as one prepared single-partition ``SELECT`` through
-  the driver on the same session;
+  the driver on the same sessions; clients are processes with a read side each (default) or
+  threads sharing one (``client_mode``);
 * **fan-out**: feed_fanout's engine run (process + encode) for one post by a creator with 1,000,
   10,000 and 100,000 followers, with the default pull threshold and with push forced, and the
   feed ranker's re-rank time per pushed candidate (each push is one re-rank in the follower's
