@@ -190,11 +190,11 @@ def compare(agent: str = typer.Option(..., "--agent", help="The agent whose mode
                   f"{r['only_a']} only with {a}, {r['only_b']} only with {b}.", highlight=False)
     console.print(f"model versions named by the verdicts: A = {', '.join(r['model_versions']['a'])}; "
                   f"B = {', '.join(r['model_versions']['b'])}", highlight=False)
-    for title, counts in (("change (A -> B)", r["transitions"]), ("category (of the stricter side)", r["by_category"])):
+    for title, counts in (("change (A -> B)", r["transitions"]), ("category (stricter side)", r["by_category"])):
         if counts:
-            t = Table(title=f"differing decisions by {title}")
-            t.add_column(title.split(" ")[0])
-            t.add_column("decisions", justify="right")
+            t = Table()
+            t.add_column(title)
+            t.add_column("differing decisions", justify="right")
             for k, n in counts.items():
                 t.add_row(k, str(n))
             console.print(t)
