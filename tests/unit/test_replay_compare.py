@@ -54,3 +54,36 @@ def test_a_moderator_version_can_name_its_fast_variant():
 
     with pytest.raises(ModelNotFound, match="no fast model 'fancy'"):
         load_moderator("davidson-v2:fancy")
+
+
+def test_the_command_prints_counts_tables_and_examples(monkeypatch, tmp_path):
+    """`pulse replay compare`'s report as a person reads it (the replay itself is covered on the
+    real servers by tests/integration/test_replay_compare.py)."""
+    from typer.testing import CliRunner
+
+    import replay.compare as C
+    from streams.cli import app
+
+    a = [verdict("e1", "ALLOW"), verdict("e2", "ALLOW", post="se-p7", comment="se-c9")]
+    b = [verdict("e1", "ALLOW"), verdict("e2", "RESTRICT", post="se-p7", comment="se-c9",
+                                         scores={"harassment": 0.66, "none": 0.3}, version="m:b")]
+    canned = {"agent": "content_guard", "versions": ["m:a", "m:b"], "topic": "moderation-verdicts",
+              "from_ms": None, "to_ms": None, "events": {"a": 2, "b": 2}, "seconds": {"a": 0.1, "b": 0.1},
+              **diff_decisions(a, b)}
+    seen = {}
+
+    def fake(settings, agent, versions, **kw):
+        seen.update(agent=agent, versions=versions, **kw)
+        return canned
+
+    monkeypatch.setattr(C, "compare_versions", fake)
+    result = CliRunner().invoke(app, ["replay", "compare", "--agent", "content_guard", "--versions", "m:a,m:b",
+                                      "--from", "2018-03-01", "--examples", "1"],
+                                env={"PULSE_HOME": str(tmp_path), "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert seen["versions"] == ("m:a", "m:b") and seen["examples"] == 1 and seen["start_ms"] == 1519862400000
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+    out = " ".join(result.output.split())  # the console wraps at 80 columns
+    assert "2 decisions replayed with both versions" in out and "1 differ (50.0 %)" in out
+    assert "ALLOW -> RESTRICT" in out and "harassment" in out
+    assert "se-p7 comment se-c9: A ALLOW" in out and "-> B RESTRICT" in out
