@@ -27,6 +27,7 @@ import numpy as np
 
 from models.profiles.interests import ACTIVITY_HALF_LIFE_DAYS, decay
 from models.timing.shrinkage import HOURS, population_map
+from agents.shared.social import fold_version
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
@@ -60,15 +61,7 @@ class AudienceActivity:
         user, at = record["user_id"], ms_of(record["event_time"])
         hour, seq = at // HOUR_MS, int(record.get("sequence") or 0)
         with self._lock:
-            versions = self._versions.setdefault(user, [])
-            i = bisect.bisect_left(versions, (hour, -1))
-            if i < len(versions) and versions[i][0] == hour:
-                if versions[i][1] >= seq:
-                    return
-                versions[i] = (hour, seq, h, at)
-            else:
-                versions.insert(i, (hour, seq, h, at))
-                del versions[:-VERSIONS_KEPT]
+            fold_version(self._versions.setdefault(user, []), (hour, seq, h, at), keep=VERSIONS_KEPT)
             day = at // DAY_MS
             for d in [d for d in self._population if d > day]:
                 del self._population[d]

@@ -11,6 +11,7 @@ import bisect
 import threading
 from typing import Any
 
+from agents.shared.social import fold_version
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
@@ -37,15 +38,7 @@ class SubjectAffinities:
                     for k, v in (record.get("hashtag_affinities") or {}).items()})
         hour, seq = ms_of(record["event_time"]) // HOUR_MS, int(record.get("sequence") or 0)
         with self._lock:
-            versions = self._versions.setdefault(user, [])
-            i = bisect.bisect_left(versions, (hour, -1))
-            if i < len(versions) and versions[i][0] == hour:
-                if versions[i][1] >= seq:
-                    return
-                versions[i] = (hour, seq, aff)
-            else:
-                versions.insert(i, (hour, seq, aff))
-                del versions[:-VERSIONS_KEPT]
+            fold_version(self._versions.setdefault(user, []), (hour, seq, aff), keep=VERSIONS_KEPT)
 
     def __len__(self) -> int:
         return len(self._versions)

@@ -77,14 +77,7 @@ class UserInterests:
         seq = int(record.get("sequence") or 0)
         v = unit(record.get("interest_vector") or None)
         with self._lock:
-            versions = self._versions.setdefault(user, [])
-            i = bisect.bisect_left(versions, (hour, -1))
-            if i < len(versions) and versions[i][0] == hour:
-                if versions[i][1] >= seq:
-                    return
-                versions[i] = (hour, seq, v)
-            else:
-                versions.insert(i, (hour, seq, v))
+            fold_version(self._versions.setdefault(user, []), (hour, seq, v))
 
     def __len__(self) -> int:
         return len(self._versions)
@@ -139,3 +132,19 @@ def open_follow_graph(config: Any, models: Any) -> FollowGraph:
 def open_user_interests(config: Any, models: Any) -> UserInterests:
     """``SideInput.open`` for ``profiles``."""
     return UserInterests()
+
+
+def fold_version(versions: list[tuple], entry: tuple, keep: int | None = None) -> None:
+    """Fold one profile version ``entry = (hour, sequence, ...)`` into ``versions`` (a user's,
+    sorted by hour): a later sequence of the same hour replaces that hour's entry, an equal or
+    older one changes nothing (a re-delivery); with ``keep``, only the newest ``keep`` hours stay.
+    The as-of reads of the profile side inputs bisect these lists."""
+    hour, seq = entry[0], entry[1]
+    i = bisect.bisect_left(versions, (hour, -1))
+    if i < len(versions) and versions[i][0] == hour:
+        if versions[i][1] < seq:
+            versions[i] = entry
+        return
+    versions.insert(i, entry)
+    if keep is not None:
+        del versions[:-keep]
