@@ -349,6 +349,9 @@ class Pipeline:
         self.fresh: list[FreshPost] = []                # fresh_posts rows, in log order
         self.fresh_times: list[int] = []
         self.records: Counter = Counter()               # topic -> records entered the log
+        self.log: dict[str, list[bytes]] | None = None
+        """Set to a ``defaultdict(list)`` to record every topic's encoded records in log order
+        (``pulse bench delivery`` publishes them)."""
 
     def codec(self, topic: str):
         return self.rctx.codec(topic)
@@ -401,6 +404,8 @@ class Pipeline:
             offset = self.offsets[topic]
             self.offsets[topic] += 1
             self.records[topic] += 1
+            if self.log is not None:
+                self.log[topic].append(value)
             for state in self.side_by_topic.get(topic, ()):
                 state.apply(decoded)
             for stage in self.consumers.get(topic, ()):
@@ -426,6 +431,8 @@ class Pipeline:
                         queue.append((emitted.topic, emitted.value))
                     else:
                         self.records[emitted.topic] += 1
+                        if self.log is not None:
+                            self.log[emitted.topic].append(emitted.value)
 
     def feed_of(self, user: str, at_ms: int | None = None, fresh: int = 0) -> list[str] | None:
         """The post ids of ``user``'s feed, best first; None before the first ranking. With
