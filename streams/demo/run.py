@@ -62,6 +62,8 @@ class DemoResult:
     """What CLIP AI found, and the demo's searches (``streams.demo.clip.clip_summary``)."""
     feeds: dict = field(default_factory=dict)
     """A few users' feeds and profiles (``streams.demo.feeds.feed_summary``)."""
+    delivery: dict = field(default_factory=dict)
+    """Notification decisions, golden moments, trends (``streams.demo.delivery.delivery_summary``)."""
 
 
 def _progress(console: Console) -> Progress:
@@ -294,6 +296,9 @@ def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
     from streams.demo.feeds import feed_summary, pick_users
 
     result.feeds = feed_summary(settings, pick_users(events))
+    from streams.demo.delivery import delivery_summary
+
+    result.delivery = delivery_summary(settings, events)
     return result
 
 
@@ -328,5 +333,9 @@ def print_summary(result: DemoResult, console: Console) -> None:
         from streams.demo.feeds import print_feed_summary
 
         print_feed_summary(result.feeds, console)
+    if result.delivery:
+        from streams.demo.delivery import print_delivery_summary
+
+        print_delivery_summary(result.delivery, console)
     console.print(f"dead letters on the topic: {result.dead_letters}")
     console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))

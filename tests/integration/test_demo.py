@@ -70,6 +70,14 @@ def test_demo_publishes_the_dump_and_the_views_match_it(demo_servers, tmp_path: 
     assert caught["demo-repost-rocket"] == ("BLOCK", "demo-work-rocket")
     assert caught["skimage-rocket"][0] == "ALLOW" and gates["own_work"] == 1
     assert sum(gates["published"].values()) > 0.95 * published["uploads"]
+    # delivery: notification decisions carry the probability the policy gave the action; the
+    # best-followed creators have golden moments
+    notes = result.delivery["notifications"]
+    assert notes["rows"] > 0 and notes["users"]
+    for u in notes["users"]:
+        assert u["decisions"] and all(0 < d["propensity"] <= 1 for d in u["decisions"])
+    assert result.delivery["golden_moments"]
+    assert all(m["moments"][0]["windows"] for m in result.delivery["golden_moments"])
 
     # every agent rebuilt from the log into a fresh keyspace equals the live run: derived events
     # byte for byte, view rows, vector points
