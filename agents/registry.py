@@ -1,8 +1,8 @@
 """The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
 from __future__ import annotations
 
-from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, feed_fanout,
-                    feed_ranker, materializer, notification_generator, publisher, timing_optimizer,
+from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, creator_analytics,
+                    feed_fanout, feed_ranker, materializer, notification_generator, publisher, timing_optimizer,
                     trend_detector, user_profiler)
 from streams.contracts.agent import AgentSpec
 
@@ -23,6 +23,9 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     timing_optimizer.SPEC,
     notification_generator.CANDIDATES_SPEC,
     notification_generator.SPEC,
+    creator_analytics.SIGNALS_SPEC,
+    creator_analytics.POSTS_SPEC,
+    creator_analytics.SPEC,
 )}
 
 

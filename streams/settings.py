@@ -226,6 +226,13 @@ class Settings:
         ``PULSE_TIMING_PRIOR_STRENGTH``, ``PULSE_TIMING_SMOOTHING``, ``PULSE_TIMING_AUDIENCE_DAYS``:
         timing_optimizer's population-prior strength, day x hour smoothing and engager memory
         (days) (docs/timing.md); unset (None) = the agent's default.
+    analytics_lg_k, analytics_horizon_h, analytics_maturity_h:
+        ``PULSE_ANALYTICS_LG_K`` (4-21; agent default ``12``), ``PULSE_ANALYTICS_HORIZON_H``
+        (default ``24``), ``PULSE_ANALYTICS_MATURITY_H`` (default ``720``): creator analytics'
+        HyperLogLog size (log2 of its registers: about ``1.04 / sqrt(2**lg_k)`` relative error),
+        the early horizon whose signals predict a post's virality, and the age at which a post's
+        engagement is final and the regressor learns it (hours; docs/analytics.md); unset (None)
+        = the agent's default.
     """
 
     home: Path
@@ -283,6 +290,9 @@ class Settings:
     timing_prior_strength: float | None = None
     timing_smoothing: float | None = None
     timing_audience_days: float | None = None
+    analytics_lg_k: int | None = None
+    analytics_horizon_h: float | None = None
+    analytics_maturity_h: float | None = None
     external: frozenset[str] = field(default_factory=frozenset)
     """Which of ``kafka``, ``cassandra``, ``qdrant`` were named by the environment (not started by Pulse)."""
 
@@ -371,6 +381,9 @@ class Settings:
             timing_prior_strength=_optional(env, "PULSE_TIMING_PRIOR_STRENGTH", float, 0.0),
             timing_smoothing=_optional(env, "PULSE_TIMING_SMOOTHING", float, 0.0, 1.0),
             timing_audience_days=_optional(env, "PULSE_TIMING_AUDIENCE_DAYS", float, 0.0),
+            analytics_lg_k=_optional(env, "PULSE_ANALYTICS_LG_K", int, 4, 21),
+            analytics_horizon_h=_optional(env, "PULSE_ANALYTICS_HORIZON_H", float, 0.01),
+            analytics_maturity_h=_optional(env, "PULSE_ANALYTICS_MATURITY_H", float, 0.01),
             external=frozenset(external),
         )
 

@@ -32,7 +32,7 @@ OLD_VERSIONS = [v for et in CATALOG for v in et.versions[:-1]]
 DERIVED = {"ModerationVerdict", "ReviewTask", "ReviewDecision", "CopyrightVerdict", "ContentEnrichment",
            "PostPublished", "ProfileUpdate", "FeedUpdate", "Notification", "GoldenMoment", "Trend",
            "CreatorStats", "DeadLetter", "FeedCandidate", "Takedown", "ContentFingerprint", "TrendMention",
-           "AudienceSignal", "NotificationCandidate"}
+           "AudienceSignal", "NotificationCandidate", "PostEngagement", "CreatorEngagement"}
 AI_OUTPUTS = {"ModerationVerdict", "ReviewTask", "CopyrightVerdict", "ContentEnrichment", "ProfileUpdate",
               "FeedUpdate", "FeedCandidate", "Notification", "GoldenMoment", "Trend", "CreatorStats",
               "ContentFingerprint"}

@@ -475,3 +475,36 @@ def _tagged(rank: int, event_type: str, records: list[dict]) -> Iterator[tuple]:
     # ((event_time, rank), event_type, record); each list is sorted by event_time already
     for record in records:
         yield (record["event_time"], rank), event_type, record
+
+
+def early_votes_and_scores(path: Path, horizon_ms: int
+                           ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """What ``pulse eval analytics`` ranks against: ``(final score, raw votes, net votes)`` by
+    post id (``"se-p<Id>"``, questions and answers): the dump's ``Score`` (up minus down votes
+    when the dump was taken), and the up- and downvotes (VoteTypeId 2 and 3) that fall within
+    ``horizon_ms`` of the post, each placed in its day by the rule :func:`load_dump` uses for the
+    votes it turns into events (:func:`_vote_instant`); ``raw`` counts them, ``net`` is up minus
+    down.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is not a dump directory, or a file is not well-formed XML.
+    """
+    files = _check_dump(Path(path))
+    created, score = {}, {}
+    for row in _rows(files["Posts.xml"]):
+        if row.get("PostTypeId") in ("1", "2"):
+            created[row["Id"]] = parse_time_ms(row["CreationDate"])
+            score[f"se-p{row['Id']}"] = int(row.get("Score") or 0)
+    raw: Counter[str] = Counter()
+    net: Counter[str] = Counter()
+    for row in _rows(files["Votes.xml"]):
+        kind, post = row.get("VoteTypeId"), row.get("PostId")
+        if kind not in ("2", "3") or post not in created:
+            continue
+        at = _vote_instant(row["Id"], parse_time_ms(row["CreationDate"][:10]), created[post] + 1)
+        if at < created[post] + horizon_ms:
+            raw[f"se-p{post}"] += 1
+            net[f"se-p{post}"] += 1 if kind == "2" else -1
+    return score, dict(raw), dict(net)
