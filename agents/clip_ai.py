@@ -15,7 +15,8 @@ must reproduce every event byte for byte. For the same reason the event carries 
 Hashtag suggestions come from the taxonomy's tags and every tag the platform's uploads used
 before this post's time: a side input over ``uploads`` (:func:`open_hashtags`), so they do not
 depend on which uploads one worker process saw first. Bad media never raises: the post gets an enrichment without image fields and the reason is
-logged. Re-delivery gives the same ``event_id`` (derived from the upload's) and the same point
+logged; a ``media_uri`` outside the media roots is such bad media (:mod:`agents.shared.media`):
+it is never opened. Re-delivery gives the same ``event_id`` (derived from the upload's) and the same point
 id (the post id), so replays are idempotent.
 
 Point payload: ``post_id``, ``creator_id``, ``kind`` / ``content_type`` (lower case),
@@ -35,6 +36,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agents.shared.media import MediaRoots
 from agents.shared.search import CONTENT_COLLECTION, SEARCH_MARKS
 from streams.contracts.agent import (AgentSpec, Context, Event, SideInput, State, derived_event_id,
                                     ms_of)
@@ -68,7 +70,8 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     if event.topic != "uploads":
         return []
     models = ctx.models
-    [enrichment] = models.enrich([event.record], hashtags=ctx.side.get("hashtags"))
+    [enrichment] = models.enrich([event.record], hashtags=ctx.side.get("hashtags"),
+                                 resolve_media=MediaRoots.from_settings(ctx.config).resolve)
     return enrichment_effects(event.record, enrichment, models.model, models.model_version)
 
 

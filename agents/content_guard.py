@@ -22,7 +22,9 @@ verdicts carry no ``latency_ms`` (null, ``moderation_verdict.v2``): a measuremen
 not a fact about the content.
 
 Bad media (unreadable, truncated, unsupported, over ``PULSE_MEDIA_MAX_BYTES``, a decompression
-bomb) gets a BLOCK verdict whose reason says what is wrong with the file: the post cannot be
+bomb, or a ``media_uri`` outside the media roots: another path, ``..``, a symlink out of a root,
+another scheme, an internal address, :mod:`agents.shared.media`) gets a BLOCK verdict whose
+reason says what is wrong with the file: the post cannot be
 shown as uploaded, and nothing is lost (the upload stays on its topic; a fixed re-upload is a new
 event).
 
@@ -46,7 +48,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agents.shared.media import upload_media
+from agents.shared.media import MediaRoots, upload_media
 from agents.shared.review_tasks import (HUMAN_MODEL, close_task_effects, decision_queue,
                                         decision_reasons, dt_of, ms_of, task_created_ms,
                                         task_effects)
@@ -187,7 +189,8 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     if event.topic == "uploads":
         text = upload_text(record)
         verdict = moderate_text(models.moderator, text)
-        media = moderate_media(models.moderator, record, models.max_media_bytes)
+        media = moderate_media(models.moderator, record, models.max_media_bytes,
+                               MediaRoots.from_settings(ctx.config))
         if media is not None:
             from models.moderation import combine
 
@@ -207,15 +210,15 @@ def moderate_text(moderator: Any, text: str):
     return verdict
 
 
-def moderate_media(moderator: Any, record: dict[str, Any], max_media_bytes: int):
+def moderate_media(moderator: Any, record: dict[str, Any], max_media_bytes: int, roots: MediaRoots):
     """The media verdict of an IMAGE or VIDEO upload (``None`` for other kinds); media that cannot
-    be screened (no ``media_uri``, a scheme Pulse cannot read, over the size limit, unreadable)
-    gets the moderator's ``bad_media`` verdict, whose reason says why."""
+    be screened (no ``media_uri``, one outside the media ``roots``, over the size limit,
+    unreadable) gets the moderator's ``bad_media`` verdict, whose reason says why."""
     kind = record.get("kind")
     if kind not in ("IMAGE", "VIDEO"):
         return None
     try:
-        path = upload_media(record, max_media_bytes)
+        path = upload_media(record, max_media_bytes, roots)
         if kind == "IMAGE":
             return moderator.moderate_image(path)
         return moderator.moderate_video(path)

@@ -18,7 +18,9 @@ fingerprinted and matched; TEXT posts have nothing to fingerprint and are allowe
 ``CopyrightVerdict`` (version 3: ``latency_ms`` null, since how long a run took is not part of a
 reproducible verdict) on ``copyright-verdicts`` and writes one ``copyright_matches`` row per
 match. Bad media (unreadable, truncated, unsupported, over ``PULSE_MEDIA_MAX_BYTES``, too short)
-gets the verdict that says so (``models.copyright.BAD_MEDIA_ACTION``), never a crash.
+gets the verdict that says so (``models.copyright.BAD_MEDIA_ACTION``), never a crash; so does a
+``media_uri`` outside the media roots (:mod:`agents.shared.media`), and a ``media_uri``-only
+registration outside them is skipped with the reason logged.
 ``blocking=True``: the runtime runs batches in the agent's own thread.
 
 A REVIEW verdict (borderline evidence, media that could not be checked) puts a task in the
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.shared.copyright import QUEUE, match_rows, review_effects
-from agents.shared.media import media_path, upload_media
+from agents.shared.media import MediaRoots, upload_media
 from agents.shared.review_tasks import (HUMAN_MODEL, close_task_effects, decision_queue,
                                         decision_reasons, dt_of, task_created_ms)
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
@@ -64,17 +66,19 @@ def load(config: Any) -> Limits:
 def open_references(config: Any, models: Any):  # noqa: ARG001 - nothing to configure
     """The side state of ``copyright-references``: an empty
     :class:`~models.copyright.VersionedReferenceBank` that fingerprints ``media_uri``-only
-    registrations itself."""
+    registrations itself, from inside the media roots of ``config`` only."""
     from models.copyright import VersionedReferenceBank
 
-    return VersionedReferenceBank(resolve_media=media_path)
+    return VersionedReferenceBank(resolve_media=MediaRoots.from_settings(config).resolve)
 
 
-def features_and_decision(record: dict[str, Any], references, at_ms: int, limits: Limits):
+def features_and_decision(record: dict[str, Any], references, at_ms: int, limits: Limits,
+                          roots: MediaRoots):
     """``(QueryFeatures or None, CopyrightDecision)`` for one upload against the references valid
     at ``at_ms``: the media fingerprinted once (:func:`models.copyright.query_features`), then
     matched. Features are None for a text post and for media that could not be read (the
-    decision then says why). The decision's ``latency_ms`` is this run's: it is not emitted."""
+    decision then says why; so does a ``media_uri`` outside ``roots``). The decision's
+    ``latency_ms`` is this run's: it is not emitted."""
     from models.copyright import (CopyrightDecision, bad_media_decision, own_work_allowed,
                                   query_features)
 
@@ -82,7 +86,7 @@ def features_and_decision(record: dict[str, Any], references, at_ms: int, limits
         return None, CopyrightDecision(matched=False, action="ALLOW", modality=None,
                                        reasons=["text post: no media to fingerprint"])
     try:
-        features = query_features(upload_media(record, limits.media_max_bytes))
+        features = query_features(upload_media(record, limits.media_max_bytes, roots))
     except (ValueError, OSError) as exc:  # MediaError is a ValueError
         return None, bad_media_decision(str(exc))
     metadata = {"title": record.get("title"), "caption": record.get("caption"),
@@ -91,10 +95,10 @@ def features_and_decision(record: dict[str, Any], references, at_ms: int, limits
     return features, own_work_allowed(d, record["creator_id"])
 
 
-def decision(record: dict[str, Any], references, at_ms: int, limits: Limits):
+def decision(record: dict[str, Any], references, at_ms: int, limits: Limits, roots: MediaRoots):
     """The :class:`~models.copyright.CopyrightDecision` for one upload against the references
     valid at ``at_ms`` (its ``latency_ms`` is this run's: it is not emitted)."""
-    return features_and_decision(record, references, at_ms, limits)[1]
+    return features_and_decision(record, references, at_ms, limits, roots)[1]
 
 
 def fingerprint_event(record: dict[str, Any], features, ctx: Context) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def on_upload(record: dict[str, Any], ctx: Context) -> list[Effect]:
 
     at = ctx.event_time_ms
     features, d = features_and_decision(record, ctx.side["references"], at,
-                                        ctx.models or Limits())
+                                        ctx.models or Limits(), MediaRoots.from_settings(ctx.config))
     modality = d.modality or ("TEXT" if record["kind"] == "TEXT" else None)
     matches = []
     for m in d.matches:

@@ -58,7 +58,7 @@ import time
 from typing import Any
 
 from agents.shared.copyright import match_rows, review_effects
-from agents.shared.media import media_path
+from agents.shared.media import MediaRoots
 from agents.shared.posts import PublishedPosts, Takedowns, open_published, open_takedowns
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State, dt_of
 from streams.contracts.effects import Effect, Emit
@@ -78,9 +78,10 @@ def open_fingerprints(config: Any, models: Any):  # noqa: ARG001 - nothing to co
     return PostFingerprints()
 
 
-def work_of(record: dict[str, Any]):
+def work_of(record: dict[str, Any], roots: MediaRoots):
     """The :class:`~models.copyright.Reference` a REGISTER event describes: its fingerprints, or
-    for a ``media_uri``-only registration the fingerprints of that file.
+    for a ``media_uri``-only registration the fingerprints of that file (inside the media
+    ``roots`` only: :class:`~agents.shared.media.MediaRefused` otherwise, a ValueError).
 
     Raises
     ------
@@ -97,9 +98,9 @@ def work_of(record: dict[str, Any]):
             "value": bytes(f["value"])} for f in record.get("fingerprints") or ()]
     modality = record.get("media_kind")
     if not fps:
-        path = media_path(record.get("media_uri"))
-        if path is None:
+        if not record.get("media_uri"):
             raise ValueError(f"reference {rid} has neither fingerprints nor a media_uri")
+        path = roots.resolve(record["media_uri"])
         modality, fps = reference_fingerprints(path)
     work = Reference(rid, str(modality).upper(), record.get("title") or rid,  # type: ignore[arg-type]
                      record.get("rights_holder_id") or "", record.get("policy") or "BLOCK",
@@ -120,7 +121,7 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:  # noqa: 
     prints = ctx.side["fingerprints"]
     published: PublishedPosts = ctx.side["published"]
     takedowns: Takedowns = ctx.side["takedowns"]
-    work = work_of(record)
+    work = work_of(record, MediaRoots.from_settings(ctx.config))
 
     def eligible(p) -> bool:  # uploaded before T (the gate matched later ones), live at T
         facts = published.get(p.post_id, at)

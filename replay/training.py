@@ -36,13 +36,16 @@ def _label(upload: Mapping[str, Any], enrichment: Mapping[str, Any], tag_index: 
 
 
 def clip_rows(uploads: Iterable[Mapping[str, Any]], enrichments: Iterable[Mapping[str, Any]],
-              erasures: Iterable[Mapping[str, Any]], categories: Sequence[Any], out_dir: Path) -> tuple[list[dict], dict]:
+              erasures: Iterable[Mapping[str, Any]], categories: Sequence[Any], out_dir: Path,
+              roots: Any = None) -> tuple[list[dict], dict]:
     """Join uploads with their latest enrichment, label them, link their media into ``out_dir``.
 
-    ``categories``: the taxonomy (``load_taxonomy()``). Returns ``(rows for write_dataset,
-    counts of what was left out and why)``.
+    ``categories``: the taxonomy (``load_taxonomy()``). ``roots``: the
+    :class:`~agents.shared.media.MediaRoots` media is read from (an upload whose ``media_uri``
+    lies outside them is counted as ``media_missing``, never copied); None: no roots, no media.
+    Returns ``(rows for write_dataset, counts of what was left out and why)``.
     """
-    from models.clip.media import media_path
+    from streams.contracts.media import MediaRoots
 
     tag_index = {}
     for c in categories:
@@ -77,8 +80,8 @@ def clip_rows(uploads: Iterable[Mapping[str, Any]], enrichments: Iterable[Mappin
             skipped["not_enriched"] += 1
             continue
         try:
-            src = media_path(u["media_uri"])
-        except Exception:  # noqa: BLE001 -- a non-file URI: not readable here
+            src = (roots or MediaRoots()).resolve(u["media_uri"])
+        except ValueError:  # MediaRefused: outside the media roots, another scheme
             src = None
         if src is None or not src.is_file():
             skipped["media_missing"] += 1
@@ -109,7 +112,10 @@ def export_clip_dataset(settings: Any, out_dir: Path | str, *, timeout_s: float 
     uploads = [r for _, r in read_topic(settings, "uploads", timeout_s=timeout_s)]
     enrichments = [r for _, r in read_topic(settings, "content-enriched", timeout_s=timeout_s)]
     erasures = [r for _, r in read_topic(settings, "erasure-requests", timeout_s=timeout_s)]
-    rows, skipped = clip_rows(uploads, enrichments, erasures, load_taxonomy(), out_dir)
+    from streams.contracts.media import MediaRoots
+
+    rows, skipped = clip_rows(uploads, enrichments, erasures, load_taxonomy(), out_dir,
+                              MediaRoots.from_settings(settings))
     manifest = write_dataset(out_dir, rows, source="topics:uploads+content-enriched")
     return {**manifest, "skipped": skipped}
 

@@ -69,6 +69,19 @@ def _optional(env: Mapping[str, str], name: str, kind: type, lo: float, hi: floa
     return value
 
 
+def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """Absolute directories separated by ``os.pathsep`` (empty entries ignored)."""
+    out = []
+    for part in (env.get(name) or "").split(os.pathsep):
+        if not part.strip():
+            continue
+        p = Path(part.strip()).expanduser()
+        if not p.is_absolute():
+            raise SettingsError(f"{name}: {part!r} is not an absolute path")
+        out.append(p.resolve())
+    return tuple(dict.fromkeys(out))
+
+
 #: What the publisher can wait for (``PULSE_GATES``): Content Guard's and Copyright Guard's
 #: verdicts, and CLIP AI's enrichment (not a decision: the post is published with its categories,
 #: quality and search vectors in place).
@@ -163,7 +176,16 @@ class Settings:
         zero-shot categories from the taxonomy. The head's version joins clip_ai's ``model_version``.
     media_max_bytes:
         ``PULSE_MEDIA_MAX_BYTES`` (default 150 MB = ``157286400``): larger media get a verdict
-        saying so instead of being decoded.
+        saying so instead of being decoded, and ``POST /v1/media`` refuses them (413).
+    media_root:
+        ``PULSE_MEDIA_ROOT`` (default ``$PULSE_HOME/media``): the media store. ``POST /v1/media``
+        writes uploads' media here (content-addressed) and returns ``media:`` URIs relative to
+        it; workers read media only from here and from ``media_read_roots``
+        (:mod:`streams.contracts.media`).
+    media_read_roots:
+        ``PULSE_MEDIA_READ_ROOTS`` (default none): further directories, separated by ``os.pathsep``
+        (``:``), that media may be read from (read-only volumes, the demo's photos and clips). A
+        ``media_uri`` outside the store and these roots gets a verdict saying so.
     crash_point:
         ``PULSE_CRASH_POINT`` (default unset): fault injection for the crash-safety tests,
         ``<agent>:<point>[:<n>]`` kills the worker the n-th time a batch of that agent reaches
@@ -261,6 +283,8 @@ class Settings:
     gates: tuple[str, ...] = GATES
     moderation_model: str | None = None
     media_max_bytes: int = 150 * 1024 * 1024
+    media_root: Path | None = None
+    media_read_roots: tuple[Path, ...] = ()
     crash_point: str = ""
     profile_half_life_days: float = 14.0
     profile_activity_half_life_days: float = 90.0
@@ -352,6 +376,8 @@ class Settings:
             gates=_gates(env.get("PULSE_GATES")),
             moderation_model=env.get("PULSE_MODERATION_MODEL") or None,
             media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),
+            media_root=Path(env.get("PULSE_MEDIA_ROOT") or home / "media").expanduser().resolve(),
+            media_read_roots=_paths(env, "PULSE_MEDIA_READ_ROOTS"),
             crash_point=env.get("PULSE_CRASH_POINT") or "",
             profile_half_life_days=_float(env, "PULSE_PROFILE_HALF_LIFE_DAYS", 14.0),
             profile_activity_half_life_days=_positive(env, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS", 90.0),

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -160,7 +160,8 @@ class ContentModels:
         return out
 
     def enrich(self, records: Sequence[dict], media: Sequence[Media | None] | None = None,
-               hashtags: HashtagHistory | None = None) -> list[Enrichment]:
+               hashtags: HashtagHistory | None = None,
+               resolve_media: Callable[[str], Any] | None = None) -> list[Enrichment]:
         """One :class:`Enrichment` per upload record (``uploads`` schema), in order.
 
         ``hashtags``: the platform's hashtags as of each post's time (clip_ai's side input);
@@ -168,6 +169,9 @@ class ContentModels:
         upload gets the same enrichment whatever was enriched before.
 
         ``media``: already decoded media per record (default: decoded here from ``media_uri``).
+        ``resolve_media(media_uri) -> local path``: where a ``media_uri`` may be read (clip_ai
+        passes the media roots' resolver, which raises a ``MediaError`` for a URI outside
+        them); default: the URI as it is (:func:`models.clip.media.media_path`).
         Media that cannot be decoded gives an enrichment without image fields and its reason in
         ``media_error``; it never raises for bad media.
         """
@@ -178,7 +182,8 @@ class ContentModels:
             m = media[i] if media is not None else None
             if m is None and r.get("kind") in ("IMAGE", "VIDEO") and r.get("media_uri"):
                 try:
-                    m = load_media(r["media_uri"], r["kind"], keyframes=self.config.keyframes,
+                    uri = r["media_uri"] if resolve_media is None else str(resolve_media(r["media_uri"]))
+                    m = load_media(uri, r["kind"], keyframes=self.config.keyframes,
                                    duration_ms=r.get("duration_ms"))
                 except (MediaError, FingerprintUnavailable, OSError) as e:
                     results[i].media_error = str(e) or type(e).__name__

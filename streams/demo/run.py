@@ -7,7 +7,8 @@
    time order with their real timestamps; by default the quantumcomputing dump shipped in
    ``streams/demo/data/``, :data:`~streams.demo.sources.stackexchange.SAMPLE_DUMP`), real media
    (scikit-image's sample photos, and the video clips of ``--media``) and a disguised copy of a
-   registered photo as events;
+   registered photo as events, their media first copied into the media store as an app does
+   through ``POST /v1/media`` (workers read media only from the media roots);
 4. wait until the worker's consumer group has committed every published offset;
 5. stop the worker and print a summary per topic and per view, what the gates decided and what
    CLIP AI found, with searches over the demo's posts (``streams.demo.clip``); the servers keep
@@ -110,6 +111,25 @@ def collect_events(stackexchange: Path | None, media: Path | None, photos: bool,
         events.extend(("uploads", rec) for rec in uploads)
         skipped.update({f"media: {k}": v for k, v in media_skipped.items()})
     return events, skipped, adjusted
+
+
+def store_upload_media(settings: Settings, events: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """``events`` with every upload's local media copied into the media store
+    (``PULSE_MEDIA_ROOT``, :class:`~streams.stores.media.MediaStore`) and its ``media_uri`` the
+    store's ``media:`` URI, as an app does through ``POST /v1/media``: workers read media only
+    from the media roots, and a content-addressed URI makes a re-run publish identical events."""
+    from streams.contracts.media import MediaRoots
+    from streams.stores.media import MediaStore
+
+    store = MediaStore.from_settings(settings)
+    anywhere = MediaRoots(None, (Path("/"),))  # the demo's own inputs, read here, not by workers
+    out = []
+    for topic, record in events:
+        uri = record.get("media_uri") if topic == "uploads" else None
+        if uri and not uri.startswith("media:"):
+            record = dict(record, media_uri=store.put_file(anywhere.resolve(uri)).uri)
+        out.append((topic, record))
+    return out
 
 
 def start_worker(settings: Settings, log_path: Path, agents: str | None = None) -> subprocess.Popen:
@@ -251,6 +271,8 @@ def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
                                          now_ms=media_epoch_ms(media, photos))
         events = [("copyright-references", r) for r in references] + events + \
             [("uploads", u) for u in copies]
+    with console.status("storing the uploads' media in the media store"):
+        events = store_upload_media(settings, events)
     result.seconds["read_input"] = round(time.monotonic() - t0, 1)
 
     log_path = settings.home / "logs" / "demo-worker.log"

@@ -14,17 +14,19 @@ from typing import Callable, Iterator
 import pytest
 
 from streams.settings import REPO_ROOT, Settings
+from tests.media_roots import TEST_MEDIA_READ_ROOTS, TEST_MEDIA_ROOTS
 
 
 @pytest.fixture(scope="session")
 def pipeline(servers: Settings) -> Settings:
-    """The test servers with every catalog topic created and the view schema applied."""
+    """The test servers with every catalog topic created and the view schema applied; media is
+    read from the tests' media roots (:data:`tests.media_roots.TEST_MEDIA_ROOTS`) and the store."""
     from streams.stores.cassandra import apply_schema
     from streams.servers.topics_admin import create_topics
 
     create_topics(servers)
     apply_schema(servers)
-    return servers
+    return servers.with_(media_read_roots=TEST_MEDIA_ROOTS)
 
 
 def worker_env(settings: Settings, app_id: str, **extra: str) -> dict[str, str]:
@@ -32,7 +34,7 @@ def worker_env(settings: Settings, app_id: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update(PULSE_HOME=str(settings.home), PULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
                PULSE_CASSANDRA_HOSTS=",".join(settings.cassandra_hosts), PULSE_APP_ID=app_id,
-               PULSE_SESSION_TIMEOUT_S="6")
+               PULSE_SESSION_TIMEOUT_S="6", PULSE_MEDIA_READ_ROOTS=TEST_MEDIA_READ_ROOTS)
     env.update(extra)
     return env
 

@@ -13,11 +13,21 @@ from streams.contracts.topics import topic_catalog
 from streams.runtime.binding import RuntimeContext
 from streams.runtime.engine import AgentRunner, RawMessage
 from streams.settings import Settings
+from tests.media_roots import TEST_MEDIA_READ_ROOTS, TEST_MEDIA_ROOTS
 
 
 def settings_for(tmp_path, **env: str) -> Settings:
-    """Settings of an empty ``PULSE_HOME`` (nothing configured, no servers)."""
-    return Settings.from_env({"PULSE_HOME": str(tmp_path), **env})
+    """Settings of an empty ``PULSE_HOME`` (nothing configured, no servers; media readable from
+    :data:`TEST_MEDIA_READ_ROOTS` unless ``PULSE_MEDIA_READ_ROOTS`` is given)."""
+    return Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_MEDIA_READ_ROOTS": TEST_MEDIA_READ_ROOTS,
+                              **env})
+
+
+def media_roots_for_tests():
+    """The :class:`~agents.shared.media.MediaRoots` of :data:`TEST_MEDIA_READ_ROOTS` (no store)."""
+    from streams.contracts.media import MediaRoots
+
+    return MediaRoots(None, TEST_MEDIA_ROOTS)
 
 
 class Harness:

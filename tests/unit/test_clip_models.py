@@ -97,7 +97,9 @@ class Runner:
     """A fresh AgentRunner over clip_ai's SPEC and the loaded models, fed decoded uploads."""
 
     def __init__(self, models, tmp_path):
-        settings = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+        from tests.unit.agent_harness import settings_for
+
+        settings = settings_for(tmp_path)  # media roots: the shared data, the tests' own files
         self._codecs = {}
         self.codec = lambda topic: self._codecs.setdefault(
             topic, codec_for(settings, topic_spec(topic).schema, topic))
@@ -137,7 +139,7 @@ def test_agent_core_enriches_uploads_and_never_crashes_on_bad_media(models, coco
     uploads.append(upload(10, "TEXT", None, "What is the best way to learn quantum error correction?"))
     uploads.append(upload(11, "IMAGE", Path(__file__).resolve().as_uri(), "not really a picture"))
     if VIDEO.exists():
-        uploads.append(upload(12, "VIDEO", str(VIDEO), "a big rabbit in a sunny forest"))
+        uploads.append(upload(12, "VIDEO", str(VIDEO.resolve()), "a big rabbit in a sunny forest"))
     runner = Runner(models, tmp_path)
     out = runner.run(uploads)
     assert out.events == len(uploads) and not out.dead_letters

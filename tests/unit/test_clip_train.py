@@ -21,6 +21,7 @@ from models.clip.enrich import ClipConfig, Enrichment
 from models.clip.head import CategoryHead
 from models.clip.taxonomy import load_taxonomy
 from models.clip.train import TrainError, train_clip
+from streams.contracts.media import MediaRoots
 from replay.training import clip_rows
 
 CATEGORIES = [c.name for c in load_taxonomy()]
@@ -124,21 +125,23 @@ def test_clip_rows_join_label_and_respect_erasure(tmp_path):
     def enr(pid, t, cats):
         return {"post_id": pid, "event_time": t, "model_version": "mv-1", "categories": cats}
 
+    outside = image(tmp_path / "outside.jpg", (0, 0, 0))  # a real image, but not in the media roots
     uploads = [up("a", tags=["#Foodie", "travel"]), up("b"), up("c", creator="gone"), up("d"), up("e", kind="VIDEO"),
-               up("missing"), up("f"), up("a")]
+               up("missing"), up("f"), up("a"), up("g", uri=outside.as_uri()), up("h", uri="/etc/passwd")]
     enrichments = [enr("a", 1, {"food": 0.3, "travel": 0.6}), enr("b", 1, {"pets": 0.9, "food": 0.1}),
                    enr("b", 2, {"food": 0.8, "pets": 0.2}), enr("c", 1, {"food": 1.0}), enr("e", 1, {"food": 1.0}),
-                   enr("missing", 1, {"food": 1.0})]
+                   enr("missing", 1, {"food": 1.0}), enr("g", 1, {"food": 1.0}), enr("h", 1, {"food": 1.0})]
     erasures = [{"user_id": "gone", "scope": "USER", "post_id": None},
                 {"user_id": "u1", "scope": "POST", "post_id": "d"}]
     out = tmp_path / "out"
-    rows, skipped = clip_rows(uploads, enrichments, erasures, load_taxonomy(), out)
+    rows, skipped = clip_rows(uploads, enrichments, erasures, load_taxonomy(), out, MediaRoots(media))
     by_id = {r["post_id"]: r for r in rows}
     assert set(by_id) == {"a", "b"}
     # two creator tags name food and travel: the one clip_ai ranked higher wins
     assert (by_id["a"]["category"], by_id["a"]["label_source"]) == ("travel", "creator_hashtag")
     assert (by_id["b"]["category"], by_id["b"]["label_source"]) == ("food", "clip_ai:mv-1")  # the latest enrichment
-    assert skipped == {"not_image": 1, "erased": 2, "not_enriched": 1, "media_missing": 1, "duplicate": 1}
+    # g and h lie outside the media roots: never copied into the dataset
+    assert skipped == {"not_image": 1, "erased": 2, "not_enriched": 1, "media_missing": 3, "duplicate": 1}
     assert (out / by_id["a"]["image"]).read_bytes() == files["a"].read_bytes()
     write_dataset(out, rows, source="test")
     assert [r.post_id for r in load_dataset(out, CATEGORIES)] == ["a", "b"]

@@ -78,7 +78,7 @@ def decision(task_id, queue="moderation", **kw):
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    return Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_MEDIA_READ_ROOTS": str(tmp_path)})
 
 
 class Guard:
@@ -204,15 +204,25 @@ def test_media_is_moderated_and_bad_media_gets_a_block_verdict_that_says_why(set
     guard = Guard(settings)
     img = tmp_path / "a.jpg"
     img.write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "link.jpg").symlink_to("/etc/passwd")
     items = [("uploads", upload("nice", "IMAGE", img.as_uri())),
              ("uploads", upload("nice", "IMAGE", None)),
-             ("uploads", upload("nice", "VIDEO", "s3://bucket/x.mp4"))]
+             ("uploads", upload("nice", "VIDEO", "s3://bucket/x.mp4")),
+             ("uploads", upload("nice", "IMAGE", "/etc/passwd")),
+             ("uploads", upload("nice", "IMAGE", f"{tmp_path}/../../etc/passwd")),
+             ("uploads", upload("nice", "IMAGE", (tmp_path / "link.jpg").as_uri())),
+             ("uploads", upload("nice", "IMAGE", "http://169.254.169.254/latest/meta-data"))]
     out = guard.run(items)
-    assert guard.moderator.images == [str(img)]
+    assert guard.moderator.images == [str(img.resolve())]  # nothing outside the media roots is opened
     v = [e["moderation-verdicts"][0] for e in guard.by_event(out, items)]
     assert v[0]["action"] == "ALLOW"
     assert v[1]["action"] == "BLOCK" and "without media_uri" in v[1]["reasons"][-1]
-    assert v[2]["action"] == "BLOCK" and "not supported" in " ".join(v[2]["reasons"])
+    reasons = [" ".join(x["reasons"]) for x in v]
+    assert v[2]["action"] == "BLOCK" and "scheme 's3'" in reasons[2]
+    assert v[3]["action"] == "BLOCK" and "outside the media roots" in reasons[3]
+    assert v[4]["action"] == "BLOCK" and "contains '..'" in reasons[4]
+    assert v[5]["action"] == "BLOCK" and "symlink" in reasons[5]
+    assert v[6]["action"] == "BLOCK" and "internal address (169.254.169.254)" in reasons[6]
     assert all(x["latency_ms"] is None for x in v)
 
 

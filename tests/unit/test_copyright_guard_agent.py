@@ -6,6 +6,7 @@ is valid against the current CopyrightVerdict (v3); machine verdicts carry no la
 from __future__ import annotations
 
 import io
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from streams.contracts.agent import Context, Event, ms_of
 from streams.contracts.codec import AvroCodec
 from streams.contracts.effects import Emit, Upsert
 from streams.contracts.schemas import default_catalog
+from streams.settings import Settings
+from tests.unit.agent_harness import settings_for
 
 COCO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco-captions" / "images"
 pytestmark = pytest.mark.skipif(not COCO.is_dir(), reason=f"{COCO} is absent (shared data)")
@@ -41,10 +44,14 @@ def reference(rid, action, at, **kw):
             "policy": kw.pop("policy", "BLOCK"), "metadata": {}}
 
 
-def run(topic, record, refs, limits=None):
+CONFIG = settings_for(Path(tempfile.gettempdir()) / "pulse-unit-home")
+"""Settings whose media roots hold the test media (pytest's temporary directories, COCO)."""
+
+
+def run(topic, record, refs, limits=None, config=CONFIG):
     ctx = Context(agent=NAME, event_id=record["event_id"],
                   event_time_ms=ms_of(record["event_time"]), models=limits or load(None),
-                  side={"references": refs})
+                  side={"references": refs}, config=config)
     return SPEC.process(None, Event(topic, record), ctx)
 
 
@@ -59,7 +66,7 @@ def refs():
     from models.copyright import reference_fingerprints
 
     images = sorted(COCO.glob("*.jpg"))
-    bank = open_references(None, None)
+    bank = open_references(CONFIG, None)
     modality, fps = reference_fingerprints(images[0])
     bank.apply(reference("work-1", "REGISTER", T0 - 3000, title="The work", media_kind=modality,
                          fingerprints=fps))
@@ -125,6 +132,23 @@ def test_unrelated_withdrawn_text_and_bad_media(refs, tmp_path):
     assert v[3]["action"] == BAD_MEDIA_ACTION and "could not be checked" in v[3]["reasons"][0]
     assert v[4]["action"] == BAD_MEDIA_ACTION and "without media_uri" in v[4]["reasons"][0]
     assert all(x["latency_ms"] is None for x in v)
+
+
+def test_media_outside_the_media_roots_is_not_read(refs, tmp_path):
+    from agents.shared.media import MediaRoots
+    from models.copyright import BAD_MEDIA_ACTION
+
+    bank, images = refs
+    only_tmp = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_MEDIA_READ_ROOTS": str(tmp_path)})
+    v = verdict(run("uploads", upload("p7", "IMAGE", images[0]), bank, config=only_tmp))  # COCO: not a root
+    assert v["action"] == BAD_MEDIA_ACTION and "outside the media roots" in v["reasons"][0]
+    v = verdict(run("uploads", dict(upload("p8", "IMAGE", None), media_uri="/etc/passwd"), bank))
+    assert v["action"] == BAD_MEDIA_ACTION and "outside the media roots" in v["reasons"][0]
+    # a media_uri-only registration outside the roots is skipped, not fingerprinted
+    guarded = open_references(only_tmp, None)
+    guarded.apply(reference("work-9", "REGISTER", T0 - 1000, media_uri=images[0].as_uri()))
+    assert (guarded.applied, guarded.skipped) == (0, 1)
+    assert open_references(None, None)._resolve.__self__ == MediaRoots()  # no settings: no roots
 
 
 def test_the_withdrawn_work_still_counts_for_an_upload_before_its_withdrawal(refs):

@@ -111,10 +111,10 @@ def test_a_re_registration_replaces_the_version(media):
 
 
 def test_a_media_uri_registration_is_fingerprinted_when_applied(media):
-    from agents.shared.media import media_path
+    from tests.unit.agent_harness import media_roots_for_tests
 
     _, copies = media
-    bank = VersionedReferenceBank(resolve_media=media_path)
+    bank = VersionedReferenceBank(resolve_media=media_roots_for_tests().resolve)
     bank.apply(reference("work-3", "REGISTER", T, media_uri=COCO[3].as_uri()))
     assert bank.skipped == 0 and bank.valid_at(T)[0].modality == "IMAGE"
     assert act(bank, copies[3], T) == ("BLOCK", ["work-3"])
@@ -207,7 +207,9 @@ def scenario(media, tmp_path_factory):
 
 
 def _codecs(tmp_path):
-    settings = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    from tests.unit.agent_harness import settings_for
+
+    settings = settings_for(tmp_path)  # media roots: pytest's temporary directories, COCO
     cache = {}
 
     def codecs(topic):
