@@ -75,3 +75,19 @@ def test_notification_and_timing_settings_reach_their_agents_unset_means_the_def
                       ("PULSE_TIMING_SMOOTHING", "-0.1"), ("PULSE_NOTIFICATION_DAILY_BUDGET", "lots")):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({"PULSE_HOME": str(tmp_path), name: bad})
+
+
+def test_analytics_settings_reach_the_agents_unset_means_the_default(tmp_path):
+    from agents import creator_analytics as A
+
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path)})
+    assert (s.analytics_lg_k, s.analytics_horizon_h, s.analytics_maturity_h) == (None, None, None)
+    assert (A.lg_k(s), A.horizon_ms(s), A.maturity_ms(s)) == (A.lg_k(object()), A.horizon_ms(object()),
+                                                              A.maturity_ms(object()))
+    s = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_ANALYTICS_LG_K": "14",
+                           "PULSE_ANALYTICS_HORIZON_H": "6", "PULSE_ANALYTICS_MATURITY_H": "168"})
+    assert (A.lg_k(s), A.horizon_ms(s), A.maturity_ms(s)) == (14, 6 * 3_600_000, 168 * 3_600_000)
+    for name, bad in (("PULSE_ANALYTICS_LG_K", "3"), ("PULSE_ANALYTICS_LG_K", "22"),
+                      ("PULSE_ANALYTICS_HORIZON_H", "0"), ("PULSE_ANALYTICS_MATURITY_H", "soon")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({"PULSE_HOME": str(tmp_path), name: bad})
