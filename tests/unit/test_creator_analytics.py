@@ -270,3 +270,71 @@ def test_eval_on_the_real_dump_ranks_posts_and_counts_reach(tmp_path):
     g = report["goals"]
     assert g["met_spearman_above_baseline"] == (g["spearman"] > g["baseline_first_day_raw_votes"])
     assert g["met_reach_error_under_2pct"] == (g["reach_mean_relative_error_max"] < 0.02)
+
+
+# --- the read side and the command ---------------------------------------------------------------
+
+
+class _FakeReadSide:
+    """Rows of ``creator_stats`` as the driver returns them (named tuples)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def active_keyspace(self):
+        return "ks"
+
+    def execute(self, cql, params, keyspace=None):
+        assert "creator_stats" in cql and keyspace == "ks"
+        return [r for r in self.rows if r.creator_id == params[0]]
+
+
+def _stats_rows():
+    from collections import namedtuple
+    from datetime import datetime, timezone
+
+    cols = ("creator_id post_id reach engaged views likes comments shares replies hides reports "
+            "engagement_rate meaningful_engagement_ratio predicted_engagement predicted_virality posts "
+            "published_at updated_at model_version")
+    Row = namedtuple("Row", cols)
+    at = datetime(2018, 3, 12, 10, 0, tzinfo=timezone.utc)
+    return [Row("c1", "", 40, 10, 100, 30, 5, 2, 3, 1, 0, 0.25, 0.1, None, None, 2, None, at, None),
+            Row("c1", "se-p1", 30, 8, 60, 20, 4, 2, 3, 1, 0, 0.27, 0.15, 30.5, 0.93, None, at, at, "m@1"),
+            Row("c1", "se-p2", 12, 2, 40, 10, 1, 0, 0, 0, 0, 0.17, None, 3.0, 0.41, None, at, at, "m@1")]
+
+
+def test_read_creator_stats_orders_posts_and_refuses_unknown_creators_and_sorts(monkeypatch):
+    from streams.query import analytics as Q
+
+    monkeypatch.setattr(Q, "read_side_of", lambda source: _FakeReadSide(_stats_rows()))
+    got = Q.read_creator_stats(None, "c1", sort="virality")
+    assert got.totals.post_id is None and got.totals.posts == 2 and got.totals.reach == 40
+    assert [p.post_id for p in got.posts] == ["se-p1", "se-p2"]
+    assert [p.post_id for p in Q.read_creator_stats(None, "c1", sort="reach", limit=1).posts] == ["se-p1"]
+    assert json.loads(json.dumps(got.as_dict()))["posts"][0]["predicted_virality"] == 0.93
+    with pytest.raises(Q.UnknownCreator, match="nobody"):
+        Q.read_creator_stats(None, "nobody")
+    with pytest.raises(Q.UnknownSort):
+        Q.read_creator_stats(None, "c1", sort="loudest")
+
+
+def test_creator_stats_command_prints_at_80_columns_and_unknown_creator_is_one_line(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from streams.cli.common import app
+    from streams.query import analytics as Q
+
+    import streams.cli  # noqa: F401  (registers the commands)
+
+    monkeypatch.setattr(Q, "read_side_of", lambda source: _FakeReadSide(_stats_rows()))
+    env = {"PULSE_HOME": str(tmp_path), "COLUMNS": "80"}
+    out = CliRunner().invoke(app, ["creator-stats", "c1"], env=env)
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert max(len(x) for x in lines) <= 80
+    assert any(x.startswith("all posts") for x in lines) and any("se-p1" in x and "93%" in x for x in lines)
+    out = CliRunner().invoke(app, ["creator-stats", "c1", "--json"], env=env)
+    assert json.loads(out.output)["totals"]["posts"] == 2
+    out = CliRunner().invoke(app, ["creator-stats", "ghost"], env=env)
+    assert out.exit_code == 1 and "no analytics for creator 'ghost'" in out.output
+    assert "Traceback" not in out.output
