@@ -114,10 +114,10 @@ def exact_reach(history: Sequence[tuple[str, dict]], copies: int = 1
             pid, user = r["parent_post_id"], r["creator_id"]
         else:
             continue
-        if user == creator_of[pid]:
-            continue
         n = copies if et == "interaction" else 1
-        posts[pid].update(user if k == 0 else f"{user}#{k}" for k in range(n))
+        # a renamed copy of the creator (``c#1``) is another user, as the agents see it
+        posts[pid].update(u for u in (user if k == 0 else f"{user}#{k}" for k in range(n))
+                          if u != creator_of[pid])
     creators: dict[str, set] = defaultdict(set)
     for pid, users in posts.items():
         creators[creator_of[pid]] |= users
@@ -128,20 +128,35 @@ def _reach_errors(pipe: Pipeline, history, copies: int, min_reach: int, config: 
     exact_posts, exact_creators = exact_reach(history, copies)
     tables = {s.spec.name: s.runner.tables for s in pipe.stages}
     out: dict[str, Any] = {"copies": copies}
+    large_at = 2 ** (A.lg_k(config) - 3)   # about where HLL_4 leaves its exact coupon modes
     for what, exact, table in (("posts", exact_posts, tables[A.POSTS_NAME][A.POSTS]),
                                ("creators", exact_creators, tables[A.NAME][A.CREATORS])):
-        errs = []
+        errs, large = [], []
         for key, users in exact.items():
             if len(users) < min_reach:
                 continue
             st = table.get(key) or {}
             est = Reach.from_state(st.get("reach"), A.lg_k(config)).estimate()
             errs.append(relative_error(est, len(users)))
+            if len(users) >= large_at:
+                large.append(errs[-1])
         sizes = sorted(len(u) for u in exact.values() if len(u) >= min_reach)
         out[what] = {"evaluated": len(errs), "median_exact_reach": sizes[len(sizes) // 2] if sizes else None,
                      "max_exact_reach": sizes[-1] if sizes else None,
                      "mean_relative_error": round(sum(errs) / len(errs), 5) if errs else None,
-                     "max_relative_error": round(max(errs), 5) if errs else None}
+                     "max_relative_error": round(max(errs), 5) if errs else None,
+                     f"reach_{large_at}_or_more": {
+                         "evaluated": len(large),
+                         "mean_relative_error": round(sum(large) / len(large), 5) if large else None,
+                         "max_relative_error": round(max(large), 5) if large else None}}
+    # the whole site: every creator's sketch merged (a union of HLLs) against every distinct user
+    site = Reach(A.lg_k(config))
+    for st in tables[A.NAME][A.CREATORS].values():
+        site = site.merge(Reach.from_state(st.get("reach"), A.lg_k(config)))
+    everyone = set().union(*exact_creators.values()) if exact_creators else set()
+    out["site"] = {"exact_reach": len(everyone), "estimate": site.estimate(),
+                   "relative_error": round(relative_error(site.estimate(), len(everyone)), 5)
+                   if everyone else None}
     return out
 
 
@@ -205,6 +220,8 @@ def run_analytics_eval(history: Sequence[tuple[str, dict]], truth: tuple[dict, d
         reach_scaled = _reach_errors(scaled, history, copies, min_reach, config)
     reach_errors = [x[w]["mean_relative_error"] for x in (reach_own, reach_scaled) if x
                     for w in ("posts", "creators") if x[w]["mean_relative_error"] is not None]
+    reach_errors += [x["site"]["relative_error"] for x in (reach_own, reach_scaled)
+                     if x and x["site"]["relative_error"] is not None]
     rho, base = ranking["predicted_virality"], ranking["first_day_raw_votes"]
     return {
         "dataset": dataset,
