@@ -111,16 +111,26 @@ class Publisher:
         key, value = self.encode(topic, record)
         self.produce_raw(topic, key, value)
 
-    def produce_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Enqueue already-encoded bytes (waits for queue space when librdkafka's queue is full)."""
+    def produce_raw(self, topic: str, key: bytes | None, value: bytes,
+                    on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        """Enqueue already-encoded bytes (waits for queue space when librdkafka's queue is full).
+
+        ``on_delivery(err, msg)``: called from :meth:`poll` or :meth:`flush` once the broker has
+        acknowledged (``err`` None) or refused the event, instead of collecting the error for
+        :meth:`flush` (the HTTP API answers each request from it)."""
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key,
+                                       on_delivery=on_delivery or self._on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.05)
         self._producer.poll(0)
         self.sent += 1
+
+    def poll(self, timeout_s: float) -> None:
+        """Serve delivery callbacks for up to ``timeout_s`` seconds."""
+        self._producer.poll(timeout_s)
 
     def dead_letter(self, source_topic: str, value: bytes, reason: str, error_type: str,
                     consumer: str = "pulse-publish") -> None:

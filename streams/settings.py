@@ -186,6 +186,25 @@ class Settings:
         ``PULSE_MEDIA_READ_ROOTS`` (default none): further directories, separated by ``os.pathsep``
         (``:``), that media may be read from (read-only volumes, the demo's photos and clips). A
         ``media_uri`` outside the store and these roots gets a verdict saying so.
+    api_host / api_port:
+        ``PULSE_API_HOST`` (default ``127.0.0.1``: loopback only) and ``PULSE_API_PORT`` (default
+        ``8080``): where ``pulse api`` listens (its ``--host`` / ``--port`` override them).
+    api_cors_origins:
+        ``PULSE_API_CORS_ORIGINS`` (default none: CORS off): comma-separated origins browsers may
+        call the API from (``https://app.example.com``).
+    api_max_body_bytes:
+        ``PULSE_API_MAX_BODY_BYTES`` (default ``1048576``): largest event body ``POST
+        /v1/events/{topic}`` accepts (413 above); media bodies are limited by
+        ``PULSE_MEDIA_MAX_BYTES``.
+    api_key_rate / api_key_burst:
+        ``PULSE_API_KEY_RATE`` (default ``200`` requests/s) and ``PULSE_API_KEY_BURST`` (``400``):
+        each API key's token bucket, per API process (429 with ``Retry-After`` when empty).
+    api_user_rate / api_user_burst:
+        ``PULSE_API_USER_RATE`` (default ``20`` requests/s) and ``PULSE_API_USER_BURST`` (``40``):
+        each user token's bucket, per API process.
+    api_token_ttl_s:
+        ``PULSE_API_TOKEN_TTL_S`` (default ``3600``): lifetime of the user tokens ``pulse token``
+        signs when ``--ttl`` is not given, seconds.
     crash_point:
         ``PULSE_CRASH_POINT`` (default unset): fault injection for the crash-safety tests,
         ``<agent>:<point>[:<n>]`` kills the worker the n-th time a batch of that agent reaches
@@ -285,6 +304,15 @@ class Settings:
     media_max_bytes: int = 150 * 1024 * 1024
     media_root: Path | None = None
     media_read_roots: tuple[Path, ...] = ()
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_cors_origins: tuple[str, ...] = ()
+    api_max_body_bytes: int = 1024 * 1024
+    api_key_rate: float = 200.0
+    api_key_burst: int = 400
+    api_user_rate: float = 20.0
+    api_user_burst: int = 40
+    api_token_ttl_s: int = 3600
     crash_point: str = ""
     profile_half_life_days: float = 14.0
     profile_activity_half_life_days: float = 90.0
@@ -378,6 +406,16 @@ class Settings:
             media_max_bytes=_int(env, "PULSE_MEDIA_MAX_BYTES", 150 * 1024 * 1024),
             media_root=Path(env.get("PULSE_MEDIA_ROOT") or home / "media").expanduser().resolve(),
             media_read_roots=_paths(env, "PULSE_MEDIA_READ_ROOTS"),
+            api_host=env.get("PULSE_API_HOST") or "127.0.0.1",
+            api_port=_int(env, "PULSE_API_PORT", 8080),
+            api_cors_origins=tuple(o.strip() for o in (env.get("PULSE_API_CORS_ORIGINS") or "").split(",")
+                                   if o.strip()),
+            api_max_body_bytes=int(_positive(env, "PULSE_API_MAX_BODY_BYTES", 1024 * 1024, integer=True)),
+            api_key_rate=_positive(env, "PULSE_API_KEY_RATE", 200.0),
+            api_key_burst=int(_positive(env, "PULSE_API_KEY_BURST", 400, integer=True)),
+            api_user_rate=_positive(env, "PULSE_API_USER_RATE", 20.0),
+            api_user_burst=int(_positive(env, "PULSE_API_USER_BURST", 40, integer=True)),
+            api_token_ttl_s=int(_positive(env, "PULSE_API_TOKEN_TTL_S", 3600, integer=True)),
             crash_point=env.get("PULSE_CRASH_POINT") or "",
             profile_half_life_days=_float(env, "PULSE_PROFILE_HALF_LIFE_DAYS", 14.0),
             profile_activity_half_life_days=_positive(env, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS", 90.0),
