@@ -32,6 +32,8 @@ How content type changes the map
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from models.profiles.interests import DAY_MS, HOUR_MS, hour_of_week
@@ -64,21 +66,50 @@ def kernel(content_type: str) -> np.ndarray:
             + WEIGHTS["freshness"] * np.exp2(-a / FRESHNESS_HALF_LIFE_H[content_type]))
 
 
-def window_scores(hour_map: np.ndarray, content_type: str) -> np.ndarray:
-    """``score(w)`` for every hour of the week ``w`` (module docstring): (168,) float64."""
-    m = np.asarray(hour_map, dtype=np.float64)
+@functools.lru_cache(maxsize=None)
+def _operator(content_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(idx, k)``: the ``(168, horizon)`` hour indices ``(w + a) mod 168`` and the normalised
+    kernel of ``content_type``, computed once (read-only arrays)."""
     k = kernel(content_type)
     k = k / k.sum()
     idx = (np.arange(HOURS)[:, None] + np.arange(len(k))[None, :]) % HOURS
+    k.setflags(write=False)
+    idx.setflags(write=False)
+    return idx, k
+
+
+def window_scores(hour_map: np.ndarray, content_type: str) -> np.ndarray:
+    """``score(w)`` for every hour of the week ``w`` (module docstring): (168,) float64.
+
+    Raises ``KeyError`` for an unknown content type (:func:`kernel`)."""
+    m = np.asarray(hour_map, dtype=np.float64)
+    idx, k = _operator(content_type)
     return m[idx] @ k
+
+
+#: How far below the n-th best raw score a score may lie and still reach the top ``n`` once
+#: rounded to 9 decimals (rounding moves a value by at most 5e-10; the rest is a safety margin).
+_ROUNDING_MARGIN = 2e-9
 
 
 def top_windows(scores: np.ndarray, n: int = TOP_WINDOWS) -> list[tuple[int, float]]:
     """The ``n`` best hours of the week: ``[(hour_of_week, score), ...]`` best first, scores
     rounded to 9 decimals before ranking (ties: the earlier hour of the week), so last-bit
-    differences never reorder them."""
-    rounded = [round(float(s), 9) for s in scores]
-    order = sorted(range(len(rounded)), key=lambda w: (-rounded[w], w))
+    differences never reorder them.
+
+    Only the scores within :data:`_ROUNDING_MARGIN` of the ``n``-th best raw score are rounded
+    and sorted (``round`` moves a score by at most 5e-10, so no other can reach the top ``n``):
+    the result equals rounding and sorting all of them."""
+    s = np.asarray(scores, dtype=np.float64)
+    if n <= 0 or len(s) == 0:
+        return []
+    if len(s) > n:
+        kth = np.partition(s, len(s) - n)[len(s) - n]
+        candidates = np.flatnonzero(s >= kth - _ROUNDING_MARGIN).tolist()
+    else:
+        candidates = range(len(s))
+    rounded = {w: round(float(s[w]), 9) for w in candidates}
+    order = sorted(rounded, key=lambda w: (-rounded[w], w))
     return [(w, rounded[w]) for w in order[:n]]
 
 

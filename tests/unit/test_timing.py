@@ -77,6 +77,28 @@ def test_top_windows_are_best_first_and_ties_go_to_the_earlier_hour():
     scores[[50, 7, 100]] = [0.2, 0.3, 0.2]
     assert W.top_windows(scores) == [(7, 0.3), (50, 0.2), (100, 0.2)]
     assert W.day_hour(AUD_HOUR) == (2, 20)
+
+
+def _top_windows_reference(scores, n):
+    rounded = [round(float(s), 9) for s in scores]
+    order = sorted(range(len(rounded)), key=lambda w: (-rounded[w], w))
+    return [(w, rounded[w]) for w in order[:n]]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_top_windows_equal_rounding_and_sorting_every_score(seed):
+    """The candidate cut changes nothing, also when many scores tie or differ only in the
+    digits rounding removes."""
+    rng = np.random.default_rng(seed)
+    base = rng.dirichlet(np.ones(S.HOURS))
+    scores = [base,
+              np.round(base, 3) + rng.uniform(-6e-10, 6e-10, S.HOURS),  # ties after rounding
+              np.full(S.HOURS, 1 / S.HOURS) + rng.choice([0, 1e-9, -1e-9, 4e-10], S.HOURS),
+              np.zeros(S.HOURS)]
+    for s in scores:
+        for n in (1, 3, 5, S.HOURS, S.HOURS + 2):
+            assert W.top_windows(s, n) == _top_windows_reference(s, n)
+        assert W.top_windows(s, 0) == []
     assert W.next_start(AUD_HOUR, T0) == T0 + 20 * HOUR
     assert W.next_start(AUD_HOUR, T0 + 20 * HOUR) == T0 + 20 * HOUR
     assert W.next_start(AUD_HOUR, T0 + 20 * HOUR + 1) == T0 + 20 * HOUR + 7 * DAY
