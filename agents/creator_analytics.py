@@ -140,7 +140,7 @@ def process_signals(state: State, event: Event, ctx: Context) -> list[Effect]:
 def _new_post() -> dict:
     return {"creator": None, "published_at": None, "is_reply": False, "counts": {}, "windows": {},
             "reach": None, "engaged": None, "pending": [], "recent": [], "clock": 0, "version": 0,
-            "x": None, "predicted": None, "cause": None}
+            "x": None, "base": None, "predicted": None, "cause": None}
 
 
 def _copy_post(st: dict) -> dict:
@@ -247,7 +247,8 @@ def process_posts(state: State, event: Event, ctx: Context) -> list[Effect]:
             out.extend(_predict(ctx, pid, st, at, model, config))
         else:
             x = st["x"] or S.features(st["windows"], st["is_reply"])
-            model.learn(x, S.label(st["windows"]))
+            base = st["base"] if st.get("base") is not None else S.early_engagement(st["windows"])
+            model.learn(x, S.label(st["windows"]), base)
             learned = True
     st = post(post_id)
     if eid not in st["recent"]:
@@ -294,9 +295,10 @@ def _predict(ctx: Context, post_id: str, st: dict, at: int, model: ViralityModel
     """The post's prediction at the end of its early horizon ``at``: a ``creator_stats`` update
     and a ``CreatorStats`` event."""
     x = S.features(st["windows"], st["is_reply"])
-    predicted = model.predict(x, S.early_engagement(st["windows"]))
+    base = S.early_engagement(st["windows"])
+    predicted = model.predict(x, base)
     virality = model.virality(predicted)
-    st["x"], st["predicted"] = x, predicted
+    st["x"], st["base"], st["predicted"] = x, base, predicted
     engagement = math.expm1(max(predicted, 0.0))
     version = f"{MODEL}@{MODEL_VERSION}"
     cols = _stats_columns(st, config)

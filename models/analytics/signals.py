@@ -98,8 +98,8 @@ def label(windows: Mapping[str, int]) -> float:
 
 
 def early_engagement(windows: Mapping[str, int]) -> float:
-    """The cold-start prediction of :func:`label` (no model yet): the net endorsements already
-    seen at the horizon, on the label's scale (growth after the horizon assumed nil)."""
+    """The net endorsements already seen at the horizon, on :func:`label`'s scale: the base the
+    regressor predicts the growth over, and the prediction before it has learned (no growth)."""
     return math.log1p(max(0, int(windows.get("likes", 0)) + int(windows.get("shares", 0))
                           - int(windows.get("negative", 0))))
 

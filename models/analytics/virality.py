@@ -4,10 +4,14 @@ The regressor is river's ``linear_model.BayesianLinearRegression`` (Bishop 2006,
 Recognition and Machine Learning*, eqs. 3.50-3.51 and 3.58: a Gaussian prior on the weights with
 precision ``alpha``, noise precision ``beta``, updated exactly one example at a time by
 Sherman-Morrison rank-1 updates). It suits a stream of a few hundred matured posts: no learning
-rate to tune, the posterior after n examples does not depend on their order beyond float
-rounding, and with no data it predicts 0. Input: :data:`models.analytics.signals.FEATURES` of a
-post at the early horizon; target: :func:`models.analytics.signals.label` at maturity (both
-log1p counts, so the prediction is on the log1p scale of net endorsements).
+rate to tune, and the posterior after n examples does not depend on their order beyond float
+rounding. Input: :data:`models.analytics.signals.FEATURES` of a post at the early horizon.
+Target: the *growth* from the horizon to maturity, :func:`models.analytics.signals.label` minus
+:func:`models.analytics.signals.early_engagement` (both on the log1p scale of net endorsements);
+the prediction of the final engagement is the early engagement plus the predicted growth. The
+prior shrinks the growth toward 0, so a model that has seen nothing (and the cold start, before
+:data:`MIN_LEARNED` posts) predicts "no growth", and the first predictions move smoothly away
+from it.
 
 State (:meth:`ViralityModel.to_state`) is JSON, not a pickle: the model's natural parameters
 (the posterior precision matrix, its inverse and ``beta * sum(y x)``, float64 lists, which JSON
@@ -91,9 +95,11 @@ class ViralityModel:
 
     # -- learning and predicting --------------------------------------------------------------
 
-    def learn(self, x: Mapping[str, float], y: float) -> None:
-        """Learn one matured post: features ``x`` at its horizon, final engagement ``y``."""
-        self.model.learn_one(dict(x), float(y))
+    def learn(self, x: Mapping[str, float], y: float, base: float) -> None:
+        """Learn one matured post: features ``x`` at its horizon, final engagement ``y``, and
+        ``base``, what it already had at the horizon (same scale): the regressor learns the
+        growth ``y - base``."""
+        self.model.learn_one(dict(x), float(y) - float(base))
         self.learned += 1
         self.labels.append(float(y))
         if len(self.labels) > RECENT_LABELS:
@@ -104,11 +110,12 @@ class ViralityModel:
         """Whether the model has learned :data:`MIN_LEARNED` posts."""
         return self.learned >= MIN_LEARNED
 
-    def predict(self, x: Mapping[str, float], cold_start: float) -> float:
-        """Predicted final engagement (log1p scale); ``cold_start`` until :attr:`ready`."""
+    def predict(self, x: Mapping[str, float], base: float) -> float:
+        """Predicted final engagement (log1p scale): ``base`` (what the post has at the horizon)
+        plus the predicted growth, which is 0 until :attr:`ready`."""
         if not self.ready:
-            return float(cold_start)
-        return float(self.model.predict_one(dict(x)))
+            return float(base)
+        return float(base) + float(self.model.predict_one(dict(x)))
 
     def virality(self, predicted: float) -> float | None:
         """The share of recent final engagements below ``predicted`` (ties count half); None

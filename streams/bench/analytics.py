@@ -194,9 +194,10 @@ def run_analytics_eval(history: Sequence[tuple[str, dict]], truth: tuple[dict, d
         if st is None or st.get("predicted") is None or pid not in score:
             continue
         t = ms_of(u["event_time"])
+        mature = t + maturity_h * HOUR_MS <= t_end
         rows.append({"post": pid, "pred": st["predicted"], "final": score[pid], "raw": raw.get(pid, 0),
-                     "net": net.get(pid, 0),
-                     "scored": t >= t0 + warmup_days * DAY_MS and t + maturity_h * HOUR_MS <= t_end})
+                     "net": net.get(pid, 0), "mature": mature,
+                     "scored": t >= t0 + warmup_days * DAY_MS and mature})
     scored = [r for r in rows if r["scored"]]
     if not scored:
         raise EvalInputError("no post is both past the warm-up and mature before the end of the dump")
@@ -230,6 +231,7 @@ def run_analytics_eval(history: Sequence[tuple[str, dict]], truth: tuple[dict, d
         "params": {"horizon_h": horizon_h, "maturity_h": maturity_h, "warmup_days": warmup_days,
                    "lg_k": A.lg_k(config), "min_reach": min_reach},
         "spearman_scored": ranking,
+        "spearman_mature_with_warmup": rhos([r for r in rows if r["mature"]]),
         "spearman_all_predicted": rhos(rows),
         "model": {"learned_posts": model.learned, "weights": {k: round(v, 4) for k, v in model.weights().items()}},
         "reach": {"own_scale": reach_own, "scaled": reach_scaled},

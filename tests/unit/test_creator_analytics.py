@@ -85,14 +85,15 @@ def test_virality_model_learns_and_its_json_state_gives_bit_identical_prediction
     for i in range(60):
         x = S.features({"likes": rng.randrange(10), "comments": rng.randrange(4)}, rng.random() < 0.5)
         y = 0.9 * x["likes"] + 0.3 + rng.gauss(0, 0.1)
-        assert live.predict(x, cold_start=-1.0) == (-1.0 if i < MIN_LEARNED else live.model.predict_one(x))
-        live.learn(x, y)
+        base = x["likes"]
+        assert live.predict(x, base) == (base if i < MIN_LEARNED else base + live.model.predict_one(x))
+        live.learn(x, y, base)
         restored = ViralityModel.from_state(json.loads(json.dumps(stored)))
-        restored.learn(x, y)
+        restored.learn(x, y, base)
         stored = restored.to_state()
         assert ViralityModel.from_state(stored).predict(x, 0.0) == live.predict(x, 0.0)
     assert json.dumps(stored) == json.dumps(live.to_state())
-    assert live.weights()["likes"] == pytest.approx(0.9, abs=0.1)
+    assert live.weights()["likes"] == pytest.approx(0.9 - 1.0, abs=0.1)   # the growth over the base
     assert live.virality(100.0) == 1.0 and live.virality(-1.0) == 0.0
     assert ViralityModel().virality(1.0) is None
     with pytest.raises(ValueError):
@@ -263,7 +264,7 @@ def test_eval_on_the_real_dump_ranks_posts_and_counts_reach(tmp_path):
                                 maturity_h=168, warmup_days=20, min_reach=5, copies=1)
     s = report["spearman_scored"]
     assert s["posts"] > 100 and s["predicted_virality"] > 0.5 and s["first_day_raw_votes"] > 0.3
-    assert report["model"]["learned_posts"] >= 20 and report["model"]["weights"]["likes"] > 0
+    assert report["model"]["learned_posts"] >= 20 and report["model"]["weights"]["bias"] > 0  # growth
     own = report["reach"]["own_scale"]
     assert own["posts"]["evaluated"] > 0 and own["creators"]["evaluated"] > 0
     assert own["posts"]["mean_relative_error"] < 0.02 and own["creators"]["max_relative_error"] < 0.05
