@@ -101,6 +101,31 @@ def _gates(raw: str | None) -> tuple[str, ...]:
     return names
 
 
+#: Consistency levels ``PULSE_CASSANDRA_CONSISTENCY`` accepts (cassandra-driver's ``ConsistencyLevel`` names
+#: that make sense for every request; SERIAL levels are for lightweight transactions only).
+CONSISTENCY_LEVELS = ("ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                      "LOCAL_ONE")
+
+
+def _consistency(env: Mapping[str, str], replication: int) -> str:
+    raw = (env.get("PULSE_CASSANDRA_CONSISTENCY") or "").strip().upper()
+    if not raw:
+        return "QUORUM" if replication >= 3 else "LOCAL_ONE"
+    if raw not in CONSISTENCY_LEVELS:
+        raise SettingsError(f"PULSE_CASSANDRA_CONSISTENCY={raw!r}: use one of {', '.join(CONSISTENCY_LEVELS)}")
+    return raw
+
+
+def _cluster_size(env: Mapping[str, str], name: str, state: dict, server: str) -> int:
+    """Nodes of an embedded cluster: the variable, else the count the state file records, else 1."""
+    entry = state.get(server) or state.get("stopped", {}).get(server) or {}
+    recorded = len(entry.get("nodes") or ()) or 1
+    value = _int(env, name, recorded)
+    if value < 1:
+        raise SettingsError(f"{name}={value} must be 1 or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Pulse configuration. Build it with :meth:`from_env`; pass it down, never re-read the env.
@@ -122,8 +147,26 @@ class Settings:
     cassandra_keyspace:
         ``PULSE_CASSANDRA_KEYSPACE`` (default ``pulse``).
     cassandra_replication:
-        ``PULSE_CASSANDRA_REPLICATION`` (default ``1``): SimpleStrategy replication factor used
-        when Pulse creates the keyspace.
+        ``PULSE_CASSANDRA_REPLICATION`` (default ``min(3, cassandra_nodes)``: 1 for one node, 3
+        for the three-node ring of ``pulse up --cassandra-nodes 3``): SimpleStrategy replication
+        factor used when Pulse creates the keyspace (an existing keyspace keeps its own).
+    cassandra_consistency:
+        ``PULSE_CASSANDRA_CONSISTENCY`` (default ``QUORUM`` when ``cassandra_replication`` is 3
+        or more, else ``LOCAL_ONE``, the driver's own default): the consistency level of every
+        read and write Pulse sends (sinks, replay, the read side). QUORUM of 3 replicas
+        tolerates one node down with every read seeing every acknowledged write.
+    cassandra_nodes:
+        ``PULSE_CASSANDRA_NODES`` (default: as many as the state file records, else ``1``):
+        nodes of the embedded Cassandra ring ``pulse up`` starts, on 127.0.0.1, 127.0.0.2, ...
+        (``pulse up --cassandra-nodes N``; docs/clusters.md).
+    kafka_brokers:
+        ``PULSE_KAFKA_BROKERS`` (default: as many as the state file records, else ``1``): brokers
+        of the embedded KRaft cluster ``pulse up`` starts (``pulse up --brokers N``).
+    kafka_replication:
+        ``PULSE_KAFKA_REPLICATION`` (default ``0`` = ``min(3, brokers the cluster reports)``):
+        replication factor of the topics Pulse creates (catalog topics and changelogs); their
+        ``min.insync.replicas`` is 2 from 3 replicas up, else 1
+        (:func:`streams.contracts.topics.replication_for`).
     cassandra_protocol_version:
         ``PULSE_CASSANDRA_PROTOCOL`` (default ``5``; use 4 for Cassandra 3.x/4.x clusters).
     view_pointer_ttl_s:
@@ -269,7 +312,7 @@ class Settings:
         (days) (docs/timing.md); unset (None) = the agent's default.
     analytics_lg_k, analytics_horizon_h, analytics_maturity_h:
         ``PULSE_ANALYTICS_LG_K`` (4-21; agent default ``12``), ``PULSE_ANALYTICS_HORIZON_H``
-        (default ``24``), ``PULSE_ANALYTICS_MATURITY_H`` (default ``720``): creator analytics'
+        (default ``24``), ``PULSE_ANALYTICS_MATURITY_H`` (default ``168``): creator analytics'
         HyperLogLog size (log2 of its registers: about ``1.04 / sqrt(2**lg_k)`` relative error),
         the early horizon whose signals predict a post's virality, and the age at which a post's
         engagement is final and the regressor learns it (hours; docs/analytics.md); unset (None)
@@ -282,6 +325,10 @@ class Settings:
     cassandra_hosts: tuple[str, ...] = ()
     cassandra_keyspace: str = "pulse"
     cassandra_replication: int = 1
+    cassandra_consistency: str = "LOCAL_ONE"
+    cassandra_nodes: int = 1
+    kafka_brokers: int = 1
+    kafka_replication: int = 0
     cassandra_protocol_version: int = 5
     view_pointer_ttl_s: float = 2.0
     qdrant_url: str | None = None
@@ -377,13 +424,19 @@ class Settings:
         kafka = env.get("PULSE_KAFKA_BOOTSTRAP") or state.get("kafka", {}).get("bootstrap")
         hosts_raw = env.get("PULSE_CASSANDRA_HOSTS") or ",".join(state.get("cassandra", {}).get("hosts", []))
         hosts = tuple(h.strip() for h in hosts_raw.split(",") if h.strip())
+        nodes = _cluster_size(env, "PULSE_CASSANDRA_NODES", state, "cassandra")
+        replication = _int(env, "PULSE_CASSANDRA_REPLICATION", min(3, nodes))
         return cls(
             home=home,
             cache_dir=cache,
             kafka_bootstrap=kafka or None,
             cassandra_hosts=hosts,
             cassandra_keyspace=env.get("PULSE_CASSANDRA_KEYSPACE") or "pulse",
-            cassandra_replication=_int(env, "PULSE_CASSANDRA_REPLICATION", 1),
+            cassandra_replication=replication,
+            cassandra_consistency=_consistency(env, replication),
+            cassandra_nodes=nodes,
+            kafka_brokers=_cluster_size(env, "PULSE_KAFKA_BROKERS", state, "kafka"),
+            kafka_replication=_count(env, "PULSE_KAFKA_REPLICATION", 0),
             cassandra_protocol_version=_int(env, "PULSE_CASSANDRA_PROTOCOL", 5),
             view_pointer_ttl_s=_float(env, "PULSE_VIEW_POINTER_TTL_S", 2.0),
             qdrant_url=env.get("PULSE_QDRANT_URL") or None,

@@ -178,8 +178,8 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
     out_avro = f"bench-out-plain-avro-{run}"
     _create(settings, [src, out_pulse, out_plain, out_avro])
     codec = AvroCodec(default_catalog(), "Upload")
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20,
-                  "queue.buffering.max.messages": 1_000_000, "partitioner": "murmur2_random"})
+    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                  "acks": "all", "queue.buffering.max.messages": 1_000_000, "partitioner": "murmur2_random"})
     for r in sample_uploads(n):
         while True:
             try:

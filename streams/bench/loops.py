@@ -27,8 +27,9 @@ def plain_loop(bootstrap: str, src: str, dst: str, n: int, result: str, avro: bo
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-plain-{uuid.uuid4()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": True})
+    # idempotent with acks=all, like Pulse's publisher and its workers' producer (docs/clusters.md)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "partitioner": "murmur2_random",
-                  "queue.buffering.max.messages": 1_000_000})
+                  "enable.idempotence": True, "acks": "all", "queue.buffering.max.messages": 1_000_000})
     c.subscribe([src])
     done, t0 = 0, None
     while done < n:

@@ -3,6 +3,7 @@ fingerprints."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -20,15 +21,28 @@ from streams.cli.tables import RecordTable
 
 @app.command()
 @friendly
-def up() -> None:
+def up(brokers: Optional[int] = typer.Option(
+            None, "--brokers", min=1,
+            help="Kafka brokers (KRaft, each also a controller) on 127.0.0.1; default: as this PULSE_HOME "
+                 "has (PULSE_KAFKA_BROKERS), else 1."),
+        cassandra_nodes: Optional[int] = typer.Option(
+            None, "--cassandra-nodes", min=1,
+            help="Cassandra nodes on 127.0.0.1, 127.0.0.2, ...; default: as this PULSE_HOME has "
+                 "(PULSE_CASSANDRA_NODES), else 1.")) -> None:
     """Start embedded Kafka and Cassandra (unless external ones are configured), create the topics
-    and the views, and print what runs where."""
+    and the views, and print what runs where. With 3 brokers or nodes, topics get 3 replicas
+    (min ISR 2) and the keyspace replication factor 3 with QUORUM reads and writes (docs/clusters.md)."""
     from streams.servers.supervisor import up as servers_up
 
-    s = settings()
+    env = dict(os.environ)
+    if brokers is not None:
+        env["PULSE_KAFKA_BROKERS"] = str(brokers)
+    if cassandra_nodes is not None:
+        env["PULSE_CASSANDRA_NODES"] = str(cassandra_nodes)
+    s = Settings.from_env(env)
     with console.status("starting servers") as status:
         servers_up(s, on_step=lambda m: status.update(m))
-    s = settings()  # re-read: the state file now has the addresses
+    s = settings()  # re-read: the state file now has the addresses and the cluster sizes
     _prepare(s)
     _print_status(s)
 
@@ -85,6 +99,9 @@ def _print_status(s: Settings) -> None:
             continue
         t.add_row(name, str(info.get("state", "")), str(info.get("address", "")),
                   str(info.get("pid", "") or ""), str(info.get("answering", "")))
+        for node in info.get("nodes", ()):  # a cluster: one row per node
+            t.add_row(f"  {node['server']}", node["state"], str(node["address"] or ""),
+                      str(node["pid"] or ""), str(node["answering"]))
     console.print(t)
 
 

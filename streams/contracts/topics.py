@@ -32,7 +32,9 @@ class TopicSpec:
     """One topic of the catalog.
 
     ``schema`` is the short event-type name (``Upload``); ``key`` the record field whose value is
-    the message key; ``policy`` one of :data:`POLICY_CONFIGS`.
+    the message key; ``policy`` one of :data:`POLICY_CONFIGS`; ``replication_factor`` the most
+    replicas the topic asks for (the effective factor depends on the cluster:
+    :func:`replication_for`).
     """
 
     name: str
@@ -72,7 +74,7 @@ def load_topics(path: Path = TOPICS_FILE) -> dict[str, TopicSpec]:
         specs[name] = TopicSpec(
             name=name, schema=merged["schema"], key=merged["key"],
             partitions=int(merged.get("partitions", 1)),
-            replication_factor=int(merged.get("replication_factor", 1)),
+            replication_factor=int(merged.get("replication_factor", 3)),
             policy=merged.get("policy", "log"), doc=merged.get("doc", ""),
         )
     return specs
@@ -96,6 +98,19 @@ def topic_spec(name: str) -> TopicSpec:
         return topic_catalog()[name]
     except KeyError:
         raise TopicError(f"unknown topic {name!r}; known topics: {', '.join(topic_catalog())}") from None
+
+
+def replication_for(brokers: int, wanted: int = 3, override: int = 0) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` of a topic created on a cluster of ``brokers``.
+
+    The factor is ``override`` (``PULSE_KAFKA_REPLICATION``) when set, else ``min(wanted,
+    brokers)`` (``wanted``: the catalog's ``replication_factor``, 3), so one broker gives 1 and
+    three give 3. ``min.insync.replicas`` is 2 from three replicas up (with ``acks=all`` a write
+    then survives the loss of any one broker, and the partition stays writable while one is
+    down), else 1 (two replicas with a minimum of 2 would stop writes whenever either is down).
+    """
+    factor = override or max(1, min(wanted, brokers))
+    return factor, 2 if factor >= 3 else 1
 
 
 def require_bootstrap(settings: Settings) -> str:

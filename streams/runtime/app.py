@@ -81,7 +81,8 @@ def create_changelog_topics(app, ctx, timeout_s: float = 30.0) -> list[str]:
     changelog with 0 partitions for a moment: Faust's first table write raised
     ``PartitionsMismatch`` on that (the feed integration test's agent crashed), and the group
     rebalanced again once the topics appeared. Created first, they are there from the start.
-    Compacted, with the app's ``topic_replication_factor``.
+    Compacted, replicated like the catalog's topics (:func:`~streams.contracts.topics.replication_for`
+    the brokers the cluster reports: 3 replicas, ``min.insync.replicas`` 2 on three brokers).
 
     Raises
     ------
@@ -92,17 +93,18 @@ def create_changelog_topics(app, ctx, timeout_s: float = 30.0) -> list[str]:
 
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from streams.contracts.topics import TopicError
+    from streams.contracts.topics import TopicError, replication_for
 
     wanted = {t.changelog_topic.get_topic_name(): int(t.partitions)
               for per_agent in ctx.tables.values() for t in per_agent.values()}
     if not wanted:
         return []
     admin = AdminClient({"bootstrap.servers": require_bootstrap(ctx.settings)})
-    existing = admin.list_topics(timeout=timeout_s).topics
-    new = [NewTopic(name, num_partitions=n, replication_factor=int(app.conf.topic_replication_factor),
-                    config={"cleanup.policy": "compact"})
-           for name, n in sorted(wanted.items()) if name not in existing]
+    metadata = admin.list_topics(timeout=timeout_s)
+    factor, min_isr = replication_for(len(metadata.brokers), override=ctx.settings.kafka_replication)
+    new = [NewTopic(name, num_partitions=n, replication_factor=factor,
+                    config={"cleanup.policy": "compact", "min.insync.replicas": str(min_isr)})
+           for name, n in sorted(wanted.items()) if name not in metadata.topics]
     created = []
     if new:
         for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():

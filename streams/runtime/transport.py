@@ -7,6 +7,11 @@ message, more than half of a worker's CPU time at 10k events/s. :class:`PulseCon
 same loop but awaits the callback directly while the flow is not suspended, and falls back to
 Faust's ``wait_first`` only during a suspension (a rebalance), so the semantics are unchanged:
 read offsets, gap tracking and periodic commits are as in faust-streaming 0.15.3.
+
+:class:`PulseProducer` is Faust's aiokafka producer made idempotent (``enable_idempotence``,
+``acks=all``), like Pulse's publisher: a send retried after a broker failure or a leader change
+is written once and in order, which a replicated topic with ``min.insync.replicas`` 2 needs to
+keep every event exactly where a run without the fault puts it (docs/clusters.md).
 """
 from __future__ import annotations
 
@@ -98,18 +103,36 @@ def raw_topic_class():
     return RawTopic
 
 
+class PulseProducer(faust_aiokafka.Producer):
+    """faust-streaming's aiokafka producer with ``acks=all`` and idempotence always on.
+
+    Faust turns idempotence on only for transactional apps (``processing_guarantee=exactly_once``);
+    Pulse keeps at-least-once processing with idempotent sinks, and wants the producer's own
+    retries (after ``NOT_LEADER_OR_FOLLOWER``, a lost connection, ``NOT_ENOUGH_REPLICAS``) to
+    neither duplicate nor reorder a partition's events. aiokafka's batch API
+    (:mod:`streams.runtime.emitter`) gets producer ids and sequence numbers the same way.
+    """
+
+    def _settings_extra(self):
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class PulseTransport(faust_aiokafka.Transport):
-    """The aiokafka transport with :class:`PulseConsumer`."""
+    """The aiokafka transport with :class:`PulseConsumer` and :class:`PulseProducer`."""
 
     Consumer = PulseConsumer
+    Producer = PulseProducer
 
 
 def pulse_app_class():
-    """A ``faust.App`` subclass whose consumer transport is :class:`PulseTransport`."""
+    """A ``faust.App`` subclass whose transports are :class:`PulseTransport`."""
     import faust
 
     class PulseApp(faust.App):
         def _new_transport(self):
             return PulseTransport(self.conf.broker_consumer, self)
+
+        def _new_producer_transport(self):
+            return PulseTransport(self.conf.broker_producer, self)
 
     return PulseApp

@@ -3,10 +3,12 @@
 Pulse runs the servers' own official jars from Maven Central; nothing here imitates a server.
 
 - :mod:`.maven` resolves the jars once per version into ``$PULSE_CACHE`` (``mvn dependency:copy-dependencies``).
-- :mod:`.kafka` writes a single-node KRaft ``server.properties`` (broker + controller), formats the
-  storage once and builds the ``kafka.Kafka`` command; its probe is a real metadata request.
-- :mod:`.cassandra` writes ``cassandra.yaml`` and builds the ``CassandraDaemon`` command with the
-  Java 17 flags of Cassandra's own ``conf/jvm17-server.options``; its probe is a CQL query.
+- :mod:`.kafka` writes a KRaft ``server.properties`` (broker + controller) per node, alone or in
+  a cluster of N (``pulse up --brokers N``), formats the storage once and builds the
+  ``kafka.Kafka`` command; its probe is a real metadata request.
+- :mod:`.cassandra` writes ``cassandra.yaml`` per node, alone or in a ring on 127.0.0.1-N
+  (``pulse up --cassandra-nodes N``), and builds the ``CassandraDaemon`` command with the Java 17
+  flags of Cassandra's own ``conf/jvm17-server.options``; its probe is a CQL query.
 - :mod:`.processes` is the process and port plumbing: spawning detached JVMs, checking a PID's
   ``/proc`` command line, signalling, log tails, free ports.
 - :mod:`.supervisor` picks the ports, starts the servers, waits until they answer, records them

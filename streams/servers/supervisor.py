@@ -12,6 +12,15 @@ state file ``$PULSE_HOME/servers.json``::
      "qdrant": {"path": "$PULSE_HOME/qdrant"},
      "stopped": {"kafka": {..., "pid": null, "stopped_at": ...}}}
 
+A cluster (``settings.kafka_brokers`` / ``settings.cassandra_nodes`` above 1) keeps the same
+client-facing fields and lists its nodes, each with its own process marker (``kafka-2``)::
+
+    {"kafka": {"bootstrap": "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3", "cluster_id": ..., "version": ...,
+               "nodes": [{"server": "kafka-1", "node_id": 1, "address": "127.0.0.1:P1", "pid": N,
+                          "log": ..., "data": ..., "ports": {...}, "config": ...}, ...]},
+     "cassandra": {"hosts": ["127.0.0.1:P", "127.0.0.2:P", "127.0.0.3:P"], "version": ...,
+                   "nodes": [{"server": "cassandra-1", "address": "127.0.0.1:P", "pid": N, ...}, ...]}}
+
 ``down`` moves the entries it stopped under ``"stopped"`` (so ``Settings.from_env`` no longer hands
 out their addresses) and ``up`` reuses the ports recorded there when they are still free. A PID
 is signalled only while ``/proc/<pid>/cmdline`` is a ``java`` command carrying this server's
@@ -39,6 +48,10 @@ __all__ = ["ServerError", "MissingToolError", "up", "down", "status"]
 
 SERVERS: dict[str, ModuleType] = {"cassandra": cassandra, "kafka": kafka}
 """Start order: Cassandra first (slowest to start); Kafka's jars and storage format run meanwhile."""
+SIZE = {"kafka": "kafka_brokers", "cassandra": "cassandra_nodes"}
+"""The setting that says how many nodes each server's cluster has (``pulse up --brokers N --cassandra-nodes N``)."""
+SEQUENTIAL = {"cassandra"}
+"""Servers whose cluster nodes start one after another, each once the one before answers."""
 TITLES = {"kafka": "Kafka", "cassandra": "Cassandra"}
 
 PROBE_TIMEOUT_S = 2.0
@@ -49,15 +62,20 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
     """Start what is not running yet, wait until every server answers, write and return the state.
 
     Idempotent: a recorded PID that is still our server is left running (and waited for if it does
-    not answer yet). Each server gets ``settings.startup_timeout_s`` seconds from its launch.
-    ``on_step`` receives progress lines such as ``"kafka: formatting storage ..."``.
+    not answer yet); in a cluster (``settings.kafka_brokers`` / ``settings.cassandra_nodes`` above
+    1) only the nodes that are not running are started, so ``up`` also brings back a node that
+    was killed. Kafka nodes start together (their controller quorum needs a majority); Cassandra
+    nodes one after another, each once the one before answers (nodes join a ring one at a time).
+    Each node gets ``settings.startup_timeout_s`` seconds from its launch. ``on_step`` receives
+    progress lines such as ``"kafka: formatting storage ..."``.
 
     Raises
     ------
     ServerError
         ``java``/``mvn`` missing, jar resolution or storage format failed, a server exited while
-        starting or did not answer in time (then it is stopped), or a server of this
-        ``PULSE_HOME`` runs unrecorded. Servers already answering stay running and recorded.
+        starting or did not answer in time (then it, and the rest of its cluster, is stopped), a
+        server of this ``PULSE_HOME`` runs unrecorded, or the home holds a cluster of another
+        size. Servers already answering stay running and recorded.
     """
     step = on_step or (lambda _m: None)
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -65,53 +83,154 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
     state: dict = {"stopped": {n: e for n, e in old.get("stopped", {}).items() if n in SERVERS}}
     state["stopped"].update({n: old[n] for n in SERVERS if isinstance(old.get(n), dict)})
     state["qdrant"] = _qdrant(settings)
-    deadlines: dict[str, tuple[float, float]] = {}  # name -> (monotonic launch time, deadline)
-    taken: set[int] = set()
-    java = None
+    start = _Start(settings, state, step)
     for name, module in SERVERS.items():
         entry = state["stopped"].get(name) or {}
-        pid = entry.get("pid")
         if name in settings.external:
-            if pid and is_ours(pid, name, settings.home):  # keep it recorded, so `down` stops it
+            if any(_ours(name, m, settings) for m in _members(entry)):  # keep it recorded, so `down` stops it
                 state[name] = state["stopped"].pop(name)
-                step(f"{name}: using the external one; the embedded one (PID {pid}) runs until `pulse down`")
+                step(f"{name}: using the external one; the embedded one runs until `pulse down`")
             continue
-        if pid and is_ours(pid, name, settings.home):
-            state[name] = state["stopped"].pop(name)
-            if _probe(name, _address(name, entry), settings) is not None:
-                step(f"{name}: already running (PID {pid}) at {_address(name, entry)}")
-            else:
-                step(f"{name}: PID {pid} is running but not answering yet; waiting for it")
-                deadlines[name] = (time.monotonic(), time.monotonic() + settings.startup_timeout_s)
-            continue
-        if pid:  # it died (crash, reboot) without `pulse down`: keep its ports, forget its PID
-            state["stopped"][name] = {**entry, "pid": None}
-        stray = find_ours(name, settings.home)
-        if stray:
-            raise ServerError(f"a {TITLES[name]} of PULSE_HOME={settings.home} runs as PID {stray} but is not "
-                              f"recorded in {settings.state_file}; stop it (kill {stray}) and run `pulse up` again")
-        java = java or _java(step)
-        lib, version = resolve_jars(module.POM, module.ARTIFACT, name, settings.cache_dir, step)
-        ports = _choose_ports(module.PORTS, entry.get("ports") or {}, taken)
-        launch = module.prepare(settings, java, lib, ports, version, step)
-        log = settings.home / "logs" / f"{name}.log"
-        pid = spawn(launch.argv, launch.cwd, log)
-        state["stopped"].pop(name, None)
-        state[name] = {**launch.record, "pid": pid, "log": str(log), "started_at": utc_now()}
-        _write_state(settings.state_file, state)
-        step(f"{name}: started {TITLES[name]} {version} as PID {pid}; waiting for {_address(name, state[name])}")
-        deadlines[name] = (time.monotonic(), time.monotonic() + settings.startup_timeout_s)
+        start.server(name, module, entry)
     _write_state(settings.state_file, state)
-    _wait_until_answering(settings, state, deadlines, step)
+    start.wait()
     _write_state(settings.state_file, state)
     return {k: v for k, v in state.items() if k != "stopped" or v}
+
+
+class _Start:
+    """One ``up``: launches nodes, then polls them until each answers (or fails)."""
+
+    def __init__(self, settings: Settings, state: dict, step: Callable[[str], None]):
+        self.settings, self.state, self.step = settings, state, step
+        self.waiting: dict[tuple[str, int], tuple[float, float]] = {}  # (server, node) -> (launch, deadline)
+        self.queued: dict[str, list[tuple[int, list[str]]]] = {}  # server -> nodes to spawn one by one
+        self.taken: set[int] = set()
+        self.java: str | None = None
+
+    def server(self, name: str, module: ModuleType, entry: dict) -> None:
+        size = getattr(self.settings, SIZE[name])
+        _check_size(self.settings, name, entry, size)
+        members = _members(entry)
+        ours = [_ours(name, m, self.settings) for m in members] if _recorded_size(entry) == size else [False] * size
+        for m, running in zip(members, ours):
+            if not running and m.get("pid"):  # it died (crash, reboot, kill) without `pulse down`: forget its PID
+                m["pid"] = None
+            if running:
+                self.taken.update(p for p in (m.get("ports") or {}).values() if isinstance(p, int))
+        if all(ours):
+            self.state[name] = self.state["stopped"].pop(name)
+            for i, m in enumerate(_members(self.state[name])):
+                address = _member_address(name, m)
+                if _probe_member(name, m, self.settings) is not None:
+                    self.step(f"{_member_name(name, m)}: already running (PID {m['pid']}) at {address}")
+                else:
+                    self.step(f"{_member_name(name, m)}: PID {m['pid']} is running but not answering yet; waiting for it")
+                    self.waiting[(name, i)] = (time.monotonic(), time.monotonic() + self.settings.startup_timeout_s)
+            return
+        for i in range(size):
+            member_name = name if size == 1 else f"{name}-{i + 1}"
+            stray = None if i < len(ours) and ours[i] else find_ours(member_name, self.settings.home)
+            if stray:
+                raise ServerError(f"a {TITLES[name]} of PULSE_HOME={self.settings.home} runs as PID {stray} but is "
+                                  f"not recorded in {self.settings.state_file}; stop it (kill {stray}) and run "
+                                  f"`pulse up` again")
+        self.java = self.java or _java(self.step)
+        lib, version = resolve_jars(module.POM, module.ARTIFACT, name, self.settings.cache_dir, self.step)
+        old_members = members if _recorded_size(entry) == size else []
+        ports = []
+        for i in range(size):
+            previous = old_members[i] if i < len(old_members) else (entry if size == 1 else {})
+            keep = i < len(ours) and ours[i]
+            ports.append(previous["ports"] if keep else _choose_ports(module.PORTS, previous.get("ports") or {}, self.taken))
+        if size == 1:
+            launch = module.prepare(self.settings, self.java, lib, ports[0], version, self.step)
+            self._spawn(name, None, launch)
+            return
+        record, launches = module.prepare_cluster(self.settings, self.java, lib, ports, version, self.step)
+        nodes = [{**launch.record, **({"pid": m["pid"], "log": m["log"], "started_at": m.get("started_at")}
+                                      if keep else {"pid": None})}
+                 for launch, m, keep in zip(launches, old_members or [{}] * size, ours)]
+        self.state["stopped"].pop(name, None)
+        self.state[name] = {**record, "nodes": nodes}
+        todo = [(i, launch) for i, (launch, keep) in enumerate(zip(launches, ours)) if not keep]
+        if name in SEQUENTIAL:
+            self.queued[name] = todo
+            self._spawn_next(name)
+        else:
+            for i, launch in todo:
+                self._spawn(name, i, launch)
+
+    def _spawn(self, name: str, index: int | None, launch) -> None:
+        """Start one node: the whole server when ``index`` is None, else node ``index`` of its cluster."""
+        member_name = name if index is None else launch.record["server"]
+        log = self.settings.home / "logs" / f"{member_name}.log"
+        pid = spawn(launch.argv, launch.cwd, log)
+        fields = {"pid": pid, "log": str(log), "started_at": utc_now()}
+        if index is None:
+            self.state["stopped"].pop(name, None)
+            self.state[name] = {**launch.record, **fields}
+        else:
+            self.state[name]["nodes"][index].update(fields)
+        _write_state(self.settings.state_file, self.state)
+        member = self.state[name] if index is None else self.state[name]["nodes"][index]
+        self.step(f"{member_name}: started {TITLES[name]} {self.state[name].get('version')} as PID {pid}; "
+                  f"waiting for {_member_address(name, member)}")
+        self.waiting[(name, index or 0)] = (time.monotonic(), time.monotonic() + self.settings.startup_timeout_s)
+
+    def _spawn_next(self, name: str) -> None:
+        if self.queued.get(name) and not any(n == name for n, _ in self.waiting):
+            index, launch = self.queued[name].pop(0)
+            self._spawn(name, index, launch)
+
+    def wait(self) -> None:
+        """Poll every started node until it answers; start queued ring nodes as their turn comes."""
+        while self.waiting:
+            for key in list(self.waiting):
+                name, index = key
+                member = _members(self.state[name])[index]
+                pid, log, address = member["pid"], Path(member["log"]), _member_address(name, member)
+                title = TITLES[name] if len(_members(self.state[name])) == 1 else \
+                    f"{TITLES[name]} node {_member_name(name, member)}"
+                if not alive(pid):
+                    code = exit_code(pid)
+                    self._fail(name)
+                    how = f" with code {code}" if code is not None else ""
+                    raise ServerError(f"{title} (PID {pid}) exited{how} while starting on {address}."
+                                      f"{tail_message(log)}")
+                answer = _probe_member(name, member, self.settings)
+                launched, deadline = self.waiting[key]
+                if answer is not None:
+                    member["answering_after_s"] = round(time.monotonic() - launched, 1)
+                    self.step(f"{_member_name(name, member)}: answering at {address} after "
+                              f"{member['answering_after_s']} s")
+                    del self.waiting[key]
+                    self._spawn_next(name)
+                elif time.monotonic() > deadline:
+                    how = terminate([pid]).get(pid, "")
+                    self._fail(name)
+                    raise ServerError(
+                        f"{title} (PID {pid}) did not answer on {address} within "
+                        f"{self.settings.startup_timeout_s:.0f} s, so it was stopped ({how}). On a slow or busy "
+                        f"machine raise PULSE_STARTUP_TIMEOUT_S.{tail_message(log)}")
+            if self.waiting:
+                time.sleep(POLL_INTERVAL_S)
+
+    def _fail(self, name: str) -> None:
+        """A node of ``name`` failed to start: stop the rest of its cluster and record it stopped."""
+        others = [m["pid"] for m in _members(self.state[name]) if m.get("pid") and _ours(name, m, self.settings)]
+        if others:
+            terminate(others)
+        self.state["stopped"][name] = _stopped(self.state.pop(name))
+        _write_state(self.settings.state_file, self.state)
 
 
 def down(settings: Settings) -> list[str]:
     """Stop the recorded servers (SIGTERM, then SIGKILL after :data:`~.processes.STOP_TIMEOUT_S`); keep their data.
 
     Only PIDs from the state file are signalled, and only while they are still this home's
-    server JVMs. Returns one line per server that was stopped or left alone (and why).
+    server JVMs; in a cluster, every node. Returns one line per node that was stopped or left
+    alone (and why).
     """
     old = read_state(settings.state_file)
     if not old:
@@ -124,16 +243,18 @@ def down(settings: Settings) -> list[str]:
     for name, entry in entries.items():
         if name not in SERVERS or not isinstance(entry, dict):
             continue
-        pid = entry.get("pid")
-        if pid and is_ours(pid, name, settings.home):
-            ours[pid] = name
-        elif pid and alive(pid):
-            lines.append(f"{name}: PID {pid} is no longer Pulse's {TITLES[name]} "
-                         f"({' '.join(cmdline(pid) or ['?'])[:120]}); left alone")
-        if pid or name in old:
-            state["stopped"][name] = {**entry, "pid": None, "stopped_at": utc_now()}
+        for member in _members(entry):
+            pid, member_name = member.get("pid"), _member_name(name, member)
+            if pid and is_ours(pid, member_name, settings.home):
+                ours[pid] = (member_name, member)
+            elif pid and alive(pid):
+                lines.append(f"{member_name}: PID {pid} is no longer Pulse's {TITLES[name]} "
+                             f"({' '.join(cmdline(pid) or ['?'])[:120]}); left alone")
+        if any(m.get("pid") for m in _members(entry)) or name in old:
+            state["stopped"][name] = _stopped(entry)
     for pid, how in terminate(list(ours)).items():
-        lines.append(f"{ours[pid]}: stopped PID {pid} ({how}); data kept in {entries[ours[pid]].get('data')}")
+        member_name, member = ours[pid]
+        lines.append(f"{member_name}: stopped PID {pid} ({how}); data kept in {member.get('data')}")
     _write_state(settings.state_file, state)
     return lines
 
@@ -142,6 +263,9 @@ def status(settings: Settings) -> dict:
     """Per server: ``{"state": "running"|"stopped"|"external", "address", "pid", "answering", ...}``.
 
     ``answering`` is a live probe (Kafka metadata request, CQL query; about 2 s at most each).
+    A cluster adds ``"nodes"`` (the same fields per node, ``server`` naming it: ``kafka-2``);
+    its ``state`` is ``"degraded"`` while some of its nodes run and others do not, and
+    ``answering`` says whether the cluster as a whole answers.
     ``qdrant`` is ``"embedded"`` (its directory) or ``"external"`` (``PULSE_QDRANT_URL``).
     """
     st = read_state(settings.state_file)
@@ -154,13 +278,25 @@ def status(settings: Settings) -> dict:
                          "answering": answer is not None, "version": answer if name == "cassandra" else None}
             continue
         entry = st.get(name) or st.get("stopped", {}).get(name) or {}
-        pid = entry.get("pid")
-        running = bool(pid) and is_ours(pid, name, settings.home)
-        address = _address(name, entry) if entry else None
-        answer = _probe(name, address, settings) if running else None
-        out[name] = {"state": "running" if running else "stopped", "address": address,
-                     "pid": pid if running else None, "answering": answer is not None,
-                     "version": entry.get("version"), "log": entry.get("log")}
+        nodes = []
+        for member in _members(entry):
+            pid = member.get("pid")
+            running = bool(pid) and _ours(name, member, settings)
+            answer = _probe_member(name, member, settings) if running else None
+            nodes.append({"server": _member_name(name, member), "state": "running" if running else "stopped",
+                          "address": _member_address(name, member) if member else None,
+                          "pid": pid if running else None, "answering": answer is not None,
+                          "log": member.get("log")})
+        if "nodes" not in entry:
+            node = nodes[0]
+            out[name] = {"state": node["state"], "address": node["address"], "pid": node["pid"],
+                         "answering": node["answering"], "version": entry.get("version"), "log": node["log"]}
+            continue
+        running = sum(n["state"] == "running" for n in nodes)
+        answer = _probe(name, _address(name, entry), settings) if running else None
+        out[name] = {"state": "running" if running == len(nodes) else "degraded" if running else "stopped",
+                     "address": _address(name, entry), "pid": None, "answering": answer is not None,
+                     "version": entry.get("version"), "log": None, "nodes": nodes}
     if "qdrant" in settings.external:
         out["qdrant"] = {"state": "external", "address": settings.qdrant_url, "pid": None,
                          "answering": _http_ok(f"{settings.qdrant_url.rstrip('/')}/readyz")}
@@ -170,41 +306,66 @@ def status(settings: Settings) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------ waiting
+# ------------------------------------------------------------------------------------ members
 
 
-def _wait_until_answering(settings: Settings, state: dict, deadlines: dict[str, tuple[float, float]],
-                          step: Callable[[str], None]) -> None:
-    while deadlines:
-        for name in list(deadlines):
-            entry = state[name]
-            pid, log, address = entry["pid"], Path(entry["log"]), _address(name, entry)
-            if not alive(pid):
-                code = exit_code(pid)
-                _mark_stopped(settings, state, name)
-                how = f" with code {code}" if code is not None else ""
-                raise ServerError(f"{TITLES[name]} (PID {pid}) exited{how} while starting on {address}."
-                                  f"{tail_message(log)}")
-            answer = _probe(name, address, settings)
-            launched, deadline = deadlines[name]
-            if answer is not None:
-                entry["answering_after_s"] = round(time.monotonic() - launched, 1)
-                step(f"{name}: answering at {address} after {entry['answering_after_s']} s")
-                del deadlines[name]
-            elif time.monotonic() > deadline:
-                how = terminate([pid]).get(pid, "")
-                _mark_stopped(settings, state, name)
-                raise ServerError(
-                    f"{TITLES[name]} (PID {pid}) did not answer on {address} within "
-                    f"{settings.startup_timeout_s:.0f} s, so it was stopped ({how}). On a slow or busy "
-                    f"machine raise PULSE_STARTUP_TIMEOUT_S.{tail_message(log)}")
-        if deadlines:
-            time.sleep(POLL_INTERVAL_S)
+def _members(entry: dict) -> list[dict]:
+    """The nodes of a server's state entry: its ``"nodes"`` in a cluster, else the entry itself."""
+    nodes = entry.get("nodes")
+    return nodes if isinstance(nodes, list) else [entry]
 
 
-def _mark_stopped(settings: Settings, state: dict, name: str) -> None:
-    state["stopped"][name] = {**state.pop(name), "pid": None, "stopped_at": utc_now()}
-    _write_state(settings.state_file, state)
+def _recorded_size(entry: dict) -> int:
+    """How many nodes the entry records (0 when it records no server that ever ran)."""
+    if isinstance(entry.get("nodes"), list):
+        return len(entry["nodes"])
+    return 1 if entry.get("data") else 0
+
+
+def _member_name(name: str, member: dict) -> str:
+    """``kafka`` for a single node, ``kafka-2`` for node 2 of a cluster (its process marker's name)."""
+    return member.get("server", name)
+
+
+def _member_address(name: str, member: dict) -> str:
+    return member.get("address") or _address(name, member)
+
+
+def _ours(name: str, member: dict, settings: Settings) -> bool:
+    pid = member.get("pid")
+    return bool(pid) and is_ours(pid, _member_name(name, member), settings.home)
+
+
+def _stopped(entry: dict) -> dict:
+    """``entry`` with every node's PID cleared and the time it was stopped."""
+    now = utc_now()
+    if isinstance(entry.get("nodes"), list):
+        return {**entry, "nodes": [{**m, "pid": None, "stopped_at": now} for m in entry["nodes"]]}
+    return {**entry, "pid": None, "stopped_at": now}
+
+
+def _check_size(settings: Settings, name: str, entry: dict, size: int) -> None:
+    """Refuse to start a cluster of another size than the one this home's data belongs to."""
+    recorded = _recorded_size(entry)
+    if not recorded or recorded == size:
+        return
+    data = [m.get("data") for m in _members(entry) if m.get("data") and Path(m["data"]).exists()]
+    if not data:
+        return
+    flag = "--brokers" if name == "kafka" else "--cassandra-nodes"
+    raise ServerError(f"PULSE_HOME={settings.home} holds a {TITLES[name]} of {recorded} node(s) (data in "
+                      f"{data[0]}), not {size}: a cluster's size is fixed when its storage is first written. "
+                      f"Run `pulse up {flag} {recorded}`, use another PULSE_HOME, or `pulse down` and delete "
+                      f"{settings.home / name} to start an empty one.")
+
+
+def _probe_member(name: str, member: dict, settings: Settings) -> str | None:
+    """Whether one node answers on its own: a broker listed live by the cluster, a ring node's CQL."""
+    if "server" not in member:
+        return _probe(name, _address(name, member), settings)
+    if name == "kafka":
+        return kafka.probe(member["address"], PROBE_TIMEOUT_S, node_id=member.get("node_id"))
+    return cassandra.probe([member["address"]], settings.cassandra_protocol_version, PROBE_TIMEOUT_S, only=True)
 
 
 def _probe(name: str, address: str, settings: Settings) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from streams.contracts.topics import TopicError, TopicSpec, require_bootstrap, topic_catalog
+from streams.contracts.topics import TopicError, TopicSpec, replication_for, require_bootstrap, topic_catalog
 from streams.settings import Settings
 
 
@@ -21,7 +21,10 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None,
                   timeout_s: float = 30.0) -> dict[str, str]:
     """Create every missing topic of ``specs`` (default: the catalog); idempotent.
 
-    ``settings.topic_partitions`` > 0 overrides each topic's partition count.
+    ``settings.topic_partitions`` > 0 overrides each topic's partition count. New topics get
+    :func:`~streams.contracts.topics.replication_for` the brokers the cluster reports now (and
+    ``PULSE_KAFKA_REPLICATION``): 3 replicas with ``min.insync.replicas`` 2 on three brokers or
+    more, one replica on one broker.
 
     Returns
     -------
@@ -39,9 +42,10 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None,
     specs = list(topic_catalog().values() if specs is None else specs)
     admin = admin_client(settings)
     try:
-        existing = admin.list_topics(timeout=timeout_s).topics
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise TopicError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from None
+    existing = metadata.topics
     result: dict[str, str] = {}
     new = []
     for spec in specs:
@@ -51,8 +55,10 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None,
             result[spec.name] = "exists" if have == partitions else \
                 f"exists ({have} partitions; catalog says {partitions})"
         else:
-            new.append(NewTopic(spec.name, num_partitions=partitions,
-                                replication_factor=spec.replication_factor, config=spec.configs))
+            factor, min_isr = replication_for(len(metadata.brokers), spec.replication_factor,
+                                              settings.kafka_replication)
+            new.append(NewTopic(spec.name, num_partitions=partitions, replication_factor=factor,
+                                config={**spec.configs, "min.insync.replicas": str(min_isr)}))
     if new:
         for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
             try:

@@ -26,11 +26,20 @@ def connect(settings: Settings, keyspace: str | None = None, timeout_s: float = 
     ``settings.cassandra_keyspace``). The protocol version comes from
     ``PULSE_CASSANDRA_PROTOCOL`` (5 for Cassandra 4/5; 4 for older clusters).
 
+    Every request of the session runs at ``settings.cassandra_consistency``
+    (``PULSE_CASSANDRA_CONSISTENCY``: QUORUM on a keyspace of three replicas, so the sinks'
+    writes and every read survive one node down and a read sees every acknowledged write).
+    Requests go round-robin over the nodes the driver sees up; a node that goes away (a closed
+    connection) is marked down at once and a request in flight on it is retried on the next
+    node (the driver's default retry policy: ``RETRY_NEXT_HOST`` on a connection error), which
+    is safe because every Pulse write is idempotent (keyed by ids, ``USING TIMESTAMP``).
+
     Raises
     ------
     ViewStoreError
         No contact points are configured, or none answers within ``timeout_s`` seconds.
     """
+    from cassandra import ConsistencyLevel
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
     from cassandra.policies import RoundRobinPolicy
 
@@ -38,7 +47,8 @@ def connect(settings: Settings, keyspace: str | None = None, timeout_s: float = 
         raise ViewStoreError("no Cassandra configured: run `pulse up` to start the embedded node, "
                              "or set PULSE_CASSANDRA_HOSTS=host[:port],...")
     points, port = cassandra_contact_points(settings.cassandra_hosts)
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s,
+                               consistency_level=getattr(ConsistencyLevel, settings.cassandra_consistency))
     cluster = Cluster(points, port=port, protocol_version=settings.cassandra_protocol_version,
                       execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=timeout_s)
     try:
