@@ -33,7 +33,7 @@ Partitioning (why three stages)
 Virality (:mod:`models.analytics.signals`, :mod:`models.analytics.virality`)
     A post's features are its signals of age below the early horizon (``analytics_horizon_h``,
     default 24 h); its label its net endorsements of age below maturity
-    (``analytics_maturity_h``, default 720 h = 30 days). Every signal advances the partition
+    (``analytics_maturity_h``, default 168 h = 7 days). Every signal advances the partition
     clock, then sweeps the partition's due posts in (due time, post id) order: at
     ``published + horizon`` a post is predicted (``creator_stats`` columns
     ``predicted_engagement``, ``predicted_virality``, ``predicted_at``; a ``CreatorStats`` event
@@ -76,7 +76,7 @@ VIEW = "creator_stats"
 HOUR_MS = 3_600_000
 #: Defaults of the settings ``analytics_horizon_h`` and ``analytics_maturity_h``.
 HORIZON_H = 24.0
-MATURITY_H = 720.0
+MATURITY_H = 168.0
 #: Signal ids remembered per post / per creator to drop redelivered copies.
 DEDUPE_KEEP = 512
 DEDUPE_KEEP_CREATOR = 2048

@@ -169,7 +169,7 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 def run_analytics_eval(history: Sequence[tuple[str, dict]], truth: tuple[dict, dict, dict],
                        settings: Settings, *, dataset: str = "", horizon_h: float = 24.0,
-                       maturity_h: float = 720.0, lg_k: int | None = None, warmup_days: float = 45.0,
+                       maturity_h: float = 168.0, lg_k: int | None = None, warmup_days: float = 45.0,
                        min_reach: int = 10, copies: int = 20,
                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """The evaluation of the module docstring; one JSON-ready dict. ``history``:

@@ -72,7 +72,7 @@ def eval_analytics(
                                                      help="Stack Exchange dump directory (default "
                                                           "../shared/data/stackexchange-quantumcomputing)."),
         horizon_h: float = typer.Option(24.0, "--horizon-h", min=0.1, help="Early horizon (hours): the first day."),
-        maturity_h: float = typer.Option(720.0, "--maturity-h", min=0.1,
+        maturity_h: float = typer.Option(168.0, "--maturity-h", min=0.1,
                                          help="Age (hours) at which the regressor learns a post."),
         lg_k: int = typer.Option(12, "--lg-k", min=4, max=21, help="HyperLogLog size (log2 of registers)."),
         warmup_days: float = typer.Option(45.0, "--warmup-days", min=0.0,
