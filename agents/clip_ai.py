@@ -118,6 +118,7 @@ def enrichment_effects(record: dict[str, Any], e: Any, model: str,
             "quality": float(e.quality.get("score", 0.5)),
             "alignment": e.alignment, "title": record.get("title"),
             "caption": (record.get("caption") or "")[:280], "alt_text": e.alt_text,
+            "suggested_hashtags": list(e.hashtags),
             "media_uri": record.get("media_uri"),
         }
         out.append(VectorUpsert(CONTENT_COLLECTION, record["post_id"], vectors, payload,

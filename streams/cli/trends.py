@@ -17,9 +17,10 @@ from streams.cli.tables import RecordTable
 
 def _errors() -> None:
     from streams.bench.trends import EvalInputError
+    from streams.query.hashtags import UnknownPost
     from streams.query.trends import UnknownKind
 
-    register_user_errors(UnknownKind, EvalInputError)
+    register_user_errors(UnknownKind, EvalInputError, UnknownPost)
 
 
 _errors()
@@ -57,6 +58,42 @@ def trends(kind: Optional[str] = typer.Option(None, "--kind", help="hashtag or c
         console.print(t)
     if top:
         console.print("most mentioned now: " + ", ".join(f"{s} ({n})" for s, n in top), highlight=False)
+
+
+@app.command()
+@friendly
+def hashtags(post_id: str = typer.Argument(..., help="The post's id (enriched by clip_ai)."),
+             limit: int = typer.Option(5, "--limit", min=1, max=50, help="Hashtags to suggest (1-50)."),
+             max_trending: int = typer.Option(2, "--max-trending", min=0, max=50,
+                                              help="At most this many trending hashtags first."),
+             min_similarity: float = typer.Option(0.5, "--min-similarity", min=-1.0, max=1.0,
+                                                  help="Cosine a trend's posts must have with the post."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Hashtag suggestions for a post: open trends whose posts are like this one first, then
+    CLIP AI's suggestions from the post's content; its own hashtags never.
+
+    With the embedded vector engine, a running worker holds the collection: stop it first, or
+    use a Qdrant server (PULSE_QDRANT_URL)."""
+    from streams.query.hashtags import suggest_hashtags
+    from streams.query.read_side import get_read_side
+
+    rs = get_read_side(settings())
+    rows = suggest_hashtags(rs, rs.vectors, post_id, limit=limit, max_trending=max_trending,
+                            min_similarity=min_similarity)
+    if as_json:
+        print(json.dumps({"post_id": post_id, "hashtags": [r.as_dict() for r in rows]}, indent=2))
+        return
+    if not rows:
+        console.print(f"no hashtag to suggest for {post_id} (no fitting trend, no CLIP AI suggestion)")
+        return
+    t = RecordTable(f"hashtags for {post_id}")
+    for col in ("#", "hashtag", "source", "similarity", "burst z", "content rank"):
+        t.add_column(col)
+    for i, r in enumerate(rows, 1):
+        t.add_row(str(i), "#" + r.tag, r.source, f"{r.similarity:.2f}" if r.similarity is not None else "-",
+                  f"{r.burst_score:.1f}" if r.burst_score is not None else "-",
+                  str(r.content_rank) if r.content_rank is not None else "-")
+    console.print(t)
 
 
 @eval_app.command("trends")
