@@ -211,9 +211,12 @@ def _new_state(day: int) -> dict:
 
 
 def _copy(st: dict) -> dict:
-    return {**st, "arms": {k: {a: list(v) for a, v in arms.items()} for k, arms in st["arms"].items()},
-            "held": [list(h) for h in st["held"]], "muted": list(st["muted"]),
-            "open": {k: list(v) for k, v in st["open"].items()}, "seen": list(st["seen"])}
+    """A copy of a user's state that one event may change without touching the stored one: the
+    containers an event changes in place (the arms' per-type dicts, ``held``, ``muted``,
+    ``open``) are copied; what it only replaces (each arm, each ``open`` entry, ``seen``) is
+    shared, never mutated (copy on write)."""
+    return {**st, "arms": {k: dict(arms) for k, arms in st["arms"].items()},
+            "held": list(st["held"]), "muted": list(st["muted"]), "open": dict(st["open"])}
 
 
 def _arm(st: dict, kind: str, action: str) -> list[float]:
@@ -226,11 +229,10 @@ def _row(user: str, sent_at: int, nid: str, kind: str, status: str, ts_us: int, 
 
 
 def _remember(st: dict, nid: str, entry: list) -> None:
-    st["open"][nid] = entry
-    if len(st["open"]) > OPEN_KEEP:
-        oldest = sorted(st["open"], key=lambda k: (st["open"][k][2], k))[: len(st["open"]) - OPEN_KEEP]
-        for k in oldest:
-            del st["open"][k]
+    opened = st["open"]
+    opened[nid] = entry
+    while len(opened) > OPEN_KEEP:  # one at a time: the oldest (sent time, then id) goes
+        del opened[min(opened, key=lambda k: (opened[k][2], k))]
 
 
 def _notification(ctx: Context, event: Event, user: str, t: int, nid: str, kind: str, action: str,
@@ -313,6 +315,7 @@ def _feedback(st: dict, r: dict, t: int, p: P.PolicyParams) -> list[Effect]:
             for item in items:
                 sub = st["open"].get(item)
                 if sub is not None:
+                    sub = st["open"][item] = list(sub)  # copy on write (_copy)
                     arm, sub[3] = B.update(_arm(st, sub[0], "HOLD"), sub[3], action, p.mute_penalty)
                     st["arms"].setdefault(sub[0], {})["HOLD"] = arm
     else:
@@ -353,7 +356,8 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     else:
         out += _feedback(st, r, t, p)
         out += _maybe_digest(st, user, event, ctx, t, quiet, p)
-    if old is not None and st == old:
+    # a new candidate always changes the state (its id joins ``seen``): no comparison needed
+    if old is not None and event.topic != "notification-candidates" and st == old:
         return out
     return [StateSet(TABLE, user, st), *out]
 
