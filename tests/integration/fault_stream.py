@@ -196,6 +196,9 @@ def stream_with_fault(settings: Settings, logs: Path, fault: Callable[[str], str
                    diagnose=lambda: workers.log(proc))
         assert proc.poll() is None, "the worker died:\n" + workers.log(proc)
         now = time.monotonic()
+        log = Path(proc.log_path).read_text(errors="replace").splitlines()
+        notable = [line[:200] for line in log if "WARN" in line or "ERROR" in line]
+        print(f"worker log: {len(notable)} warnings and errors; the first ones:\n" + "\n".join(notable[:12]))
         return expected, {"before_fault": t_fault - t0, "fault_to_published": t_published - t_fault,
                           "fault_to_caught_up": now - t_fault}
     finally:

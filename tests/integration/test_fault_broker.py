@@ -68,4 +68,5 @@ def test_views_survive_a_broker_killed_mid_stream(brokers3, tmp_path: Path) -> N
     assert _node_state(settings, killed[0]) == "running"
     wait_until(lambda: _in_sync(settings, TOPICS, 3), 180, "every partition to have 3 in-sync replicas again",
                interval_s=1.0)
+    print(f"view rows: {counts}")
     print(timings(**times, compare=t2 - t1, restart_to_in_sync=time.monotonic() - t2, test=time.monotonic() - t0))

@@ -75,5 +75,6 @@ def test_views_survive_a_cassandra_node_killed_mid_stream(ring3, tmp_path: Path)
     assert _node_states(settings) == ["running", "running", "running"]
     t3 = time.monotonic()
     assert_views_equal(settings, expected)  # QUORUM again, the returned node among the replicas
+    print(f"view rows: {counts}")
     print(timings(**times, compare=t2 - t1, restart=t3 - t2, compare_after_restart=time.monotonic() - t3,
                   test=time.monotonic() - t0))
