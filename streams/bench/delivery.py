@@ -13,6 +13,8 @@ Input
             ─▶ timing_optimizer ─▶ golden-moments
         interactions, follows, posts-published, trends, golden-moments ─▶ notification_candidates
             ─▶ notification-candidates ─▶ notification_generator ─▶ notifications
+        interactions, posts-published ─▶ analytics_signals ─▶ post-engagements ─▶ post_analytics
+            ─▶ creator-engagements ─▶ creator_analytics (and creator-stats)
 
     Uploads are published as uploaded (no gates), as in ``pulse eval timing``. Every agent's
     input is thus what that agent would read in production on this history, in log order.
@@ -27,7 +29,7 @@ Runs
     bench's pass-through agent (decode, validate, re-encode, emit) over as many events as the
     busiest agent read.
 
-Goal (issue 14): each agent at 5,000 events/s or more.
+Goal (issue 14): each agent at 5,000 events/s or more; a system's figure is its slowest stage.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
     "trends": ("trend_mentions", "trend_detector"),
     "timing": ("timing_audience", "timing_optimizer"),
     "notifications": ("notification_candidates", "notification_generator"),
-    "analytics": ("creator_analytics_views", "creator_analytics"),
+    "analytics": ("analytics_signals", "post_analytics", "creator_analytics"),
 }
 
 
