@@ -128,10 +128,12 @@ def prepare_cluster(settings: Settings, java: str, lib: Path, ports: list[dict[s
     Raises
     ------
     ServerError
-        The jamm agent jar is missing from ``lib``.
+        The jamm agent jar is missing from ``lib``, or a node's address is not local here.
     """
     native, storage = ports[0]["native"], ports[0]["storage"]
     n = len(ports)
+    for i in range(1, n + 1):
+        _require_local(node_address(i))
     launches = []
     for i, node_ports in enumerate(ports, start=1):
         root, address = settings.home / "cassandra" / f"node-{i}", node_address(i)
@@ -147,6 +149,17 @@ def prepare_cluster(settings: Settings, java: str, lib: Path, ports: list[dict[s
                                    "data": str(root), "config": str(config), "token": str(token)}))
     record = {"hosts": [launch.record["address"] for launch in launches], "version": version}
     return record, launches
+
+
+def _require_local(address: str) -> None:
+    """Raise :class:`ServerError` unless this machine can listen on ``address``."""
+    try:
+        with socket.socket() as s:
+            s.bind((address, 0))
+    except OSError as exc:
+        raise ServerError(f"cannot listen on {address} ({exc}), which ring node {address.rsplit('.', 1)[1]} "
+                          f"needs: Linux routes all of 127.0.0.0/8 to `lo` when it has 127.0.0.1/8; add the "
+                          f"address with `ip addr add {address}/8 dev lo` (as root)") from None
 
 
 def _write_config(root: Path, yaml: str) -> Path:

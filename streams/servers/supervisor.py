@@ -83,6 +83,9 @@ def up(settings: Settings, *, on_step: Callable[[str], None] | None = None) -> d
     state: dict = {"stopped": {n: e for n, e in old.get("stopped", {}).items() if n in SERVERS}}
     state["stopped"].update({n: old[n] for n in SERVERS if isinstance(old.get(n), dict)})
     state["qdrant"] = _qdrant(settings)
+    for name in SERVERS:  # before anything starts
+        if name not in settings.external:
+            _check_size(settings, name, state["stopped"].get(name) or {}, getattr(settings, SIZE[name]))
     start = _Start(settings, state, step)
     for name, module in SERVERS.items():
         entry = state["stopped"].get(name) or {}
@@ -110,7 +113,6 @@ class _Start:
 
     def server(self, name: str, module: ModuleType, entry: dict) -> None:
         size = getattr(self.settings, SIZE[name])
-        _check_size(self.settings, name, entry, size)
         members = _members(entry)
         ours = [_ours(name, m, self.settings) for m in members] if _recorded_size(entry) == size else [False] * size
         for m, running in zip(members, ours):

@@ -77,9 +77,13 @@ def node_pid(settings: Settings, server: str, index: int) -> int:
 
 
 def kill_node(settings: Settings, server: str, index: int) -> int:
-    """SIGKILL node ``index`` of ``server`` (no shutdown hook, no flush: as a machine dies); its PID."""
+    """SIGKILL node ``index`` of ``server`` (no shutdown hook, no flush: as a machine dies) and
+    wait until the process is gone; its PID."""
+    from streams.servers.processes import alive
+
     pid = node_pid(settings, server, index)
     os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), 30, f"PID {pid} to die after SIGKILL", interval_s=0.1)
     return pid
 
 

@@ -88,3 +88,17 @@ def test_bad_cluster_settings_name_the_variable(tmp_path):
         Settings.from_env({**home, "PULSE_KAFKA_BROKERS": "0"})
     with pytest.raises(SettingsError, match="PULSE_KAFKA_REPLICATION=-1 is negative"):
         Settings.from_env({**home, "PULSE_KAFKA_REPLICATION": "-1"})
+
+
+def test_up_refuses_another_cluster_size_before_starting_anything(tmp_path):
+    from streams.servers.supervisor import ServerError, up
+
+    data = tmp_path / "kafka" / "data"
+    data.mkdir(parents=True)
+    (tmp_path / "servers.json").write_text(json.dumps({"stopped": {"kafka": {
+        "bootstrap": "127.0.0.1:1", "pid": None, "data": str(data), "ports": {"broker": 1, "controller": 2}}}}))
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BROKERS": "3",
+                                  "PULSE_CASSANDRA_HOSTS": "127.0.0.1:9"})
+    with pytest.raises(ServerError, match=r"holds a Kafka of 1 node\(s\) .* not 3: .*`pulse up --brokers 1`"):
+        up(settings)
+    assert "kafka" not in json.loads((tmp_path / "servers.json").read_text())  # still only recorded as stopped
