@@ -67,7 +67,8 @@ def hashtags(post_id: str = typer.Argument(..., help="The post's id (enriched by
              max_trending: int = typer.Option(2, "--max-trending", min=0, max=50,
                                               help="At most this many trending hashtags first."),
              min_similarity: float = typer.Option(0.5, "--min-similarity", min=-1.0, max=1.0,
-                                                  help="Cosine a trend's posts must have with the post."),
+                                                  help="Cosine a trend's posts must have with the post "
+                                                       "(pulse eval hashtags measures the cut)."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Hashtag suggestions for a post: open trends whose posts are like this one first, then
     CLIP AI's suggestions from the post's content; its own hashtags never.
@@ -94,6 +95,30 @@ def hashtags(post_id: str = typer.Argument(..., help="The post's id (enriched by
                   f"{r.burst_score:.1f}" if r.burst_score is not None else "-",
                   str(r.content_rank) if r.content_rank is not None else "-")
     console.print(t)
+
+
+@eval_app.command("hashtags")
+@friendly
+def eval_hashtags(
+        stackexchange: Optional[Path] = typer.Option(None, "--stackexchange",
+                                                     help="Stack Exchange dump directory (default "
+                                                          "../shared/data/stackexchange-quantumcomputing)."),
+        posts: int = typer.Option(800, "--posts", min=10, help="First tagged posts to use."),
+        seed: int = typer.Option(7, "--seed", help="Seed of the random samples.")) -> None:
+    """How often the hashtag suggestions' similarity cut keeps a trend about the post's subject
+    (the centroid of other posts with the post's tag) and suggests an unrelated one (another
+    tag's posts), per cut; one JSON object."""
+    from models.clip.text import MiniLM
+    from streams.bench.hashtags import run_hashtags_eval
+    from streams.cli.ranking import _history
+    from streams.query.hashtags import MIN_SIMILARITY
+
+    path, history = _history(stackexchange or (SHARED_DUMP if SHARED_DUMP.is_dir() else None))
+    uploads = [r for event_type, r in history if event_type == "upload"]
+    with err_console.status("eval hashtags: embedding posts with MiniLM"):
+        report = run_hashtags_eval(uploads, MiniLM().encode, dataset=path.name, posts=posts, seed=seed,
+                                   default_cut=MIN_SIMILARITY)
+    print(json.dumps(report, indent=2))
 
 
 @eval_app.command("trends")
