@@ -1,6 +1,7 @@
 """Delivery in `pulse demo`: what the delivery agents materialized, read from Cassandra after the
 run through the query layer: a few users' notification decisions with the probability the
-policy gave each action, a few creators' golden moments, and the current trends.
+policy gave each action, a few creators' golden moments and stats (reach, engagement, predicted
+virality of their posts), and the current trends.
 
 Who is shown: the recipients of the most notification decisions and the creators with the most
 followers in the demo's events (ties by id), so the tables show the busiest rows rather than
@@ -17,7 +18,7 @@ from rich.table import Table
 from streams.settings import Settings
 
 #: How many users' notifications, creators' golden moments, rows per user and trends are shown.
-USERS, CREATORS, NOTIFICATIONS, TRENDS = 2, 2, 5, 8
+USERS, CREATORS, NOTIFICATIONS, TRENDS, POSTS = 2, 2, 5, 8, 3
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -46,6 +47,7 @@ def delivery_summary(settings: Settings, events: list[tuple[str, dict]]) -> dict
     """``{"notifications": {"rows", "by_action", "users": [{"user_id", "decisions": [...]}]},
     "golden_moments": [{"creator_id", "moments": [...]}], "trends": [...]}`` (empty parts when
     an agent wrote nothing)."""
+    from streams.query.analytics import UnknownCreator as UnknownStatsCreator, read_creator_stats
     from streams.query.notifications import read_notifications
     from streams.query.read_side import read_side_of
     from streams.query.timing import UnknownCreator, read_golden_moments
@@ -60,15 +62,20 @@ def delivery_summary(settings: Settings, events: list[tuple[str, dict]]) -> dict
     for u in notification_recipients(settings):
         users.append({"user_id": u, "decisions": [r.as_dict() for r in
                                                   read_notifications(settings, u, limit=NOTIFICATIONS)]})
-    moments = []
+    moments, stats = [], []
     for c in pick_creators(events):
         try:
             moments.append({"creator_id": c, "moments": [r.as_dict() for r in read_golden_moments(settings, c)]})
         except UnknownCreator:
-            continue
+            pass
+        try:
+            stats.append(read_creator_stats(settings, c, sort="virality", limit=POSTS).as_dict()
+                         | {"creator_id": c})
+        except UnknownStatsCreator:
+            pass
     return {"notifications": {"rows": sum(by_action.values()), "by_action": dict(sorted(by_action.items())),
                               "users": users},
-            "golden_moments": moments,
+            "golden_moments": moments, "creator_stats": stats,
             "trends": [r.as_dict() for r in read_trends(settings, limit=TRENDS)]}
 
 
@@ -97,6 +104,22 @@ def print_delivery_summary(s: dict[str, Any], console: Console) -> None:
                                 for w in m["windows"])
             t.add_row(m["content_type"].lower(), windows, str(m["audience_size"]), f"{m['prior_weight']:.2f}")
         console.print(t)
+    for c in s.get("creator_stats") or []:
+        tot = c.get("totals") or {}
+        rate = tot.get("engagement_rate")
+        console.print(f"\n[bold]{c['creator_id']}[/]: {tot.get('posts') or 0} posts, reach {tot.get('reach', 0)} "
+                      f"people, {tot.get('likes', 0)} likes, {tot.get('comments', 0)} comments, "
+                      f"{tot.get('replies', 0)} replies"
+                      + (f", engagement rate {rate:.2f}" if rate is not None else ""), highlight=False)
+        if c.get("posts"):
+            t = Table(title=f"{c['creator_id']}'s posts by predicted virality")
+            for col in ("post", "reach", "likes", "comments", "replies", "virality", "expected at maturity"):
+                t.add_column(col)
+            for p in c["posts"]:
+                v, e = p.get("predicted_virality"), p.get("predicted_engagement")
+                t.add_row(p["post_id"], str(p["reach"]), str(p["likes"]), str(p["comments"]), str(p["replies"]),
+                          f"{v:.2f}" if v is not None else "-", f"{e:.1f}" if e is not None else "-")
+            console.print(t)
     trends = s.get("trends") or []
     if trends:
         t = Table(title="trending at the end of the history")

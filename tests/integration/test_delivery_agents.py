@@ -148,3 +148,19 @@ def test_delivery_agent_state_survives_a_kill(delivery, pipeline, workers, agent
                 for e in emits}
         _check_emits(pipeline, emits, ours, id_field)
     _check_views(pipeline, views)
+
+
+def test_the_demo_summary_reads_what_the_delivery_agents_wrote(delivery, pipeline):
+    """Runs after the kill tests above (file order), whose restarted workers wrote the views."""
+    from streams.demo.delivery import delivery_summary
+
+    settings, log = delivery
+    events = [("uploads", r) for r in log["posts-published"]] + [("follows", r) for r in log["follows"]]
+    s = delivery_summary(pipeline, events)
+    notes = s["notifications"]
+    assert notes["rows"] > 0 and set(notes["by_action"]) <= {"send", "hold"}
+    assert notes["users"] and all(0 < d["propensity"] <= 1 for u in notes["users"] for d in u["decisions"])
+    assert [m["creator_id"] for m in s["golden_moments"]] == [c["creator_id"] for c in s["creator_stats"]]
+    assert s["golden_moments"] and all(m["moments"][0]["windows"] for m in s["golden_moments"])
+    for c in s["creator_stats"]:
+        assert c["totals"]["posts"] >= 1 and c["totals"]["reach"] >= 1

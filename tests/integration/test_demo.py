@@ -78,6 +78,8 @@ def test_demo_publishes_the_dump_and_the_views_match_it(demo_servers, tmp_path: 
         assert u["decisions"] and all(0 < d["propensity"] <= 1 for d in u["decisions"])
     assert result.delivery["golden_moments"]
     assert all(m["moments"][0]["windows"] for m in result.delivery["golden_moments"])
+    assert result.delivery["creator_stats"]
+    assert all(c["totals"]["reach"] >= 1 and c["posts"] for c in result.delivery["creator_stats"])
 
     # every agent rebuilt from the log into a fresh keyspace equals the live run: derived events
     # byte for byte, view rows, vector points
