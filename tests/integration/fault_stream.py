@@ -4,13 +4,17 @@
   own (``PULSE_KAFKA_BROKERS`` / ``PULSE_CASSANDRA_NODES`` say how many nodes), provisioned like
   ``pulse up`` does, and stopped by PID afterwards (a watchdog stops them if pytest dies);
 - :func:`dump_stream`: the stream, the shipped Stack Exchange sample's sign-ups, uploads and
-  follows (the materializer's topics) in event-time order, as ``pulse demo`` publishes them;
-- :func:`assert_views_equal`: every row of every view the materializer writes, read back from
-  Cassandra in full, against the rows the same engine (:class:`~streams.runtime.engine.AgentRunner`)
-  writes for the same events in this process without any fault. The reference is exact: a
-  view row is a pure function of the events (keyed by their ids, last write wins by event
-  time), so a fault that lost, duplicated, reordered or half-applied anything shows as a
-  missing, extra or different row.
+  follows (the materializer's topics) in event-time order, as ``pulse demo`` publishes them,
+  optionally with the gates' verdicts on each upload (for the stateful publisher);
+- :func:`stream_with_fault`: half the stream, a worker, the fault, the other half, caught up;
+- :func:`reference`, :func:`assert_views_equal`, :func:`assert_emits_equal`: every row of every
+  view the agents write, read back from Cassandra in full, and every event they emit, against
+  what the same engine (:class:`~streams.runtime.engine.AgentRunner`) produces for the same
+  events in this process without any fault. The reference is exact: a view row and a derived
+  event are pure functions of the events (keyed by their ids, last write wins by event time,
+  emits with ids and times from their causes), so a fault that lost, duplicated, reordered or
+  half-applied anything shows as a missing, extra or different row or event. A second live
+  run on the same cluster would not be: it would share the fault it is meant to expose.
 """
 from __future__ import annotations
 
@@ -19,12 +23,18 @@ import json
 import os
 import signal
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
+from agents.registry import AGENTS
+from replay.rebuild import read_merged
 from replay.verify import _norm, primary_key
+from streams.contracts.codec import codec_for
+from streams.contracts.topics import topic_spec
 from streams.contracts.effects import Delete, Upsert
 from streams.demo.run import KIND_TOPIC, group_lag
 from streams.demo.sources.stackexchange import SAMPLE_DUMP, iter_events_in_time_order, load_dump
@@ -35,6 +45,7 @@ from streams.stores.cassandra import connect
 from tests.conftest import _watchdog, server_env
 from tests.integration.conftest import Workers, unique, wait_until
 from tests.integration.test_crash_safety import _expected
+from tests.integration.test_publisher_gate import copyright_, moderation
 
 TOPICS = ["uploads", "signups", "follows"]
 """The materializer's source topics."""
@@ -87,10 +98,26 @@ def kill_node(settings: Settings, server: str, index: int) -> int:
     return pid
 
 
-def dump_stream() -> list[tuple[str, dict]]:
-    """``[(topic, record)]``: the Stack Exchange sample's events on :data:`TOPICS`, in time order."""
-    events = [(KIND_TOPIC[kind], record) for kind, record in iter_events_in_time_order(load_dump(SAMPLE_DUMP))]
-    return [(topic, record) for topic, record in events if topic in TOPICS]
+def dump_stream(gates: bool = False) -> list[tuple[str, dict]]:
+    """``[(topic, record)]``: the Stack Exchange sample's events on :data:`TOPICS`, in time order.
+
+    With ``gates``, each upload is followed by Content Guard's and Copyright Guard's verdicts on
+    it (10 and 20 ms later; every seventh post blocked by moderation, every eleventh by
+    copyright), for the publisher, which joins them and emits ``posts-published``.
+    """
+    events = []
+    for kind, record in iter_events_in_time_order(load_dump(SAMPLE_DUMP)):
+        topic = KIND_TOPIC[kind]
+        if topic not in TOPICS:
+            continue
+        events.append((topic, record))
+        if gates and topic == "uploads":
+            post, at, n = record["post_id"], record["event_time"], len(events)
+            events.append(("moderation-verdicts", {**moderation(post, "BLOCK" if n % 7 == 0 else "ALLOW", at + 10),
+                                                   "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"m/{post}"))}))
+            events.append(("copyright-verdicts", {**copyright_(post, "BLOCK" if n % 11 == 0 else "ALLOW", at + 20),
+                                                  "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"c/{post}"))}))
+    return events
 
 
 def publish(settings: Settings, events: list[tuple[str, dict]]) -> None:
@@ -102,35 +129,63 @@ def publish(settings: Settings, events: list[tuple[str, dict]]) -> None:
         pub.flush(timeout_s=180)
 
 
-def expected_views(settings: Settings, events: list[tuple[str, dict]]) -> dict[str, dict[tuple, dict]]:
-    """``{table: {primary key: row}}`` the materializer leaves after ``events`` without a fault.
+def reference(settings: Settings, events: list[tuple[str, dict]], agents: tuple[str, ...]):
+    """``(views, emits)`` of ``agents`` over ``events`` without a fault, each agent through its own
+    engine over the events of its topics (the publisher with the moderation and copyright gates).
 
-    Folds the fault-free run's effects as Cassandra applies them: per row the newest write
-    wins (by its event-time timestamp), an upsert after a delete starts a new row, and a row
-    whose newest write is a delete is gone.
+    ``views`` is ``{table: {primary key: row}}``, the agents' effects folded as Cassandra applies
+    them, cell by cell: a cell holds the value of its newest write (by event-time timestamp), a
+    delete removes the cells written no later than it, and a row whose every write is deleted is
+    gone. ``emits`` are the encoded derived events.
     """
-    out = _expected(settings, "materializer", events)
+    views, emits = [], []
+    for name in agents:
+        spec = AGENTS[name]
+        agent_settings = replace(settings, gates=("moderation", "copyright")) if name == "publisher" else settings
+        out = _expected(agent_settings, name, [(t, r) for t, r in events if t in spec.topics])
+        views += [e for e in out.views if isinstance(e, (Upsert, Delete))]
+        emits += out.emits
     cluster_, session = connect(settings, settings.cassandra_keyspace)
     try:
-        keys = {}
-        final: dict[tuple, tuple[int, dict | None]] = {}
-        for e in out.views:
-            if not isinstance(e, (Upsert, Delete)):
-                continue
-            pk = keys.setdefault(e.table, primary_key(session, settings.cassandra_keyspace, e.table))
-            cols = e.row if isinstance(e, Upsert) else e.key
-            key = (e.table, tuple(cols[c] for c in pk))
-            prev = final.get(key)
-            if prev is None or prev[0] <= e.timestamp_us:
-                merged = dict(prev[1]) if prev and isinstance(e, Upsert) and prev[1] else {}
-                final[key] = (e.timestamp_us, {**merged, **cols} if isinstance(e, Upsert) else None)
+        keys = {t: primary_key(session, settings.cassandra_keyspace, t) for t in {e.table for e in views}}
     finally:
         cluster_.shutdown()
-    views: dict[str, dict[tuple, dict]] = {table: {} for table in keys}
-    for (table, key), (_, row) in final.items():
-        if row is not None:
-            views[table][key] = row
-    return views
+    cells: dict[tuple, dict[str, tuple[int, object]]] = {}
+    deleted: dict[tuple, int] = {}
+    for e in views:
+        cols = e.row if isinstance(e, Upsert) else e.key
+        key = (e.table, tuple(cols[c] for c in keys[e.table]))
+        if isinstance(e, Delete):
+            deleted[key] = max(deleted.get(key, e.timestamp_us), e.timestamp_us)
+            continue
+        row = cells.setdefault(key, {})
+        for c, v in e.row.items():
+            if c not in row or row[c][0] <= e.timestamp_us:
+                row[c] = (e.timestamp_us, v)
+    folded: dict[str, dict[tuple, dict]] = {t: {} for t in keys}
+    for (table, key), row in cells.items():
+        alive = {c: v for c, (ts, v) in row.items() if ts > deleted.get((table, key), -1)}
+        if alive:
+            folded[table][key] = alive
+    return folded, emits
+
+
+def assert_emits_equal(settings: Settings, emits) -> int:
+    """The output topics hold exactly ``emits``: every event once by id, byte for byte (a copy
+    re-sent after a fault must be byte-identical). Returns how many events were compared."""
+    codecs = {}
+    want: dict[str, dict[str, bytes]] = {}
+    for e in emits:
+        codec = codecs.setdefault(e.topic, codec_for(settings, topic_spec(e.topic).schema, e.topic))
+        want.setdefault(e.topic, {})[codec.decode(e.value)["event_id"]] = e.value
+    for topic, values in want.items():
+        got: dict[str, set[bytes]] = {}
+        for m in read_merged(settings, [topic]):
+            got.setdefault(codecs[topic].decode(m.value)["event_id"], set()).add(m.value)
+        assert all(len(v) == 1 for v in got.values()), f"{topic}: copies of one event differ"
+        assert {k: next(iter(v)) for k, v in got.items()} == values, \
+            f"{topic}: {len(set(values) - set(got))} events missing, {len(set(got) - set(values))} extra"
+    return sum(len(v) for v in want.values())
 
 
 def assert_views_equal(settings: Settings, expected: dict[str, dict[tuple, dict]]) -> dict[str, int]:
@@ -162,27 +217,29 @@ def assert_views_equal(settings: Settings, expected: dict[str, dict[tuple, dict]
     return counts
 
 
-def stream_with_fault(settings: Settings, logs: Path, fault: Callable[[str], str]) -> tuple[dict, dict]:
-    """Publish the first half of :func:`dump_stream`, start a worker running the materializer,
-    call ``fault(consumer group)`` once the worker has committed offsets (work in flight), then
+def stream_with_fault(settings: Settings, logs: Path, fault: Callable[[str], str],
+                      agents: tuple[str, ...] = ("materializer",)) -> tuple[tuple[dict, list], dict]:
+    """Publish the first half of :func:`dump_stream`, start a worker running ``agents``, call
+    ``fault(consumer group)`` once the worker has committed offsets (work in flight), then
     publish the second half and wait until the worker has caught up, without restarting it.
 
-    Returns ``(expected views, timings)``; the caller compares the views (the cluster as the
-    fault left it, or after repairing it). The worker is stopped before returning.
+    Returns ``(reference(...), timings)``; the caller compares the views and topics (the cluster
+    as the fault left it, or after repairing it). The worker is stopped before returning.
     """
-    events = dump_stream()
+    events = dump_stream(gates="publisher" in agents)
+    topics = sorted({t for name in agents for t in AGENTS[name].topics})
     half = len(events) // 2
     t0 = time.monotonic()
     publish(settings, events[:half])
-    expected = expected_views(settings, events)
+    expected = reference(settings, events, agents)
     workers = Workers(settings, logs)
     try:
         group = unique("fault")
-        proc = workers.start(group)
+        proc = workers.start(group, agents=",".join(agents), PULSE_GATES="moderation,copyright")
         lag = {}
 
         def working():
-            lag["now"] = group_lag(settings, group, TOPICS)
+            lag["now"] = group_lag(settings, group, topics)
             return lag["now"][0] > 0
 
         wait_until(working, 180, "the worker to commit its first offsets", diagnose=lambda: workers.log(proc))
@@ -193,7 +250,7 @@ def stream_with_fault(settings: Settings, logs: Path, fault: Callable[[str], str
         t_published = time.monotonic()
 
         def caught_up():
-            committed, end = group_lag(settings, group, TOPICS)
+            committed, end = group_lag(settings, group, topics)
             return end > 0 and committed >= end
 
         wait_until(caught_up, 300, "the worker to catch up after the fault", interval_s=1.0,

@@ -2,12 +2,13 @@
 
 ``pulse up --cassandra-nodes 3``'s ring (127.0.0.1-3, keyspace replication factor 3, every
 read and write at QUORUM) with one Kafka broker, in a home of its own. The first half of the
-Stack Exchange sample is published, a worker runs the materializer, and once it has committed
-some offsets (so writes are in flight) the first node is killed: the seed, and the first
-contact point of every client, so the worker's driver loses connections and most likely its
-control connection. The second half is then published, the worker must catch up without
-restarting, and every view, read in full at QUORUM from the two survivors, equals the same
-engine's run over the same events without the fault (:mod:`tests.integration.fault_stream`).
+Stack Exchange sample (with the gates' verdicts on each upload) is published, a worker runs the
+materializer and the publisher, and once it has committed some offsets (so writes are in
+flight) the first node is killed: the seed, and the first contact point of every client, so the
+worker's driver loses connections and most likely its control connection. The second half is
+then published, the worker must catch up without restarting, and every view, read in full at
+QUORUM from the two survivors, and every emitted event equal the same engine's run over the
+same events without the fault (:mod:`tests.integration.fault_stream`).
 
 As an operator would, the test then brings the node back (``pulse up`` starts just the missing
 node; hinted handoff and read repair bring its replicas up to date) and reads every view again
@@ -25,7 +26,8 @@ from streams.settings import Settings
 from streams.stores.cassandra import connect
 
 from tests.integration.conftest import worker_env
-from tests.integration.fault_stream import assert_views_equal, cluster, kill_node, stream_with_fault, timings
+from tests.integration.fault_stream import (assert_emits_equal, assert_views_equal, cluster, kill_node,
+                                            stream_with_fault, timings)
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +67,12 @@ def test_views_survive_a_cassandra_node_killed_mid_stream(ring3, tmp_path: Path)
         return f"killed Cassandra node 127.0.0.1 (PID {pid}), the seed and first contact point,"
 
     t0 = time.monotonic()
-    expected, times = stream_with_fault(settings, tmp_path, kill_the_seed)
+    (expected, emits), times = stream_with_fault(settings, tmp_path, kill_the_seed,
+                                                 agents=("materializer", "publisher"))
     t1 = time.monotonic()
     counts = assert_views_equal(settings, expected)  # QUORUM from the two survivors
     assert counts["posts"] > 1000 and counts["followers"] > 1000, counts
+    counts["emitted events"] = assert_emits_equal(settings, emits)
     t2 = time.monotonic()
 
     up(settings)  # an operator brings the node back: only the missing one starts
