@@ -260,7 +260,14 @@ def _maybe_digest(st: dict, user: str, event: Event, ctx: Context, t: int, quiet
     out.append(_row(user, t, nid, "DIGEST", "SENT", t * 1000, title=f"digest: {P.digest_title(held)}",
                     propensity=1.0, action="SEND", expected_reward=None, post_id=None, actor_id=None))
     for h in held:
-        out.append(_row(user, int(h[4]), h[0], h[1], "DIGESTED", t * 1000))
+        # one more write on the item's row: its write timestamp must exceed the HELD row's (and
+        # any status write before) also within one millisecond, where Cassandra would otherwise
+        # keep the greater *value* and a replay batched differently could read otherwise
+        entry = st["open"].get(h[0])
+        writes = 1 if entry is None else entry[5] + 1
+        if entry is not None:
+            st["open"][h[0]] = [*entry[:5], writes, entry[6]]  # copy on write (_copy)
+        out.append(_row(user, int(h[4]), h[0], h[1], "DIGESTED", max(t, int(h[4])) * 1000 + min(writes, 999)))
     _remember(st, nid, ["DIGEST", "DIGEST", t, "", 0, 0, [h[0] for h in held]])
     st["held"] = []
     return out

@@ -389,3 +389,26 @@ def test_notifications_command_without_cassandra_is_one_line(tmp_path, env):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "error:" in out.stderr and "Traceback" not in out.stderr
     assert len([ln for ln in out.stderr.splitlines() if ln.strip()]) == 1
+
+
+def test_every_later_write_on_a_notification_row_has_a_greater_timestamp(tmp_path):
+    """Many candidates for one user in one millisecond: the digest that a full hold list sends
+    marks the items DIGESTED with timestamps above their HELD rows' (equal timestamps would let
+    Cassandra keep the greater value, HELD, whenever the two writes land in different batches),
+    in the session above too, with its feedback writes."""
+    h = Harness(N.SPEC, tmp_path, side={"activity": _activity()})
+    p = N.params_of(h.settings)
+    burst = [_cand(i, "busy", "LIKE", T0 + 12 * 3_600_000) for i in range(4 * p.digest_max_items)]
+    outs = [h.run([h.message(t, r)]) for t, r in burst]  # one batch each: no coalescing
+    _, session = _session(tmp_path / "s")
+    for group in (outs, session):
+        seen: dict = {}
+        statuses = set()
+        for out in group:
+            for v in out.views:
+                if isinstance(v, Upsert) and v.table == N.VIEW:
+                    k = (v.row["user_id"], v.row["notification_id"])
+                    assert v.timestamp_us > seen.get(k, -1), (k, v.row["status"])
+                    seen[k] = v.timestamp_us
+                    statuses.add(v.row["status"])
+        assert "DIGESTED" in statuses
