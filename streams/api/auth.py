@@ -44,10 +44,11 @@ reactions to notifications) and rights holders' registrations. The rest are writ
 agents (verdicts, feeds, ...), by moderators through the review round trip
 (``review-decisions``, whose claim a raw event would skip), or wait for their consumer
 (``erasure-requests``, with the eraser)."""
-READS = ("feeds", "notifications", "search", "trends", "golden-moments", "posts")
+READS = ("feeds", "notifications", "search", "trends", "golden-moments", "posts", "creator-stats")
 """What a key may be granted to read: ``GET /v1/feeds/...``, ``/v1/users/{id}/notifications``,
-``/v1/search``, ``/v1/trends``, ``/v1/golden-moments/...``, ``/v1/posts/{id}``."""
-OWN_READS = frozenset({"feeds", "notifications", "golden-moments"})
+``/v1/search``, ``/v1/trends``, ``/v1/golden-moments/...``, ``/v1/posts/{id}``,
+``/v1/creators/{id}/stats``."""
+OWN_READS = frozenset({"feeds", "notifications", "golden-moments", "creator-stats"})
 """Reads a user token may make of its own user only."""
 PUBLIC_READS = frozenset({"trends", "search"})
 """Reads any valid user token may make."""

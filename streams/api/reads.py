@@ -84,6 +84,24 @@ def get_golden_moments(creator_id: str, request: Request,
     return {"creator_id": creator_id, "moments": [r.as_dict() for r in rows]}
 
 
+@router.get("/creators/{creator_id}/stats", summary="A creator's totals and posts: reach, engagement, predicted virality.")
+def get_creator_stats(creator_id: str, request: Request,
+                      sort: str = Query("virality", description="virality, reach, likes or recent"),
+                      limit: int = Query(10, ge=1, le=200),
+                      principal: Principal = Depends(authenticate)) -> dict:
+    from streams.query.analytics import UnknownCreator, UnknownSort, read_creator_stats
+
+    _allow(principal, "creator-stats", creator_id)
+    with _views():
+        try:
+            stats = read_creator_stats(context(request).read_side, creator_id, sort=sort, limit=limit)
+        except UnknownSort as exc:
+            raise ApiError(400, str(exc)) from None
+        except UnknownCreator as exc:
+            raise ApiError(404, str(exc)) from None
+    return {"creator_id": creator_id, **stats.as_dict()}
+
+
 @router.get("/trends", summary="Trending hashtags and categories now.")
 def get_trends(request: Request, kind: str | None = Query(None, description="hashtag or category"),
                limit: int = Query(10, ge=1, le=200), principal: Principal = Depends(authenticate)) -> dict:

@@ -27,9 +27,11 @@ from tests.integration.conftest import unique, wait_until
 pytestmark = pytest.mark.integration
 
 ENDPOINTS = [("GET", "/v1/feeds/{u}"), ("GET", "/v1/users/{u}/notifications"), ("GET", "/v1/golden-moments/{u}"),
+             ("GET", "/v1/creators/{u}/stats"),
              ("GET", "/v1/trends"), ("GET", "/v1/search?q=cats"), ("GET", "/v1/posts/{p}"),
              ("POST", "/v1/events/follows"), ("POST", "/v1/media")]
-OWN = [("GET", "/v1/feeds/{u}"), ("GET", "/v1/users/{u}/notifications"), ("GET", "/v1/golden-moments/{u}")]
+OWN = [("GET", "/v1/feeds/{u}"), ("GET", "/v1/users/{u}/notifications"), ("GET", "/v1/golden-moments/{u}"),
+       ("GET", "/v1/creators/{u}/stats")]
 
 
 class Api:
@@ -150,6 +152,7 @@ def test_bad_bodies_get_a_reason_and_never_a_500(api):
     error(api.call("GET", "/v1/feeds/u?cursor=garbage", headers=api.headers()), 400)
     error(api.call("GET", "/v1/trends?kind=weather", headers=api.headers()), 400)
     error(api.call("GET", "/v1/golden-moments/u?content_type=eternal", headers=api.headers()), 400)
+    error(api.call("GET", "/v1/creators/u/stats?sort=loudest", headers=api.headers()), 400)
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
