@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, read_side: Any = None) -> FastAPI:
     share (default: one of its own, closed at shutdown). Kafka is reached on the first publish,
     Cassandra on the first read."""
     from streams.api.ingest import EventIngest, router as ingest_router
+    from streams.api.live import router as live_router
     from streams.api.reads import router as reads_router
     from streams.query.read_side import ReadSide
 
@@ -114,4 +115,5 @@ def create_app(settings: Settings, *, read_side: Any = None) -> FastAPI:
 
     app.include_router(ingest_router)
     app.include_router(reads_router)
+    app.include_router(live_router)
     return app

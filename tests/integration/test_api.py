@@ -27,11 +27,11 @@ from tests.integration.conftest import unique, wait_until
 pytestmark = pytest.mark.integration
 
 ENDPOINTS = [("GET", "/v1/feeds/{u}"), ("GET", "/v1/users/{u}/notifications"), ("GET", "/v1/golden-moments/{u}"),
-             ("GET", "/v1/creators/{u}/stats"),
+             ("GET", "/v1/creators/{u}/stats"), ("GET", "/v1/users/{u}/live?max_seconds=1"),
              ("GET", "/v1/trends"), ("GET", "/v1/search?q=cats"), ("GET", "/v1/posts/{p}"),
              ("POST", "/v1/events/follows"), ("POST", "/v1/media")]
 OWN = [("GET", "/v1/feeds/{u}"), ("GET", "/v1/users/{u}/notifications"), ("GET", "/v1/golden-moments/{u}"),
-       ("GET", "/v1/creators/{u}/stats")]
+       ("GET", "/v1/creators/{u}/stats"), ("GET", "/v1/users/{u}/live?max_seconds=1")]
 
 
 class Api:
@@ -291,3 +291,39 @@ def test_media_outside_the_roots_published_straight_onto_kafka_gets_a_verdict_sa
     # the creator reads their own post's verdict; another user cannot
     assert api.call("GET", f"/v1/posts/{next(iter(posts))}", headers=api.token(creator)).status_code == 200
     error(api.call("GET", f"/v1/posts/{next(iter(posts))}", headers=api.token(unique("u"))), 403)
+
+
+def test_live_stream_pushes_a_new_notification_and_new_feed_entries(api, pipeline):
+    """A notification row and a re-ranked feed written after the stream's baseline (as the
+    agents' sinks write them) arrive as server-sent events; rows there before do not."""
+    import json as _json
+    from datetime import datetime, timezone
+
+    from streams.stores.cassandra import connect
+
+    user = unique("live")
+    cluster, session = connect(pipeline, pipeline.cassandra_keyspace)
+    insert = ("INSERT INTO notifications (user_id, sent_at, notification_id, type, status, title, propensity, "
+              "action) VALUES (%s, %s, %s, 'LIKE', 'SENT', 'someone liked your post', 0.8, 'SEND')")
+    try:
+        session.execute(insert, (user, datetime(2026, 1, 1, tzinfo=timezone.utc), "old-1"))
+        events, current = [], {}
+        with api.client.stream("GET", f"/v1/users/{user}/live?max_seconds=20", headers=api.token(user)) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    current = {"event": line[7:]}
+                elif line.startswith("data: "):
+                    current["data"] = _json.loads(line[6:])
+                    events.append(current)
+                    if current["event"] == "ready":
+                        session.execute(insert, (user, datetime.now(timezone.utc), "new-1"))
+                    if current["event"] in ("notification", "end"):
+                        break
+        kinds = [e["event"] for e in events]
+        assert kinds[0] == "ready" and "notification" in kinds, kinds
+        got = [e["data"] for e in events if e["event"] == "notification"]
+        assert [g["notification_id"] for g in got] == ["new-1"]  # the row from before is no news
+        assert got[0]["propensity"] == 0.8 and got[0]["action"] == "SEND"
+    finally:
+        cluster.shutdown()
