@@ -188,6 +188,25 @@ def assert_emits_equal(settings: Settings, emits) -> int:
     return sum(len(v) for v in want.values())
 
 
+def _scan(session, cql: str, attempts: int = 4) -> list:
+    """All rows of a full-table ``cql`` scan, in pages of 500; the whole scan is retried (up to
+    ``attempts`` times, 2 s apart) when a page times out. A range scan at QUORUM with a replica
+    just killed can time out on a loaded machine until the survivors' failure detectors have
+    convicted it; an analyst's scan would retry too. Any other error, or the last timeout, is
+    raised."""
+    from cassandra import OperationTimedOut, ReadTimeout
+    from cassandra.query import SimpleStatement
+
+    for attempt in range(attempts):
+        try:
+            return list(session.execute(SimpleStatement(cql, fetch_size=500), timeout=60))
+        except (ReadTimeout, OperationTimedOut):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)
+    return []
+
+
 def assert_views_equal(settings: Settings, expected: dict[str, dict[tuple, dict]]) -> dict[str, int]:
     """Every row of each table in ``expected`` (full scans at the settings' consistency level)
     equals the expected rows on the columns those carry, and no table has a row more or less.
@@ -200,7 +219,7 @@ def assert_views_equal(settings: Settings, expected: dict[str, dict[tuple, dict]
             columns = sorted({c for row in rows.values() for c in row} - set(pk))
             rows = {tuple(_norm(v) for v in key): row for key, row in rows.items()}
             got = {}
-            for r in session.execute(f"SELECT {', '.join(pk + columns)} FROM {table}"):
+            for r in _scan(session, f"SELECT {', '.join(pk + columns)} FROM {table}"):
                 got[tuple(_norm(v) for v in r[:len(pk)])] = dict(zip(columns, r[len(pk):]))
             missing = sorted(set(rows) - set(got))[:5]
             extra = sorted(set(got) - set(rows))[:5]
