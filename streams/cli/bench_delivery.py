@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from streams.cli.common import bench_app, err_console, friendly, settings
+from streams.cli.common import bench_app, bench_progress, friendly, settings
 from streams.cli.ranking import DUMP_HELP, _history
 
 
@@ -24,24 +24,10 @@ def bench_delivery(stackexchange: Optional[Path] = typer.Option(None, "--stackex
     """Replay a Stack Exchange history through the delivery agents in process to derive every
     topic's records, publish them to servers of its own, then time each delivery agent alone in a
     Faust worker and the pass-through agent (baseline); one JSON object."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from streams.bench.delivery import run_delivery_bench
 
     path, history = _history(stackexchange)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console) as bar:
-        tasks: dict[str, int] = {}
-        step = bar.add_task("starting", total=None)
-
-        def on_progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done, total=total)
-
+    with bench_progress("delivery") as (on_step, on_progress):
         result = run_delivery_bench(history, settings(), dataset=path.name, copies=copies,
-                                    timeout_s=timeout_s,
-                                    on_step=lambda m: bar.update(step, description=f"bench delivery: {m}"),
-                                    on_progress=on_progress)
-        bar.update(step, total=1, completed=1)
+                                    timeout_s=timeout_s, on_step=on_step, on_progress=on_progress)
     print(json.dumps(result, indent=2))

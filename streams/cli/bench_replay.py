@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from streams.cli.common import bench_app, err_console, friendly
+from streams.cli.common import bench_app, bench_progress, friendly
 from streams.cli.ranking import DUMP_HELP, _history
 
 
@@ -22,23 +22,10 @@ def bench_replay(events: int = typer.Option(1_000_000, "--events", min=1,
     """Publish a Stack Exchange history scaled to EVENTS (independent copies with new ids), then
     time a plain confluent-kafka read of its topics (baseline), `pulse export` of each to Parquet
     and `pulse replay rebuild --agents materializer`, in servers of its own; one JSON object."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from streams.bench.replay import run_replay_bench
 
     path, history = _history(stackexchange)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console) as bar:
-        tasks: dict[str, int] = {}
-        step = bar.add_task("starting", total=None)
-
-        def on_progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done, total=total)
-
-        result = run_replay_bench(history, events, dataset=path.name,
-                                  on_step=lambda m: bar.update(step, description=f"bench replay: {m}"),
+    with bench_progress("replay") as (on_step, on_progress):
+        result = run_replay_bench(history, events, dataset=path.name, on_step=on_step,
                                   on_progress=on_progress)
-        bar.update(step, total=1, completed=1)
     print(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ apps defined here; ``streams.cli`` imports them all.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import typer
@@ -85,3 +86,24 @@ def friendly(fn):
 
 def settings() -> Settings:
     return Settings.from_env()
+
+
+@contextlib.contextmanager
+def bench_progress(name: str):
+    """Progress bars on stderr for a bench with steps and counted tasks: yields ``(on_step,
+    on_progress)`` for ``run_*_bench(on_step=, on_progress=)`` (``on_step(message)`` names the
+    current step, ``on_progress(task, done, total)`` opens one bar per task)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console) as bar:
+        tasks: dict[str, int] = {}
+        step = bar.add_task("starting", total=None)
+
+        def on_progress(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total)
+
+        yield (lambda m: bar.update(step, description=f"bench {name}: {m}")), on_progress
+        bar.update(step, total=1, completed=1)

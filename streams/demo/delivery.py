@@ -3,7 +3,7 @@ run through the query layer: a few users' notification decisions with the probab
 policy gave each action, a few creators' golden moments and stats (reach, engagement, predicted
 virality of their posts), and the current trends.
 
-Who is shown: the recipients of the most notification decisions and the creators with the most
+Who is shown: the recipients of the most notification decisions (ties by id) and the creators with the most
 followers in the demo's events (ties by id), so the tables show the busiest rows rather than
 arbitrary ones. "Current" trends are those open at the end of the demo's history (the agents run
 on event time; a trend ends when later mentions show the burst is over)."""
@@ -31,16 +31,17 @@ def pick_creators(events: list[tuple[str, dict]], n: int = CREATORS) -> list[str
     return [c for c, _ in sorted(followers.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
-def notification_recipients(settings: Settings, n: int = USERS) -> list[str]:
-    """The ``n`` users with the most notification decisions in the view (ties by id)."""
+def notification_counts(settings: Settings) -> tuple[Counter, Counter]:
+    """``(decisions per user, decisions per action)`` in the notifications view (one scan)."""
     from streams.query.read_side import read_side_of
 
     rs = read_side_of(settings)
-    ks = rs.active_keyspace()
-    counts: Counter = Counter()
-    for row in rs.execute("SELECT user_id FROM {ks}.notifications", (), keyspace=ks):
-        counts[row.user_id] += 1
-    return [u for u, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+    by_user: Counter = Counter()
+    by_action: Counter = Counter()
+    for row in rs.execute("SELECT user_id, action FROM {ks}.notifications", (), keyspace=rs.active_keyspace()):
+        by_user[row.user_id] += 1
+        by_action[(row.action or "SEND").lower()] += 1
+    return by_user, by_action
 
 
 def delivery_summary(settings: Settings, events: list[tuple[str, dict]]) -> dict[str, Any]:
@@ -49,17 +50,12 @@ def delivery_summary(settings: Settings, events: list[tuple[str, dict]]) -> dict
     an agent wrote nothing)."""
     from streams.query.analytics import UnknownCreator as UnknownStatsCreator, read_creator_stats
     from streams.query.notifications import read_notifications
-    from streams.query.read_side import read_side_of
     from streams.query.timing import UnknownCreator, read_golden_moments
     from streams.query.trends import read_trends
 
-    rs = read_side_of(settings)
-    ks = rs.active_keyspace()
-    by_action: Counter = Counter()
-    for row in rs.execute("SELECT action FROM {ks}.notifications", (), keyspace=ks):
-        by_action[(row.action or "SEND").lower()] += 1
+    by_user, by_action = notification_counts(settings)
     users = []
-    for u in notification_recipients(settings):
+    for u, _ in sorted(by_user.items(), key=lambda kv: (-kv[1], kv[0]))[:USERS]:
         users.append({"user_id": u, "decisions": [r.as_dict() for r in
                                                   read_notifications(settings, u, limit=NOTIFICATIONS)]})
     moments, stats = [], []
