@@ -49,7 +49,9 @@ ACTIONS = ("SEND", "HOLD", "DROP")
 PRIOR = (1.0, 1.0)
 #: Cost of a notification sent on its own, in meaningful notifications (the ratio aimed for).
 SEND_COST = 0.3
-#: Cost of an item held for a digest (one interruption shared by the digest's items).
+#: Cost of an item held for a digest (one interruption shared by the digest's items) before the
+#: user has had a digest; then :func:`models.notifications.policy.hold_cost` shares ``SEND_COST``
+#: by the user's expected digest size, and :func:`decide` is given that.
 HOLD_COST = 0.15
 #: Posterior draws per decision for the Monte Carlo propensity (standard error <= 0.0625).
 MC_DRAWS = 64

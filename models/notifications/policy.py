@@ -11,6 +11,16 @@ Budget
     At most ``daily_budget`` notifications sent on their own per user and UTC day; digests do not
     count against it (there is at most one per ``digest_interval_ms``).
 
+HOLD's cost (:func:`hold_cost`)
+    A digest is one notification shared by its items: in the bandit's currency (Dinkelbach's
+    ``meaningful - cost x notifications``) it costs what a push costs, ``send_cost``, and an item
+    held for it its share, ``send_cost / k``, ``k`` the user's expected items per digest. ``k``
+    is the mean size of the user's own digests so far, shrunk toward ``send_cost / hold_cost``
+    (2 with the defaults: ``hold_cost`` is the item's cost before the user has had a digest)
+    with :data:`PRIOR_DIGESTS` pseudo-digests, and at least 1. A user whose digests bundle ten
+    items pays a tenth of a push per held item; one whose digests carry a single item pays a
+    whole push, as a push would.
+
 Digests
     Held items wait in the user's state. They are bundled into one DIGEST notification at the
     first event of the user (a candidate or a feedback) that is outside quiet hours and at least
@@ -27,6 +37,9 @@ from models.notifications import bandit as B
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+#: Pseudo-digests of the prior size ``send_cost / hold_cost`` in a user's expected digest size
+#: (:func:`hold_cost`): two digests' worth, so a user's own sizes decide after a day or so.
+PRIOR_DIGESTS = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,18 @@ def feasible(*, quiet: bool, sent_today: int, muted: bool, digests_muted: bool,
     if not digests_muted:
         out.append("HOLD")
     return (*out, "DROP")
+
+
+def hold_cost(p: PolicyParams, digests: int = 0, items: int = 0) -> float:
+    """The cost of holding one more item for the user's digest (module docstring): ``send_cost``
+    shared by the expected items per digest, from the user's ``digests`` digests so far and the
+    ``items`` they bundled; ``p.hold_cost`` for a user without digests, 0 when ``p.hold_cost`` is
+    0."""
+    if p.hold_cost <= 0 or p.send_cost <= 0:
+        return max(0.0, p.hold_cost)
+    prior_size = p.send_cost / p.hold_cost
+    size = (items + PRIOR_DIGESTS * prior_size) / (digests + PRIOR_DIGESTS)
+    return p.send_cost / max(1.0, size)
 
 
 def digest_due(held: Sequence[Any], t_ms: int, quiet: bool, p: PolicyParams) -> bool:

@@ -18,6 +18,15 @@ Model (Dirichlet-multinomial, the "Polya distribution" of Minka 2000)
 
     so an audience of one or two people is mostly the population and one of hundreds is its own.
 
+Smoothing over adjacent hours (:func:`hour_smoothed`)
+    The posterior mean is finally averaged over a centred window of ``2 * HOUR_BANDWIDTH + 1``
+    hours of the week (a circular box kernel, a kernel density estimate in time): someone who
+    answered at 17:40 is about as likely to be around at 18:10, and a map read from a few
+    people's few weeks is a sparse 168-cell table whose single highest cell is mostly noise. The
+    value at hour ``w`` is the mean share of the hours ``w - b .. w + b``; it still sums to 1.
+    Smoothing the posterior is smoothing the audience map and the prior alike (the posterior is
+    linear in both).
+
 Fitting ``alpha`` (:func:`fit_prior_strength`)
     Empirical Bayes: ``alpha`` maximises the Dirichlet-multinomial marginal likelihood of the
     creators' soft counts with the mean fixed at ``pi``, by Minka's fixed-point iteration for
@@ -37,24 +46,29 @@ import numpy as np
 from models.profiles.interests import hour_of_week
 
 __all__ = ["HOURS", "PRIOR_STRENGTH", "Posterior", "hour_of_week", "posterior", "fit_prior_strength",
-           "population_map", "factorized", "SMOOTHING"]
+           "population_map", "factorized", "SMOOTHING", "HOUR_BANDWIDTH", "hour_smoothed"]
 
 #: Hours of the week: 7 days x 24 hours, Monday 00:00 UTC first.
 HOURS = 168
 #: Default prior strength (pseudo-members) of the population map: an audience of one effective
-#: member is 80 % its own. Chosen, not fitted (module docstring; the eval reports the fit): on
-#: ``pulse eval timing --split 0.4`` (90-day active hours, decayed weights) among 0, 0.1, 0.25,
-#: 0.5, 1, 2 and 4 the ratio falls as the prior grows (1.52, 1.51, 1.49, 1.42, 1.37, 1.36, 1.26);
-#: 0.25 is within noise of none and still orders the hours an audience never showed
-#: (docs/timing.md); the setting attribute ``timing_prior_strength`` overrides it.
-PRIOR_STRENGTH = 0.25
+#: member is two thirds its own. Chosen, not fitted (module docstring; the eval reports the fit),
+#: jointly with :data:`SMOOTHING` and :data:`HOUR_BANDWIDTH` on development splits that never see
+#: the reported period: ``pulse eval timing --split S --truth-until 0.6`` for S = 0.3, 0.4 and
+#: 0.5, the mean ratio over the three, among strengths 0, 0.1, 0.25, 0.5, 1 and 2, smoothing 0,
+#: 0.5 and 1 and bandwidths 0 to 3 (docs/timing.md); the setting attribute
+#: ``timing_prior_strength`` overrides it.
+PRIOR_STRENGTH = 0.5
 #: Weight of the audience map's rank-1 day-of-week x hour-of-day structure (:func:`factorized`)
 #: in its own map: a few members' hours of the week are a sparse 7x24 table in which one person's
 #: habit at 17:00 on a Monday says they are likely around at 17:00 on other days too; the
-#: independence model pools the days. 1 (the independence model alone) was chosen on ``pulse
-#: eval timing --split 0.4`` among 0, 0.5 and 1 (docs/timing.md); the setting attribute
-#: ``timing_smoothing`` overrides it.
+#: independence model pools the days. 1 (the independence model alone), chosen with
+#: :data:`PRIOR_STRENGTH` (docs/timing.md); the setting attribute ``timing_smoothing`` overrides
+#: it.
 SMOOTHING = 1.0
+#: Half-width in hours of the box kernel over adjacent hours of the week (:func:`hour_smoothed`):
+#: 1, a 3-hour window. Chosen with :data:`PRIOR_STRENGTH` among 0 (none), 1, 2 and 3
+#: (docs/timing.md); the attribute ``timing_hour_bandwidth`` overrides it.
+HOUR_BANDWIDTH = 1
 _FIT_BOUNDS = (1e-3, 1e5)
 
 
@@ -115,8 +129,23 @@ def factorized(m: np.ndarray) -> np.ndarray:
     return (np.outer(grid.sum(axis=1), grid.sum(axis=0)) / total).ravel()
 
 
+def hour_smoothed(m: np.ndarray, bandwidth: int = HOUR_BANDWIDTH) -> np.ndarray:
+    """``m`` (168,) averaged over the ``2 * bandwidth + 1`` hours of the week centred on each
+    hour, circularly (Sunday 23:00 neighbours Monday 00:00): (168,) float64 with the same sum;
+    ``bandwidth`` 0 returns a copy.
+
+    Raises ``ValueError`` for a negative bandwidth or one of 12 hours or more."""
+    b = int(bandwidth)
+    if not 0 <= b < 12:
+        raise ValueError(f"hour bandwidth must be 0 to 11 hours, got {bandwidth}")
+    a = np.asarray(m, dtype=np.float64)
+    if not b:
+        return a.copy()
+    return sum(np.roll(a, s) for s in range(-b, b + 1)) / (2 * b + 1)
+
+
 def posterior(member_histograms, prior: np.ndarray, strength: float, weights=None,
-              smoothing: float | None = None) -> Posterior:
+              smoothing: float | None = None, bandwidth: int | None = None) -> Posterior:
     """The posterior mean map of an audience (module docstring).
 
     Parameters
@@ -135,8 +164,13 @@ def posterior(member_histograms, prior: np.ndarray, strength: float, weights=Non
     smoothing
         ``lambda`` in [0, 1]: the audience's own map is ``(1 - lambda) * map + lambda *
         factorized(map)`` before the prior is added (default :data:`SMOOTHING`).
+    bandwidth
+        Half-width in hours of the box kernel the posterior mean is finally averaged with
+        (:func:`hour_smoothed`; default :data:`HOUR_BANDWIDTH`, 0: none). With no usable member
+        the map is the prior, smoothed the same way.
     """
     lam = SMOOTHING if smoothing is None else float(smoothing)
+    b = HOUR_BANDWIDTH if bandwidth is None else int(bandwidth)
     x = np.zeros(HOURS, dtype=np.float64)
     count, wsum, w2sum = 0, 0.0, 0.0
     for i, h in enumerate(member_histograms):
@@ -152,13 +186,13 @@ def posterior(member_histograms, prior: np.ndarray, strength: float, weights=Non
         prior = np.full(HOURS, 1.0 / HOURS)
     alpha = max(0.0, float(strength))
     if not count:
-        return Posterior(prior.copy(), 0, 1.0)
+        return Posterior(hour_smoothed(prior, b), 0, 1.0)
     own = x / wsum
     own = (1.0 - lam) * own + lam * factorized(own)
     n = wsum * wsum / w2sum
     if n + alpha == 0:
-        return Posterior(prior.copy(), count, 1.0)
-    return Posterior((n * own + alpha * prior) / (n + alpha), count, alpha / (n + alpha))
+        return Posterior(hour_smoothed(prior, b), count, 1.0)
+    return Posterior(hour_smoothed((n * own + alpha * prior) / (n + alpha), b), count, alpha / (n + alpha))
 
 
 def fit_prior_strength(counts: np.ndarray, prior: np.ndarray, *, start: float = 10.0,

@@ -34,7 +34,11 @@ week. A creator is scored when the audience has a profile and some activity afte
   prior alone (the agent's map with no audience).
 
 Means are over creators (each creator counts once); ``pooled`` sums the activity of all
-creators' audiences first. Small audiences: under 10 members with a profile. The prior strength
+creators' audiences first. Small audiences: under 10 members with a profile. ``truth_until``
+(a fraction of the span, after the split) ends the truth there: a development run on an
+earlier split that never reads the reported period (the constants were chosen on ``--split 0.3,
+0.4, 0.5 --truth-until 0.6``; docs/timing.md). The reported run leaves it unset: the truth is
+everything after the split. The prior strength
 fitted on the history before the split (:func:`models.timing.shrinkage.fit_prior_strength`) is
 reported; the run uses the configured one (default :data:`models.timing.shrinkage.PRIOR_STRENGTH`).
 """
@@ -116,7 +120,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 class TimingConfig:
     """The settings, with the timing_optimizer's constants overridden where given (``prior_strength``,
-    ``smoothing``, ``audience_days``: read by the agent as ``timing_*`` attributes)."""
+    ``smoothing``, ``hour_bandwidth``, ``audience_days``: read by the agent as ``timing_*``
+    attributes)."""
 
     def __init__(self, settings: Settings, **timing: float | None) -> None:
         self._settings = settings
@@ -130,25 +135,34 @@ class TimingConfig:
 
 def run_timing_eval(history: Sequence[tuple[str, dict]], settings: Settings, *, split: float = 0.6,
                     dataset: str = "", prior_strength: float | None = None,
-                    smoothing: float | None = None,
+                    smoothing: float | None = None, hour_bandwidth: int | None = None,
+                    truth_until: float | None = None,
                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Replay the history before the split and score the golden moments after it (module
     docstring). ``history``: ``(event_type, record)`` in time order (``upload``,
     ``interaction``, ``follow``, ``user_signup``); ``split``: where the split falls, as a
-    fraction of the history's time span; ``prior_strength`` / ``smoothing``: the agent's
-    constants for this run (None: its defaults); the profiler and the side input run with
+    fraction of the history's time span; ``truth_until``: where the truth ends, a fraction
+    greater than ``split`` (None: the end of the history); ``prior_strength`` / ``smoothing`` /
+    ``hour_bandwidth``: the agent's constants for this run (None: its defaults); the profiler
+    and the side input run with
     ``settings`` (``profile_activity_half_life_days`` sets the active-hours decay). Returns the
     JSON-ready report.
 
-    Raises :class:`EvalInputError` when the split leaves no activity on one side."""
+    Raises :class:`EvalInputError` when the split leaves no activity on one side, or
+    ``truth_until`` is not after the split."""
     started = time.perf_counter()
     times = [ms_of(r["event_time"]) for _, r in history]
     if not times:
         raise EvalInputError("the history is empty")
     t_split = times[0] + int(split * (times[-1] - times[0]))
+    if truth_until is not None and truth_until <= split:
+        raise EvalInputError(f"the truth must end after the split ({truth_until} <= {split})")
+    t_end = (times[-1] + 1 if truth_until is None or truth_until >= 1
+             else times[0] + int(truth_until * (times[-1] - times[0])))
     before = [(et, r) for (et, r), t in zip(history, times) if t < t_split]
-    after = [(et, r) for (et, r), t in zip(history, times) if t >= t_split]
-    config = TimingConfig(settings, prior_strength=prior_strength, smoothing=smoothing)
+    after = [(et, r) for (et, r), t in zip(history, times) if t_split <= t < t_end]
+    config = TimingConfig(settings, prior_strength=prior_strength, smoothing=smoothing,
+                          hour_bandwidth=hour_bandwidth)
     pipe = Pipeline(settings, [(user_profiler.SPEC, None, None, None),
                                (T.AUDIENCE_SPEC, None, None, None), (T.SPEC, None, config, None)])
     global_counts = np.zeros(S.HOURS)
@@ -174,7 +188,9 @@ def run_timing_eval(history: Sequence[tuple[str, dict]], settings: Settings, *, 
     kinds = (W.HOURLY, *W.CONTENT_TYPES)
     baseline = {ct: [w for w, _ in W.top_windows(W.window_scores(global_counts / global_counts.sum(), ct), TOP)]
                 for ct in kinds}
-    prior_only = [w for w, _ in W.top_windows(population, TOP)]
+    # the agent's map with no audience: the population, smoothed over hours like every map
+    prior_map = S.posterior([], population, 0.0, bandwidth=T.hour_bandwidth(config)).hour_map
+    prior_only = [w for w, _ in W.top_windows(prior_map, TOP)]
     rows = []
     fit_counts = []
     for creator in sorted(states):
@@ -184,8 +200,8 @@ def run_timing_eval(history: Sequence[tuple[str, dict]], settings: Settings, *, 
                    if activity.histogram(u, t_split) is not None]
         alpha = T.prior_strength(config)
         if post.audience_size and 0 < post.prior_weight < 1:  # soft counts x = m (n + a) - a pi
-            n_eff = alpha * (1 - post.prior_weight) / post.prior_weight
-            fit_counts.append(post.hour_map * (n_eff + alpha) - alpha * population)
+            n_eff = alpha * (1 - post.prior_weight) / post.prior_weight   # (both hour-smoothed)
+            fit_counts.append(post.hour_map * (n_eff + alpha) - alpha * prior_map)
         actual = sum((future[u] for u in members if u in future), np.zeros(S.HOURS))
         if not post.audience_size or not actual.sum():
             continue
@@ -219,17 +235,19 @@ def run_timing_eval(history: Sequence[tuple[str, dict]], settings: Settings, *, 
     small = group(lambda r: r["size"] < SMALL_AUDIENCE)
     large = group(lambda r: r["size"] >= SMALL_AUDIENCE)
     try:
-        fitted = round(S.fit_prior_strength(np.array(fit_counts), population), 3) if fit_counts else None
+        fitted = round(S.fit_prior_strength(np.array(fit_counts), prior_map), 3) if fit_counts else None
     except ValueError:
         fitted = None
     r_all = overall.get("hourly", {}).get("ratio")
     m_small, b_small = (small.get("hourly", {}).get(k) for k in ("golden_moment", "global_top3"))
     return {
         "dataset": dataset,
-        "split": {"fraction": split, "at_ms": t_split, "events_before": len(before), "events_after": len(after)},
+        "split": {"fraction": split, "at_ms": t_split, "events_before": len(before), "events_after": len(after),
+                  "truth_until": truth_until},
         "prior_strength": T.prior_strength(config),
         "fitted_prior_strength": fitted,
         "smoothing": T.smoothing(config),
+        "hour_bandwidth": T.hour_bandwidth(config),
         "audience_days": T.audience_days(config),
         "profile_half_life_days": float(getattr(settings, "profile_half_life_days", 14.0)),
         "profile_activity_half_life_days": float(getattr(settings, "profile_activity_half_life_days", 90.0)),

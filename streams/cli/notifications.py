@@ -71,7 +71,7 @@ def eval_notifications(
     err_console.print(f"off-policy: truth {o['truth']} | ips {o['estimates']['ips']} snips {o['estimates']['snips']} "
                       f"dr {o['estimates']['dr']}", highlight=False)
     err_console.print(f"goals: ratio {g['ratio_vs_send_everything']}x (met: {g['met_ratio_2x']}), meaningful "
-                      f"notifications kept {g['meaningful_notifications_kept']} (met: {g['met_kept_80pct']}; items "
-                      f"{g['meaningful_items_kept']}), snips error {g['snips_relative_error']} "
+                      f"items kept {g['meaningful_items_kept']} (met: {g['met_kept_80pct']}; counting a digest "
+                      f"once {g['meaningful_notifications_kept']}), snips error {g['snips_relative_error']} "
                       f"(met: {g['met_snips_10pct']})", highlight=False)
     print(json.dumps(report, indent=2))

@@ -64,6 +64,13 @@ def eval_timing(
                                                        help="Population prior strength (default: the agent's)."),
         smoothing: Optional[float] = typer.Option(None, "--smoothing", min=0.0, max=1.0,
                                                   help="Day x hour smoothing of the audience map (default: the agent's)."),
+        hour_bandwidth: Optional[int] = typer.Option(None, "--hour-bandwidth", min=0, max=11,
+                                                     help="Half-width in hours of the map's smoothing over adjacent "
+                                                          "hours (default: the agent's, 1)."),
+        truth_until: Optional[float] = typer.Option(None, "--truth-until", min=0.05, max=1.0,
+                                                    help="End the truth here, a fraction of the span after --split "
+                                                         "(development runs that never read the reported period; "
+                                                         "default: the end of the history)."),
         activity_half_life_days: Optional[float] = typer.Option(
             None, "--activity-half-life-days", min=0.1,
             help="user_profiler's active-hours half-life for this run (default: the setting, "
@@ -89,6 +96,7 @@ def eval_timing(
         task = bar.add_task("events", total=None)
         report = run_timing_eval(
             history, s, split=split, dataset=path.name, prior_strength=prior_strength, smoothing=smoothing,
+            hour_bandwidth=hour_bandwidth, truth_until=truth_until,
             progress=lambda done, total: bar.update(task, completed=done, total=total)
             if done % 100 == 0 or done == total else None)
     g = report["goals"]

@@ -116,6 +116,22 @@ def test_quiet_hours_budget_and_feasible_actions():
         P.PolicyParams(exploration=2.0)
 
 
+def test_holding_costs_the_users_share_of_a_digest():
+    p = P.PolicyParams()                                   # send 0.3, hold 0.15: prior size 2
+    assert P.hold_cost(p) == pytest.approx(p.hold_cost)   # no digest yet: the constant
+    # ten digests of 8 items: (80 + 2 * 2) / 12 = 7 items expected, a seventh of a push each
+    assert P.hold_cost(p, 10, 80) == pytest.approx(p.send_cost / 7)
+    # digests of one item: a held item costs a whole push (never more)
+    assert P.hold_cost(p, 50, 50) == pytest.approx(p.send_cost * (50 + 2) / (50 + 4))
+    assert P.hold_cost(p, 1000, 1000) <= p.send_cost
+    assert P.hold_cost(P.PolicyParams(hold_cost=0.0), 3, 30) == 0.0
+    # the bandit holds more readily when the share is small: same arms, same draws
+    arms = {"SEND": [1.0, 9.0], "HOLD": [2.0, 8.0]}     # a HOLD engages about 0.2 of the time
+    costly = B.decide(arms, B.ACTIONS, random.Random(5), hold_cost=P.hold_cost(p))
+    shared = B.decide(arms, B.ACTIONS, random.Random(5), hold_cost=P.hold_cost(p, 10, 80))
+    assert shared.probabilities["HOLD"] > costly.probabilities["HOLD"] + 0.2
+
+
 # --- off-policy estimators -----------------------------------------------------------------------
 
 
@@ -301,9 +317,25 @@ def test_digests_bundle_held_items_and_the_view_follows(tmp_path):
                 if k not in rows or v.timestamp_us >= rows[k][0]:
                     rows[k] = (v.timestamp_us, {**rows.get(k, (0, {}))[1], **v.row})
     assert all(rows[(held[n]["user_id"], n)][1]["status"] == "DIGESTED" for n in bundled)
+    # each user's digests and the items they bundled: what their HOLD cost is shared by
+    st = h.table(N.TABLE)
+    for user in {d["user_id"] for d in digests}:
+        mine = [d for d in digests if d["user_id"] == user]
+        assert st[user]["digest_sizes"] == [len(mine), sum(len(d["digest_notification_ids"]) for d in mine)]
     opened = [r for _, r in rows.values() if r["user_id"] == "u1" and r["type"] == "REPLY" and r["action"] == "SEND"]
     assert opened and all(r["status"] == "OPENED" for r in opened)
     assert not any(k[1] in {e["notification_id"] for e in ev if e["action"] == "DROP"} for k in rows)
+
+
+def test_a_state_written_before_digest_sizes_is_restored_and_counts_from_there():
+    state = DictState(N.TABLE)
+    held = [[f"n{i}", "LIKE", None, "a", T0 - 13 * HOUR, f"e{i}"] for i in range(4)]
+    state.tables[N.TABLE]["u1"] = {"arms": {}, "day": (T0 - DAY) // DAY, "sent": 0, "held": held,
+                                   "digests": 3, "muted": [], "open": {}, "seen": []}   # a v1 state
+    topic, rec = _cand(1, "u1", "LIKE", T0)
+    out = call(N.SPEC, state, topic, rec)
+    st = [e for e in out if isinstance(e, StateSet)][0].value
+    assert st["digests"] == 4 and st["digest_sizes"] == [1, 4]
 
 
 def test_several_partitions_give_the_same_decisions_as_one(tmp_path):

@@ -33,31 +33,55 @@ def one_hot(w: int) -> np.ndarray:
 
 def test_a_tiny_audience_is_mostly_the_population_and_a_large_one_its_own():
     prior = S.population_map([one_hot(POP_HOUR)] * 9 + [one_hot(AUD_HOUR)])
-    tiny = S.posterior([one_hot(AUD_HOUR)], prior, strength=4.0)
+    tiny = S.posterior([one_hot(AUD_HOUR)], prior, strength=4.0, bandwidth=0)
     assert tiny.audience_size == 1 and tiny.prior_weight == pytest.approx(0.8)
     assert tiny.hour_map[POP_HOUR] > tiny.hour_map[AUD_HOUR]          # the prior decides
     assert tiny.hour_map[AUD_HOUR] == pytest.approx((1 + 4 * 0.1) / 5)
-    large = S.posterior([one_hot(AUD_HOUR)] * 500, prior, strength=4.0)
+    large = S.posterior([one_hot(AUD_HOUR)] * 500, prior, strength=4.0, bandwidth=0)
     assert large.prior_weight < 0.01 and large.hour_map[AUD_HOUR] > 0.99
     assert tiny.hour_map.sum() == pytest.approx(1) and large.hour_map.sum() == pytest.approx(1)
     # no usable member: the prior alone; zero strength: the audience alone
-    empty = S.posterior([None, np.zeros(S.HOURS), [1.0, 2.0]], prior, strength=4.0)
+    empty = S.posterior([None, np.zeros(S.HOURS), [1.0, 2.0]], prior, strength=4.0, bandwidth=0)
     assert empty.audience_size == 0 and empty.prior_weight == 1.0
     np.testing.assert_allclose(empty.hour_map, prior)
-    assert S.posterior([one_hot(3)], prior, strength=0.0).hour_map[3] == 1.0
+    assert S.posterior([one_hot(3)], prior, strength=0.0, bandwidth=0).hour_map[3] == 1.0
 
 
 def test_members_weigh_by_activity_and_the_map_pools_days():
     prior = np.full(S.HOURS, 1 / S.HOURS)
     # one member does 99 % of the activity: the map is theirs, the evidence about one member
-    p = S.posterior([one_hot(5), one_hot(30)], prior, 1.0, weights=[99, 1], smoothing=0.0)
+    p = S.posterior([one_hot(5), one_hot(30)], prior, 1.0, weights=[99, 1], smoothing=0.0, bandwidth=0)
     assert p.hour_map[5] > 0.45 and p.hour_map[30] < 0.01
     assert p.prior_weight == pytest.approx(1 / (1 + 100 ** 2 / (99 ** 2 + 1)))
     # Monday 05:00 and Tuesday 06:00: the independence model also expects Monday 06:00
     f = S.factorized((one_hot(5) + one_hot(24 + 6)) / 2)
     assert f[6] == pytest.approx(0.25) and f[5] == pytest.approx(0.25) and f.sum() == pytest.approx(1)
-    assert S.posterior([one_hot(5), one_hot(30)], prior, 0.0, smoothing=1.0).hour_map[6] == pytest.approx(0.25)
-    assert S.posterior([one_hot(5), one_hot(30)], prior, 0.0, smoothing=0.0).hour_map[6] == 0.0
+    assert S.posterior([one_hot(5), one_hot(30)], prior, 0.0, smoothing=1.0, bandwidth=0).hour_map[6] == pytest.approx(0.25)
+    assert S.posterior([one_hot(5), one_hot(30)], prior, 0.0, smoothing=0.0, bandwidth=0).hour_map[6] == 0.0
+
+
+def test_the_map_is_averaged_over_adjacent_hours():
+    # a broad evening (Tuesday 18:00-20:00, 0.2 each) beats one isolated busier hour (Monday
+    # 03:00, 0.3) once each hour counts its neighbours: the evening's middle hour comes first
+    m = np.zeros(S.HOURS)
+    m[3] = 0.3
+    m[24 + 18:24 + 21] = 0.2
+    m[100] = 0.1
+    assert int(np.argmax(m)) == 3
+    smooth = S.hour_smoothed(m, 1)
+    assert int(np.argmax(smooth)) == 24 + 19 and smooth[24 + 19] == pytest.approx(0.2)
+    assert smooth[3] == pytest.approx(0.1) and smooth[2] == smooth[4] == pytest.approx(0.1)
+    assert smooth.sum() == pytest.approx(1)
+    # circular: Sunday 23:00 neighbours Monday 00:00; bandwidth 0 changes nothing
+    assert S.hour_smoothed(one_hot(0), 1)[S.HOURS - 1] == pytest.approx(1 / 3)
+    np.testing.assert_array_equal(S.hour_smoothed(m, 0), m)
+    with pytest.raises(ValueError):
+        S.hour_smoothed(m, 12)
+    # the posterior applies it by default (HOUR_BANDWIDTH), to the prior-only map too
+    prior = np.full(S.HOURS, 1 / S.HOURS)
+    p = S.posterior([one_hot(5)], prior, 0.0, smoothing=0.0)
+    assert S.HOUR_BANDWIDTH == 1 and p.hour_map[4] == p.hour_map[5] == p.hour_map[6] == pytest.approx(1 / 3)
+    np.testing.assert_allclose(S.posterior([], one_hot(7), 1.0).hour_map, S.hour_smoothed(one_hot(7), 1))
 
 
 def test_fit_prior_strength_recovers_the_dirichlet_precision():
@@ -193,24 +217,31 @@ def test_agent_finds_the_audiences_hour_and_shrinks_a_one_follower_creator(tmp_p
     _, h2, _, out2 = _run(tmp_path)
     rows = _latest_rows(out2)
     c1, c2 = rows[("c1", "FLASH")], rows[("c2", "FLASH")]
-    assert (c1["window_days"][0], c1["window_hours"][0]) == (2, 20)
+    # averaged over adjacent hours, the map expects the audience from 19:00 to 21:00 alike, so
+    # a Flash post (freshest in its first hours) goes up at 19:00, meeting all three
+    m1 = np.asarray(c1["hour_map"])
+    assert set(np.argsort(-m1, kind="stable")[:3]) == {AUD_HOUR - 1, AUD_HOUR, AUD_HOUR + 1}
+    assert m1[AUD_HOUR - 1] == m1[AUD_HOUR] == m1[AUD_HOUR + 1] > 0.3
+    assert (c1["window_days"][0], c1["window_hours"][0]) == (2, 19)
     a = S.PRIOR_STRENGTH
     assert c1["audience_size"] == 11 and c1["prior_weight"] == pytest.approx(a / (11 + a), abs=1e-6)  # fan3 left
-    assert c1["next_window_start"] == T0 + 20 * HOUR and len(c1["hour_map"]) == 168
+    assert c1["next_window_start"] == T0 + 19 * HOUR and len(c1["hour_map"]) == 168
     # one follower: the population (Monday 09:00, 30 of 42 users) takes the prior's share and
-    # makes an hour the follower never used the second best
-    assert list(np.argsort(-np.asarray(c2["hour_map"]), kind="stable")[:2]) == [AUD_HOUR, POP_HOUR]
+    # makes hours the follower never used the next best after the follower's evening
+    order = list(np.argsort(-np.asarray(c2["hour_map"]), kind="stable"))
+    assert set(order[:3]) == {AUD_HOUR - 1, AUD_HOUR, AUD_HOUR + 1}
+    assert set(order[3:6]) == {POP_HOUR - 1, POP_HOUR, POP_HOUR + 1}
     assert c2["audience_size"] == 1 and c2["prior_weight"] == pytest.approx(a / (1 + a), abs=1e-6)
-    assert c2["hour_map"][POP_HOUR] == pytest.approx(a / (1 + a) * 30 / 42, abs=1e-6)
+    assert c2["hour_map"][POP_HOUR] == pytest.approx(a / (1 + a) * 30 / 42 / 3, abs=1e-6)
     assert rows[("c3", "FOREVER")]["audience_size"] == 2                              # commenter, answerer
     events = [h2.decode(e) for e in out2.emits]
     assert {(e["creator_id"], e["content_type"]) for e in events} >= {("c1", ct) for ct in W.CONTENT_TYPES}
     first_c1 = [e for e in events if e["creator_id"] == "c1" and e["content_type"] == "FLASH"]
     # emitted when the windows change, not at every follow: c1's first follower already put
-    # Wednesday 20:00 on top, later followers reorder only the rest
+    # Wednesday 19:00 on top, later followers reorder only the rest
     assert 1 <= len(first_c1) < 12
     last = first_c1[-1]
-    assert (last["windows"][0]["day_of_week"], last["windows"][0]["hour"]) == (2, 20)
+    assert (last["windows"][0]["day_of_week"], last["windows"][0]["hour"]) == (2, 19)
     assert [(w["day_of_week"], w["hour"]) for w in last["windows"]] == list(zip(c1["window_days"], c1["window_hours"]))
     assert last["model"] == T.MODEL and last["producer"] == T.NAME
 
@@ -257,6 +288,8 @@ def test_settings_override_the_constants():
 
     assert T.prior_strength(SimpleNamespace(timing_prior_strength=9)) == 9.0
     assert T.prior_strength(None) == S.PRIOR_STRENGTH
+    assert T.hour_bandwidth(SimpleNamespace(timing_hour_bandwidth=2)) == 2
+    assert T.hour_bandwidth(None) == S.HOUR_BANDWIDTH
     assert T.audience_days(SimpleNamespace(timing_audience_days=7)) == 7.0
     st = {"members": {"a": [0, "", 0, T0], "b": [0, "", 1, 0]}}
     assert T.audience_at(st, T0 + 10 * DAY, 7) == ["b"] and T.audience_at(st, T0, 7) == ["a", "b"]
