@@ -21,7 +21,8 @@ Partitioning (why three stages)
        two topics at different paces) wait in the post's state and are folded when it arrives.
        Per partition: a clock (largest signal time), the posts due for a prediction or for
        learning, and the virality model (:class:`models.analytics.virality.ViralityModel`).
-    3. ``creator_analytics`` (state per creator; source ``creator-engagements``): the creator's
+    3. ``creator_analytics`` (state per creator; sources ``creator-engagements`` and
+       ``erasure-requests``, which forgets an erased creator's totals): the creator's
        totals and sketches, written to the creator's ``''`` row.
 
     Stages 2 and 3 read one topic each, so their results depend only on their partition's log
@@ -58,6 +59,7 @@ import bisect
 import math
 from typing import Any
 
+from agents.shared.erasure import ERASURE_TOPIC, forget_user
 from models.analytics import signals as S
 from models.analytics.reach import LG_K, Reach
 from models.analytics.virality import ViralityModel
@@ -321,7 +323,10 @@ def _predict(ctx: Context, post_id: str, st: dict, at: int, model: ViralityModel
 
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
-    """Fold one ``CreatorEngagement`` into its creator's totals and write the creator's row."""
+    """Fold one ``CreatorEngagement`` into its creator's totals and write the creator's row; an
+    erasure request forgets the creator's totals."""
+    if event.topic == ERASURE_TOPIC:
+        return forget_user(state, event, NAME, (CREATORS,))
     if event.topic != "creator-engagements":
         return []
     r, t, config = event.record, event.event_time_ms, ctx.config
@@ -369,7 +374,7 @@ POSTS_SPEC = AgentSpec(
 
 SPEC = AgentSpec(
     name=NAME,
-    topics=("creator-engagements",),
+    topics=("creator-engagements", ERASURE_TOPIC),
     process=process,
     tables=(CREATORS,),
     doc="Per-creator reach (HLL) and engagement totals.",

@@ -3,7 +3,8 @@ into ``user_feeds`` (one row per user) and announced on ``feed-updates`` (compac
 
 Sources (keyed by user, so one user's events meet in one partition): ``feed-candidates``
 (feed_fanout's pushes), ``profiles`` (user_profiler), ``follows`` (the user's own), and
-``interactions`` (what the user has seen, hidden or reported). Side inputs: ``posts-published``
+``interactions`` (what the user has seen, hidden or reported), and ``erasure-requests`` (the
+user's entry is forgotten, :mod:`agents.shared.erasure`). Side inputs: ``posts-published``
 (:class:`PublishedPosts`), ``content-enriched`` (:class:`PostVectors`) and ``takedowns``
 (:class:`Takedowns`).
 
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.shared.erasure import ERASURE_TOPIC, forget_user
 from agents.shared.posts import (PostFacts, PostVectors, PublishedPosts, open_published, open_takedowns,
                                  open_vectors, unit)
 from models.ranking import relevance as R
@@ -296,7 +298,10 @@ def load(config: Any) -> ItemNeighbours | None:
 
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
-    """Fold one event into the user's state and re-rank their feed (module docstring)."""
+    """Fold one event into the user's state and re-rank their feed (module docstring); an
+    erasure request forgets the user."""
+    if event.topic == ERASURE_TOPIC:
+        return forget_user(state, event, NAME, (TABLE,))
     r = event.record
     user = r["follower_id"] if event.topic == "follows" else r["user_id"]
     st = state.get(TABLE, user) or {"profile": None, "follows": {}, "seen": {}, "hidden": {},
@@ -330,7 +335,7 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
 
 SPEC = AgentSpec(
     name=NAME,
-    topics=("feed-candidates", "profiles", "follows", "interactions"),
+    topics=("feed-candidates", "profiles", "follows", "interactions", ERASURE_TOPIC),
     process=process,
     outputs=("feed-updates",),
     tables=(TABLE,),

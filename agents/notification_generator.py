@@ -52,13 +52,21 @@ View ``notifications`` (one row per SEND, HOLD and DIGEST, newest first; DROPs o
 topic): status SENT / HELD, then DIGESTED for held items, then the strongest reaction
 (DELIVERED < DISMISSED < OPENED < ACTED < MUTED).
 
+Erasure: ``erasure-requests`` (also keyed by user) forgets the user's entry
+(:mod:`agents.shared.erasure`); other users' entries may still name the erased user as a
+notification's actor.
+
 State (``notification_users``, one JSON object per user)::
 
     {"arms": {type: {"SEND": [alpha, beta], "HOLD": [alpha, beta]}}, "day": UTC day,
      "sent": sent on their own that day, "held": [[notification_id, type, post_id, actor_id,
      held_at ms, candidate event id], ...], "digests": digests emitted, "muted": [type, ...],
      "open": {notification_id: [type, kind SEND|HOLD|DIGEST, sent_at ms, flags, status rank,
-     status writes, [digest item ids]]}, "seen": [candidate event ids]}
+     status writes, [digest item ids]]}, "seen": [candidate event ids],
+     "digest_sizes": [digests, items they bundled]}   # absent in states written before v2
+
+HOLD's cost is the user's share of a digest (:func:`models.notifications.policy.hold_cost`):
+``send_cost`` over the user's expected items per digest, from ``digest_sizes``.
 
 Constants: :class:`models.notifications.policy.PolicyParams`'s defaults, overridden by the
 settings attributes ``notification_daily_budget``, ``notification_quiet_share``,
@@ -72,6 +80,7 @@ from typing import Any
 
 from agents.shared.activity import open_audience_activity
 from agents.shared.affinities import open_subject_affinities
+from agents.shared.erasure import ERASURE_TOPIC, forget_user
 from agents.shared.posts import PublishedPosts, open_published
 from agents.shared.social import open_follow_graph
 from models.notifications import bandit as B
@@ -82,7 +91,8 @@ from streams.contracts.effects import Effect, Emit, StateSet, Upsert
 NAME = "notification_generator"
 CANDIDATES_NAME = "notification_candidates"
 MODEL = "notification_generator.thompson_beta"
-MODEL_VERSION = "1"
+#: 2: HOLD costs the user's share of a digest (``send_cost`` over their expected digest size).
+MODEL_VERSION = "2"
 TABLE = "notification_users"
 VIEW = "notifications"
 #: Followers told about a creator's new post, at most (the first by user id): a larger
@@ -207,7 +217,8 @@ def title_of(kind: str, actor: str | None, subject: str | None, n_items: int = 0
 
 
 def _new_state(day: int) -> dict:
-    return {"arms": {}, "day": day, "sent": 0, "held": [], "digests": 0, "muted": [], "open": {}, "seen": []}
+    return {"arms": {}, "day": day, "sent": 0, "held": [], "digests": 0, "muted": [], "open": {}, "seen": [],
+            "digest_sizes": [0, 0]}
 
 
 def _copy(st: dict) -> dict:
@@ -254,6 +265,8 @@ def _maybe_digest(st: dict, user: str, event: Event, ctx: Context, t: int, quiet
     if "DIGEST" in st["muted"] or not P.digest_due(held, t, quiet, p):
         return []
     st["digests"] += 1
+    n, items = st.get("digest_sizes") or (0, 0)
+    st["digest_sizes"] = [n + 1, items + len(held)]  # a new list: copy on write (_copy)
     nid = ctx.derive_id(f"digest#{st['digests']}", cause_event_id=f"user:{user}")
     probs = {"SEND": 1.0, "HOLD": 0.0, "DROP": 0.0}
     out: list[Effect] = [_notification(ctx, event, user, t, nid, "DIGEST", "SEND", probs, None, digest=held)]
@@ -285,7 +298,8 @@ def _decide(st: dict, r: dict, event: Event, ctx: Context, t: int, quiet: bool, 
     choices = P.feasible(quiet=quiet, sent_today=st["sent"], muted=kind in st["muted"],
                          digests_muted="DIGEST" in st["muted"], p=p)
     arms = {"SEND": _arm(st, kind, "SEND"), "HOLD": _arm(st, kind, "HOLD")}
-    d = B.decide(arms, choices, ctx.rng, send_cost=p.send_cost, hold_cost=p.hold_cost, draws=p.draws,
+    hold_cost = P.hold_cost(p, *(st.get("digest_sizes") or (0, 0)))
+    d = B.decide(arms, choices, ctx.rng, send_cost=p.send_cost, hold_cost=hold_cost, draws=p.draws,
                  exploration=p.exploration)
     nid = ctx.derive_id("decision")
     expected = d.expected.get(d.action)
@@ -339,7 +353,10 @@ def _feedback(st: dict, r: dict, t: int, p: P.PolicyParams) -> list[Effect]:
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     """One candidate (decide, maybe flush the digest first) or one feedback (update the arms,
-    maybe flush the digest) for its user (module docstring)."""
+    maybe flush the digest) for its user (module docstring); an erasure request forgets the
+    user (their arms, budget, held items and open notifications)."""
+    if event.topic == ERASURE_TOPIC:
+        return forget_user(state, event, NAME, (TABLE,))
     r = event.record
     user = r.get("user_id")
     if not user or event.topic not in ("notification-candidates", "notification-feedback"):
@@ -383,7 +400,7 @@ CANDIDATES_SPEC = AgentSpec(
 
 SPEC = AgentSpec(
     name=NAME,
-    topics=("notification-candidates", "notification-feedback"),
+    topics=("notification-candidates", "notification-feedback", ERASURE_TOPIC),
     process=process,
     outputs=("notifications",),
     tables=(TABLE,),

@@ -1,7 +1,7 @@
 """The single list of Pulse's agents. ``pulse worker`` runs all of them unless told otherwise."""
 from __future__ import annotations
 
-from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, creator_analytics,
+from agents import (clip_ai, content_guard, copyright_guard, copyright_rescan, creator_analytics, eraser,
                     feed_fanout, feed_ranker, materializer, notification_generator, publisher, timing_optimizer,
                     trend_detector, user_profiler)
 from streams.contracts.agent import AgentSpec
@@ -26,6 +26,7 @@ AGENTS: dict[str, AgentSpec] = {spec.name: spec for spec in (
     creator_analytics.SIGNALS_SPEC,
     creator_analytics.POSTS_SPEC,
     creator_analytics.SPEC,
+    eraser.SPEC,
 )}
 
 

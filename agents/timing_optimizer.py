@@ -41,8 +41,12 @@ weighted by their activity (the profile's event count decayed to the clock at th
 active-hours half-life, :class:`agents.shared.activity.AudienceActivity`), smoothed toward its day x hour
 structure (``timing_smoothing``, default :data:`models.timing.shrinkage.SMOOTHING`), with the
 population prior and strength ``timing_prior_strength`` (default
-:data:`models.timing.shrinkage.PRIOR_STRENGTH`); windows per content type:
-:mod:`models.timing.windows`.
+:data:`models.timing.shrinkage.PRIOR_STRENGTH`), averaged over adjacent hours of the week
+(``timing_hour_bandwidth``, default :data:`models.timing.shrinkage.HOUR_BANDWIDTH`: a 3-hour
+window); windows per content type: :mod:`models.timing.windows`.
+
+Erasure: ``erasure-requests`` (keyed by user, so by creator here) forgets the creator's entry
+(:mod:`agents.shared.erasure`).
 
 State (``timing_audiences``, one JSON object per creator)::
 
@@ -57,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from agents.shared.activity import AudienceActivity, open_audience_activity
+from agents.shared.erasure import ERASURE_TOPIC, forget_user
 from agents.shared.posts import PublishedPosts, open_published
 from models.profiles.interests import DAY_MS, engagement_kind
 from models.timing import shrinkage as S
@@ -67,7 +72,8 @@ from streams.contracts.effects import Effect, Emit, StateSet, Upsert
 NAME = "timing_optimizer"
 AUDIENCE_NAME = "timing_audience"
 MODEL = "timing_optimizer.dirichlet_audience_map"
-MODEL_VERSION = "1"
+#: 2: the map is averaged over adjacent hours (3-hour box) and the prior strength is 0.5.
+MODEL_VERSION = "2"
 TABLE = "timing_audiences"
 VIEW = "golden_moments"
 #: An engager without a follow stays in the audience this long after their last engagement.
@@ -90,6 +96,12 @@ def smoothing(config: Any) -> float:
     """``timing_smoothing`` of ``config`` when set, else :data:`S.SMOOTHING`."""
     v = getattr(config, "timing_smoothing", None)
     return S.SMOOTHING if v is None else float(v)
+
+
+def hour_bandwidth(config: Any) -> int:
+    """``timing_hour_bandwidth`` of ``config`` when set, else :data:`S.HOUR_BANDWIDTH`."""
+    v = getattr(config, "timing_hour_bandwidth", None)
+    return S.HOUR_BANDWIDTH if v is None else int(v)
 
 
 def audience_days(config: Any) -> float:
@@ -193,7 +205,8 @@ def golden_moment(st: dict, t: int, activity: AudienceActivity | None, config: A
     entries = [] if activity is None else [e for e in (activity.activity(u, t) for u in members) if e is not None]
     prior = activity.population(t) if activity is not None else np.full(S.HOURS, 1.0 / S.HOURS)
     post = S.posterior([h for h, _ in entries], prior, prior_strength(config),
-                       weights=[w for _, w in entries], smoothing=smoothing(config))
+                       weights=[w for _, w in entries], smoothing=smoothing(config),
+                       bandwidth=hour_bandwidth(config))
     tops = {ct: W.top_windows(W.window_scores(post.hour_map, ct))
             for ct in (*W.CONTENT_TYPES, W.HOURLY)}
     return post, tops
@@ -201,7 +214,10 @@ def golden_moment(st: dict, t: int, activity: AudienceActivity | None, config: A
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     """Fold one audience signal into its creator's audience, recompute the golden moment as of the
-    creator's clock, write the view and emit the content types whose windows changed."""
+    creator's clock, write the view and emit the content types whose windows changed; an erasure
+    request forgets the creator's audience (:mod:`agents.shared.erasure`)."""
+    if event.topic == ERASURE_TOPIC:
+        return forget_user(state, event, NAME, (TABLE,))
     if event.topic != "timing-audience":
         return []
     r = event.record
@@ -264,7 +280,7 @@ AUDIENCE_SPEC = AgentSpec(
 
 SPEC = AgentSpec(
     name=NAME,
-    topics=("timing-audience",),
+    topics=("timing-audience", ERASURE_TOPIC),
     process=process,
     outputs=("golden-moments",),
     tables=(TABLE,),

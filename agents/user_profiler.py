@@ -3,7 +3,8 @@ own posts; emitted on ``profiles`` (compacted), materialized into the ``profiles
 ``user_interests`` vector collection.
 
 Sources (keyed by the acting user, so one user's events meet in one partition): ``interactions``,
-``follows``, ``signups``. Side inputs: ``posts-published`` (:class:`PublishedPosts`: what a post
+``follows``, ``signups``, and ``erasure-requests`` (the user's entry is forgotten,
+:mod:`agents.shared.erasure`). Side inputs: ``posts-published`` (:class:`PublishedPosts`: what a post
 is about, who made it, the user's own posts and answers), ``content-enriched``
 (:class:`PostVectors`: each post's vector) and ``profiles`` (:class:`InterestPopulation`: what
 users with the same declared interests engage with, for the cold start).
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.shared.erasure import ERASURE_TOPIC, forget_user
 from agents.shared.posts import PostFacts, PostVectors, PublishedPosts, open_published, open_vectors, unit
 from models.profiles import interests as I
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State, ms_of
@@ -252,7 +254,9 @@ def profile_of(st: dict[str, Any], user: str, ctx: Context) -> dict[str, Any]:
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     """Fold one interaction, follow or signup into its user's profile and emit the profile as of
-    the user's latest event (see the module docstring)."""
+    the user's latest event (see the module docstring); an erasure request forgets the user."""
+    if event.topic == ERASURE_TOPIC:
+        return forget_user(state, event, NAME, (TABLE,))
     user = event.record["follower_id"] if event.topic == "follows" else event.record["user_id"]
     st = state.get(TABLE, user) or {"signup": None, "activity": [], "follows": {}, "n": 0, "latest": None}
     st = {**st, "activity": [list(a) for a in st["activity"]], "follows": dict(st["follows"])}
@@ -285,7 +289,7 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
 
 SPEC = AgentSpec(
     name=NAME,
-    topics=("interactions", "follows", "signups"),
+    topics=("interactions", "follows", "signups", ERASURE_TOPIC),
     process=process,
     outputs=("profiles",),
     tables=(TABLE,),

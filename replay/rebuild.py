@@ -296,7 +296,10 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         # the schema in the new keyspace; the context keeps the base keyspace in its settings, so
         # the vector sink writes the rebuilt keyspace's own collections (``<into>__content``)
         apply_schema(replace(settings, cassandra_keyspace=into))
-    ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into)
+    from streams.stores.keys import subject_keys
+
+    # personal fields decrypted with the live run's keys (a shredded subject's read as erased)
+    ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into, keys=subject_keys(settings))
     topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
     by_topic = {t: [sp for sp in specs if t in sp.topics] for t in topics}
     order = upstream_first(specs)
@@ -330,7 +333,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
                 out["dead_letter_list"].append({"topic": m.topic, "partition": m.partition,
                                                 "offset": m.offset, "reason": _reason(ctx, e)})
         for e in result.emits:
-            if collect:
+            if collect and e.value is not None:  # a tombstone has no event id (verify skips them)
                 eid = _event_id(ctx, e)
                 emitted.setdefault(e.topic, {})[eid] = e.value
                 emitted_by.setdefault(e.topic, {})[eid] = spec.name
@@ -430,9 +433,12 @@ class Written:
         """Agent name -> the tables and collections it wrote."""
 
     def add(self, effects, agent: str | None = None) -> None:
-        from streams.contracts.effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+        from streams.contracts.effects import (Delete, ShredKey, Upsert, VectorDelete, VectorSetPayload,
+                                               VectorUpsert)
 
         for e in effects:
+            if isinstance(e, ShredKey):
+                continue  # a subject's key: not a view to compare
             if agent is not None:
                 self.by_agent.setdefault(agent, set()).add(getattr(e, "table", None) or e.collection)
             if isinstance(e, (Upsert, Delete)):

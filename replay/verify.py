@@ -16,6 +16,12 @@ After ``rebuild_views(..., into=KEYSPACE, collect=True)`` (``pulse replay rebuil
 Dead letters are not compared (they record the run, e.g. when a store was down). Every
 difference is listed; the CLI prints them all and exits non-zero when there is one.
 
+**Erased subjects.** After an erasure (``erasure-requests``, scope USER) a rebuild must differ
+from the live run for that user: their personal fields read as erased, their key is shredded,
+and the eraser removed their rows and points from the live stores. A difference that involves an
+erased user (an event, row or point that names them in an id field or its key) is therefore not
+a difference: it is counted in :attr:`Report.erased` and named in a note.
+
 Order-sensitive agents (``AgentSpec.order_sensitive``: they join live streams through side
 inputs without a watermark) are held to what they can promise: their differences from the live
 run are counted as *divergence*, and they are rebuilt a second time, into a scratch keyspace that
@@ -43,6 +49,11 @@ class Difference:
     where: str
     key: str
     detail: str
+    subjects: frozenset = frozenset()
+    """User ids the event, row or point names (see :data:`SUBJECT_FIELDS`): what lets a
+    difference of an erased user be told apart."""
+    producer: str | None = None
+    """For an event: the agent that emitted it (its ``producer`` field, live or replayed)."""
 
     def line(self) -> str:
         return f"{self.kind} {self.where} {self.key}: {self.detail}"
@@ -58,6 +69,8 @@ class Report:
     differences: list[Difference] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What could not be compared, and why (not differences)."""
+    erased: int = 0
+    """Differences that involve an erased user (module docstring): expected, not counted."""
     divergence: list[Difference] = field(default_factory=list)
     """Differences between the live run and the rebuild in the outputs of order-sensitive agents
     (``AgentSpec.order_sensitive``): measured, not errors."""
@@ -71,6 +84,7 @@ class Report:
         return {"events_compared": self.events, "rows_compared": self.rows,
                 "points_compared": self.points, "differences": len(self.differences),
                 "difference_list": [d.line() for d in self.differences], "notes": self.notes,
+                "erased_subject_differences": self.erased,
                 "live_divergence": len(self.divergence), "live_divergence_by_output": by_where,
                 "live_divergence_examples": [d.line() for d in self.divergence[:MAX_DIVERGENCE_LISTED]],
                 "rebuilt_twice_compared": self.rechecked}
@@ -99,6 +113,7 @@ def verify_rebuild(settings: Settings, rebuilt: dict, *, live_keyspace: str | No
     step("derived events")
     emitted = {t: {} for t in rebuilt.get("outputs", ())}
     emitted.update(rebuilt["emitted"])
+    erased = erased_subjects(settings)
     compare_events(settings, rebuilt["agents"], emitted, report)
     cluster, session = connect(settings)
     try:
@@ -111,6 +126,8 @@ def verify_rebuild(settings: Settings, rebuilt: dict, *, live_keyspace: str | No
     if rebuilt["written"].points:
         step("vector points")
         compare_points(settings, live, rebuilt["keyspace"], rebuilt["written"], report)
+    if erased:
+        _drop_erased(report, erased)
     sensitive = [a for a in rebuilt["agents"] if AGENTS[a].order_sensitive]
     if sensitive:
         _split_divergence(report, sensitive, rebuilt["written"], rebuilt.get("emitted_by", {}),
@@ -121,6 +138,34 @@ def verify_rebuild(settings: Settings, rebuilt: dict, *, live_keyspace: str | No
     return report
 
 
+#: Record fields that name a user (the subject of an erasure) in Pulse's events.
+SUBJECT_FIELDS = ("user_id", "creator_id", "author_id", "follower_id", "followee_id", "actor_id")
+
+
+def erased_subjects(settings: Settings) -> set[str]:
+    """User ids of every scope-USER request on ``erasure-requests`` (empty without the topic)."""
+    from replay.reader import read_topic
+    from streams.contracts.codec import CodecError
+    from streams.contracts.topics import TopicError
+
+    try:
+        return {r["user_id"] for _pos, r in read_topic(settings, "erasure-requests", on_error="skip")
+                if str(r.get("scope")) == "USER"}
+    except (CodecError, TopicError):
+        return set()
+
+
+def _drop_erased(report: Report, erased: set[str]) -> None:
+    """Move the differences that name an erased user out of ``report.differences``."""
+    kept = [d for d in report.differences if not (d.subjects & erased)]
+    dropped = len(report.differences) - len(kept)
+    if dropped:
+        report.erased += dropped
+        report.differences = kept
+        report.notes.append(f"{dropped} difference(s) involve erased users ({len(erased)} erased: "
+                            f"their data must not come back) and are not counted")
+
+
 def _split_divergence(report: Report, sensitive: list[str], written: Any,
                       emitted_by: dict[str, dict[str, str]] | None = None,
                       others: list[str] = ()) -> None:
@@ -128,8 +173,9 @@ def _split_divergence(report: Report, sensitive: list[str], written: Any,
 
     A topic that an order-sensitive agent shares with another rebuilt agent (copyright_rescan
     and copyright_guard both emit ``copyright-verdicts``) is split by event: the rebuild records
-    which agent emitted each event (``emitted_by``); an event only the live run has cannot be
-    attributed there, so it stays a difference."""
+    which agent emitted each event (``emitted_by``), and an event only the live run has by its
+    ``producer`` field (the eraser shares ``feed-updates`` with feed_ranker, but writes only
+    tombstones there)."""
     emitted_by = emitted_by or {}
     outputs = {t for a in sensitive for t in AGENTS[a].outputs}
     shared = outputs & {t for a in others for t in AGENTS[a].outputs}
@@ -142,7 +188,7 @@ def _split_divergence(report: Report, sensitive: list[str], written: Any,
         if d.kind != "event":
             ours = d.where in stores
         elif d.where in shared:
-            ours = emitted_by.get(d.where, {}).get(d.key) in sensitive
+            ours = (emitted_by.get(d.where, {}).get(d.key) or d.producer) in sensitive
         else:
             ours = d.where in outputs
         (report.divergence if ours else keep).append(d)
@@ -239,16 +285,24 @@ def compare_events(settings: Settings, agents: Iterable[str], emitted: dict[str,
             live[eid] = value
         replayed = emitted[topic]
         report.events[topic] = len(replayed)
+
+        def named(value: bytes) -> tuple[frozenset, str | None]:
+            record = codec.decode(value)
+            return (frozenset(str(record[f]) for f in SUBJECT_FIELDS if record.get(f) is not None),
+                    record.get("producer"))
+
         for eid in sorted(set(live) | set(replayed)):
             a, b = live.get(eid), replayed.get(eid)
             if a is None:
                 report.differences.append(Difference("event", topic, eid, "emitted by the replay, "
-                                                     "not on the live topic"))
+                                                     "not on the live topic", *named(b)))
             elif b is None:
                 report.differences.append(Difference("event", topic, eid, "on the live topic, "
-                                                     "not emitted by the replay"))
+                                                     "not emitted by the replay", *named(a)))
             elif a != b:
-                report.differences.append(Difference("event", topic, eid, _event_diff(codec, a, b)))
+                subjects, producer = named(a)
+                report.differences.append(Difference("event", topic, eid, _event_diff(codec, a, b),
+                                                     subjects | named(b)[0], producer))
 
 
 def _event_diff(codec: Any, live: bytes, replayed: bytes) -> str:
@@ -313,16 +367,20 @@ def compare_table(session: Any, live: str, rebuilt: str, table: str, columns: se
 
     a, b = rows(live), rows(rebuilt)
     report.rows[table] = len(b)
+
+    def subjects(key: tuple) -> frozenset:  # every text value of the row, either side
+        return frozenset(str(v) for v in key + a.get(key, ()) + b.get(key, ()) if isinstance(v, str))
+
     for key in sorted(set(a) | set(b), key=repr):
         label = "/".join(str(k) for k in key)
         if key not in b:
-            report.differences.append(Difference("row", table, label, "in the live view only"))
+            report.differences.append(Difference("row", table, label, "in the live view only", subjects(key)))
         elif key not in a:
-            report.differences.append(Difference("row", table, label, "in the rebuilt view only"))
+            report.differences.append(Difference("row", table, label, "in the rebuilt view only", subjects(key)))
         elif a[key] != b[key]:
             diff = [f"{c}: live {x!r} vs rebuilt {y!r}" for c, x, y in zip(values, a[key], b[key])
                     if x != y]
-            report.differences.append(Difference("row", table, label, "; ".join(diff)))
+            report.differences.append(Difference("row", table, label, "; ".join(diff), subjects(key)))
 
 
 # -- vector points ------------------------------------------------------------------------------------
@@ -351,16 +409,18 @@ def compare_points(settings: Settings, live: str, rebuilt: str, written: Any, re
             report.points[collection] = len(got["rebuilt"])
             for i in ids:
                 a, b = got["live"].get(i), got["rebuilt"].get(i)
+                named = frozenset([str(i)] + [str(p.payload[f]) for p in (a, b) if p is not None
+                                              for f in SUBJECT_FIELDS if p.payload.get(f) is not None])
                 if (a is None) != (b is None):
                     where = "live" if b is None else "rebuilt"
                     report.differences.append(Difference("point", collection, i,
-                                                         f"in the {where} collection only"))
+                                                         f"in the {where} collection only", named))
                     continue
                 if a is None:
                     continue
                 detail = _point_diff(a, b, keys, collection in written.vectors)
                 if detail:
-                    report.differences.append(Difference("point", collection, i, detail))
+                    report.differences.append(Difference("point", collection, i, detail, named))
     finally:
         index.close()
 

@@ -43,13 +43,22 @@ class Publisher:
         Goes into each event's ``producer`` field when the record has none.
     config:
         Extra librdkafka producer settings (e.g. ``{"linger.ms": 20}``).
+    keys:
+        The data subjects' keys that encrypt personal fields (``streams/contracts/personal.py``):
+        by default :func:`streams.stores.keys.subject_keys` of ``settings`` (``None`` when
+        ``PULSE_PERSONAL_DATA_ENCRYPTION`` is off); pass ``None`` to publish them as they are.
+        A subject's key is made on its first personal field (one Cassandra lightweight
+        transaction), then cached.
     """
 
     def __init__(self, settings: Settings, producer_name: str = "pulse-sdk",
-                 config: dict[str, Any] | None = None):
+                 config: dict[str, Any] | None = None, keys: Any = "from settings"):
         from confluent_kafka import Producer
 
+        from streams.stores.keys import subject_keys
+
         self.settings = settings
+        self.keys = subject_keys(settings) if isinstance(keys, str) else keys
         self.producer_name = producer_name
         self._codecs: dict[str, Any] = {}
         self._errors: list[str] = []
@@ -67,7 +76,8 @@ class Publisher:
     def _codec(self, topic: str):
         c = self._codecs.get(topic)
         if c is None:
-            c = self._codecs[topic] = codec_for(self.settings, topic_spec(topic).schema, topic)
+            c = self._codecs[topic] = codec_for(self.settings, topic_spec(topic).schema, topic,
+                                                keys=self.keys)
         return c
 
     def _on_delivery(self, err, msg) -> None:
@@ -156,8 +166,12 @@ class Publisher:
             raise PublishError(f"{len(errors)} events were refused; first: {errors[0]}")
 
     def close(self) -> None:
-        """Flush and release the producer."""
-        self.flush()
+        """Flush and release the producer (and the key store's connection)."""
+        try:
+            self.flush()
+        finally:
+            if self.keys is not None and hasattr(self.keys, "close"):
+                self.keys.close()
 
     def __enter__(self) -> "Publisher":
         return self

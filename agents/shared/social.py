@@ -50,12 +50,22 @@ class FollowGraph:
         """Who follows ``creator_id`` at ``as_of_ms``, sorted."""
         with self._lock:
             edges = list(self._edges.get(creator_id, {}).items())
-        out = []
-        for follower, events in edges:
-            i = bisect.bisect_right(events, (as_of_ms, "\U0010ffff", True))
-            if i and events[i - 1][2]:
-                out.append(follower)
-        return sorted(out)
+        return sorted(follower for follower, events in edges if _follows_at(events, as_of_ms))
+
+    def followees(self, user_id: str, as_of_ms: int) -> list[str]:
+        """Whom ``user_id`` follows at ``as_of_ms``, sorted. Scans every creator's edges (the
+        graph is indexed by creator): for rare questions such as an erasure, not a hot path."""
+        with self._lock:
+            edges = [(creator, list(by_follower[user_id]))
+                     for creator, by_follower in self._edges.items() if user_id in by_follower]
+        return sorted(creator for creator, events in edges if _follows_at(events, as_of_ms))
+
+
+def _follows_at(events: list[tuple[int, str, bool]], as_of_ms: int) -> bool:
+    """Whether a pair's FOLLOW / UNFOLLOW events (sorted by time and id) end in a follow at
+    ``as_of_ms``."""
+    i = bisect.bisect_right(events, (as_of_ms, "\U0010ffff", True))
+    return bool(i) and events[i - 1][2]
 
 
 class UserInterests:

@@ -174,14 +174,24 @@ class AvroCodec:
 # Choosing a codec, and Faust.
 
 
-def codec_for(settings: Any, event_type: str, topic: str, *, catalog: Optional[SchemaCatalog] = None) -> EventCodec:
+def codec_for(settings: Any, event_type: str, topic: str, *, catalog: Optional[SchemaCatalog] = None,
+              keys: Any = None) -> EventCodec:
     """The codec for ``event_type`` values on ``topic``: :class:`ConfluentCodec` (subject
     ``"<topic>-value"``) when ``settings.schema_registry_url`` is set, else :class:`AvroCodec`.
-    ``catalog`` defaults to :func:`~streams.contracts.schemas.default_catalog`."""
+    ``catalog`` defaults to :func:`~streams.contracts.schemas.default_catalog`.
+
+    ``keys`` (a :class:`~streams.contracts.personal.SubjectKeys`, e.g.
+    ``streams.stores.keys.subject_keys(settings)``): the event type's personal fields are
+    encrypted on encode and decrypted on decode (:class:`~streams.contracts.personal.PersonalCodec`);
+    ``None`` reads and writes them as they are."""
+    from streams.contracts.personal import with_personal_data
+
     catalog = catalog or default_catalog()
     if settings.schema_registry_url:
-        return ConfluentCodec(settings.schema_registry_url, f"{topic}-value", catalog, event_type)
-    return AvroCodec(catalog, event_type)
+        codec: EventCodec = ConfluentCodec(settings.schema_registry_url, f"{topic}-value", catalog, event_type)
+    else:
+        codec = AvroCodec(catalog, event_type)
+    return with_personal_data(codec, keys)
 
 
 def faust_codec_name(event_type: EventType) -> str:

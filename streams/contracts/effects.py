@@ -25,7 +25,13 @@ class Upsert:
 
 @dataclass(frozen=True)
 class Delete:
-    """Delete the row of ``table`` whose primary key is ``key``, at ``timestamp_us``."""
+    """Delete the row of ``table`` whose primary key is ``key``, at ``timestamp_us``.
+
+    ``key`` may also be a prefix of the primary key: the partition key columns alone delete the
+    whole partition (one partition tombstone), the partition key plus leading clustering columns
+    a range of rows (CQL ``DELETE ... WHERE`` on a key prefix). Rows written later with a greater
+    timestamp are not affected.
+    """
 
     table: str
     key: dict[str, Any]
@@ -38,6 +44,32 @@ class Emit:
 
     topic: str
     record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """Publish a tombstone (the key with a null value) to the compacted ``topic``: log compaction
+    then removes every earlier value of ``key`` (Kafka documentation, "Log Compaction").
+
+    Only for topics whose catalog policy is ``compacted`` (``infra/kafka/topics.toml``); the
+    eraser (``agents/eraser.py``) writes them for an erased user's profile and feed and for their
+    posts' fingerprints. Consumers never see a tombstone as an event: the runtime, side inputs,
+    the replay reader and exports skip null values.
+    """
+
+    topic: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ShredKey:
+    """Delete data subject ``subject``'s encryption key for good (crypto-shredding,
+    ``streams/contracts/personal.py``): every personal field encrypted under it becomes
+    unreadable in the log, its replays and exports. Written by the Cassandra sink (the keys live
+    in Cassandra, ``streams/stores/keys.py``); idempotent. Only the eraser returns it.
+    """
+
+    subject: str
 
 
 @dataclass(frozen=True)
@@ -101,10 +133,10 @@ class StateDelete:
     key: str
 
 
-Effect = Union[Upsert, Delete, Emit, VectorUpsert, VectorDelete, VectorSetPayload, StateSet,
-               StateDelete]
-#: Effects that write a store through the sinks (Cassandra rows, vector points).
-VIEW_EFFECTS = (Upsert, Delete, VectorUpsert, VectorDelete, VectorSetPayload)
+Effect = Union[Upsert, Delete, Emit, Tombstone, ShredKey, VectorUpsert, VectorDelete,
+               VectorSetPayload, StateSet, StateDelete]
+#: Effects that write a store through the sinks (Cassandra rows and keys, vector points).
+VIEW_EFFECTS = (Upsert, Delete, ShredKey, VectorUpsert, VectorDelete, VectorSetPayload)
 #: Effects on the agent's own state tables.
 STATE_EFFECTS = (StateSet, StateDelete)
 

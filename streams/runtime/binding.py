@@ -32,6 +32,7 @@ from streams.contracts.effects import StateDelete
 from streams.contracts.topics import topic_catalog
 from streams.runtime.engine import POSITIONS_TABLE, AgentRunner, BatchOutput, Encoded
 from streams.runtime.faults import CrashPoints
+from streams.runtime.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.sinks.writers import CassandraSink, SinkSet, VectorSink
 
@@ -49,9 +50,13 @@ class RuntimeContext:
     """
 
     def __init__(self, settings: Settings, extra_schemas: dict[str, str] | None = None,
-                 keyspace: str | None = None):
+                 keyspace: str | None = None, keys: Any = None):
         self.settings = settings
         self.keyspace = keyspace
+        self.keys = keys
+        """The data subjects' keys (:class:`~streams.contracts.personal.SubjectKeys`): personal
+        fields are decrypted on decode and encrypted on emit (``None``: read and written as they
+        are; workers and replays pass :func:`streams.stores.keys.subject_keys`)."""
         self._schemas = {name: spec.schema for name, spec in topic_catalog().items()}
         self._schemas.update(extra_schemas or {})
         self._codecs: dict[str, Any] = {}
@@ -70,6 +75,11 @@ class RuntimeContext:
         self.runners: dict[str, AgentRunner] = {}
         self.side_readers: dict[str, list] = {}
         self.crash = CrashPoints.parse(settings.crash_point)
+        if keys is not None and hasattr(keys, "close"):
+            self._closers.append(keys.close)
+        self.metrics = WorkerMetrics()
+        """Per-agent counters and histograms (:mod:`streams.runtime.metrics`); the worker serves
+        them at ``/metrics``."""
 
     def codec(self, topic: str):
         """The codec of ``topic``'s event type (catalog or ``extra_schemas``).
@@ -85,7 +95,7 @@ class RuntimeContext:
                 schema = self._schemas[topic]
             except KeyError:
                 raise KeyError(f"topic {topic!r} carries no known event type") from None
-            c = self._codecs[topic] = codec_for(self.settings, schema, topic)
+            c = self._codecs[topic] = codec_for(self.settings, schema, topic, keys=self.keys)
         return c
 
     def prepare(self, spec: AgentSpec) -> AgentRunner:
@@ -141,7 +151,11 @@ class RuntimeContext:
 
                 cluster, session = connect(self.settings, self._keyspace())
                 self._closers.append(cluster.shutdown)
-                self._sinks.cassandra = CassandraSink(session)
+                from streams.stores.keys import CassandraSubjectKeys
+
+                keys = self.keys if isinstance(self.keys, CassandraSubjectKeys) else \
+                    CassandraSubjectKeys(self.settings, session=session)
+                self._sinks.cassandra = CassandraSink(session, keys=keys)
             if "vectors" in needs and self._sinks.vectors is None:
                 from streams.stores.vectors import open_vector_index
                 from streams.stores.vectors.prefixed import PrefixedIndex, collection_prefix
@@ -210,14 +224,33 @@ async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list) 
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-async def send_encoded(ctx: RuntimeContext, items: Sequence[Encoded]) -> None:
-    """Hand encoded events to the producer, grouped by topic (delivery completes on flush)."""
+async def send_encoded(ctx: RuntimeContext, items: Sequence[Encoded], meter=None) -> None:
+    """Hand encoded events to the producer, grouped by topic (delivery completes on flush);
+    ``meter``: the agent's :class:`~streams.runtime.metrics.AgentMeter`, counting them."""
     by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
     for e in items:
         by_topic.setdefault(e.topic, []).append((e.key, e.value))
     for topic, pairs in by_topic.items():
         await ctx.emitter.send_many(topic, pairs)
         ctx.counters["dead_letters" if topic == DEAD_LETTER_TOPIC else "emitted"] += len(pairs)
+        if meter is not None:
+            if topic == DEAD_LETTER_TOPIC:
+                meter.dead_lettered(_error_types(ctx, pairs))
+            else:
+                meter.emitted(topic, len(pairs))
+
+
+def _error_types(ctx: RuntimeContext, pairs: Sequence[tuple[bytes | None, bytes]]) -> list[str]:
+    """The ``error_type`` of each encoded dead letter (rare: decoding them costs nothing that
+    matters), the bounded reason label of ``pulse_agent_dead_letters_total``."""
+    codec = ctx.codec(DEAD_LETTER_TOPIC)
+    out = []
+    for _key, value in pairs:
+        try:
+            out.append(str(codec.decode(value).get("error_type") or "unknown"))
+        except Exception:  # noqa: BLE001 - a count must never fail the batch
+            out.append("unknown")
+    return out
 
 
 def bind(app, ctx: RuntimeContext, spec: AgentSpec):
@@ -248,6 +281,9 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         executor = ThreadPoolExecutor(1, thread_name_prefix=f"pulse-{spec.name}")
     faust_tables = _faust_tables(app, ctx, spec)
     crash = ctx.crash
+    meter = ctx.metrics.meter(spec.name)
+    watch_feed = "cassandra" in spec.sinks
+    wall = time.time
 
     async def run(stream):
         queue = stream.channel.queue
@@ -264,17 +300,23 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                 events.append(get_nowait())
             if ctx.first_batch_at is None:
                 ctx.first_batch_at = time.perf_counter()
+            arrived = wall()
             messages = [ev.message for ev in events]
+            meter.arrived(messages, arrived)
             if executor is not None or spec.side_inputs or spec.name not in ctx.runners:
                 out = await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
             else:
                 out = ctx.run_batch(spec, messages)
             crash.reached(spec.name, "after-process")
             if out.views:
-                ctx.counters["rows"] += await write_with_retry(ctx, spec, out.views)
+                rows = await write_with_retry(ctx, spec, out.views)
+                ctx.counters["rows"] += rows
+                meter.rows += rows
+                if watch_feed:
+                    ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
             crash.reached(spec.name, "after-sinks")
             if out.emits or out.dead_letters:
-                await send_encoded(ctx, out.emits + out.dead_letters)
+                await send_encoded(ctx, out.emits + out.dead_letters, meter)
             if out.state:
                 await app.producer.flush()  # emits durable before the state that says "applied"
                 crash.reached(spec.name, "after-emits")
@@ -290,6 +332,7 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                 ev.ack()
             ctx.counters["events"] += out.events
             ctx.counters["skipped"] += out.skipped
+            meter.acknowledged(out.events, out.skipped, wall() - arrived)
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)

@@ -22,8 +22,9 @@ from typing import Any, Callable, Mapping, MutableMapping, NamedTuple, Sequence
 from streams.contracts.agent import AgentSpec, Context, Event, ms_of
 from streams.contracts.codec import CodecError
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC, dead_letter
-from streams.contracts.effects import (STATE_EFFECTS, VIEW_EFFECTS, Delete, Emit, StateDelete,
-                                       StateSet, Upsert)
+from streams.contracts.personal import KeyUnavailable
+from streams.contracts.effects import (STATE_EFFECTS, VIEW_EFFECTS, Delete, Emit, ShredKey,
+                                       StateDelete, StateSet, Tombstone, Upsert)
 from streams.contracts.topics import topic_catalog
 
 log = logging.getLogger("pulse.engine")
@@ -48,11 +49,12 @@ class RawMessage(NamedTuple):
 
 
 class Encoded(NamedTuple):
-    """An emitted event ready for the producer, with the message that caused it."""
+    """An emitted event ready for the producer, with the message that caused it; ``value`` is
+    ``None`` for a tombstone (:class:`~streams.contracts.effects.Tombstone`)."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     cause: Any
 
 
@@ -63,7 +65,9 @@ class BatchOutput:
     ``views``: row and vector effects for the sinks; ``emits``: encoded derived events;
     ``dead_letters``: encoded dead letters; ``state``: ``(StateSet | StateDelete, cause message)``
     in the order they were made (positions included); ``events``: messages processed;
-    ``skipped``: messages below their recorded position (already applied).
+    ``skipped``: messages below their recorded position (already applied); ``tombstones``:
+    messages with a null value on a compacted topic (a deletion marker, not an event: not
+    processed; a null value on a log topic is a broken event and is dead-lettered).
     """
 
     views: list[Any] = field(default_factory=list)
@@ -72,6 +76,7 @@ class BatchOutput:
     state: list[tuple[Any, Any]] = field(default_factory=list)
     events: int = 0
     skipped: int = 0
+    tombstones: int = 0
 
 
 class TableState:
@@ -102,7 +107,7 @@ class EffectError(ValueError):
 
 
 def _store_of(effect: Any) -> str:
-    return "cassandra" if isinstance(effect, (Upsert, Delete)) else "vectors"
+    return "cassandra" if isinstance(effect, (Upsert, Delete, ShredKey)) else "vectors"
 
 
 class AgentRunner:
@@ -143,6 +148,8 @@ class AgentRunner:
             raise ValueError(f"agent {spec.name}: side inputs {sorted(missing)} not provided")
         catalog = topic_catalog()
         self._key_fields = {t: s.key for t, s in catalog.items()}
+        #: Topics where a null value is a tombstone (skipped), not a broken event (dead-lettered).
+        self._compacted = frozenset(t for t, s in catalog.items() if s.policy == "compacted")
 
     # -- one batch ------------------------------------------------------------------------------
 
@@ -165,12 +172,15 @@ class AgentRunner:
                     out.skipped += 1
                     continue
             out.events += 1
-            try:
-                record = self.codecs(m.topic).decode(m.value)
-            except CodecError as exc:
-                out.dead_letters.append(self._dead_letter(m, str(exc), "CodecError"))
+            if m.value is None and m.topic in self._compacted:  # a tombstone: not an event
+                out.tombstones += 1
             else:
-                self._process_one(m, record, state, overlay, out)
+                try:
+                    record = self.codecs(m.topic).decode(m.value)
+                except CodecError as exc:
+                    out.dead_letters.append(self._dead_letter(m, str(exc), "CodecError"))
+                else:
+                    self._process_one(m, record, state, overlay, out)
             if position_key is not None:
                 change = StateSet(POSITIONS_TABLE, position_key, m.offset + 1)
                 overlay[(POSITIONS_TABLE, position_key)] = m.offset + 1
@@ -185,6 +195,8 @@ class AgentRunner:
                           self.models, self.side, self.config)
             effects = spec.process(state, Event(m.topic, record, m.partition, m.offset), ctx)
             views, emits, changes = self._sort(effects)
+        except KeyUnavailable:
+            raise  # the key store is down, not the event broken: the batch fails and is retried
         except Exception as exc:  # a bug or bad data in one event must not stop the partition
             if not isinstance(exc, EffectError):
                 log.exception("agent %s failed on %s[%s]@%s", spec.name, m.topic, m.partition,
@@ -223,6 +235,14 @@ class AgentRunner:
                 key_field = self._key_fields.get(e.topic)
                 key = e.record.get(key_field) if key_field else None
                 emits.append((e.topic, None if key is None else str(key).encode(), value))
+            elif isinstance(e, Tombstone):
+                if e.topic not in self.spec.outputs:
+                    raise EffectError(f"tombstone on {e.topic}, which agent {self.spec.name} does "
+                                      f"not declare in outputs {self.spec.outputs}")
+                if e.topic not in self._compacted or not e.key:
+                    raise EffectError(f"tombstone on {e.topic}: only a non-empty key on a compacted "
+                                      f"topic can be tombstoned (infra/kafka/topics.toml)")
+                emits.append((e.topic, str(e.key).encode(), None))
             elif isinstance(e, STATE_EFFECTS):
                 if e.table not in self.spec.tables:
                     raise EffectError(f"state change of undeclared table {e.table!r}")

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from streams.contracts.effects import Delete, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+from streams.contracts.effects import Delete, ShredKey, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
 
 log = logging.getLogger("pulse.sinks")
 
@@ -32,10 +32,16 @@ class CassandraSink:
     Statements are prepared once per (table, column set) and executed concurrently with
     ``cassandra.concurrent.execute_concurrent_with_args`` at ``concurrency`` requests in flight.
     Not thread-safe for concurrent ``add``/``flush`` from several threads (one per agent).
+
+    :class:`ShredKey` effects delete subjects' keys through ``keys`` (a
+    :class:`~streams.stores.keys.CassandraSubjectKeys`), after the batch's rows; a sink without
+    one refuses them (:class:`SinkError`).
     """
 
-    def __init__(self, session, concurrency: int = 64):
+    def __init__(self, session, concurrency: int = 64, keys=None):
         self.session = session
+        self.keys = keys
+        self._shred: list[str] = []
         self.concurrency = concurrency
         self._prepared: dict[tuple, Any] = {}
         self._pending: dict[tuple, list[tuple]] = defaultdict(list)
@@ -59,7 +65,7 @@ class CassandraSink:
         return pk
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        return sum(len(v) for v in self._pending.values()) + len(self._shred)
 
     def _statement(self, key: tuple):
         stmt = self._prepared.get(key)
@@ -97,6 +103,11 @@ class CassandraSink:
                     return
                 latest[ident] = (effect.timestamp_us, len(self._pending[key]))
             self._pending[key].append(params)
+        elif isinstance(effect, ShredKey):
+            if self.keys is None:
+                raise SinkError("a ShredKey effect, but this Cassandra sink was opened without the "
+                                "subject key store (streams.stores.keys)")
+            self._shred.append(effect.subject)
         elif isinstance(effect, Delete):
             cols = tuple(sorted(effect.key))
             self._pending[("delete", effect.table, cols)].append(
@@ -125,6 +136,14 @@ class CassandraSink:
             done += len(params)
             del self._pending[key]
             self._latest.pop(key, None)
+        if self._shred:
+            try:
+                for subject in list(self._shred):
+                    self.keys.shred(subject)
+                    self._shred.remove(subject)
+                    done += 1
+            except Exception as exc:
+                raise SinkError(f"shredding subject keys failed: {exc}") from exc
         self.rows_written += done
         return done
 
@@ -288,7 +307,7 @@ class VectorSink:
                     done += len(effects)
                 del self._upserts[coll]
             for coll, ids in list(self._deletes.items()):
-                if ids:
+                if ids and self._exists(coll):  # no collection: no point to delete (erasure)
                     self.index.delete(coll, sorted(ids))
                     done += len(ids)
                 del self._deletes[coll]
@@ -335,9 +354,9 @@ class SinkSet:
         """
         with self._lock:
             for e in effects:
-                if isinstance(e, (Upsert, Delete)):
+                if isinstance(e, (Upsert, Delete, ShredKey)):
                     if self.cassandra is None:
-                        raise SinkError(f"effect on table {e.table!r} but no Cassandra is configured")
+                        raise SinkError(f"{type(e).__name__} effect but no Cassandra is configured")
                     self.cassandra.add(e)
                 else:
                     if self.vectors is None:

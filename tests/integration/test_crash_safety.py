@@ -107,6 +107,8 @@ def _check_emits(settings, expected, ids: set[str], id_field: str) -> None:
         codec = codec_for(settings, topic_spec(topic).schema, topic)
         got: dict[str, set[bytes]] = {}
         for m in read_merged(settings, [topic]):
+            if m.value is None:
+                continue  # a tombstone on a compacted topic (another test's erasure)
             r = codec.decode(m.value)
             if r.get(id_field) in ids:
                 got.setdefault(r["event_id"], set()).add(m.value)

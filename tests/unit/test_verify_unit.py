@@ -240,7 +240,7 @@ def test_difference_line_and_report_as_dict():
     assert report.as_dict() == {
         "events_compared": {"posts-published": 3}, "rows_compared": {"posts": 2},
         "points_compared": {"content": 1}, "differences": 2,
-        "difference_list": [d.line(), "point content p2: vector differs"], "notes": [],
+        "difference_list": [d.line(), "point content p2: vector differs"], "notes": [], "erased_subject_differences": 0,
         "live_divergence": 0, "live_divergence_by_output": {}, "live_divergence_examples": [],
         "rebuilt_twice_compared": {}}
     assert Report().as_dict()["differences"] == 0 and Report().as_dict()["difference_list"] == []
@@ -310,3 +310,17 @@ def test_a_topic_shared_with_an_order_insensitive_agent_is_split_by_event():
     _split_divergence(report, ["copyright_rescan"], Written(), by, ["copyright_guard"])
     assert [d.key for d in report.divergence] == ["late"]
     assert [d.key for d in report.differences] == ["gate", "live-only"]
+
+
+def test_a_live_only_event_on_a_shared_topic_is_attributed_by_its_producer():
+    # feed-updates: feed_ranker (order-sensitive) emits events, the eraser only tombstones there
+    from replay.rebuild import Written
+    from replay.verify import _split_divergence
+
+    report = Report(differences=[
+        Difference("event", "feed-updates", "live-only", "on the live topic, not emitted by the replay",
+                   producer="feed_ranker"),
+        Difference("event", "feed-updates", "unknown", "on the live topic, not emitted by the replay")])
+    _split_divergence(report, ["feed_ranker"], Written(), {}, ["eraser"])
+    assert [d.key for d in report.divergence] == ["live-only"]
+    assert [d.key for d in report.differences] == ["unknown"]

@@ -1,0 +1,48 @@
+"""What every agent that takes part in an erasure shares (``docs/erasure.md``): the request
+topic, forgetting a user's state entries, and the report rows in ``erasure_log``.
+
+Stateful agents keyed by user (user_profiler, feed_ranker, notification_generator,
+creator_analytics, timing_optimizer) consume ``erasure-requests`` (key user_id, co-partitioned with their other
+sources, so the request reaches the partition, and the worker, that holds the user's entry) and
+return :func:`forget_user`'s effects: a ``StateDelete`` of the user's entry in each of their
+tables, and their report. A replay folds the same request at the same place in the log, so the
+rebuilt state forgets the user too.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from streams.contracts.agent import Event, State
+from streams.contracts.effects import Effect, StateDelete, Upsert
+
+ERASURE_TOPIC = "erasure-requests"
+REPORT = "erasure_log"
+
+
+def report_rows(request: dict[str, Any], component: str, counts: dict[str, int], t: int,
+                detail: str = "") -> list[Upsert]:
+    """The ``erasure_log`` rows of one component for one request: one per item, and the
+    component's ``done`` row (its total), all at the request's time ``t`` (UTC epoch ms, written
+    at ``t * 1000`` µs) so a replay rewrites them identically."""
+    ts = t * 1000
+    base = {"request_id": request["request_id"], "component": component, "erased_at": t}
+    rows = [Upsert(REPORT, {**base, "item": item, "count": n}, ts) for item, n in sorted(counts.items())]
+    rows.append(Upsert(REPORT, {**base, "item": "done", "count": sum(counts.values()), "detail": detail}, ts))
+    return rows
+
+
+def forget_user(state: State, event: Event, component: str, tables: Iterable[str]) -> list[Effect]:
+    """For an ``ErasureRequest`` of scope USER: delete the user's entry (key = user id) from each
+    of ``tables`` where it has one, and report ``state:<table>`` counts; for scope POST: only the
+    report (a post's entries are not keyed by its user). Always reports, so ``pulse erase
+    --wait`` knows the component has seen the request."""
+    r = event.record
+    user, counts, out = r["user_id"], {}, []
+    if str(r["scope"]) == "USER":
+        for table in tables:
+            held = state.get(table, user) is not None
+            if held:
+                out.append(StateDelete(table, user))
+            counts[f"state:{table}"] = int(held)
+    return out + report_rows(r, component, counts, event.event_time_ms,
+                             "" if str(r["scope"]) == "USER" else "scope POST: no state keyed by the post's user")

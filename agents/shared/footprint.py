@@ -1,0 +1,115 @@
+"""Side states that tell the eraser where a user's data lies (``agents/eraser.py``).
+
+The eraser consumes ``erasure-requests`` (keyed by user); the user's posts arrive on ``uploads``
+(keyed by post) and their review tasks on ``review-queue`` (keyed by post), so neither meets the
+request in one partition. Both are therefore global side inputs (every eraser worker reads them
+whole, :mod:`streams.runtime.side_inputs`) that answer *as of the request's event time*, so a
+replay, which has read them whole first, finds the same footprint as the live run.
+
+Memory: one small tuple per upload and per review task (ids and times, never text).
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any, NamedTuple
+
+from streams.contracts.agent import ms_of
+
+
+class Upload(NamedTuple):
+    """One upload of a post (times in UTC epoch ms): what the views are keyed by."""
+
+    uploaded_at: int
+    post_id: str
+
+
+class UserUploads:
+    """Each creator's uploads as of a time (side state over ``uploads``). Thread-safe.
+
+    ``posts_by_creator`` rows are keyed by ``(creator_id, uploaded_at, post_id)`` with the
+    upload's event time (``agents/materializer.py``), so every distinct upload event of a post is
+    kept: a post uploaded twice has two rows to delete.
+    """
+
+    def __init__(self) -> None:
+        self._by_creator: dict[str, list[Upload]] = {}
+        self._creator_of: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one ``Upload`` record in (a re-delivered copy changes nothing)."""
+        item = Upload(ms_of(record["event_time"]), record["post_id"])
+        with self._lock:
+            uploads = self._by_creator.setdefault(record["creator_id"], [])
+            i = bisect.bisect_left(uploads, item)
+            if i == len(uploads) or uploads[i] != item:
+                uploads.insert(i, item)
+            self._creator_of.setdefault(record["post_id"], record["creator_id"])
+
+    def uploads(self, creator_id: str, as_of_ms: int) -> list[Upload]:
+        """``creator_id``'s uploads at or before ``as_of_ms``, oldest first."""
+        with self._lock:
+            uploads = self._by_creator.get(creator_id, [])
+            return uploads[:bisect.bisect_right(uploads, Upload(as_of_ms, "\U0010ffff"))]
+
+    def creator_of(self, post_id: str) -> str | None:
+        """Who uploaded ``post_id`` first (None: unknown post)."""
+        with self._lock:
+            return self._creator_of.get(post_id)
+
+
+class TaskRef(NamedTuple):
+    """A human review task as the views key it (``review_tasks``, ``review_pending``)."""
+
+    created_at: int
+    task_id: str
+    queue: str
+
+
+class ReviewTasks:
+    """Review tasks by author and by post, as of a time (side state over ``review-queue``).
+    Thread-safe. ``created_at`` is the task event's time, as ``review_pending`` is keyed
+    (``agents/shared/review_tasks.py``)."""
+
+    def __init__(self) -> None:
+        self._by_author: dict[str, list[TaskRef]] = {}
+        self._by_post: dict[str, list[TaskRef]] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one ``ReviewTask`` record in (a re-delivered copy changes nothing)."""
+        ref = TaskRef(ms_of(record["event_time"]), record["task_id"], record.get("queue") or "moderation")
+        with self._lock:
+            for index, key in ((self._by_author, record.get("author_id")),
+                               (self._by_post, record.get("post_id"))):
+                if not key:
+                    continue
+                refs = index.setdefault(key, [])
+                i = bisect.bisect_left(refs, ref)
+                if i == len(refs) or refs[i] != ref:
+                    refs.insert(i, ref)
+
+    def _upto(self, refs: list[TaskRef], as_of_ms: int) -> list[TaskRef]:
+        return refs[:bisect.bisect_right(refs, TaskRef(as_of_ms, "\U0010ffff", "\U0010ffff"))]
+
+    def by_author(self, author_id: str, as_of_ms: int) -> list[TaskRef]:
+        """Tasks about ``author_id``'s posts or comments, created at or before ``as_of_ms``."""
+        with self._lock:
+            return self._upto(self._by_author.get(author_id, []), as_of_ms)
+
+    def by_post(self, post_id: str, as_of_ms: int) -> list[TaskRef]:
+        """Tasks about ``post_id`` (its own review and its comments'), created at or before
+        ``as_of_ms``."""
+        with self._lock:
+            return self._upto(self._by_post.get(post_id, []), as_of_ms)
+
+
+def open_uploads(config: Any, models: Any) -> UserUploads:
+    """``SideInput.open`` for ``uploads``."""
+    return UserUploads()
+
+
+def open_review_tasks(config: Any, models: Any) -> ReviewTasks:
+    """``SideInput.open`` for ``review-queue``."""
+    return ReviewTasks()
