@@ -19,9 +19,11 @@ on first use; every API process that verifies tokens reads the same file). HS256
 signer and the verifiers are the same operator's processes: an asymmetric scheme (EdDSA) would
 only matter if third parties verified tokens. A user token reads only its own feed,
 notifications and golden moments and its own posts' status, plus the public reads (trends, search
-among published posts); it publishes nothing (events come from apps). **Roles**: ``user``, and
-``moderator``, which may also read any post's status and verdicts (the review endpoints of the
-moderator pages will require it).
+among published posts); it publishes nothing (events come from apps). **Roles**: ``user``;
+``moderator``, which may also read any post's status and verdicts and use the review endpoints
+(:mod:`streams.api.review`); ``operator``, for the operator dashboard. Moderators and operators
+log in to the pages with a password (:mod:`streams.api.accounts`); the session cookie holds a
+token of this kind (:mod:`streams.api.session`).
 """
 from __future__ import annotations
 
@@ -44,15 +46,16 @@ reactions to notifications) and rights holders' registrations. The rest are writ
 agents (verdicts, feeds, ...), by moderators through the review round trip
 (``review-decisions``, whose claim a raw event would skip), or wait for their consumer
 (``erasure-requests``, with the eraser)."""
-READS = ("feeds", "notifications", "search", "trends", "golden-moments", "posts", "creator-stats")
+READS = ("feeds", "notifications", "search", "trends", "golden-moments", "posts", "creator-stats",
+         "metrics")
 """What a key may be granted to read: ``GET /v1/feeds/...``, ``/v1/users/{id}/notifications``,
 ``/v1/search``, ``/v1/trends``, ``/v1/golden-moments/...``, ``/v1/posts/{id}``,
-``/v1/creators/{id}/stats``."""
+``/v1/creators/{id}/stats``, and ``/metrics`` (Prometheus: :mod:`streams.api.ops`)."""
 OWN_READS = frozenset({"feeds", "notifications", "golden-moments", "creator-stats"})
 """Reads a user token may make of its own user only."""
 PUBLIC_READS = frozenset({"trends", "search"})
 """Reads any valid user token may make."""
-ROLES = ("user", "moderator")
+ROLES = ("user", "moderator", "operator")
 ISSUER = "pulse"
 ALGORITHM = "HS256"
 RELOAD_S = 1.0
@@ -132,21 +135,44 @@ def parse_grants(topics: str | list[str] | None, reads: str | list[str] | None) 
     return tuple(t), tuple(r)
 
 
-class KeyStore:
+class WatchedFile:
+    """A file of records that API processes keep in memory and re-read when its modification
+    time changes, looked at most every :data:`RELOAD_S` (so a change made by a command elsewhere
+    reaches every running process within that time). Subclasses define ``_load() -> dict``;
+    ``_current()`` returns the cached dict. Thread-safe (``self._lock``)."""
+
+    def __init__(self, path: Path, clock=time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: dict = {}
+        self._mtime: int | None = None
+        self._checked = float("-inf")
+
+    def _load(self) -> dict:
+        raise NotImplementedError
+
+    def _current(self) -> dict:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= RELOAD_S:
+                self._checked = now
+                try:
+                    mtime = self.path.stat().st_mtime_ns
+                except FileNotFoundError:
+                    mtime = None
+                if mtime != self._mtime:
+                    self._cached, self._mtime = self._load(), mtime
+            return self._cached
+
+
+class KeyStore(WatchedFile):
     """The API keys of one ``PULSE_HOME`` (``$PULSE_HOME/api/keys.json``; module docstring).
 
     ``create``, ``revoke`` and ``list`` are for ``pulse keys``; ``verify`` is for the API, which
     re-reads the file when its modification time changes (checked at most every
     :data:`RELOAD_S`). Thread-safe.
     """
-
-    def __init__(self, path: Path, clock=time.time) -> None:
-        self.path = Path(path)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: dict[str, ApiKey] = {}
-        self._mtime: float | None = None
-        self._checked = float("-inf")
 
     @classmethod
     def for_settings(cls, settings: Any) -> "KeyStore":
@@ -164,19 +190,6 @@ class KeyStore:
         body = {"keys": {k: {**asdict(v), "topics": list(v.topics), "reads": list(v.reads)}
                          for k, v in keys.items()}}
         _write_private(self.path, json.dumps(body, indent=2, sort_keys=True).encode())
-
-    def _current(self) -> dict[str, ApiKey]:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= RELOAD_S:
-                self._checked = now
-                try:
-                    mtime = self.path.stat().st_mtime_ns
-                except FileNotFoundError:
-                    mtime = None
-                if mtime != self._mtime:
-                    self._keys, self._mtime = self._load(), mtime
-            return self._keys
 
     def create(self, name: str, topics: Any = (), reads: Any = ()) -> tuple[str, ApiKey]:
         """A new key for app ``name``: ``(the key, shown once; its stored record)``.

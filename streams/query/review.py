@@ -33,6 +33,14 @@ class ReviewError(ValueError):
     says which and what to do."""
 
 
+class UnknownTask(ReviewError):
+    """No review task has this id (HTTP 404)."""
+
+
+class AlreadyDecided(ReviewError):
+    """The task was decided already, by this or another moderator (HTTP 409)."""
+
+
 def _row(r) -> dict[str, Any]:
     return r._asdict()
 
@@ -103,18 +111,35 @@ def pending_tasks(settings: Settings | ReadSide, limit: int = 50, queue: str | N
     return out
 
 
+def read_task(settings: Settings | ReadSide, task_id: str) -> dict[str, Any] | None:
+    """The ``review_tasks`` row of ``task_id`` (pending or decided) as a dict, or None."""
+    row = read_side_of(settings).execute("SELECT * FROM {ks}.review_tasks WHERE task_id = ?", (task_id,)).one()
+    return None if row is None else _row(row)
+
+
+#: Seconds :func:`decide` waits for the broker to acknowledge a decision.
+ACK_TIMEOUT_S = 30.0
+
+
 def decide(settings: Settings | ReadSide, task_id: str, action: str, *, reviewer_id: str,
-           categories: list[str] | None = None, note: str | None = None) -> dict[str, Any]:
+           categories: list[str] | None = None, note: str | None = None,
+           ack_timeout_s: float = ACK_TIMEOUT_S) -> dict[str, Any]:
     """Decide review task ``task_id``: claim it, then publish the ``ReviewDecision``.
 
     Returns the published decision event (a dict of the ReviewDecision schema). The event is
     published with the read side's settings (``settings`` itself, or ``ReadSide.settings``).
+    When the broker has not acknowledged it within ``ack_timeout_s`` seconds (or refused it),
+    the claim is released again, so that the task stays in the queue and can be decided once
+    the broker is back, rather than staying claimed with no decision on its way.
 
     Raises
     ------
     ReviewError
-        ``action`` is not ALLOW, RESTRICT or BLOCK; the task does not exist; or it was already
-        decided (by this or another moderator).
+        ``action`` is not ALLOW, RESTRICT or BLOCK; :class:`UnknownTask` when the task does not
+        exist; :class:`AlreadyDecided` when it was decided already (by this or another
+        moderator).
+    streams.producer.PublishError
+        The decision was not acknowledged (the claim was released).
     """
     action = action.upper()
     if action not in DECISION_ACTIONS:
@@ -126,15 +151,15 @@ def decide(settings: Settings | ReadSide, task_id: str, action: str, *, reviewer
     task = rs.execute("SELECT * FROM {ks}.review_tasks WHERE task_id = ?", (task_id,),
                       keyspace=ks).one()
     if task is None:
-        raise ReviewError(f"no review task {task_id!r}; `pulse review list` shows the pending ones")
+        raise UnknownTask(f"no review task {task_id!r}; `pulse review list` shows the pending ones")
     if task.status == "DECIDED":
-        raise ReviewError(f"review task {task_id} was already decided: {task.decision} by "
+        raise AlreadyDecided(f"review task {task_id} was already decided: {task.decision} by "
                           f"{task.decided_by} at {task.decided_at:%Y-%m-%d %H:%M:%S} UTC")
     claimed = rs.execute(
         "INSERT INTO {ks}.review_claims (task_id, reviewer_id, action, claimed_at) "
         "VALUES (?, ?, ?, ?) IF NOT EXISTS", (task_id, reviewer_id, action, now), keyspace=ks).one()
     if not claimed.applied:
-        raise ReviewError(f"review task {task_id} was already decided: {claimed.action} by "
+        raise AlreadyDecided(f"review task {task_id} was already decided: {claimed.action} by "
                           f"{claimed.reviewer_id} at {claimed.claimed_at:%Y-%m-%d %H:%M:%S} UTC")
     created = task.created_at.replace(tzinfo=timezone.utc) if task.created_at else now
     decision = {
@@ -144,9 +169,16 @@ def decide(settings: Settings | ReadSide, task_id: str, action: str, *, reviewer
         "categories": list(categories or []), "note": note,
         "review_ms": max(0, int((now - created).total_seconds() * 1000)),
     }
-    with Publisher(settings, producer_name="pulse-review") as pub:
-        key, value = pub.encode("review-decisions", decision)
-        pub.produce_raw("review-decisions", key, value)
+    try:
+        with Publisher(settings, producer_name="pulse-review") as pub:
+            key, value = pub.encode("review-decisions", decision)
+            pub.produce_raw("review-decisions", key, value)
+            pub.flush(ack_timeout_s)
+    except Exception:
+        # not acknowledged: give the task back (only this moderator's claim of it)
+        rs.execute("DELETE FROM {ks}.review_claims WHERE task_id = ? IF reviewer_id = ?", (task_id, reviewer_id),
+                   keyspace=ks)
+        raise
     return _as_consumed(settings, value)
 
 
