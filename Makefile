@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install -q --no-deps toxic-comment-classifier==0.3.0
 	touch $@
 
-install: $(STAMP) system
+DASHBOARD_JS := streams/web/static/dashboard
+
+install: $(STAMP) system $(DASHBOARD_JS)/node_modules/.package-lock.json
+
+# the dashboard's chart library (uPlot) from npm, exactly as package-lock.json pins it
+$(DASHBOARD_JS)/node_modules/.package-lock.json: $(DASHBOARD_JS)/package-lock.json
+	cd $(DASHBOARD_JS) && npm ci --no-audit --no-fund
 
 system:
 	@scripts/install-system-deps.sh

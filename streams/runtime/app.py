@@ -61,7 +61,9 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str |
         stream_buffer_maxsize=16384,
         datadir=str(datadir),
     )
-    ctx = RuntimeContext(settings, extra)
+    from streams.stores.keys import subject_keys
+
+    ctx = RuntimeContext(settings, extra, keys=subject_keys(settings))
     for spec in agents:
         bind(app, ctx, spec)
 
