@@ -56,6 +56,61 @@ def _pct(ms: list[float]) -> dict[str, float]:
 CLIENT_MODES = ("processes", "threads")
 
 
+def seed_feeds(session, ks: str, *, users: int, items: int, fresh: int, dim: int = 384,
+               seed: int = 7) -> tuple[list[str], Callable[[], None]]:
+    """Write ``users`` feeds of ``items`` posts into ``{ks}.user_feeds`` as feed_ranker writes
+    them (signals, a ``dim``-d unit interest vector, hashtag and category affinities) and a fresh
+    pool of ``fresh`` posts published after every one of those rankings (each read ranks them
+    all in: the worst case), with ids unique to this call.
+
+    Returns ``(user_ids, remove)``: ``remove()`` deletes every row written."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from models.ranking.readtime import SIGNAL_NAMES
+
+    run = uuid.uuid4().hex[:8]
+    ids = [f"bench-{run}-u{i}" for i in range(users)]
+    now = int(time.time() * 1000)
+    insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, items, candidate_count, "
+                             f"generated_at, model_version, signals, content_types, interest_vector, "
+                             f"hashtag_affinity, category_affinity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    rng_np = np.random.default_rng(seed)
+
+    def unit(n: int) -> np.ndarray:
+        v = rng_np.standard_normal((n, dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    feed = [(f"bench-p{j}", f"bench-c{j % 50}", 1.0 - j / items, "INTEREST",
+             ["interest 0.80", "freshness 0.90", "source interest"], now - j * 60_000)
+            for j in range(items)]
+    signals = [[round(float(x), 6) for x in rng_np.random(len(SIGNAL_NAMES))] for _ in range(items)]
+    types = ["FOREVER"] * items
+    tags = {f"tag{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(64))}
+    cats = {f"cat{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(20))}
+    vectors = unit(256)
+    for lo in range(0, users, 1000):
+        execute_concurrent_with_args(session, insert, [
+            (u, feed, items, now, "bench", signals, types, vectors[i % 256].tolist(), tags, cats)
+            for i, u in enumerate(ids[lo:lo + 1000], start=lo)], concurrency=64)
+    fresh_insert = session.prepare(
+        f"INSERT INTO {ks}.fresh_posts (bucket, published_at, post_id, creator_id, content_type, "
+        f"is_reply, parent_creator_id, hashtags, categories, quality, trust, vector, expires_at) "
+        f"VALUES (0, ?, ?, ?, 'FOREVER', ?, NULL, ?, ?, 0.6, 0.9, ?, NULL)")
+    fresh_rows = [(now + 1 + j, f"bench-{run}-f{j}", f"bench-c{j % 80}", j % 3 == 0,
+                   [f"tag{j % 90}"], {f"cat{j % 25}": 0.8}, v.tolist())
+                  for j, v in enumerate(unit(fresh))]
+    execute_concurrent_with_args(session, fresh_insert, fresh_rows, concurrency=64)
+
+    def remove() -> None:
+        delete = session.prepare(f"DELETE FROM {ks}.user_feeds WHERE user_id = ?")
+        execute_concurrent_with_args(session, delete, [(u,) for u in ids], concurrency=64)
+        delete = session.prepare(f"DELETE FROM {ks}.fresh_posts WHERE bucket = 0 AND published_at = ? "
+                                 f"AND post_id = ?")
+        execute_concurrent_with_args(session, delete, [r[:2] for r in fresh_rows], concurrency=64)
+
+    return ids, remove
+
+
 def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 200, clients: int = 8,
                      reads: int = 8_000, fresh: int | None = None, dim: int = 384,
                      client_mode: str = "processes", on_step: Step = lambda m: None) -> dict:
@@ -69,50 +124,15 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
     Raises ValueError for an unknown ``client_mode``."""
     if client_mode not in CLIENT_MODES:
         raise ValueError(f"client_mode must be one of {', '.join(CLIENT_MODES)}, not {client_mode!r}")
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    from models.ranking.readtime import SIGNAL_NAMES
-
     from streams.query.feeds import read_feed
     from streams.query.read_side import ReadSide
 
-    run = uuid.uuid4().hex[:8]
     fresh = settings.feed_fresh_pool if fresh is None else fresh
-    ids = [f"bench-{run}-u{i}" for i in range(users)]
-    now = int(time.time() * 1000)
     with ReadSide(settings) as rs:
         session = rs.session
         ks = rs.active_keyspace()
         on_step(f"writing {users} feeds of {items} posts and a fresh pool of {fresh} posts")
-        insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, items, candidate_count, "
-                                 f"generated_at, model_version, signals, content_types, interest_vector, "
-                                 f"hashtag_affinity, category_affinity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        rng_np = np.random.default_rng(7)
-
-        def unit(n: int) -> np.ndarray:
-            v = rng_np.standard_normal((n, dim)).astype(np.float32)
-            return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-        feed = [(f"bench-p{j}", f"bench-c{j % 50}", 1.0 - j / items, "INTEREST",
-                 ["interest 0.80", "freshness 0.90", "source interest"], now - j * 60_000)
-                for j in range(items)]
-        signals = [[round(float(x), 6) for x in rng_np.random(len(SIGNAL_NAMES))] for _ in range(items)]
-        types = ["FOREVER"] * items
-        tags = {f"tag{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(64))}
-        cats = {f"cat{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(20))}
-        vectors = unit(256)
-        for lo in range(0, users, 1000):
-            execute_concurrent_with_args(session, insert, [
-                (u, feed, items, now, "bench", signals, types, vectors[i % 256].tolist(), tags, cats)
-                for i, u in enumerate(ids[lo:lo + 1000], start=lo)], concurrency=64)
-        fresh_insert = session.prepare(
-            f"INSERT INTO {ks}.fresh_posts (bucket, published_at, post_id, creator_id, content_type, "
-            f"is_reply, parent_creator_id, hashtags, categories, quality, trust, vector, expires_at) "
-            f"VALUES (0, ?, ?, ?, 'FOREVER', ?, NULL, ?, ?, 0.6, 0.9, ?, NULL)")
-        fresh_rows = [(now + 1 + j, f"bench-{run}-f{j}", f"bench-c{j % 80}", j % 3 == 0,
-                       [f"tag{j % 90}"], {f"cat{j % 25}": 0.8}, v.tolist())
-                      for j, v in enumerate(unit(fresh))]
-        execute_concurrent_with_args(session, fresh_insert, fresh_rows, concurrency=64)
+        ids, remove = seed_feeds(session, ks, users=users, items=items, fresh=fresh, dim=dim)
         raw_cql = (f"SELECT items, generated_at, signals, content_types, interest_vector, "
                    f"hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?")
         raw = session.prepare(raw_cql)
@@ -143,11 +163,7 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
         finally:
             close()
         on_step("removing the bench feeds")
-        delete = session.prepare(f"DELETE FROM {ks}.user_feeds WHERE user_id = ?")
-        execute_concurrent_with_args(session, delete, [(u,) for u in ids], concurrency=64)
-        delete = session.prepare(f"DELETE FROM {ks}.fresh_posts WHERE bucket = 0 AND published_at = ? "
-                                 f"AND post_id = ?")
-        execute_concurrent_with_args(session, delete, [r[:2] for r in fresh_rows], concurrency=64)
+        remove()
     raw_all = base + base2
     out_api, out_raw = _pct(api), _pct(raw_all)
     return {"users": users, "items_per_feed": items, "fresh_pool": fresh, "clients": clients,

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from streams.cli.common import app, console, err_console, friendly, register_user_errors, settings
+from streams.cli.common import (app, bench_app, bench_progress, console, err_console, friendly,
+                                 register_user_errors, settings)
 from streams.cli.tables import RecordTable
 
 keys_app = typer.Typer(help="API keys of the apps that call `pulse api`.", no_args_is_help=True)
@@ -28,7 +29,9 @@ _errors()
 @friendly
 def api(host: Optional[str] = typer.Option(None, help="Address to listen on (default PULSE_API_HOST, 127.0.0.1)."),
         port: Optional[int] = typer.Option(None, help="Port (default PULSE_API_PORT, 8080)."),
-        log_level: str = typer.Option("info", help="uvicorn's log level.")) -> None:
+        log_level: str = typer.Option("info", help="uvicorn's log level."),
+        workers: int = typer.Option(1, min=1, help="Server processes on the one port (each with its own "
+                                                   "Cassandra session, producer and rate-limit buckets).")) -> None:
     """Serve the HTTP API (OpenAPI at /docs) until Ctrl-C: events and media in, feeds and the
     other views out, for API keys and user tokens."""
     from streams.api.server import serve
@@ -38,7 +41,7 @@ def api(host: Optional[str] = typer.Option(None, help="Address to listen on (def
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]listening on {host}: reachable from other machines; put TLS in front[/]")
     err_console.print(f"pulse api on http://{host}:{port} (docs: http://{host}:{port}/docs)")
-    serve(s, host, port, log_level=log_level)
+    serve(s, host, port, log_level=log_level, workers=workers)
 
 
 def _ms(ms: int | None) -> str:
@@ -102,9 +105,28 @@ def keys_revoke(name_or_id: str = typer.Argument(..., help="A key id, or an app 
 @friendly
 def token(user_id: str = typer.Argument(..., help="The user the token speaks for."),
           ttl: Optional[int] = typer.Option(None, "--ttl", min=1, help="Seconds it is valid (default PULSE_API_TOKEN_TTL_S)."),
-          role: str = typer.Option("user", "--role", help="user or moderator.")) -> None:
+          role: str = typer.Option("user", "--role", help="user, moderator or operator.")) -> None:
     """Print a signed user token (JWT, HS256) for Authorization: Bearer."""
     from streams.api.auth import issue_token, token_secret
 
     s = settings()
     print(issue_token(token_secret(s), user_id, ttl_s=ttl or s.api_token_ttl_s, role=role))
+
+
+@bench_app.command("api")
+@friendly
+def bench_api(duration_s: int = typer.Option(30, "--duration-s", min=1, help="Seconds of load per run."),
+              connections: int = typer.Option(32, min=1, help="Concurrent keep-alive clients (wrk connections)."),
+              users: int = typer.Option(1_000, min=1, help="Feeds written; each read picks one at random."),
+              workers: int = typer.Option(1, min=1, help="Server processes of the API and of the baseline."),
+              running: bool = typer.Option(False, "--running", help="Use the servers of `pulse up` "
+                                                                    "instead of starting its own.")) -> None:
+    """Sustained feed reads and event ingest through `pulse api` against a bare uvicorn endpoint
+    returning the same JSON, with wrk on loopback; prints one JSON object."""
+    from streams.bench.api import run_api_bench
+
+    with bench_progress("api") as (on_step, on_progress):
+        result = run_api_bench(settings=settings() if running else None, on_step=on_step,
+                               on_progress=on_progress, duration_s=duration_s, connections=connections,
+                               users=users, workers=workers)
+    print(json.dumps(result, indent=2))
