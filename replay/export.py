@@ -48,6 +48,8 @@ POSITION_COLUMNS = (pa.field("_topic", pa.string(), nullable=False),
                     pa.field("_offset", pa.int64(), nullable=False),
                     pa.field("_timestamp_ms", pa.int64()))
 
+_POSITION_NAMES = frozenset(f.name for f in POSITION_COLUMNS)
+
 _PRIMITIVES = {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
                "double": pa.float64(), "boolean": pa.bool_(), "bytes": pa.binary(), "null": pa.null()}
 _LOGICAL = {("long", "timestamp-millis"): pa.timestamp("ms", tz="UTC"),
@@ -165,29 +167,39 @@ def write_parquet(rows: Iterable[tuple[Position, dict[str, Any]]], schema: pa.Sc
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     n = groups = 0
-    buf: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    positions: list[Position] = []
+    event_fields = [f for f in schema if f.name not in _POSITION_NAMES]
 
     def flush(writer) -> None:
+        # column by column: one pa.array per field over the group's values, not a dict per row
         nonlocal groups
+        columns = {"_topic": [p.topic for p in positions], "_partition": [p.partition for p in positions],
+                   "_offset": [p.offset for p in positions],
+                   "_timestamp_ms": [p.timestamp_ms if p.timestamp_ms >= 0 else None for p in positions]}
         try:
-            writer.write_table(pa.Table.from_pylist(buf, schema=schema), row_group_size=row_group_size)
+            arrays = {f.name: pa.array([r.get(f.name) for r in records], type=f.type) for f in event_fields}
+            arrays.update({name: pa.array(values, type=schema.field(name).type)
+                           for name, values in columns.items()})
+            table = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+            writer.write_table(table, row_group_size=row_group_size)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ExportError(f"rows {n - len(buf)}..{n - 1} do not fit the Arrow schema: {exc}") from exc
+            raise ExportError(f"rows {n - len(records)}..{n - 1} do not fit the Arrow schema: {exc}") from exc
         groups += 1
-        buf.clear()
+        records.clear()
+        positions.clear()
 
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for pos, record in rows:
-                buf.append({**record, "_topic": pos.topic, "_partition": pos.partition,
-                            "_offset": pos.offset,
-                            "_timestamp_ms": pos.timestamp_ms if pos.timestamp_ms >= 0 else None})
+                records.append(record)
+                positions.append(pos)
                 n += 1
-                if len(buf) >= row_group_size:
+                if len(records) >= row_group_size:
                     flush(writer)
                     if on_progress:
                         on_progress(n)
-            if buf:
+            if records:
                 flush(writer)
         os.replace(tmp, out_path)
     finally:

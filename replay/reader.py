@@ -5,6 +5,7 @@ yields; it never re-implements an agent.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -12,6 +13,10 @@ from typing import Any, Iterator
 from streams.contracts.codec import CodecError, codec_for
 from streams.settings import Settings
 from streams.contracts.topics import require_bootstrap, topic_spec
+
+
+READ_BATCH = 1_000
+"""Messages fetched per ``consume`` call by :func:`read_topic`."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,19 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
     on_error:
         ``"raise"`` (a :class:`CodecError` names the position) or ``"skip"``.
 
-    All partitions are read at once: offset order within a partition, partitions interleaved as
+    Tombstones (null values on compacted topics, e.g. the eraser's) are not events and are
+    skipped. Personal fields are decrypted (``PULSE_PERSONAL_DATA_ENCRYPTION``); those of an
+    erased subject read as null or empty (``streams.contracts.personal.erased_fields``). All
+    partitions are read at once: offset order within a partition, partitions interleaved as
     the broker delivers them. The read stops at the end offsets taken when it began, so it
     terminates on a live topic.
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    codec = codec_for(settings, topic_spec(topic).schema, topic)
+    from streams.stores.keys import subject_keys
+
+    keys = subject_keys(settings)  # personal fields decrypted; a shredded subject's read as erased
+    codec = codec_for(settings, topic_spec(topic).schema, topic, keys=keys)
     consumer = Consumer({"bootstrap.servers": require_bootstrap(settings),
                          "group.id": f"pulse-reader-{uuid.uuid4()}", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
@@ -67,26 +78,37 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
         if not assign:
             return
         consumer.assign(assign)
+        idle_since = time.monotonic()
         while ends:
-            msg = consumer.poll(timeout_s)
-            if msg is None:
-                break  # nothing more within timeout_s: the broker has no more for us
-            if msg.error():
-                raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")
-            p, offset, ts = msg.partition(), msg.offset(), msg.timestamp()[1]
-            if p not in ends:
+            # batches of up to READ_BATCH messages (one poll per message costs more than the decode);
+            # a short wait per call, so the last partial batch is not held for timeout_s
+            batch = consumer.consume(num_messages=READ_BATCH, timeout=0.05)
+            if not batch:
+                if time.monotonic() - idle_since > timeout_s:
+                    break  # nothing more within timeout_s: the broker has no more for us
                 continue
-            if offset + 1 >= ends[p]:
-                del ends[p]
-            if end_ms is not None and ts >= end_ms:
-                ends.pop(p, None)  # this partition has reached the end of the range
-                continue
-            try:
-                record = codec.decode(msg.value())
-            except CodecError as exc:
-                if on_error == "skip":
+            idle_since = time.monotonic()
+            for msg in batch:
+                if msg.error():
+                    raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")
+                p, offset, ts = msg.partition(), msg.offset(), msg.timestamp()[1]
+                if p not in ends:
                     continue
-                raise CodecError(f"{topic}[{p}]@{offset}: {exc}") from None
-            yield Position(topic, p, offset, ts), record
+                if offset + 1 >= ends[p]:
+                    del ends[p]
+                if end_ms is not None and ts >= end_ms:
+                    ends.pop(p, None)  # this partition has reached the end of the range
+                    continue
+                if msg.value() is None:
+                    continue  # a tombstone on a compacted topic (erasure): a deletion, not an event
+                try:
+                    record = codec.decode(msg.value())
+                except CodecError as exc:
+                    if on_error == "skip":
+                        continue
+                    raise CodecError(f"{topic}[{p}]@{offset}: {exc}") from None
+                yield Position(topic, p, offset, ts), record
     finally:
         consumer.close()
+        if keys is not None:
+            keys.close()

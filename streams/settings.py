@@ -41,6 +41,19 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off setting: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``
+    (case-insensitive; unset or empty: ``default``)."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={env[name]!r}: use 1/true/on or 0/false/off")
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -196,6 +209,13 @@ class Settings:
     web_port:
         ``PULSE_WEB_PORT`` (default ``0`` = off): port of a worker's Faust web server (its
         ``/stats`` and agent views); one worker per port.
+    metrics_port:
+        ``PULSE_METRICS_PORT`` (default ``0`` = an ephemeral port): where a worker serves its
+        Prometheus ``/metrics`` (on ``127.0.0.1``; its address is written under
+        ``$PULSE_HOME/run/metrics/`` for ``pulse dashboard``); ``-1`` turns it off.
+    metrics_host:
+        ``PULSE_METRICS_HOST`` (default ``127.0.0.1``): the address a worker's metrics server
+        binds (``0.0.0.0`` for a Prometheus on another host).
     session_timeout_s:
         ``PULSE_SESSION_TIMEOUT_S`` (default ``10``): Kafka consumer session timeout; a killed
         worker's partitions move to the surviving workers after at most this long.
@@ -248,6 +268,19 @@ class Settings:
     api_token_ttl_s:
         ``PULSE_API_TOKEN_TTL_S`` (default ``3600``): lifetime of the user tokens ``pulse token``
         signs when ``--ttl`` is not given, seconds.
+    api_session_ttl_s:
+        ``PULSE_API_SESSION_TTL_S`` (default ``28800``, 8 h): lifetime of a moderator's or
+        operator's browser session (``POST /v1/session``: the ``pulse_session`` cookie), seconds.
+    personal_data_encryption:
+        ``PULSE_PERSONAL_DATA_ENCRYPTION`` (default ``1``; ``0`` / ``false`` / ``off`` turn it
+        off): personal fields (those marked ``"pulse.personal"`` in ``schemas/avro``) are
+        encrypted per data subject by the producer, the HTTP API and the runtime's emits, and
+        decrypted for agents, replay, export and training sets; erasure deletes the subject's key
+        (crypto-shredding, docs/erasure.md). Off: they travel and are read as they are.
+    subject_key_cache_s:
+        ``PULSE_SUBJECT_KEY_CACHE_S`` (default ``60``): how long a process keeps a subject's key
+        in memory before reading it again; after an erasure, other running processes may still
+        decrypt the subject's fields for up to this long.
     crash_point:
         ``PULSE_CRASH_POINT`` (default unset): fault injection for the crash-safety tests,
         ``<agent>:<point>[:<n>]`` kills the worker the n-th time a batch of that agent reaches
@@ -337,6 +370,8 @@ class Settings:
     app_id: str = "pulse"
     topic_partitions: int = 0
     web_port: int = 0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     session_timeout_s: float = 10.0
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
@@ -360,7 +395,10 @@ class Settings:
     api_user_rate: float = 20.0
     api_user_burst: int = 40
     api_token_ttl_s: int = 3600
+    api_session_ttl_s: int = 8 * 3600
     crash_point: str = ""
+    personal_data_encryption: bool = True
+    subject_key_cache_s: float = 60.0
     profile_half_life_days: float = 14.0
     profile_activity_half_life_days: float = 90.0
     feed_size: int = 200
@@ -445,6 +483,8 @@ class Settings:
             app_id=env.get("PULSE_APP_ID") or "pulse",
             topic_partitions=_int(env, "PULSE_PARTITIONS", 0),
             web_port=_int(env, "PULSE_WEB_PORT", 0),
+            metrics_port=_int(env, "PULSE_METRICS_PORT", 0),
+            metrics_host=env.get("PULSE_METRICS_HOST") or "127.0.0.1",
             session_timeout_s=_float(env, "PULSE_SESSION_TIMEOUT_S", 10.0),
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
             cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",
@@ -469,7 +509,10 @@ class Settings:
             api_user_rate=_positive(env, "PULSE_API_USER_RATE", 20.0),
             api_user_burst=int(_positive(env, "PULSE_API_USER_BURST", 40, integer=True)),
             api_token_ttl_s=int(_positive(env, "PULSE_API_TOKEN_TTL_S", 3600, integer=True)),
+            api_session_ttl_s=int(_positive(env, "PULSE_API_SESSION_TTL_S", 8 * 3600, integer=True)),
             crash_point=env.get("PULSE_CRASH_POINT") or "",
+            personal_data_encryption=_switch(env, "PULSE_PERSONAL_DATA_ENCRYPTION", True),
+            subject_key_cache_s=_positive(env, "PULSE_SUBJECT_KEY_CACHE_S", 60.0),
             profile_half_life_days=_float(env, "PULSE_PROFILE_HALF_LIFE_DAYS", 14.0),
             profile_activity_half_life_days=_positive(env, "PULSE_PROFILE_ACTIVITY_HALF_LIFE_DAYS", 90.0),
             feed_size=_int(env, "PULSE_FEED_SIZE", 200),

@@ -63,14 +63,16 @@ class EventIngest:
         """
         from streams.contracts.codec import CodecError
         from streams.contracts.topics import TopicError
+        from streams.stores.keys import KeyStoreError
 
         try:
             pub = self.publisher()
             record = pub.complete(record)
-            key, value = pub.encode(topic, record)
+            # in a thread: a new data subject's key is made in Cassandra (crypto-shredding)
+            key, value = await asyncio.to_thread(pub.encode, topic, record)
         except CodecError as exc:
             raise ApiError(422, f"the event does not match topic {topic}'s schema: {exc}") from None
-        except TopicError as exc:
+        except (TopicError, KeyStoreError) as exc:
             raise ApiError(503, f"events cannot be published now: {exc}") from None
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()

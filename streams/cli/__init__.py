@@ -15,7 +15,7 @@ from streams.cli.common import app, err_console
 #: Command modules, in help order. Each attaches its commands to the apps of ``common``.
 COMMAND_MODULES = ("core", "feeds", "replay", "review", "copyright", "copyright_stream", "moderation",
                    "clip", "ranking", "models", "trends", "timing", "notifications",
-                   "analytics", "api", "bench_replay", "bench_delivery")
+                   "analytics", "erasure", "api", "moderators", "ops", "bench_replay", "bench_delivery")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -197,8 +197,13 @@ def worker(agent_names: Optional[str] = typer.Option(None, "--agents",
                 ctx.close()
                 raise WorkerSetupError(f"agent {sp.name} could not start: {exc}") from exc
     create_changelog_topics(faust_app, ctx)
+    from streams.runtime.metrics import serve_worker_metrics
+
+    metrics_url = serve_worker_metrics(s, ctx.metrics, agents=[sp.name for sp in specs],
+                                       topics=[t for sp in specs for t in sp.topics])
     err_console.print(f"worker: agents {', '.join(sp.name for sp in specs)} on {s.kafka_bootstrap} "
-                      f"(consumer group {s.app_id})")
+                      f"(consumer group {s.app_id})"
+                      + (f"; metrics at {metrics_url}" if metrics_url else ""))
     run_worker(faust_app, loglevel)
 
 
