@@ -46,3 +46,10 @@ def select(names: str | None) -> list[AgentSpec]:
             raise KeyError(f"unknown agent {n!r}; registered agents: {', '.join(AGENTS)}")
         chosen.append(AGENTS[n])
     return chosen
+
+
+def erasure_components() -> list[str]:
+    """The agents that report on an erasure (``erasure_log``): every registered agent that
+    consumes ``erasure-requests``, the eraser first."""
+    names = [s.name for s in AGENTS.values() if "erasure-requests" in s.topics]
+    return sorted(names, key=lambda n: (n != "eraser", n))

@@ -10,6 +10,7 @@ rebuilt state forgets the user too.
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any, Iterable
 
 from streams.contracts.agent import Event, State
@@ -17,6 +18,22 @@ from streams.contracts.effects import Effect, StateDelete, Upsert
 
 ERASURE_TOPIC = "erasure-requests"
 REPORT = "erasure_log"
+LEGAL_BASES = ("GDPR", "CCPA", "ACCOUNT_DELETION", "OTHER")
+"""The ``LegalBasis`` symbols of ``schemas/avro/erasure_request.v1.avsc``."""
+
+
+def erasure_request(user_id: str, *, post_id: str | None = None, basis: str = "GDPR",
+                    request_id: str | None = None) -> dict[str, Any]:
+    """An ``ErasureRequest`` record without its envelope (``event_id``, ``event_time`` and
+    ``producer`` are the publisher's): scope USER, or POST with ``post_id``; ``request_id`` a new
+    UUID unless given. Used by ``pulse erase`` and ``POST /v1/users/{user_id}/erasure``.
+
+    Raises ``ValueError`` for a ``basis`` not in :data:`LEGAL_BASES`."""
+    if basis not in LEGAL_BASES:
+        raise ValueError(f"legal basis {basis!r}: use one of {', '.join(LEGAL_BASES)}")
+    return {"request_id": request_id or str(uuid.uuid4()), "user_id": user_id,
+            "scope": "POST" if post_id else "USER", "post_id": post_id, "legal_basis": basis,
+            "deadline": None}
 
 
 def report_rows(request: dict[str, Any], component: str, counts: dict[str, int], t: int,

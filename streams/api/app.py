@@ -150,6 +150,7 @@ def create_app(settings: Settings, *, read_side: Any = None) -> FastAPI:
     """The API for ``settings``. ``read_side``: a :class:`~streams.query.read_side.ReadSide` to
     share (default: one of its own, closed at shutdown). Kafka is reached on the first publish,
     Cassandra on the first read."""
+    from streams.api.erasure import router as erasure_router
     from streams.api.ingest import EventIngest, router as ingest_router
     from streams.api.live import router as live_router
     from streams.api.reads import router as reads_router
@@ -202,6 +203,7 @@ def create_app(settings: Settings, *, read_side: Any = None) -> FastAPI:
     app.include_router(live_router)
     app.include_router(session_router)
     app.include_router(review_router)
+    app.include_router(erasure_router)
     install_pages(app)
     from streams.api.ops import router as ops_router
 

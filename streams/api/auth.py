@@ -40,18 +40,21 @@ from pathlib import Path
 from typing import Any
 
 PUBLIC_TOPICS = ("uploads", "interactions", "follows", "signups", "notification-feedback",
-                 "copyright-references")
+                 "copyright-references", "erasure-requests")
 """Topics upstream apps publish to: what people do (uploads, interactions, follows, sign-ups,
-reactions to notifications) and rights holders' registrations. The rest are written by Pulse's
-agents (verdicts, feeds, ...), by moderators through the review round trip
-(``review-decisions``, whose claim a raw event would skip), or wait for their consumer
-(``erasure-requests``, with the eraser)."""
+reactions to notifications), rights holders' registrations, and erasure requests (an app's
+account-deletion or privacy-request service; a user requests their own through
+``POST /v1/users/{user_id}/erasure``). The rest are written by Pulse's agents (verdicts, feeds,
+...) or by moderators through the review round trip (``review-decisions``, whose claim a raw
+event would skip). A key created with topics ``all`` is granted every one of these, erasure
+included: grant an ordinary app its topics by name."""
 READS = ("feeds", "notifications", "search", "trends", "golden-moments", "posts", "creator-stats",
-         "metrics")
+         "erasure-reports", "metrics")
 """What a key may be granted to read: ``GET /v1/feeds/...``, ``/v1/users/{id}/notifications``,
 ``/v1/search``, ``/v1/trends``, ``/v1/golden-moments/...``, ``/v1/posts/{id}``,
-``/v1/creators/{id}/stats``, and ``/metrics`` (Prometheus: :mod:`streams.api.ops`)."""
-OWN_READS = frozenset({"feeds", "notifications", "golden-moments", "creator-stats"})
+``/v1/creators/{id}/stats``, ``/v1/erasure-requests/{id}`` (an erasure's report), and
+``/metrics`` (Prometheus: :mod:`streams.api.ops`)."""
+OWN_READS = frozenset({"feeds", "notifications", "golden-moments", "creator-stats", "erasure-reports"})
 """Reads a user token may make of its own user only."""
 PUBLIC_READS = frozenset({"trends", "search"})
 """Reads any valid user token may make."""

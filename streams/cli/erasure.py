@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Optional
 
 import typer
 
+from agents.shared.erasure import LEGAL_BASES, erasure_request
 from streams.cli.common import app, console, err_console, friendly, register_user_errors, settings
 from streams.cli.tables import RecordTable
-
-LEGAL_BASES = ("GDPR", "CCPA", "ACCOUNT_DELETION", "OTHER")
 
 
 class ErasureWaitTimeout(RuntimeError):
@@ -21,24 +19,6 @@ class ErasureWaitTimeout(RuntimeError):
 
 
 register_user_errors(ErasureWaitTimeout)
-
-
-def erasure_components() -> list[str]:
-    """The agents that report on an erasure: every registered agent that consumes
-    ``erasure-requests`` (the eraser first)."""
-    from agents.registry import AGENTS
-
-    names = [s.name for s in AGENTS.values() if "erasure-requests" in s.topics]
-    return sorted(names, key=lambda n: (n != "eraser", n))
-
-
-def erasure_request(user_id: str, *, post_id: str | None = None, basis: str = "GDPR",
-                    request_id: str | None = None) -> dict:
-    """An ``ErasureRequest`` record (scope USER, or POST with ``post_id``); ``request_id`` a new
-    UUID unless given."""
-    return {"request_id": request_id or str(uuid.uuid4()), "user_id": user_id,
-            "scope": "POST" if post_id else "USER", "post_id": post_id, "legal_basis": basis,
-            "deadline": None}
 
 
 def _print_report(report, expected: list[str]) -> None:
@@ -86,6 +66,8 @@ def erase(user_id: str = typer.Argument(..., help="The data subject's user id.")
             console.print(f"erasure request {request_id} published; `pulse erasure-report {request_id}` "
                           f"shows what was removed", highlight=False)
         return
+    from agents.registry import erasure_components  # every agent: imported only when used
+
     expected = erasure_components()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -119,6 +101,8 @@ def erasure_report(request_id: str = typer.Argument(..., help="The erasure reque
     from streams.query.erasure import read_erasure_report
 
     report = read_erasure_report(settings(), request_id)
+    from agents.registry import erasure_components  # every agent: imported only when used
+
     expected = erasure_components()
     if as_json:
         print(json.dumps({**report.as_dict(), "expected": expected, "missing": report.missing(expected)},

@@ -136,6 +136,33 @@ def test_an_event_is_acknowledged_with_its_id_and_the_app_as_producer(api):
                     json={**follow(user), "event_id": mine}).json()["event_id"] == mine
 
 
+def test_a_user_requests_their_own_erasure_and_follows_its_report(api):
+    """``POST /v1/users/{id}/erasure`` with the user's own token puts the request on
+    ``erasure-requests`` as ``pulse erase`` does, the user as producer; the report is not there
+    for the user until the eraser reaches it (no eraser runs here: test_erasure.py runs one), an
+    app granted the read sees it empty and pending. A body with an unknown basis is a 422."""
+    from replay.reader import read_topic
+
+    me = unique("u")
+    bad = api.call("POST", f"/v1/users/{me}/erasure", headers=api.token(me), json={"legal_basis": "WHIM"})
+    assert "legal_basis" in error(bad, 422)
+    r = api.call("POST", f"/v1/users/{me}/erasure", headers=api.token(me), json={"legal_basis": "CCPA"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["user_id"] == me and body["scope"] == "USER" and body["report"].endswith(body["request_id"])
+    found = wait_until(lambda: [rec for _, rec in read_topic(api.settings, "erasure-requests", last=200)
+                                if rec["request_id"] == body["request_id"]], 30, "the request on the topic")
+    assert found[0]["user_id"] == me and found[0]["producer"] == f"user:{me}"
+    assert found[0]["legal_basis"] == "CCPA" and found[0]["scope"] == "USER"
+    post = api.call("POST", f"/v1/users/{me}/erasure", headers=api.headers(), json={"post_id": f"{me}-p1"})
+    assert post.status_code == 202 and post.json()["scope"] == "POST"  # an app granted erasure-requests
+    assert "no report" in error(api.call("GET", body["report"], headers=api.token(me)), 404)
+    pending = api.call("GET", body["report"], headers=api.headers())
+    assert pending.status_code == 200 and pending.json()["complete"] is False
+    assert "eraser" in pending.json()["pending"] and pending.json()["components"] == {}
+    assert "not granted" in error(api.call("GET", body["report"], headers=api.headers(api.narrow)), 403)
+
+
 def test_bad_bodies_get_a_reason_and_never_a_500(api):
     h = api.headers(**{"Content-Type": "application/json"})
     assert "not valid JSON" in error(api.call("POST", "/v1/events/follows", headers=h, content=b"{nope"), 400)

@@ -167,6 +167,21 @@ def test_erasure_end_to_end(pipeline, workers, tmp_path):
                            env=worker_env(pipeline, app_id), cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=120)
     assert json.loads(shown.stdout)["components"] == report["components"]
+    # the same report through the API: for ada's own token, complete; never for bob's
+    from fastapi.testclient import TestClient
+
+    from streams.api.app import create_app
+    from streams.api.auth import issue_token, token_secret
+
+    with TestClient(create_app(pipeline), raise_server_exceptions=False) as client:
+        def as_user(u):
+            return {"Authorization": f"Bearer {issue_token(token_secret(pipeline), u, ttl_s=300)}"}
+
+        r = client.get(f"/v1/erasure-requests/{report['request_id']}", headers=as_user(ada))
+        assert r.status_code == 200, r.text
+        assert r.json()["components"] == report["components"] and r.json()["complete"] is True
+        assert r.json()["pending"] == []
+        assert client.get(f"/v1/erasure-requests/{report['request_id']}", headers=as_user(bob)).status_code == 403
 
     def gone(keyspace):
         assert not _rows(pipeline, keyspace, "SELECT * FROM users WHERE user_id = %s", ada)

@@ -26,9 +26,11 @@ ROLE_PREFIXES = {"/v1/review/": "moderator", "/v1/ops/": "operator", "/metrics":
 def api(tmp_path_factory):
     settings = Settings.from_env({"PULSE_HOME": str(tmp_path_factory.mktemp("home"))})
     key, _ = KeyStore.for_settings(settings).create("sec-test", "all", "all")  # before the app reads the file
+    narrow, _ = KeyStore.for_settings(settings).create("narrow-sec", "follows", "feeds")
     app = create_app(settings)
     routes = [(method, path) for path, ops in app.openapi()["paths"].items() for method in ops]
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.narrow_key = narrow
         yield client, token_secret(settings), routes, key
 
 
@@ -93,3 +95,25 @@ def test_a_users_token_never_reads_another_users_data(api):
     for method, path in own:
         r = call(client, method, path, {"Authorization": token(secret, sub="me")})
         assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+
+
+def test_only_the_subject_or_a_granted_app_requests_an_erasure(api):
+    """A user token for another user, a moderator's or operator's token (staff, not data
+    subjects) and an app key without the ``erasure-requests`` topic are refused before anything
+    is published; so are the same callers reading an erasure's report."""
+    client, secret, routes, _ = api
+    assert ("post", "/v1/users/{user_id}/erasure") in routes
+    assert ("get", "/v1/erasure-requests/{request_id}") in routes
+    narrow = client.narrow_key
+    def bearer(**claims):
+        return {"Authorization": token(secret, **claims)}
+
+    for headers, why in ((bearer(sub="me"), "its own user only"),
+                         (bearer(sub="victim", role="moderator"), "no erasure power"),
+                         (bearer(sub="victim", role="operator"), "no erasure power"),
+                         ({"X-API-Key": narrow}, "not granted topic 'erasure-requests'")):
+        r = client.post("/v1/users/victim/erasure", headers=headers, json={"legal_basis": "GDPR"})
+        assert r.status_code == 403 and why in r.json()["error"]["message"], r.text
+    for headers in (bearer(sub="victim", role="moderator"), {"X-API-Key": narrow}):
+        r = client.get("/v1/erasure-requests/some-request", headers=headers)
+        assert r.status_code == 403, r.text
