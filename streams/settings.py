@@ -33,6 +33,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
 
 
+def _urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated ``http``/``https`` URLs with a host; raises :class:`SettingsError`
+    naming the first that is not one."""
+    from urllib.parse import urlsplit
+
+    urls = tuple(u.strip() for u in (env.get(name) or "").split(",") if u.strip())
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"{name}: {u!r} is not an http(s) URL with a host "
+                                f"(e.g. http://10.0.0.7:9464/metrics)")
+    return urls
+
+
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
     """A non-negative integer (``0`` usually meaning off)."""
     value = _int(env, name, default)
@@ -216,6 +230,10 @@ class Settings:
     metrics_host:
         ``PULSE_METRICS_HOST`` (default ``127.0.0.1``): the address a worker's metrics server
         binds (``0.0.0.0`` for a Prometheus on another host).
+    metrics_targets:
+        ``PULSE_METRICS_TARGETS`` (default none): comma-separated ``/metrics`` URLs of workers on
+        other hosts (``http://10.0.0.7:9464/metrics``) that the dashboard scrapes beside the
+        local workers it finds under ``$PULSE_HOME/run/metrics/``; only ``http``/``https`` URLs.
     session_timeout_s:
         ``PULSE_SESSION_TIMEOUT_S`` (default ``10``): Kafka consumer session timeout; a killed
         worker's partitions move to the surviving workers after at most this long.
@@ -372,6 +390,7 @@ class Settings:
     web_port: int = 0
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    metrics_targets: tuple[str, ...] = ()
     session_timeout_s: float = 10.0
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
@@ -485,6 +504,7 @@ class Settings:
             web_port=_int(env, "PULSE_WEB_PORT", 0),
             metrics_port=_int(env, "PULSE_METRICS_PORT", 0),
             metrics_host=env.get("PULSE_METRICS_HOST") or "127.0.0.1",
+            metrics_targets=_urls(env, "PULSE_METRICS_TARGETS"),
             session_timeout_s=_float(env, "PULSE_SESSION_TIMEOUT_S", 10.0),
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
             cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",

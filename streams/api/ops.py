@@ -44,6 +44,20 @@ KEEPALIVE_S = 15.0
 INSPECT_ENTRIES = 50
 
 
+
+def remote_workers(settings: Any) -> dict[str, Any]:
+    """The collector's ``extra_targets`` and ``extra_groups`` for workers on other hosts: the
+    ``PULSE_METRICS_TARGETS`` URLs, and the lag of consumer group ``PULSE_APP_ID`` over every
+    registered agent's source topics (a remote worker's group and topics are not discoverable
+    from here; every worker of one deployment shares ``PULSE_APP_ID``). Empty without targets."""
+    targets = tuple(getattr(settings, "metrics_targets", ()) or ())
+    if not targets:
+        return {}
+    from agents.registry import AGENTS
+
+    topics = sorted({t for spec in AGENTS.values() for t in spec.topics})
+    return {"extra_targets": targets, "extra_groups": {settings.app_id: topics}}
+
 class OpsState:
     """The process's collector, started on demand and stopped when idle."""
 
@@ -59,7 +73,7 @@ class OpsState:
         with self._lock:
             self.last_used = time.monotonic()
             if self.collector is None:
-                self.collector = Collector(self.settings, self.read_side).start()
+                self.collector = Collector(self.settings, self.read_side, **remote_workers(self.settings)).start()
                 threading.Thread(target=self._reaper, daemon=True, name="pulse-ops-reaper").start()
             return self.collector
 

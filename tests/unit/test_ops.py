@@ -222,3 +222,39 @@ def test_prometheus_example_config_is_valid_yaml_with_both_jobs():
     cfg = yaml.safe_load((REPO_ROOT / "infra" / "grafana" / "prometheus.yml").read_text())
     jobs = {j["job_name"] for j in cfg["scrape_configs"]}
     assert {"pulse-api", "pulse-workers"} <= jobs
+
+
+# ---------------------------------------------------------------------- workers on other hosts
+
+
+def test_remote_worker_targets_are_scraped_beside_local_ones(tmp_path):
+    """``PULSE_METRICS_TARGETS`` names workers the dashboard cannot discover under
+    ``$PULSE_HOME/run/metrics/``: the collector scrapes them (a real ``prometheus_client``
+    HTTP server here, as a worker on another host runs), sums their samples and reads the lag of
+    ``PULSE_APP_ID`` over every agent's topics; a URL that is not http(s) is refused by name."""
+    from prometheus_client import start_http_server
+
+    from streams.api.ops import remote_workers
+    from streams.ops.collector import Collector
+    from streams.settings import Settings, SettingsError
+
+    reg = CollectorRegistry()
+    reg.register(busy_worker(42))
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_METRICS_TARGETS": f" {url} ,",
+                                      "PULSE_APP_ID": "fleet"})
+        assert settings.metrics_targets == (url,)
+        extra = remote_workers(settings)
+        assert extra["extra_targets"] == (url,)
+        assert {"uploads", "interactions", "erasure-requests"} <= set(extra["extra_groups"]["fleet"])
+        reading = Collector(settings, **extra).read()  # no Kafka configured: the scrape alone
+        assert reading.workers == [{"pid": None, "url": url, "app_id": None, "agents": [], "up": True}]
+        assert reading.samples[("pulse_agent_events_in_total", (("agent", "content_guard"),))] == 42
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert remote_workers(Settings.from_env({"PULSE_HOME": str(tmp_path)})) == {}
+    with pytest.raises(SettingsError, match="PULSE_METRICS_TARGETS.*not an http"):
+        Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_METRICS_TARGETS": "file:///etc/passwd"})
