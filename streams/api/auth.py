@@ -349,12 +349,18 @@ class Principal:
             return
         if read in PUBLIC_READS:
             return
+        # ownership counts for role ``user`` only: moderator and operator accounts are staff
+        # identities whose names may equal a platform user's id, never that user
+        own = self.role == "user" and owner == self.name
         if read == "posts":
-            if self.role == "moderator" or owner == self.name:
+            if self.role == "moderator" or own:
                 return
             raise GrantError("a user token reads only the status of the user's own posts (moderators: any)")
-        if read in OWN_READS and owner == self.name:
+        if read in OWN_READS and own:
             return
+        if owner == self.name:
+            raise GrantError(f"a {self.role}'s login or token is a staff identity and reads no user's own "
+                             f"{read}; use that user's token (role user)")
         raise GrantError(f"a user token reads only its own user's {read} (this token is for user {self.name!r})")
 
 

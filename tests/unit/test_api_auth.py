@@ -121,6 +121,10 @@ def test_what_each_principal_may_do(settings):
     mod.may_read("posts", "u2")  # moderators read any post's verdicts
     with pytest.raises(GrantError, match="own"):
         mod.may_read("feeds", "u2")  # but not other users' feeds
+    for read in ("feeds", "notifications", "creator-stats", "erasure-reports"):
+        for role in ("moderator", "operator"):  # nor, as staff, the user's whose id their name is
+            with pytest.raises(GrantError, match="staff identity"):
+                user_principal("u1", role).may_read(read, "u1")
     with pytest.raises(GrantError, match="publishing needs an app"):
         user.may_publish("uploads")
     assert (app.limits_key, user.limits_key) == (f"key:{rec.key_id}", "user:u1")
