@@ -54,7 +54,7 @@ def _prepare(s: Settings) -> None:
     n_new = sum(1 for v in done.topics.values() if v == "created")
     console.print(f"topics: {n_new} created, {len(done.topics) - n_new} already there")
     for k, v in done.topics.items():
-        if v.startswith("exists ("):
+        if v.startswith("exists (") or "configs set" in v:
             console.print(f"[yellow]topic {k}: {v}[/]")
     console.print(f"views: keyspace {s.cassandra_keyspace}, {done.cql_statements - 1} tables ready")
     if done.collections:

@@ -15,11 +15,22 @@ from streams.settings import REPO_ROOT, Settings
 
 TOPICS_FILE = REPO_ROOT / "infra" / "kafka" / "topics.toml"
 
+#: Longest time (ms) an erased key's earlier values stay on a compacted topic: Kafka's
+#: ``max.compaction.lag.ms`` (KIP-354) makes a segment holding a value older than this eligible
+#: for compaction (its active segment is rolled), so the log cleaner removes every value a
+#: tombstone supersedes within about a day instead of whenever the segment fills (1 GiB) or
+#: ages out (``segment.ms``, 7 days). One day also keeps each tombstone (``delete.retention.ms``)
+#: for consumers and replays that lag (docs/erasure.md).
+ERASURE_COMPACTION_BOUND_MS = 86_400_000
+
 #: Topic configs per policy. ``log``: keep every event forever (replay needs the whole history).
-#: ``compacted``: keep the latest value per key; a null value (tombstone) deletes the key.
+#: ``compacted``: keep the latest value per key; a null value (tombstone) deletes the key, and
+#: the values it supersedes are compacted away within :data:`ERASURE_COMPACTION_BOUND_MS`.
 POLICY_CONFIGS: dict[str, dict[str, str]] = {
     "log": {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
-    "compacted": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+    "compacted": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                  "max.compaction.lag.ms": str(ERASURE_COMPACTION_BOUND_MS),
+                  "delete.retention.ms": str(ERASURE_COMPACTION_BOUND_MS)},
 }
 
 

@@ -26,10 +26,15 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None,
     ``PULSE_KAFKA_REPLICATION``): 3 replicas with ``min.insync.replicas`` 2 on three brokers or
     more, one replica on one broker.
 
+    An existing topic whose policy configs differ from the catalog's (a deployment made before
+    a config was added, such as the compacted topics' erasure bound) gets them set with an
+    incremental alter; its partition count is never changed.
+
     Returns
     -------
     dict
-        ``{topic: "created" | "exists" | "exists (N partitions; catalog says M)"}``.
+        ``{topic: "created" | "exists" | "exists (N partitions; catalog says M)"}``, with
+        ``"; configs set: a, b"`` appended where existing configs were brought in line.
 
     Raises
     ------
@@ -59,6 +64,9 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None,
                                               settings.kafka_replication)
             new.append(NewTopic(spec.name, num_partitions=partitions, replication_factor=factor,
                                 config={**spec.configs, "min.insync.replicas": str(min_isr)}))
+    stale = [spec for spec in specs if spec.name in existing]
+    for name, keys in _align_configs(admin, stale, timeout_s).items():
+        result[name] += f"; configs set: {', '.join(keys)}"
     if new:
         for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
             try:
@@ -71,6 +79,39 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None,
                 else:
                     raise TopicError(f"creating topic {name!r} failed: {err}") from None
     return result
+
+
+def _align_configs(admin, specs: list[TopicSpec], timeout_s: float) -> dict[str, list[str]]:
+    """Set the catalog's policy configs where existing topics differ; ``{topic: [keys set]}``.
+
+    Raises :class:`TopicError` when the cluster refuses to describe or alter a topic."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    if not specs:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
+    changes: dict[str, list[str]] = {}
+    alters = []
+    try:
+        described = {r.name: fut.result(timeout=timeout_s)
+                     for r, fut in admin.describe_configs(resources, request_timeout=timeout_s).items()}
+    except KafkaException as exc:
+        raise TopicError(f"describing the topics' configs failed: {exc.args[0]}") from None
+    for spec in specs:
+        have = described.get(spec.name, {})
+        wrong = {k: v for k, v in spec.configs.items() if getattr(have.get(k), "value", None) != v}
+        if wrong:
+            changes[spec.name] = sorted(wrong)
+            alters.append(ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in sorted(wrong.items())]))
+    if alters:
+        for res, fut in admin.incremental_alter_configs(alters, request_timeout=timeout_s).items():
+            try:
+                fut.result(timeout=timeout_s)
+            except KafkaException as exc:
+                raise TopicError(f"setting configs of topic {res.name!r} failed: {exc.args[0]}") from None
+    return changes
 
 
 @dataclass(frozen=True)

@@ -297,3 +297,34 @@ def test_maven_failure_carries_its_output(tmp_path: Path) -> None:
         resolve_jars(pom, "kafka_2.13", "kafka", tmp_path / "cache")
     assert "0.0.0-no-such-version" in str(info.value)
     assert not any((tmp_path / "cache").glob("kafka-*/lib"))
+
+
+def test_compacted_topics_get_the_erasure_bound_and_old_ones_are_aligned(servers: Settings) -> None:
+    """On the real broker: a compacted topic created from the catalog carries
+    ``max.compaction.lag.ms`` and ``delete.retention.ms``; one created before those configs
+    existed (made here without them) gets them set by the next ``create_topics``, its data and
+    partitions untouched, and a third call changes nothing."""
+    from confluent_kafka.admin import ConfigResource, NewTopic
+
+    from streams.contracts.topics import TopicSpec
+    from streams.servers.topics_admin import admin_client, create_topics
+
+    def configs(name):
+        res = ConfigResource(ConfigResource.Type.TOPIC, name)
+        entries = admin.describe_configs([res])[res].result(timeout=30)
+        return {k: entries[k].value for k in ("cleanup.policy", "max.compaction.lag.ms", "delete.retention.ms")}
+
+    admin = admin_client(servers)
+    fresh, old = (f"erasure-bound-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("new", "old"))
+    spec = lambda name: TopicSpec(name, "ProfileUpdate", "user_id", 2, 1, "compacted")  # noqa: E731
+    assert create_topics(servers, [spec(fresh)]) == {fresh: "created"}
+    assert configs(fresh) == {"cleanup.policy": "compact", "max.compaction.lag.ms": "86400000",
+                              "delete.retention.ms": "86400000"}
+    admin.create_topics([NewTopic(old, num_partitions=2, replication_factor=1,
+                                  config={"cleanup.policy": "compact"})])[old].result(timeout=30)
+    assert configs(old)["max.compaction.lag.ms"] != "86400000"
+    got = create_topics(servers, [spec(old)])
+    assert got[old].startswith("exists; configs set:") and "max.compaction.lag.ms" in got[old], got
+    assert configs(old) == configs(fresh)
+    assert create_topics(servers, [spec(old), spec(fresh)]) == {old: "exists", fresh: "exists"}
+    admin.delete_topics([fresh, old])

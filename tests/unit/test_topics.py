@@ -44,3 +44,16 @@ def test_catalog_rejects_missing_key_and_bad_policy(tmp_path: Path):
     with pytest.raises(TopicError, match="unknown policy 'forever'"):
         load_topics(bad)
     assert set(POLICY_CONFIGS) == {"log", "compacted"}
+
+
+def test_compacted_topics_bound_how_long_an_erased_keys_values_survive():
+    """Erasure tombstones the user's keys on the compacted topics; ``max.compaction.lag.ms``
+    makes the log cleaner remove the values they supersede within a day (docs/erasure.md)."""
+    from streams.contracts.topics import ERASURE_COMPACTION_BOUND_MS
+
+    for name, spec in topic_catalog().items():
+        if spec.policy == "compacted":
+            assert spec.configs["max.compaction.lag.ms"] == str(ERASURE_COMPACTION_BOUND_MS) == "86400000", name
+            assert spec.configs["delete.retention.ms"] == "86400000", name
+        else:
+            assert "max.compaction.lag.ms" not in spec.configs, name
