@@ -23,6 +23,7 @@ import json
 
 from fastapi import APIRouter, Depends, Request
 
+from agents.shared.erasure import ERASURE_TOPIC, erasure_request
 from streams.api.app import authenticate, context
 from streams.api.auth import GrantError, Principal
 from streams.api.errors import ApiError
@@ -30,8 +31,8 @@ from streams.api.ingest import read_body
 
 router = APIRouter(prefix="/v1", tags=["erasure"])
 
-ERASURE_TOPIC = "erasure-requests"
 MAX_BODY = 4096
+"""Largest request body (the options object) read, bytes."""
 
 
 def _may_request(principal: Principal, user_id: str) -> None:
@@ -55,8 +56,6 @@ def _may_request(principal: Principal, user_id: str) -> None:
 async def post_erasure(user_id: str, request: Request, principal: Principal = Depends(authenticate)) -> dict:
     """Publishes an ``ErasureRequest`` (schemas/avro/erasure_request.v1.avsc); the eraser and the
     stateful agents carry it out as they reach it in the log (docs/erasure.md)."""
-    from agents.shared.erasure import erasure_request
-
     ctx = context(request)
     _may_request(principal, user_id)
     if not user_id or len(user_id) > 200:
