@@ -5,6 +5,7 @@ yields; it never re-implements an agent.
 """
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from streams.contracts.codec import CodecError, codec_for
 from streams.settings import Settings
 from streams.contracts.topics import require_bootstrap, topic_spec
 
+
+log = logging.getLogger("pulse.replay")
 
 READ_BATCH = 1_000
 """Messages fetched per ``consume`` call by :func:`read_topic`."""
@@ -27,6 +30,29 @@ class Position:
     partition: int
     offset: int
     timestamp_ms: int
+
+
+def _prefetch_keys(codec: Any, keys: Any, batch: list) -> None:
+    """Best effort: read the keys a batch of messages needs together (decoded once without
+    decrypting, for their subjects), so the per-message decode finds them cached instead of
+    making one Cassandra round trip per new subject. Any failure here is left to the
+    per-message decode, which raises or skips exactly as without it."""
+    sealed = getattr(codec, "sealed_subjects", None)
+    if sealed is None or keys is None or not hasattr(keys, "prefetch"):
+        return
+    subjects: set[str] = set()
+    for msg in batch:
+        value = msg.value()
+        if msg.error() or value is None:
+            continue
+        try:
+            subjects |= sealed(codec.inner.decode(value))
+        except Exception:  # noqa: BLE001 - a broken message is the decode loop's to report
+            continue
+    try:
+        keys.prefetch(subjects)
+    except Exception as exc:  # noqa: BLE001 - the decode loop reads each key itself and reports
+        log.debug("prefetching %d subject keys failed: %s", len(subjects), exc)
 
 
 def read_topic(settings: Settings, topic: str, *, last: int | None = None,
@@ -88,6 +114,7 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
                     break  # nothing more within timeout_s: the broker has no more for us
                 continue
             idle_since = time.monotonic()
+            _prefetch_keys(codec, keys, batch)
             for msg in batch:
                 if msg.error():
                     raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")

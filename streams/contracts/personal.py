@@ -217,6 +217,16 @@ class PersonalCodec:
             record.erased = tuple(erased)
         return record
 
+    def sealed_subjects(self, record: Mapping[str, Any]) -> set[str]:
+        """The subjects whose keys :meth:`open` needs for ``record`` (decoded by ``inner``):
+        those of its encrypted personal fields. For readers that fetch a batch's keys at once."""
+        out = set()
+        for field, (subject_field, _) in self.fields.items():
+            value, subject = record.get(field), record.get(subject_field)
+            if isinstance(value, str) and value.startswith(PREFIX) and subject:
+                out.add(str(subject))
+        return out
+
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """Encrypt the personal fields, then validate and encode (raises what ``inner.encode``
         raises; encryption keeps every field's type, so the messages name the same fields)."""

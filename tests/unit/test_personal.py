@@ -175,3 +175,53 @@ def test_an_unreachable_key_store_fails_the_batch_instead_of_dead_lettering(tmp_
     sealed = codec().encode(upload())
     with pytest.raises(KeyUnavailable):  # decrypting the source needs it too
         c.run_batch(echo, [RawMessage("uploads", 0, 2, None, sealed)])
+
+
+class Msg:
+    """A consumed message as confluent-kafka gives it (value and error)."""
+
+    def __init__(self, value, error=None):
+        self._value, self._error = value, error
+
+    def value(self):
+        return self._value
+
+    def error(self):
+        return self._error
+
+
+def test_a_batch_prefetches_the_keys_its_sealed_fields_need_and_never_changes_a_result():
+    """replay.reader reads a batch's keys together (one round trip per subject, taken one message
+    at a time, made exports ten times slower): the subjects are those of encrypted fields only;
+    broken messages, tombstones, plaintext and a failing store are left to the per-message decode."""
+    from replay.reader import _prefetch_keys
+
+    writer = codec()
+    sealed = [writer.encode(upload(creator_id=c, post_id=f"{c}-p", event_id=f"3b1f8c2e-4a5d-4e6f-8a9b-0c1d2e3f4a{i:02x}"))
+              for i, c in enumerate(("ada", "bob", "ada"))]
+    plain = AvroCodec(default_catalog(), "upload").encode(upload(creator_id="cy", caption="", title=None))
+
+    class Prefetching(DictKeys):
+        def __init__(self, inner, fail=False):
+            super().__init__()
+            self.keys, self.asked, self.fail = inner.keys, [], fail
+
+        def prefetch(self, subjects):
+            self.asked.append(set(subjects))
+            if self.fail:
+                raise RuntimeError("Cassandra is down")
+            return len(subjects)
+
+    keys = Prefetching(writer.keys)
+    reader = PersonalCodec(AvroCodec(default_catalog(), "upload"), keys)
+    assert reader.sealed_subjects(reader.inner.decode(sealed[1])) == {"bob"}
+    assert reader.sealed_subjects(reader.inner.decode(plain)) == set()
+    batch = [Msg(v) for v in sealed] + [Msg(plain), Msg(b"not avro"), Msg(None), Msg(None, error="EOF")]
+    _prefetch_keys(reader, keys, batch)
+    assert keys.asked == [{"ada", "bob"}]
+    failing = Prefetching(writer.keys, fail=True)
+    _prefetch_keys(PersonalCodec(AvroCodec(default_catalog(), "upload"), failing), failing, batch)  # no raise
+    assert [PersonalCodec(AvroCodec(default_catalog(), "upload"), failing).decode(v)["caption"] for v in sealed] \
+        == ["my secret diary"] * 3
+    _prefetch_keys(AvroCodec(default_catalog(), "upload"), keys, batch)  # no personal codec: nothing asked
+    assert len(keys.asked) == 1
