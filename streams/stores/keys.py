@@ -90,8 +90,11 @@ class CassandraSubjectKeys:
         try:
             return session.execute(self._prepared[name], params)
         except Exception as exc:  # the driver raises many types
-            raise KeyStoreError(f"subject keys in {self.keyspace}: {type(exc).__name__}: {exc}; is Cassandra "
-                                f"up (`pulse status`)?") from None
+            raise self._store_error(exc) from None
+
+    def _store_error(self, exc: Exception) -> KeyStoreError:
+        return KeyStoreError(f"subject keys in {self.keyspace}: {type(exc).__name__}: {exc}; is Cassandra "
+                             f"up (`pulse status`)?")
 
     def key(self, subject: str, *, create: bool) -> bytes | None:
         """``subject``'s key (see :class:`~streams.contracts.personal.SubjectKeys`).
@@ -141,8 +144,7 @@ class CassandraSubjectKeys:
             results = execute_concurrent_with_args(session, self._prepared["get"], [(s,) for s in missing],
                                                    concurrency=concurrency, raise_on_first_error=True)
         except Exception as exc:  # the driver raises many types
-            raise KeyStoreError(f"subject keys in {self.keyspace}: {type(exc).__name__}: {exc}; is Cassandra "
-                                f"up (`pulse status`)?") from None
+            raise self._store_error(exc) from None
         found = 0
         for subject, (_ok, rows) in zip(missing, results):
             row = rows.one()
