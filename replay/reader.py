@@ -5,18 +5,16 @@ yields; it never re-implements an agent.
 """
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from streams.contracts.codec import CodecError, codec_for
+from streams.contracts.personal import decode_many
 from streams.settings import Settings
 from streams.contracts.topics import require_bootstrap, topic_spec
 
-
-log = logging.getLogger("pulse.replay")
 
 READ_BATCH = 1_000
 """Messages fetched per ``consume`` call by :func:`read_topic`."""
@@ -30,29 +28,6 @@ class Position:
     partition: int
     offset: int
     timestamp_ms: int
-
-
-def _prefetch_keys(codec: Any, keys: Any, batch: list) -> None:
-    """Best effort: read the keys a batch of messages needs together (decoded once without
-    decrypting, for their subjects), so the per-message decode finds them cached instead of
-    making one Cassandra round trip per new subject. Any failure here is left to the
-    per-message decode, which raises or skips exactly as without it."""
-    sealed = getattr(codec, "sealed_subjects", None)
-    if sealed is None or keys is None or not hasattr(keys, "prefetch"):
-        return
-    subjects: set[str] = set()
-    for msg in batch:
-        value = msg.value()
-        if msg.error() or value is None:
-            continue
-        try:
-            subjects |= sealed(codec.inner.decode(value))
-        except Exception:  # noqa: BLE001 - a broken message is the decode loop's to report
-            continue
-    try:
-        keys.prefetch(subjects)
-    except Exception as exc:  # noqa: BLE001 - the decode loop reads each key itself and reports
-        log.debug("prefetching %d subject keys failed: %s", len(subjects), exc)
 
 
 def read_topic(settings: Settings, topic: str, *, last: int | None = None,
@@ -114,7 +89,7 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
                     break  # nothing more within timeout_s: the broker has no more for us
                 continue
             idle_since = time.monotonic()
-            _prefetch_keys(codec, keys, batch)
+            wanted: list[tuple[Position, bytes]] = []
             for msg in batch:
                 if msg.error():
                     raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")
@@ -128,13 +103,15 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
                     continue
                 if msg.value() is None:
                     continue  # a tombstone on a compacted topic (erasure): a deletion, not an event
-                try:
-                    record = codec.decode(msg.value())
-                except CodecError as exc:
+                wanted.append((Position(topic, p, offset, ts), msg.value()))
+            # the batch decoded together: each message once, its subjects' keys read in one go
+            decoded = decode_many(codec, [value for _, value in wanted])
+            for (pos, _), record in zip(wanted, decoded):
+                if isinstance(record, CodecError):
                     if on_error == "skip":
                         continue
-                    raise CodecError(f"{topic}[{p}]@{offset}: {exc}") from None
-                yield Position(topic, p, offset, ts), record
+                    raise CodecError(f"{topic}[{pos.partition}]@{pos.offset}: {record}") from None
+                yield pos, record
     finally:
         consumer.close()
         if keys is not None:

@@ -288,6 +288,10 @@ def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
             with Publisher(settings, producer_name="pulse-demo") as pub, _progress(console) as bar:
                 task = bar.add_task(f"publishing {phase}", total=len(batch))
                 for i, (topic, record) in enumerate(batch, 1):
+                    if i % 500 == 1:  # the next 500 events' new subjects' keys made together
+                        ahead = batch[i - 1:i + 499]
+                        for t in {t for t, _ in ahead}:
+                            pub.prepare(t, [r for t2, r in ahead if t2 == t])
                     pub.publish(topic, record)
                     result.published[topic] += 1
                     if topic == "copyright-references" and (i == len(batch) or batch[i][0] != topic):

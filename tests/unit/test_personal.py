@@ -177,51 +177,110 @@ def test_an_unreachable_key_store_fails_the_batch_instead_of_dead_lettering(tmp_
         c.run_batch(echo, [RawMessage("uploads", 0, 2, None, sealed)])
 
 
-class Msg:
-    """A consumed message as confluent-kafka gives it (value and error)."""
+class Batching(DictKeys):
+    """DictKeys with the batch forms, recording what each call asked for (``fail``: the store is
+    down: both raise KeyUnavailable)."""
 
-    def __init__(self, value, error=None):
-        self._value, self._error = value, error
+    def __init__(self, inner=None, fail=False):
+        super().__init__()
+        if inner is not None:
+            self.keys = inner.keys
+        self.prefetched, self.ensured, self.fail = [], [], fail
 
-    def value(self):
-        return self._value
+    def prefetch(self, subjects):
+        from streams.contracts.personal import KeyUnavailable
 
-    def error(self):
-        return self._error
+        self.prefetched.append(set(subjects))
+        if self.fail:
+            raise KeyUnavailable("Cassandra is down")
+        return len(set(subjects) & set(self.keys))
+
+    def ensure(self, subjects):
+        from streams.contracts.personal import KeyUnavailable
+
+        self.ensured.append(set(subjects))
+        if self.fail:
+            raise KeyUnavailable("Cassandra is down")
+        for s in sorted(subjects):
+            self.key(s, create=True)
+        return len(subjects)
 
 
-def test_a_batch_prefetches_the_keys_its_sealed_fields_need_and_never_changes_a_result():
-    """replay.reader reads a batch's keys together (one round trip per subject, taken one message
-    at a time, made exports ten times slower): the subjects are those of encrypted fields only;
-    broken messages, tombstones, plaintext and a failing store are left to the per-message decode."""
-    from replay.reader import _prefetch_keys
+def eid(i):
+    return f"3b1f8c2e-4a5d-4e6f-8a9b-0c1d2e3f4a{i:02x}"
+
+
+def test_a_batch_reads_the_keys_its_sealed_fields_need_together_and_decodes_as_one_by_one():
+    """decode_many (replay.reader, the runtime's batches): each message decoded once, the keys
+    of encrypted fields only asked for at once; broken bytes come back in place as CodecError;
+    the results equal decode() of each value; a failing store raises KeyUnavailable."""
+    from streams.contracts.personal import KeyUnavailable, decode_many
 
     writer = codec()
-    sealed = [writer.encode(upload(creator_id=c, post_id=f"{c}-p", event_id=f"3b1f8c2e-4a5d-4e6f-8a9b-0c1d2e3f4a{i:02x}"))
+    sealed = [writer.encode(upload(creator_id=c, post_id=f"{c}-p", event_id=eid(i)))
               for i, c in enumerate(("ada", "bob", "ada"))]
     plain = AvroCodec(default_catalog(), "upload").encode(upload(creator_id="cy", caption="", title=None))
-
-    class Prefetching(DictKeys):
-        def __init__(self, inner, fail=False):
-            super().__init__()
-            self.keys, self.asked, self.fail = inner.keys, [], fail
-
-        def prefetch(self, subjects):
-            self.asked.append(set(subjects))
-            if self.fail:
-                raise RuntimeError("Cassandra is down")
-            return len(subjects)
-
-    keys = Prefetching(writer.keys)
+    forged = bytearray(sealed[1])
+    forged[-30] ^= 1  # inside bob's caption ciphertext
+    keys = Batching(writer.keys)
     reader = PersonalCodec(AvroCodec(default_catalog(), "upload"), keys)
     assert reader.sealed_subjects(reader.inner.decode(sealed[1])) == {"bob"}
     assert reader.sealed_subjects(reader.inner.decode(plain)) == set()
-    batch = [Msg(v) for v in sealed] + [Msg(plain), Msg(b"not avro"), Msg(None), Msg(None, error="EOF")]
-    _prefetch_keys(reader, keys, batch)
-    assert keys.asked == [{"ada", "bob"}]
-    failing = Prefetching(writer.keys, fail=True)
-    _prefetch_keys(PersonalCodec(AvroCodec(default_catalog(), "upload"), failing), failing, batch)  # no raise
-    assert [PersonalCodec(AvroCodec(default_catalog(), "upload"), failing).decode(v)["caption"] for v in sealed] \
-        == ["my secret diary"] * 3
-    _prefetch_keys(AvroCodec(default_catalog(), "upload"), keys, batch)  # no personal codec: nothing asked
-    assert len(keys.asked) == 1
+    values = sealed + [plain, b"not avro", bytes(forged)]
+    out = decode_many(reader, values)
+    assert keys.prefetched == [{"ada", "bob"}]
+    assert [r["caption"] for r in out[:3]] == ["my secret diary"] * 3 and out[3]["caption"] == ""
+    assert isinstance(out[4], CodecError) and isinstance(out[5], CodecError)
+    one_by_one = []
+    for v in values:
+        try:
+            one_by_one.append(reader.decode(v))
+        except CodecError as exc:
+            one_by_one.append(type(exc))
+    assert [r if isinstance(r, dict) else type(r) for r in out] == one_by_one
+    # without batch forms (or without a personal codec) each value is decoded alone, same results
+    assert decode_many(PersonalCodec(AvroCodec(default_catalog(), "upload"), writer.keys), sealed) == out[:3]
+    assert decode_many(AvroCodec(default_catalog(), "upload"), [plain])[0]["creator_id"] == "cy"
+    with pytest.raises(KeyUnavailable):
+        decode_many(PersonalCodec(AvroCodec(default_catalog(), "upload"), Batching(writer.keys, fail=True)), sealed)
+
+
+def test_prepare_makes_a_batchs_missing_keys_at_once_and_encoding_then_needs_no_more():
+    """Publisher.prepare -> PersonalCodec.prepare -> keys.ensure: the subjects of plaintext
+    personal fields only (not empty ones, not already sealed ones), in one call."""
+    keys = Batching()
+    c = PersonalCodec(AvroCodec(default_catalog(), "upload"), keys)
+    already = codec().seal(upload(creator_id="dee"))
+    records = [upload(creator_id="ada"), upload(creator_id="bob", event_id=eid(1)),
+               upload(creator_id="cy", caption="", title=None), already, "not a record"]
+    c.prepare([r for r in records if isinstance(r, dict)])
+    assert keys.ensured == [{"ada", "bob"}] and set(keys.keys) == {"ada", "bob"}
+    made = dict(keys.keys)
+    data = [c.encode(r) for r in records[:2]]
+    assert keys.keys == made  # nothing created one by one afterwards
+    assert [c.decode(d)["caption"] for d in data] == ["my secret diary"] * 2
+    c.prepare([upload(creator_id="cy", caption="", title=None)])
+    assert len(keys.ensured) == 1  # nothing to seal: no call
+
+
+def test_the_runner_decodes_a_batch_per_topic_with_one_key_read_and_dead_letters_in_place():
+    from streams.contracts.agent import AgentSpec
+    from streams.runtime.engine import AgentRunner, RawMessage
+
+    writer = codec()
+    sealed = [writer.encode(upload(creator_id=c, post_id=f"{c}-p", event_id=eid(i)))
+              for i, c in enumerate(("ada", "bob", "cy"))]
+    keys = Batching(writer.keys)
+    seen = []
+    spec = AgentSpec(name="seer", topics=("uploads",), outputs=(),
+                     process=lambda s, e, cx: seen.append((e.offset, e.record["caption"])) or [])
+    from streams.contracts.topics import topic_spec
+
+    runner = AgentRunner(spec, lambda t: PersonalCodec(AvroCodec(default_catalog(), "upload"), keys)
+                         if t == "uploads" else AvroCodec(default_catalog(), topic_spec(t).schema))
+    msgs = [RawMessage("uploads", 0, 0, None, sealed[0]), RawMessage("uploads", 0, 1, None, b"junk"),
+            RawMessage("uploads", 0, 2, None, sealed[1]), RawMessage("uploads", 0, 3, None, sealed[2])]
+    out = runner.run(msgs)
+    assert keys.prefetched == [{"ada", "bob", "cy"}]
+    assert seen == [(0, "my secret diary"), (2, "my secret diary"), (3, "my secret diary")]
+    assert out.events == 4 and len(out.dead_letters) == 1
