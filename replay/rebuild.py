@@ -24,6 +24,7 @@ import heapq
 import time
 import uuid
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
@@ -318,12 +319,26 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
 
         publisher = Publisher(settings, producer_name="pulse-replay")
     total = [0]
+    # write-behind: a batch's view writes run in this thread while the next batch is decoded and
+    # processed (one write in flight, in batch order). Rows carry their event time as
+    # USING TIMESTAMP, so which of two overlapping writes lands first changes nothing; and no
+    # agent reads the views (agents do no I/O), so none can see a write still in flight.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="pulse-replay-writer")
+    in_flight: list = []
+
+    def write_behind(sinks, views) -> None:
+        settle()
+        in_flight.append(writer.submit(sinks.write, views))
+
+    def settle() -> None:
+        while in_flight:
+            out["effects"] += in_flight.pop().result()
 
     def run(spec, batch: list[RawMessage]) -> None:
         # the worker's per-batch code (streams.runtime.binding.bind), synchronously
         result = ctx.run_batch(spec, batch)
         if result.views:
-            out["effects"] += ctx.sinks(spec.sinks).write(result.views)
+            write_behind(ctx.sinks(spec.sinks), result.views)
             if collect:
                 written.add(result.views, agent=spec.name)
         for e in result.dead_letters:
@@ -369,9 +384,11 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         for spec in order:
             if batches[spec.name]:
                 run(spec, batches[spec.name])
+        settle()
         if publisher is not None:
             publisher.flush()
     finally:
+        writer.shutdown(wait=True)
         ctx.close()
     if on_progress:
         on_progress(out["events"], out["events"])

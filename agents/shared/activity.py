@@ -27,7 +27,7 @@ import numpy as np
 
 from models.profiles.interests import ACTIVITY_HALF_LIFE_DAYS, decay
 from models.timing.shrinkage import HOURS, population_map
-from agents.shared.social import fold_version
+from agents.shared.social import FORGOTTEN, fold_version, forget_marker_hour
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
@@ -66,6 +66,16 @@ class AudienceActivity:
             for d in [d for d in self._population if d > day]:
                 del self._population[d]
 
+    def forget(self, user_id: str, at_ms: int) -> None:
+        """The user's ``profiles`` tombstone (an erasure) at ``at_ms``: from the next hour on,
+        the user has no histogram and is out of the population map (``SideState``)."""
+        with self._lock:
+            if user_id in self._versions:
+                hour = forget_marker_hour(at_ms)
+                fold_version(self._versions[user_id], (hour, FORGOTTEN, None, at_ms), keep=VERSIONS_KEPT)
+                for d in [d for d in self._population if d * DAY_MS // HOUR_MS > hour]:
+                    del self._population[d]
+
     def __len__(self) -> int:
         return len(self._versions)
 
@@ -87,6 +97,8 @@ class AudienceActivity:
         if not i:
             return None
         _, seq, h, at = versions[i - 1]
+        if h is None:  # forgotten (an erasure)
+            return None
         return h, max(1, seq) * float(decay(hour * HOUR_MS - at, self.half_life_days))
 
     def population(self, as_of_ms: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import bisect
 import threading
 from typing import Any
 
-from agents.shared.social import fold_version
+from agents.shared.social import FORGOTTEN, fold_version, forget_marker_hour
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
@@ -39,6 +39,14 @@ class SubjectAffinities:
         hour, seq = ms_of(record["event_time"]) // HOUR_MS, int(record.get("sequence") or 0)
         with self._lock:
             fold_version(self._versions.setdefault(user, []), (hour, seq, aff), keep=VERSIONS_KEPT)
+
+    def forget(self, user_id: str, at_ms: int) -> None:
+        """The user's ``profiles`` tombstone (an erasure) at ``at_ms``: from the next hour on,
+        the user has no affinities (``SideState``)."""
+        with self._lock:
+            if user_id in self._versions:
+                fold_version(self._versions[user_id], (forget_marker_hour(at_ms), FORGOTTEN, {}),
+                             keep=VERSIONS_KEPT)
 
     def __len__(self) -> int:
         return len(self._versions)

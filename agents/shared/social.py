@@ -89,6 +89,13 @@ class UserInterests:
         with self._lock:
             fold_version(self._versions.setdefault(user, []), (hour, seq, v))
 
+    def forget(self, user_id: str, at_ms: int) -> None:
+        """The user's ``profiles`` tombstone (an erasure) at ``at_ms``: from the next hour on,
+        the user has no vector and is never a nearest user (``SideState``)."""
+        with self._lock:
+            if user_id in self._versions:
+                fold_version(self._versions[user_id], (forget_marker_hour(at_ms), FORGOTTEN, None))
+
     def __len__(self) -> int:
         return len(self._versions)
 
@@ -142,6 +149,17 @@ def open_follow_graph(config: Any, models: Any) -> FollowGraph:
 def open_user_interests(config: Any, models: Any) -> UserInterests:
     """``SideInput.open`` for ``profiles``."""
     return UserInterests()
+
+
+FORGOTTEN = 2 ** 62
+"""The sequence of an erasure's marker in a user's profile versions: above any profile's, so a
+profile of the same hour (re-delivered, or folded after the erasure) does not replace it."""
+
+
+def forget_marker_hour(at_ms: int) -> int:
+    """The hour (UTC, since the epoch) of a tombstone published at ``at_ms``: as-of reads in
+    later hours find no profile (side states' ``forget``)."""
+    return at_ms // 3_600_000
 
 
 def fold_version(versions: list[tuple], entry: tuple, keep: int | None = None) -> None:

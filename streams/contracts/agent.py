@@ -186,6 +186,12 @@ class SideState(Protocol):
 
     def apply(self, record: dict[str, Any]) -> None: ...
 
+    # A side state over a compacted topic may also define ``forget(key: str, at_ms: int)``: the
+    # runtime calls it for each tombstone of the topic (the eraser's, ``Tombstone``) with the
+    # record key and the tombstone's Kafka timestamp (epoch ms). Answers as of that time on
+    # must no longer include the key; answers as of earlier times must not change, so a replay
+    # that still reads the tombstone decides as the live run did.
+
 
 @dataclass(frozen=True)
 class SideInput:

@@ -118,7 +118,8 @@ class RuntimeContext:
                 for si in spec.side_inputs:
                     state = si.open(self.settings, models)
                     reader = SideInputReader(self.settings, si.topic, state.apply,
-                                             self.codec(si.topic), name=f"{spec.name}.{si.name}")
+                                             self.codec(si.topic), name=f"{spec.name}.{si.name}",
+                                             forget=getattr(state, "forget", None))
                     reader.catch_up()
                     self._closers.append(reader.close)
                     readers.append(reader)

@@ -31,11 +31,16 @@ class SideInputReader:
     """
 
     def __init__(self, settings: Settings, topic: str, apply: Callable[[dict[str, Any]], None],
-                 codec: Any, *, name: str = "", poll_s: float = 0.2):
+                 codec: Any, *, name: str = "", poll_s: float = 0.2,
+                 forget: Callable[[str, int], None] | None = None):
         from confluent_kafka import Consumer
 
         self.topic = topic
         self.apply = apply
+        #: ``forget(key, at_ms)`` for each tombstone (a null value with a key, as the eraser
+        #: publishes on compacted topics) with its Kafka timestamp; tombstones are skipped
+        #: without it
+        self.forget = forget
         self.codec = codec
         self.name = name or topic
         config = {"bootstrap.servers": require_bootstrap(settings),
@@ -100,7 +105,11 @@ class SideInputReader:
                     # would otherwise wait the whole poll time for a full batch of 500)
                     missing = sum(ends[p] - max(positions.get(p, 0), 0) for p in behind)
                     for msg in self.consumer.consume(max(1, min(500, missing)), self.poll_s):
-                        if msg.error() is not None or msg.value() is None:
+                        if msg.error() is not None:
+                            continue
+                        if msg.value() is None:
+                            if self.forget is not None and msg.key():
+                                self._forget(msg)
                             continue
                         try:
                             self.apply(self.codec.decode(msg.value()))
@@ -113,6 +122,13 @@ class SideInputReader:
                                       self.topic, msg.partition(), msg.offset(), exc)
             finally:
                 self.applied += done
+
+    def _forget(self, msg: Any) -> None:
+        try:
+            self.forget(msg.key().decode("utf-8"), msg.timestamp()[1])
+        except Exception as exc:  # noqa: BLE001 - one bad tombstone must not stop it
+            log.error("side input %s: tombstone %s[%s]@%s skipped: %r", self.name, self.topic,
+                      msg.partition(), msg.offset(), exc)
 
     def close(self) -> None:
         self.consumer.close()

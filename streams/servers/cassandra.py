@@ -74,6 +74,9 @@ def cassandra_yaml(root: Path, native_port: int, storage_port: int, *, address: 
         "commitlog_sync: periodic",
         "commitlog_sync_period: 10s",
         "auto_snapshot: false",
+        "# the sinks send unlogged batches of up to 20 rows that share a replica",
+        "# (streams/sinks/writers.py BATCH_ROWS); warn only above that",
+        "unlogged_batch_across_partitions_warn_threshold: 32",
         "",
     ])
 

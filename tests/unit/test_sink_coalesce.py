@@ -42,3 +42,21 @@ def test_only_the_newest_upsert_of_a_row_is_sent(monkeypatch):
     # after a flush the next one starts afresh
     sink.add(Upsert("user_feeds", {"user_id": "u", "items": "d"}, 1))
     assert sink.flush() == 1
+
+
+def test_rows_are_batched_by_replica_within_row_and_size_limits():
+    """batch_groups (the sink's unlogged batches): one replica per batch, at most max_rows rows
+    and max_bytes, an oversized row alone, every row exactly once, arrival order kept."""
+    from streams.sinks.writers import batch_groups
+
+    items = [("a" if i % 3 else "b", 100, i) for i in range(50)] + [("a", 5_000, "big")]
+    groups = batch_groups(items, max_rows=20, max_bytes=1_000)
+    flat = [x for g in groups for x in g]
+    assert sorted(map(str, flat)) == sorted(str(i) for _, _, i in items)
+    assert ["big"] in groups
+    for g in groups:
+        if g != ["big"]:
+            assert len({i % 3 == 0 for i in g}) == 1  # one replica
+            assert len(g) <= 10 and g == sorted(g)  # 10 rows of 100 bytes fill 1,000
+    assert max(len(g) for g in batch_groups(items[:50], max_rows=4, max_bytes=10**6)) == 4
+    assert batch_groups([], 20, 1_000) == []
