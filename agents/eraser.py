@@ -10,8 +10,9 @@ Where a user's data lies is read from side inputs *as of the request's event tim
 finds what the live run found): the user's uploads (:class:`agents.shared.footprint.UserUploads`
 over ``uploads``), published posts (``posts-published``: where a post sits in ``fresh_posts``),
 the follow graph (``follows``: the user's rows in other users' ``following`` / ``followers``
-partitions) and review tasks (:class:`agents.shared.footprint.ReviewTasks` over
-``review-queue``). The eraser keeps no state: the request and the side inputs say everything.
+partitions), review tasks (:class:`agents.shared.footprint.ReviewTasks` over
+``review-queue``) and the notifications naming the user as actor (``notifications``). The
+eraser keeps no state: the request and the side inputs say everything.
 
 Effects, USER scope (user ``u``; every row deletion at :func:`erase_timestamp_us`):
 
@@ -20,7 +21,9 @@ Effects, USER scope (user ``u``; every row deletion at :func:`erase_timestamp_us
   ``notifications``, ``golden_moments``, ``creator_stats``, ``pulled_posts``; the
   ``pull_creators`` row;
 * the user's rows in other users' partitions: ``following`` (followers -> u) and ``followers``
-  (u -> followees);
+  (u -> followees), and the ``notifications`` other users received about u's doing (u their
+  actor: a like, a reply, a follow; :class:`agents.shared.footprint.NotificationsByActor` over
+  ``notifications``);
 * per post: ``posts``, ``moderation_log``, ``copyright_matches`` (partition deletes),
   ``fresh_posts`` (the published row), and a ``takedowns`` row (gate ``erasure``, no creator) so
   that every feed read drops the post at once, as for any takedown (``streams/query/feeds.py``);
@@ -43,7 +46,8 @@ from __future__ import annotations
 from typing import Any
 
 from agents.shared.erasure import REPORT, report_rows
-from agents.shared.footprint import ReviewTasks, TaskRef, UserUploads, open_review_tasks, open_uploads
+from agents.shared.footprint import (NotificationsByActor, ReviewTasks, TaskRef, UserUploads,
+                                     open_notifications_by_actor, open_review_tasks, open_uploads)
 from agents.shared.posts import PublishedPosts, open_published
 from agents.shared.social import FollowGraph, open_follow_graph
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
@@ -150,6 +154,12 @@ def erase_user(user: str, t: int, side: dict[str, Any], report: _Report) -> list
         for post_id in post_ids:
             refs += tasks.by_post(post_id, t)
         out += _task_effects(refs, ts, report)
+    notes: NotificationsByActor | None = side.get("notifications")
+    if notes is not None:
+        for ref in notes.about(user, t):
+            out.append(Delete("notifications", {"user_id": ref.user_id, "sent_at": ref.sent_at,
+                                                "notification_id": ref.notification_id}, ts))
+            report.add("view:notifications (others', as actor)")
     out.append(VectorDelete(USER_INTERESTS, (user,)))
     report.add(f"vectors:{USER_INTERESTS}")
     for topic in USER_TOPICS:
@@ -220,5 +230,6 @@ SPEC = AgentSpec(
     side_inputs=(SideInput("uploads", "uploads", open_uploads),
                  SideInput("published", "posts-published", open_published),
                  SideInput("follows", "follows", open_follow_graph),
-                 SideInput("tasks", "review-queue", open_review_tasks)),
+                 SideInput("tasks", "review-queue", open_review_tasks),
+                 SideInput("notifications", "notifications", open_notifications_by_actor)),
 )

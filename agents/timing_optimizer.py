@@ -46,7 +46,10 @@ population prior and strength ``timing_prior_strength`` (default
 window); windows per content type: :mod:`models.timing.windows`.
 
 Erasure: ``erasure-requests`` (keyed by user, so by creator here) forgets the creator's entry
-(:mod:`agents.shared.erasure`).
+(:mod:`agents.shared.erasure`). The erased user's membership in *other* creators' audiences
+leaves with their ``profiles`` tombstone: from the tombstone's next hour the activity side input
+has no histogram for them (so they weigh in no map and count in no ``audience_size``), and each
+such creator's next signal prunes their id from its state (:func:`_prune`).
 
 State (``timing_audiences``, one JSON object per creator)::
 
@@ -185,11 +188,13 @@ def audience_at(st: dict, t: int, days: float) -> list[str]:
                   if following or engaged >= since)
 
 
-def _prune(st: dict, t: int, days: float) -> None:
-    """Drop members no longer in the audience, then the least recently active beyond
+def _prune(st: dict, t: int, days: float, activity: AudienceActivity | None = None) -> None:
+    """Drop members no longer in the audience, members erased as of ``t`` (their ``profiles``
+    tombstone, :meth:`AudienceActivity.forgotten`), then the least recently active beyond
     :data:`MAX_MEMBERS`."""
     keep = set(audience_at(st, t, days))
-    members = {u: m for u, m in st["members"].items() if u in keep}
+    members = {u: m for u, m in st["members"].items()
+               if u in keep and (activity is None or not activity.forgotten(u, t))}
     if len(members) > MAX_MEMBERS:
         ranked = sorted(members, key=lambda u: (-max(members[u][0], members[u][3]), u))
         members = {u: members[u] for u in ranked[:MAX_MEMBERS]}
@@ -235,7 +240,7 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     st["version"] = st["version"] + 1 if clock == st["clock"] else 0
     st["clock"] = clock
     days = audience_days(ctx.config)
-    _prune(st, clock, days)
+    _prune(st, clock, days, ctx.side.get("activity"))
     post, tops = golden_moment(st, clock, ctx.side.get("activity"), ctx.config)
     ts = clock * 1000 + min(st["version"], 999)
     hour_map = [round(float(x), 6) for x in post.hour_map]

@@ -76,6 +76,14 @@ class AudienceActivity:
                 for d in [d for d in self._population if d * DAY_MS // HOUR_MS > hour]:
                     del self._population[d]
 
+    def forgotten(self, user_id: str, as_of_ms: int) -> bool:
+        """Whether ``user_id`` was erased (:meth:`forget`) as of ``as_of_ms``, with no profile
+        since."""
+        with self._lock:
+            versions = self._versions.get(user_id, ())
+            i = bisect.bisect_left(versions, (as_of_ms // HOUR_MS, -1))
+            return bool(i) and versions[i - 1][2] is None
+
     def __len__(self) -> int:
         return len(self._versions)
 

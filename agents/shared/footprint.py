@@ -6,7 +6,8 @@ request in one partition. Both are therefore global side inputs (every eraser wo
 whole, :mod:`streams.runtime.side_inputs`) that answer *as of the request's event time*, so a
 replay, which has read them whole first, finds the same footprint as the live run.
 
-Memory: one small tuple per upload and per review task (ids and times, never text).
+Memory: one small tuple per upload, per review task and per notification naming an actor (ids
+and times, never text).
 """
 from __future__ import annotations
 
@@ -103,6 +104,51 @@ class ReviewTasks:
         ``as_of_ms``."""
         with self._lock:
             return self._upto(self._by_post.get(post_id, []), as_of_ms)
+
+
+class NotificationRef(NamedTuple):
+    """A notification row as the ``notifications`` view keys it (times in UTC epoch ms)."""
+
+    sent_at: int
+    user_id: str
+    notification_id: str
+
+
+class NotificationsByActor:
+    """The notifications other users received about an actor's doing (a like, a reply, a new
+    follower), as of a time (side state over ``notifications``). Thread-safe.
+
+    A decision to send or hold has a row in the recipient's ``notifications`` partition keyed by
+    ``(user_id, sent_at = the decision's event time, notification_id)``
+    (``agents/notification_generator.py``); dropped ones and digests (no actor) have none.
+    Memory: one small tuple per notification with an actor (ids and a time)."""
+
+    def __init__(self) -> None:
+        self._by_actor: dict[str, list[NotificationRef]] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one ``Notification`` record in (a re-delivered copy changes nothing)."""
+        actor, user = record.get("actor_id"), record.get("user_id")
+        if not actor or not user or actor == user or record.get("action") == "DROP":
+            return
+        ref = NotificationRef(ms_of(record["event_time"]), user, record["notification_id"])
+        with self._lock:
+            refs = self._by_actor.setdefault(actor, [])
+            i = bisect.bisect_left(refs, ref)
+            if i == len(refs) or refs[i] != ref:
+                refs.insert(i, ref)
+
+    def about(self, actor_id: str, as_of_ms: int) -> list[NotificationRef]:
+        """Other users' notifications naming ``actor_id``, sent at or before ``as_of_ms``."""
+        with self._lock:
+            refs = self._by_actor.get(actor_id, [])
+            return refs[:bisect.bisect_right(refs, NotificationRef(as_of_ms, "\U0010ffff", "\U0010ffff"))]
+
+
+def open_notifications_by_actor(config: Any, models: Any) -> NotificationsByActor:
+    """``SideInput.open`` for ``notifications``."""
+    return NotificationsByActor()
 
 
 def open_uploads(config: Any, models: Any) -> UserUploads:

@@ -83,7 +83,7 @@ def apply_schema(settings: Settings, session=None) -> int:
         session.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.cassandra_replication}}}")
-        session.set_keyspace(ks)
+        _use_keyspace(session, ks)
         statements = cql_statements()
         for stmt in statements:
             _execute(session, stmt)
@@ -92,6 +92,24 @@ def apply_schema(settings: Settings, session=None) -> int:
     finally:
         if own:
             cluster.shutdown()
+
+
+def _use_keyspace(session, ks: str, timeout_s: float = 60.0) -> None:
+    """``session.set_keyspace(ks)`` once every node knows the keyspace just created: on a new
+    ring a node may still lack it when the driver's schema-agreement wait (10 s) has given up
+    on a loaded machine, and ``set_keyspace`` sets it on every connection (seen once in a test
+    run: "Keyspace 'pulse' does not exist" from one of three nodes)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            session.set_keyspace(ks)
+            return
+        except Exception as exc:  # noqa: BLE001 - the driver's ConnectionException wraps the reply
+            if "does not exist" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _execute(session, stmt: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.eraser import SPEC, erase_timestamp_us
-from agents.shared.footprint import ReviewTasks, UserUploads
+from agents.shared.footprint import NotificationsByActor, ReviewTasks, UserUploads
 from agents.shared.posts import PublishedPosts
 from agents.shared.social import FollowGraph
 from streams.contracts.effects import Delete, Upsert, VectorDelete
@@ -41,7 +41,14 @@ def footprint():
                  "post_id": "p3", "author_id": "bob"})
     # an upload after the request is not erased (the footprint is as of the request's time)
     uploads.apply({"event_time": ERASE_AT + 1, "post_id": "p9", "creator_id": "ada"})
-    return {"uploads": uploads, "published": published, "follows": graph, "tasks": tasks}
+    notes = NotificationsByActor()
+    for at, nid, user, actor, action in ((T + 200, "n1", "bob", "ada", "SEND"), (T + 300, "n2", "cy", "ada", "HOLD"),
+                                         (T + 400, "n3", "cy", "ada", "DROP"), (T + 500, "n4", "ada", "bob", "SEND"),
+                                         (ERASE_AT + 1, "n5", "bob", "ada", "SEND")):
+        notes.apply({"event_time": at, "notification_id": nid, "user_id": user, "actor_id": actor,
+                     "action": action})
+    return {"uploads": uploads, "published": published, "follows": graph, "tasks": tasks,
+            "notifications": notes}
 
 
 def request(scope="USER", post_id=None, user="ada"):
@@ -66,6 +73,11 @@ def test_user_erasure_removes_every_view_point_and_compacted_key(tmp_path):
                        ("notifications", "user_id"), ("golden_moments", "creator_id"),
                        ("creator_stats", "creator_id"), ("pulled_posts", "creator_id")):
         assert (table, ((col, "ada"),)) in deletes, table
+    # other users' notifications about ada's doing: sent and held ones, not a dropped one (no
+    # row), not one after the request, not bob's doing
+    others = sorted(k for t, k in deletes if t == "notifications" and k != (("user_id", "ada"),))
+    assert others == [(("notification_id", "n1"), ("sent_at", T + 200), ("user_id", "bob")),
+                      (("notification_id", "n2"), ("sent_at", T + 300), ("user_id", "cy"))]
     # ada's rows in other users' partitions: cy follows ada; ada follows bob (bob unfollowed ada)
     assert ("following", (("followee_id", "ada"), ("follower_id", "cy"))) in deletes
     assert ("followers", (("followee_id", "bob"), ("follower_id", "ada"))) in deletes

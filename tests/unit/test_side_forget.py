@@ -62,3 +62,20 @@ def test_affinities_forget_from_the_next_hour():
     side.forget("ada", T0 + 2 * HOUR)
     assert side.interested("HASHTAG", "qiskit", T0 + 2 * HOUR + 1, 0.5, 10) == [("ada", 0.9)]
     assert side.interested("HASHTAG", "qiskit", T0 + 3 * HOUR, 0.5, 10) == []
+
+
+def test_the_timing_optimizer_prunes_an_erased_member_at_the_creators_next_signal():
+    from agents import timing_optimizer as T
+
+    side = AudienceActivity()
+    for u in ("ada", "bob"):
+        side.apply(profile(u, T0))
+    st = {"members": {"ada": [T0, "e1", 1, 0], "bob": [T0, "e2", 1, 0]}}
+    T._prune(st, T0 + 3 * HOUR, 30, side)
+    assert set(st["members"]) == {"ada", "bob"}
+    side.forget("ada", T0 + 4 * HOUR)
+    T._prune(st, T0 + 4 * HOUR + 1, 30, side)  # the same hour: kept
+    assert set(st["members"]) == {"ada", "bob"}
+    assert side.forgotten("ada", T0 + 5 * HOUR) and not side.forgotten("bob", T0 + 5 * HOUR)
+    T._prune(st, T0 + 5 * HOUR, 30, side)
+    assert set(st["members"]) == {"bob"}
