@@ -173,20 +173,35 @@ def bench_passthrough(settings: Settings, n: int = 100_000, timeout_s: float = 6
     from streams.contracts.codec import AvroCodec
     from streams.contracts.schemas import default_catalog
 
+    from streams.contracts.personal import with_personal_data
+    from streams.stores.keys import subject_keys
+
     run = uuid.uuid4().hex[:8]
     src, out_pulse, out_plain = f"bench-in-{run}", f"bench-out-pulse-{run}", f"bench-out-plain-{run}"
     out_avro = f"bench-out-plain-avro-{run}"
     _create(settings, [src, out_pulse, out_plain, out_avro])
-    codec = AvroCodec(default_catalog(), "Upload")
+    # the source as a Publisher writes it: personal fields sealed with keys made per batch
+    # (PULSE_PERSONAL_DATA_ENCRYPTION), so the agent meets what production logs hold
+    keys = subject_keys(settings)
+    codec = with_personal_data(AvroCodec(default_catalog(), "Upload"), keys)
     p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True,
                   "acks": "all", "queue.buffering.max.messages": 1_000_000, "partitioner": "murmur2_random"})
-    for r in sample_uploads(n):
-        while True:
-            try:
-                p.produce(src, codec.encode(r), r["post_id"].encode())
-                break
-            except BufferError:
-                p.poll(0.05)
+    records = sample_uploads(n)
+    try:
+        for start in range(0, len(records), 1_000):
+            chunk = records[start:start + 1_000]
+            if hasattr(codec, "prepare"):
+                codec.prepare(chunk)
+            for r in chunk:
+                while True:
+                    try:
+                        p.produce(src, codec.encode(r), r["post_id"].encode())
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+    finally:
+        if keys is not None:
+            keys.close()
     p.flush(120)
     plain = _run_loop("plain", settings, src, out_plain, n, timeout_s)
     avro = _run_loop("plain-avro", settings, src, out_avro, n, timeout_s)
