@@ -129,8 +129,10 @@ def bench_publish(settings: Settings, n: int = 100_000) -> dict:
     try:
         t0 = time.perf_counter()
         with Publisher(settings, producer_name="bench") as pub:
-            for r in records:
-                pub.publish(pulse_topic, r)
+            # in batches, as a bulk producer does: each batch's new subjects' keys made together
+            # (personal fields are sealed: PULSE_PERSONAL_DATA_ENCRYPTION)
+            for start in range(0, n, 1_000):
+                pub.publish_many(pulse_topic, records[start:start + 1_000])
         pulse = n / (time.perf_counter() - t0)
     finally:
         topics_mod.topic_catalog().pop(pulse_topic, None)
