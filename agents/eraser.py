@@ -30,6 +30,11 @@ Effects, USER scope (user ``u``; every row deletion at :func:`erase_timestamp_us
 * review tasks about the user or their posts: ``review_tasks``, ``review_pending``,
   ``review_claims``;
 * vector points: ``content`` (the posts), ``user_interests`` (the user);
+* media files (``MediaDelete``, the media sink): each file of the media store that the erased
+  posts' uploads name and that no other post and no registered work names as of the request
+  (the store is content-addressed, so identical uploads share a file;
+  :class:`agents.shared.footprint.ReferenceMedia` over ``copyright-references``); files in
+  read-only roots are never deleted;
 * tombstones on compacted topics: ``profiles`` and ``feed-updates`` (key u),
   ``content-fingerprints`` (each post);
 * the user's encryption key (``ShredKey``): their personal fields in the immutable log
@@ -46,12 +51,13 @@ from __future__ import annotations
 from typing import Any
 
 from agents.shared.erasure import REPORT, report_rows
-from agents.shared.footprint import (NotificationsByActor, ReviewTasks, TaskRef, UserUploads,
-                                     open_notifications_by_actor, open_review_tasks, open_uploads)
+from agents.shared.footprint import (NotificationsByActor, ReferenceMedia, ReviewTasks, TaskRef, UserUploads,
+                                     open_notifications_by_actor, open_reference_media, open_review_tasks,
+                                     open_uploads)
 from agents.shared.posts import PublishedPosts, open_published
 from agents.shared.social import FollowGraph, open_follow_graph
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
-from streams.contracts.effects import Delete, Effect, ShredKey, Tombstone, Upsert, VectorDelete
+from streams.contracts.effects import Delete, Effect, MediaDelete, ShredKey, Tombstone, Upsert, VectorDelete
 
 NAME = "eraser"
 #: Views whose partition key is the user's id (column name of that key).
@@ -128,6 +134,28 @@ def _post_effects(user: str, post_ids: list[str], t: int, ts: int, published: Pu
     return out
 
 
+def _media_effects(user: str, erased_posts: set[str], t: int, side: dict[str, Any],
+                   report: _Report) -> list[Effect]:
+    """``MediaDelete`` of each media store file of the erased posts that no other post and no
+    registered work names as of ``t`` (the store is content-addressed: identical uploads share
+    a file). Files outside the store (read-only roots) are never deleted."""
+    uploads: UserUploads | None = side.get("uploads")
+    refs: ReferenceMedia | None = side.get("references")
+    if uploads is None:
+        return []
+    out: list[Effect] = []
+    for uri in sorted({u for p, u in uploads.media(user, t) if p in erased_posts}):
+        if not uri.startswith("media:"):
+            report.add("media:outside the store, not deleted")
+        elif not uploads.posts_with_media(uri, t) <= erased_posts or (
+                refs is not None and refs.referenced(uri, t)):
+            report.add("media:kept, another post or a registered work has the same file")
+        else:
+            out.append(MediaDelete(uri))
+            report.add("media:files deleted")
+    return out
+
+
 def erase_user(user: str, t: int, side: dict[str, Any], report: _Report) -> list[Effect]:
     """Every effect that erases ``user`` as of ``t`` (UTC epoch ms; module docstring)."""
     ts = erase_timestamp_us(t)
@@ -149,6 +177,7 @@ def erase_user(user: str, t: int, side: dict[str, Any], report: _Report) -> list
             report.add("view:followers")
     post_ids = sorted({u.post_id for u in uploads.uploads(user, t)}) if uploads is not None else []
     out += _post_effects(user, post_ids, t, ts, side.get("published"), report)
+    out += _media_effects(user, set(post_ids), t, side, report)
     if tasks is not None:
         refs = list(tasks.by_author(user, t))
         for post_id in post_ids:
@@ -191,6 +220,7 @@ def erase_post(user: str, post_id: str, t: int, side: dict[str, Any], report: _R
                                            "post_id": post_id}, ts))
         report.add("view:pulled_posts")
     out += _post_effects(user, [post_id], t, ts, published, report)
+    out += _media_effects(user, {post_id}, t, side, report)
     tasks: ReviewTasks | None = side.get("tasks")
     if tasks is not None:
         out += _task_effects(list(tasks.by_post(post_id, t)), ts, report)
@@ -226,10 +256,11 @@ SPEC = AgentSpec(
     process=process,
     outputs=USER_TOPICS + POST_TOPICS,
     doc="Erasure (GDPR art. 17 / CCPA): a user's or a post's rows, vector points and compacted keys.",
-    sinks=frozenset({"cassandra", "vectors"}),
+    sinks=frozenset({"cassandra", "vectors", "media"}),
     side_inputs=(SideInput("uploads", "uploads", open_uploads),
                  SideInput("published", "posts-published", open_published),
                  SideInput("follows", "follows", open_follow_graph),
                  SideInput("tasks", "review-queue", open_review_tasks),
-                 SideInput("notifications", "notifications", open_notifications_by_actor)),
+                 SideInput("notifications", "notifications", open_notifications_by_actor),
+                 SideInput("references", "copyright-references", open_reference_media)),
 )

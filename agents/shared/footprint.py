@@ -36,17 +36,39 @@ class UserUploads:
     def __init__(self) -> None:
         self._by_creator: dict[str, list[Upload]] = {}
         self._creator_of: dict[str, str] = {}
+        # media URI -> {post_id: first upload time}; creator -> {(post_id, uri)}
+        self._posts_of_media: dict[str, dict[str, int]] = {}
+        self._media_of: dict[str, set[tuple[str, str]]] = {}
         self._lock = threading.Lock()
 
     def apply(self, record: dict[str, Any]) -> None:
         """Fold one ``Upload`` record in (a re-delivered copy changes nothing)."""
-        item = Upload(ms_of(record["event_time"]), record["post_id"])
+        at = ms_of(record["event_time"])
+        item = Upload(at, record["post_id"])
+        uri = record.get("media_uri")
         with self._lock:
             uploads = self._by_creator.setdefault(record["creator_id"], [])
             i = bisect.bisect_left(uploads, item)
             if i == len(uploads) or uploads[i] != item:
                 uploads.insert(i, item)
             self._creator_of.setdefault(record["post_id"], record["creator_id"])
+            if uri:
+                posts = self._posts_of_media.setdefault(uri, {})
+                posts[record["post_id"]] = min(at, posts.get(record["post_id"], at))
+                self._media_of.setdefault(record["creator_id"], set()).add((record["post_id"], uri))
+
+    def media(self, creator_id: str, as_of_ms: int) -> list[tuple[str, str]]:
+        """``(post_id, media_uri)`` of ``creator_id``'s uploads with media, at or before
+        ``as_of_ms``, sorted."""
+        with self._lock:
+            return sorted((p, u) for p, u in self._media_of.get(creator_id, ())
+                          if self._posts_of_media[u].get(p, as_of_ms + 1) <= as_of_ms)
+
+    def posts_with_media(self, uri: str, as_of_ms: int) -> set[str]:
+        """Every post (anyone's) whose upload at or before ``as_of_ms`` names ``uri``: the store
+        is content-addressed, so identical uploads share one file."""
+        with self._lock:
+            return {p for p, at in self._posts_of_media.get(uri, {}).items() if at <= as_of_ms}
 
     def uploads(self, creator_id: str, as_of_ms: int) -> list[Upload]:
         """``creator_id``'s uploads at or before ``as_of_ms``, oldest first."""
@@ -144,6 +166,35 @@ class NotificationsByActor:
         with self._lock:
             refs = self._by_actor.get(actor_id, [])
             return refs[:bisect.bisect_right(refs, NotificationRef(as_of_ms, "\U0010ffff", "\U0010ffff"))]
+
+
+class ReferenceMedia:
+    """Media files registered works name (side state over ``copyright-references``), as of a
+    time: a registration with only a ``media_uri`` is fingerprinted from its file whenever a
+    worker reads the references, so the eraser must not delete a file a work names. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one ``CopyrightReference`` record in."""
+        uri = record.get("media_uri")
+        if uri:
+            at = ms_of(record["event_time"])
+            with self._lock:
+                self._since[uri] = min(at, self._since.get(uri, at))
+
+    def referenced(self, uri: str, as_of_ms: int) -> bool:
+        """Whether a work registered at or before ``as_of_ms`` names ``uri``."""
+        with self._lock:
+            since = self._since.get(uri)
+            return since is not None and since <= as_of_ms
+
+
+def open_reference_media(config: Any, models: Any) -> ReferenceMedia:
+    """``SideInput.open`` for ``copyright-references``."""
+    return ReferenceMedia()
 
 
 def open_notifications_by_actor(config: Any, models: Any) -> NotificationsByActor:

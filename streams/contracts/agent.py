@@ -232,7 +232,8 @@ class AgentSpec:
         The runtime takes every event already buffered, up to ``batch_size``, processes them,
         writes their effects, then acknowledges them.
     sinks:
-        The stores the effects write: a subset of ``{"cassandra", "vectors"}``. A worker opens
+        The stores the effects write: a subset of ``{"cassandra", "vectors", "media"}`` (media:
+        the media store's files, for the eraser's ``MediaDelete``). A worker opens
         them before it joins the group; an effect for an undeclared store is a configuration
         error (the event is dead-lettered with that reason).
     tables:
@@ -273,7 +274,7 @@ class AgentSpec:
     order_sensitive: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.sinks) - {"cassandra", "vectors"}
+        unknown = set(self.sinks) - {"cassandra", "vectors", "media"}
         if unknown:
             raise ValueError(f"agent {self.name}: unknown sinks {sorted(unknown)} "
-                             f"(use 'cassandra' and/or 'vectors')")
+                             f"(use 'cassandra', 'vectors' and/or 'media')")

@@ -62,6 +62,17 @@ class Tombstone:
 
 
 @dataclass(frozen=True)
+class MediaDelete:
+    """Delete the media store's file ``uri`` (a ``media:sha256/...`` URI,
+    ``streams/stores/media.py``) for good. Only the eraser returns it, for an erased user's
+    uploads whose content no other upload and no registered work references (the store is
+    content-addressed: identical uploads share one file). Idempotent: a missing file is fine.
+    Written by the media sink; a rebuild into a scratch keyspace only counts it."""
+
+    uri: str
+
+
+@dataclass(frozen=True)
 class ShredKey:
     """Delete data subject ``subject``'s encryption key for good (crypto-shredding,
     ``streams/contracts/personal.py``): every personal field encrypted under it becomes
@@ -133,10 +144,11 @@ class StateDelete:
     key: str
 
 
-Effect = Union[Upsert, Delete, Emit, Tombstone, ShredKey, VectorUpsert, VectorDelete,
+Effect = Union[Upsert, Delete, Emit, Tombstone, ShredKey, MediaDelete, VectorUpsert, VectorDelete,
                VectorSetPayload, StateSet, StateDelete]
-#: Effects that write a store through the sinks (Cassandra rows and keys, vector points).
-VIEW_EFFECTS = (Upsert, Delete, ShredKey, VectorUpsert, VectorDelete, VectorSetPayload)
+#: Effects that write a store through the sinks (Cassandra rows and keys, vector points, media
+#: files).
+VIEW_EFFECTS = (Upsert, Delete, ShredKey, MediaDelete, VectorUpsert, VectorDelete, VectorSetPayload)
 #: Effects on the agent's own state tables.
 STATE_EFFECTS = (StateSet, StateDelete)
 

@@ -53,6 +53,7 @@ class RuntimeContext:
                  keyspace: str | None = None, keys: Any = None):
         self.settings = settings
         self.keyspace = keyspace
+        self._own_keyspace = keyspace is not None  # a rebuild's: media deletions only counted
         self.keys = keys
         """The data subjects' keys (:class:`~streams.contracts.personal.SubjectKeys`): personal
         fields are decrypted on decode and encrypted on emit (``None``: read and written as they
@@ -165,6 +166,13 @@ class RuntimeContext:
                 self._closers.append(index.close)
                 prefix = collection_prefix(self._keyspace(), self.settings.cassandra_keyspace)
                 self._sinks.vectors = VectorSink(PrefixedIndex(index, prefix) if prefix else index)
+            if "media" in needs and self._sinks.media is None:
+                from streams.sinks.writers import MediaSink
+                from streams.stores.media import MediaStore
+
+                # a rebuild into a keyspace of its own (compare, --into) leaves the live store alone
+                self._sinks.media = MediaSink(MediaStore.from_settings(self.settings),
+                                              dry=self._own_keyspace)
             return self._sinks
 
     def _keyspace(self) -> str:

@@ -23,7 +23,7 @@ from streams.contracts.agent import AgentSpec, Context, Event, ms_of
 from streams.contracts.codec import CodecError
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC, dead_letter
 from streams.contracts.personal import KeyUnavailable, decode_many
-from streams.contracts.effects import (STATE_EFFECTS, VIEW_EFFECTS, Delete, Emit, ShredKey,
+from streams.contracts.effects import (STATE_EFFECTS, VIEW_EFFECTS, Delete, Emit, MediaDelete, ShredKey,
                                        StateDelete, StateSet, Tombstone, Upsert)
 from streams.contracts.topics import topic_catalog
 
@@ -107,6 +107,8 @@ class EffectError(ValueError):
 
 
 def _store_of(effect: Any) -> str:
+    if isinstance(effect, MediaDelete):
+        return "media"
     return "cassandra" if isinstance(effect, (Upsert, Delete, ShredKey)) else "vectors"
 
 

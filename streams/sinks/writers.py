@@ -17,7 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from streams.contracts.effects import Delete, ShredKey, Upsert, VectorDelete, VectorSetPayload, VectorUpsert
+from streams.contracts.effects import (Delete, MediaDelete, ShredKey, Upsert, VectorDelete, VectorSetPayload,
+                                       VectorUpsert)
 
 log = logging.getLogger("pulse.sinks")
 
@@ -432,15 +433,65 @@ class VectorSink:
         return done
 
 
+class MediaSink:
+    """Deletes media store files for :class:`MediaDelete` effects (the eraser's), after the
+    batch's rows and points are written (:meth:`SinkSet.flush` flushes it last).
+
+    ``store``: a :class:`streams.stores.media.MediaStore`. ``dry``: only count (a rebuild into a
+    scratch keyspace must not touch the live store). A URI that is not a store name is logged
+    and skipped (the eraser only emits store names), never retried.
+    """
+
+    def __init__(self, store: Any, dry: bool = False) -> None:
+        self.store = store
+        self.dry = dry
+        self._pending: list[str] = []
+        self.deleted = 0
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, effect: MediaDelete) -> None:
+        """Buffer one deletion (no I/O)."""
+        self._pending.append(effect.uri)
+
+    def flush(self) -> int:
+        """Delete every buffered file; returns how many deletions were handled.
+
+        Raises
+        ------
+        SinkError
+            A file exists but cannot be deleted (the rest stays buffered, so a retry repeats it).
+        """
+        done = 0
+        while self._pending:
+            uri = self._pending[0]
+            if not self.dry:
+                try:
+                    if self.store.delete(uri):
+                        self.deleted += 1
+                except ValueError as exc:
+                    log.error("media deletion skipped: %s", exc)
+                    self.skipped += 1
+                except OSError as exc:
+                    raise SinkError(f"deleting media {uri} failed: {exc}") from exc
+            self._pending.pop(0)
+            done += 1
+        return done
+
+
 class SinkSet:
     """The sinks one worker process writes through; routes each effect to its sink.
 
     ``flush`` is called from an executor thread, so a lock serialises agents sharing the set.
     """
 
-    def __init__(self, cassandra: CassandraSink | None = None, vectors: VectorSink | None = None):
+    def __init__(self, cassandra: CassandraSink | None = None, vectors: VectorSink | None = None,
+                 media: MediaSink | None = None):
         self.cassandra = cassandra
         self.vectors = vectors
+        self.media = media
         self._lock = threading.Lock()
 
     def add(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete | VectorSetPayload]) -> None:
@@ -457,6 +508,10 @@ class SinkSet:
                     if self.cassandra is None:
                         raise SinkError(f"{type(e).__name__} effect but no Cassandra is configured")
                     self.cassandra.add(e)
+                elif isinstance(e, MediaDelete):
+                    if self.media is None:
+                        raise SinkError("MediaDelete effect but no media sink is open")
+                    self.media.add(e)
                 else:
                     if self.vectors is None:
                         raise SinkError(f"effect on collection {e.collection!r} but no vector index is open")
@@ -477,6 +532,8 @@ class SinkSet:
                 n += self.cassandra.flush()
             if self.vectors is not None:
                 n += self.vectors.flush()
+            if self.media is not None:  # last: files go once the rows naming them are gone
+                n += self.media.flush()
             return n
 
     def write(self, effects: Iterable[Upsert | Delete | VectorUpsert | VectorDelete | VectorSetPayload]) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 from streams.contracts.media import MediaRoots
 
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
+_STORED_URI = re.compile(r"^media:(?P<rel>sha256/(?P<d>[0-9a-f]{2})/(?P=d)[0-9a-f]{62}\.[a-z0-9]{1,8})$")
 CHUNK = 1 << 20
 
 
@@ -82,6 +83,30 @@ class MediaStore:
         os.chmod(tmp, 0o644)
         os.replace(tmp, final)  # same bytes, same name: replacing is harmless
         return StoredMedia(MediaRoots(self.root).uri_for(rel), sha256, size, final)
+
+    def delete(self, uri: str) -> bool:
+        """Delete the stored file ``uri`` (``media:sha256/<2 hex>/<64 hex>.<ext>``, the only names
+        the store gives); True when a file was deleted, False when there was none.
+
+        Raises
+        ------
+        ValueError
+            ``uri`` is not a name of this store's layout (nothing outside the store, no other
+            scheme, no link is ever deleted).
+        OSError
+            The file exists but cannot be deleted.
+        """
+        m = _STORED_URI.match(uri) if isinstance(uri, str) else None
+        if m is None:
+            raise ValueError(f"{uri!r} is not a media store name (media:sha256/xx/<sha256>.<ext>)")
+        path = self.root / m.group("rel")
+        if path.is_symlink():
+            raise ValueError(f"{uri!r} is a link, not a stored file")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def writer(self, ext: str | None) -> "_Incoming":
         """A file being received: ``write`` chunks, then ``finish`` (or ``discard``)."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from agents.eraser import SPEC, erase_timestamp_us
-from agents.shared.footprint import NotificationsByActor, ReviewTasks, UserUploads
+from agents.shared.footprint import NotificationsByActor, ReferenceMedia, ReviewTasks, UserUploads
 from agents.shared.posts import PublishedPosts
 from agents.shared.social import FollowGraph
-from streams.contracts.effects import Delete, Upsert, VectorDelete
+from streams.contracts.effects import Delete, MediaDelete, Upsert, VectorDelete
 from tests.unit.agent_harness import Harness
 
 T = 1_700_000_000_000
@@ -23,12 +23,17 @@ def _published(post_id, creator, at):
             "categories": {}, "quality_score": None, "parent_post_id": None}
 
 
+MEDIA_A = "media:sha256/aa/aa" + "0" * 62 + ".jpg"   # only ada's p1
+MEDIA_B = "media:sha256/bb/bb" + "0" * 62 + ".mp4"   # ada's p2 and bob's p3: the same bytes
+
+
 def footprint():
     """Ada (erased) posted p1 and p2 (p2 twice uploaded, p1 published), follows bob and is
     followed by cy; bob posted p3 and follows ada. A review task about ada's comment on p3."""
     uploads, published, graph, tasks = UserUploads(), PublishedPosts(), FollowGraph(), ReviewTasks()
-    for at, post, creator in ((T, "p1", "ada"), (T + 5, "p2", "ada"), (T + 6, "p2", "ada"), (T + 7, "p3", "bob")):
-        uploads.apply({"event_time": at, "post_id": post, "creator_id": creator})
+    for at, post, creator, uri in ((T, "p1", "ada", MEDIA_A), (T + 5, "p2", "ada", MEDIA_B),
+                                   (T + 6, "p2", "ada", MEDIA_B), (T + 7, "p3", "bob", MEDIA_B)):
+        uploads.apply({"event_time": at, "post_id": post, "creator_id": creator, "media_uri": uri})
     published.apply(_published("p1", "ada", T + 100))
     published.apply(_published("p3", "bob", T + 100))
     for i, (a, b, action) in enumerate((("ada", "bob", "FOLLOW"), ("cy", "ada", "FOLLOW"),
@@ -47,8 +52,10 @@ def footprint():
                                          (ERASE_AT + 1, "n5", "bob", "ada", "SEND")):
         notes.apply({"event_time": at, "notification_id": nid, "user_id": user, "actor_id": actor,
                      "action": action})
+    refs = ReferenceMedia()
+    refs.apply({"event_time": ERASE_AT + 5, "media_uri": MEDIA_A})  # registered after the request
     return {"uploads": uploads, "published": published, "follows": graph, "tasks": tasks,
-            "notifications": notes}
+            "notifications": notes, "references": refs}
 
 
 def request(scope="USER", post_id=None, user="ada"):
@@ -73,6 +80,8 @@ def test_user_erasure_removes_every_view_point_and_compacted_key(tmp_path):
                        ("notifications", "user_id"), ("golden_moments", "creator_id"),
                        ("creator_stats", "creator_id"), ("pulled_posts", "creator_id")):
         assert (table, ((col, "ada"),)) in deletes, table
+    # ada's own file goes; the one bob's post shares stays
+    assert [e.uri for e in out.views if isinstance(e, MediaDelete)] == [MEDIA_A]
     # other users' notifications about ada's doing: sent and held ones, not a dropped one (no
     # row), not one after the request, not bob's doing
     others = sorted(k for t, k in deletes if t == "notifications" and k != (("user_id", "ada"),))
@@ -171,3 +180,54 @@ def test_the_user_key_is_shredded_through_the_cassandra_sink(tmp_path):
         CassandraSink(session=None).add(ShredKey("ada"))
     _, post = run(tmp_path / "p", request("POST", "p2"))
     assert not [e for e in post.views if isinstance(e, ShredKey)]  # one post: the user's key stays
+
+
+def test_media_files_go_only_when_nothing_else_names_them():
+    """_media_effects: a file another post (anyone's) or a registered work names is kept; files
+    outside the store are never deleted; POST scope deletes only that post's unshared file."""
+    from agents.eraser import _Report, _media_effects
+
+    side = footprint()
+    side["uploads"].apply({"event_time": T + 8, "post_id": "p4", "creator_id": "ada",
+                           "media_uri": "file:///srv/demo/photo.jpg"})
+    report = _Report()
+    out = _media_effects("ada", {"p1", "p2", "p4"}, ERASE_AT, side, report)
+    assert [e.uri for e in out] == [MEDIA_A]
+    assert report.counts == {"media:files deleted": 1, "media:outside the store, not deleted": 1,
+                             "media:kept, another post or a registered work has the same file": 1}
+    side["references"].apply({"event_time": T, "media_uri": MEDIA_A})  # a work names ada's file
+    assert _media_effects("ada", {"p1"}, ERASE_AT, side, _Report()) == []
+    assert _media_effects("ada", {"p2"}, ERASE_AT, footprint(), _Report()) == []  # bob's p3 shares it
+    assert [e.uri for e in _media_effects("ada", {"p1"}, ERASE_AT, footprint(), _Report())] == [MEDIA_A]
+
+
+def test_the_media_sink_deletes_store_files_and_nothing_else(tmp_path):
+    """MediaSink over a real MediaStore directory: a stored file is deleted, a missing one is
+    fine, names outside the store's layout are refused and logged, a dry sink only counts."""
+    from streams.sinks.writers import MediaSink
+    from streams.stores.media import MediaStore
+
+    store = MediaStore(tmp_path / "media", 10_000)
+    stored = store.put_stream([b"ada's photo"], "jpg")
+    other = store.put_stream([b"bob's photo"], "jpg")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not the store's")
+    dry = MediaSink(store, dry=True)
+    dry.add(MediaDelete(stored.uri))
+    assert dry.flush() == 1 and stored.path.exists()
+    sink = MediaSink(store)
+    for uri in (stored.uri, stored.uri, "media:../../secret.txt", f"file://{outside}", "media:sha256/zz/x.jpg"):
+        sink.add(MediaDelete(uri))
+    assert sink.flush() == 5 and len(sink) == 0
+    assert not stored.path.exists() and other.path.exists() and outside.exists()
+    assert sink.deleted == 1 and sink.skipped == 3
+
+
+def test_the_runtime_opens_the_media_sink_live_and_dry_for_a_rebuild_of_its_own(tmp_path):
+    from streams.runtime.binding import RuntimeContext
+    from streams.settings import Settings
+
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_MEDIA_ROOT": str(tmp_path / "media")})
+    live = RuntimeContext(settings).sinks({"media"})
+    assert live.media is not None and not live.media.dry and live.media.store.root == tmp_path / "media"
+    assert RuntimeContext(settings, keyspace="rebuilt_x").sinks({"media"}).media.dry
