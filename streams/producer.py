@@ -3,6 +3,10 @@
 >>> with Publisher(Settings.from_env()) as pub:          # doctest: +SKIP
 ...     pub.publish("follows", {"follower_id": "u1", "followee_id": "u2", "action": "FOLLOW"})
 
+A producer of many events publishes them in batches with :meth:`Publisher.publish_many` (or
+calls :meth:`Publisher.prepare` per batch): personal fields are sealed with their subjects' keys,
+and a batch's new subjects' keys are then made together instead of one round trip each.
+
 ``event_id`` (a random UUID), ``event_time`` (now, epoch ms) and ``producer`` are filled in when a
 record lacks them. Records that fail validation raise :class:`~streams.contracts.codec.CodecError` before
 anything is sent; :func:`publish_jsonl` instead reports such lines and dead-letters them.
