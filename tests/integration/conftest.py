@@ -47,7 +47,10 @@ class Workers:
 
     def start(self, app_id: str, agents: str = "materializer", **extra: str) -> subprocess.Popen:
         log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--agents", agents],
+        # PULSE_TEST_WORKER_LOGLEVEL (default warning): e.g. info to see Faust's table recovery
+        level = os.environ.get("PULSE_TEST_WORKER_LOGLEVEL", "warning")
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--agents", agents,
+                                 "--loglevel", level],
                                 env=worker_env(self.settings, app_id, **extra), cwd=REPO_ROOT,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
