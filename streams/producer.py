@@ -140,6 +140,15 @@ class Publisher:
         if prepare is not None:
             prepare([r for r in records if isinstance(r, Mapping)])
 
+    def prepare_events(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """:meth:`prepare` for a batch of ``(topic, record)`` of several topics (one call per
+        topic); for producers that interleave topics, such as a replayed history."""
+        by_topic: dict[str, list[Mapping[str, Any]]] = {}
+        for topic, record in events:
+            by_topic.setdefault(topic, []).append(record)
+        for topic, records in by_topic.items():
+            self.prepare(topic, records)
+
     def publish_many(self, topic: str, records: Sequence[dict[str, Any]]) -> None:
         """:meth:`prepare` then :meth:`publish` each record (stops at the first invalid one,
         raising what :meth:`encode` raises; the ones before it are enqueued)."""

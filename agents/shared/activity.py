@@ -27,7 +27,7 @@ import numpy as np
 
 from models.profiles.interests import ACTIVITY_HALF_LIFE_DAYS, decay
 from models.timing.shrinkage import HOURS, population_map
-from agents.shared.social import FORGOTTEN, fold_version, forget_marker_hour
+from agents.shared.social import fold_forgotten, fold_version
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
@@ -51,6 +51,7 @@ class AudienceActivity:
         self._versions: dict[str, list[tuple[int, int, np.ndarray, int]]] = {}
         self._population: dict[int, np.ndarray] = {}                        # day -> cached map
         self._lock = threading.Lock()
+        self._forgotten: set[str] = set()  # users with an erasure marker (:meth:`forget`)
 
     def apply(self, record: dict[str, Any]) -> None:
         """Fold one ``ProfileUpdate`` in (a profile without activity, or a re-delivered or older
@@ -71,14 +72,16 @@ class AudienceActivity:
         the user has no histogram and is out of the population map (``SideState``)."""
         with self._lock:
             if user_id in self._versions:
-                hour = forget_marker_hour(at_ms)
-                fold_version(self._versions[user_id], (hour, FORGOTTEN, None, at_ms), keep=VERSIONS_KEPT)
+                hour = fold_forgotten(self._versions[user_id], at_ms, (None, at_ms), keep=VERSIONS_KEPT)
+                self._forgotten.add(user_id)
                 for d in [d for d in self._population if d * DAY_MS // HOUR_MS > hour]:
                     del self._population[d]
 
     def forgotten(self, user_id: str, as_of_ms: int) -> bool:
         """Whether ``user_id`` was erased (:meth:`forget`) as of ``as_of_ms``, with no profile
         since."""
+        if user_id not in self._forgotten:  # the common case, per audience member: no lock
+            return False
         with self._lock:
             versions = self._versions.get(user_id, ())
             i = bisect.bisect_left(versions, (as_of_ms // HOUR_MS, -1))

@@ -11,7 +11,7 @@ import bisect
 import threading
 from typing import Any
 
-from agents.shared.social import FORGOTTEN, fold_version, forget_marker_hour
+from agents.shared.social import fold_forgotten, fold_version
 from streams.contracts.agent import ms_of
 
 HOUR_MS = 3_600_000
@@ -45,8 +45,7 @@ class SubjectAffinities:
         the user has no affinities (``SideState``)."""
         with self._lock:
             if user_id in self._versions:
-                fold_version(self._versions[user_id], (forget_marker_hour(at_ms), FORGOTTEN, {}),
-                             keep=VERSIONS_KEPT)
+                fold_forgotten(self._versions[user_id], at_ms, ({},), keep=VERSIONS_KEPT)
 
     def __len__(self) -> int:
         return len(self._versions)

@@ -94,7 +94,7 @@ class UserInterests:
         the user has no vector and is never a nearest user (``SideState``)."""
         with self._lock:
             if user_id in self._versions:
-                fold_version(self._versions[user_id], (forget_marker_hour(at_ms), FORGOTTEN, None))
+                fold_forgotten(self._versions[user_id], at_ms, (None,))
 
     def __len__(self) -> int:
         return len(self._versions)
@@ -156,10 +156,13 @@ FORGOTTEN = 2 ** 62
 profile of the same hour (re-delivered, or folded after the erasure) does not replace it."""
 
 
-def forget_marker_hour(at_ms: int) -> int:
-    """The hour (UTC, since the epoch) of a tombstone published at ``at_ms``: as-of reads in
-    later hours find no profile (side states' ``forget``)."""
-    return at_ms // 3_600_000
+def fold_forgotten(versions: list[tuple], at_ms: int, payload: tuple, keep: int | None = None) -> int:
+    """Fold an erasure's marker ``(hour of at_ms, FORGOTTEN, *payload)`` into a user's profile
+    versions (the side states' ``forget``: ``payload`` is what their as-of reads take for "no
+    profile"), so that reads as of later hours find none. Returns the marker's hour."""
+    hour = at_ms // HOUR_MS
+    fold_version(versions, (hour, FORGOTTEN, *payload), keep=keep)
+    return hour
 
 
 def fold_version(versions: list[tuple], entry: tuple, keep: int | None = None) -> None:

@@ -120,8 +120,7 @@ def publish_history(settings: Settings, records: Iterable[tuple[str, dict]], tot
         n = 0
         for chunk in _chunks(records, 1_000):
             # the chunk's new subjects' keys made together, as a batching producer does
-            for topic in {t for t, _ in chunk}:
-                pub.prepare(topic, [r for t, r in chunk if t == topic])
+            pub.prepare_events(chunk)
             for topic, record in chunk:
                 pub.publish(topic, record)
                 by_topic[topic] += 1

@@ -289,9 +289,7 @@ def run_demo(settings: Settings, *, stackexchange: Path | None = SAMPLE_DUMP,
                 task = bar.add_task(f"publishing {phase}", total=len(batch))
                 for i, (topic, record) in enumerate(batch, 1):
                     if i % 500 == 1:  # the next 500 events' new subjects' keys made together
-                        ahead = batch[i - 1:i + 499]
-                        for t in {t for t, _ in ahead}:
-                            pub.prepare(t, [r for t2, r in ahead if t2 == t])
+                        pub.prepare_events(batch[i - 1:i + 499])
                     pub.publish(topic, record)
                     result.published[topic] += 1
                     if topic == "copyright-references" and (i == len(batch) or batch[i][0] != topic):

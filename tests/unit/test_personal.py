@@ -284,3 +284,23 @@ def test_the_runner_decodes_a_batch_per_topic_with_one_key_read_and_dead_letters
     assert keys.prefetched == [{"ada", "bob", "cy"}]
     assert seen == [(0, "my secret diary"), (2, "my secret diary"), (3, "my secret diary")]
     assert out.events == 4 and len(out.dead_letters) == 1
+
+
+def test_prepare_events_makes_each_topics_keys_in_one_call(monkeypatch):
+    """Publisher.prepare_events (a replayed history, the demo): one prepare per topic of the
+    batch, with that topic's records in order; no broker is contacted."""
+    from streams.producer import Publisher
+
+    pub = Publisher(Settings.from_env({"PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}), keys=None)
+    asked = []
+
+    class Codec:
+        def __init__(self, topic):
+            self.topic = topic
+
+        def prepare(self, records):
+            asked.append((self.topic, [r["n"] for r in records]))
+
+    monkeypatch.setattr(pub, "_codec", Codec)
+    pub.prepare_events([("uploads", {"n": 1}), ("signups", {"n": 2}), ("uploads", {"n": 3})])
+    assert sorted(asked) == [("signups", [2]), ("uploads", [1, 3])]
