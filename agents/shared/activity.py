@@ -103,6 +103,21 @@ class AudienceActivity:
         with self._lock:
             return self._entry(self._versions.get(user_id, ()), as_of_ms // HOUR_MS)
 
+    def activities(self, user_ids, as_of_ms: int) -> tuple[list[np.ndarray], list[float]]:
+        """``(histograms, weights)`` of those of ``user_ids`` (in their order) who have an
+        activity as of ``as_of_ms`` (:meth:`activity`), read under one lock: an audience's
+        members at once."""
+        hour = as_of_ms // HOUR_MS
+        hists, weights = [], []
+        with self._lock:
+            versions = self._versions
+            for u in user_ids:
+                got = self._entry(versions.get(u, ()), hour)
+                if got is not None:
+                    hists.append(got[0])
+                    weights.append(got[1])
+        return hists, weights
+
     def _entry(self, versions, hour: int) -> tuple[np.ndarray, float] | None:
         i = bisect.bisect_left(versions, (hour, -1))
         if not i:

@@ -141,7 +141,35 @@ def hour_smoothed(m: np.ndarray, bandwidth: int = HOUR_BANDWIDTH) -> np.ndarray:
     a = np.asarray(m, dtype=np.float64)
     if not b:
         return a.copy()
-    return sum(np.roll(a, s) for s in range(-b, b + 1)) / (2 * b + 1)
+    # the circular shifts as slices of the map padded with its own ends: the slice starting at
+    # b - s is np.roll(a, s); summed in the order of s = -b .. b, the same floats as the rolls
+    ext = np.concatenate((a[-b:], a, a[:b]))
+    n = len(a)
+    return sum(ext[b - s:b - s + n] for s in range(-b, b + 1)) / (2 * b + 1)
+
+
+def _member_maps(member_histograms, weights) -> tuple[np.ndarray, np.ndarray]:
+    """``(maps, w)``: the usable members' histograms as share vectors, ``(n, 168)`` float64 (each
+    row sums to 1), and their weights ``(n,)`` float64, in the given order. A member is usable
+    when its weight is positive and its histogram is a (168,) vector, finite, non-negative and
+    not all zero (:func:`_as_map`, checked for all members at once)."""
+    rows, ws = [], []
+    for i, h in enumerate(member_histograms):
+        if h is None:
+            continue
+        w = 1.0 if weights is None else float(weights[i])
+        if not w > 0:
+            continue
+        a = h if isinstance(h, np.ndarray) else np.asarray(h, dtype=np.float64)
+        if a.shape == (HOURS,):
+            rows.append(a)
+            ws.append(w)
+    if not rows:
+        return np.zeros((0, HOURS)), np.zeros(0)
+    maps = np.array(rows, dtype=np.float64)
+    sums = maps.sum(axis=1)
+    ok = np.isfinite(maps).all(axis=1) & (maps >= 0).all(axis=1) & (sums > 0)
+    return maps[ok] / sums[ok, None], np.asarray(ws, dtype=np.float64)[ok]
 
 
 def posterior(member_histograms, prior: np.ndarray, strength: float, weights=None,
@@ -171,16 +199,12 @@ def posterior(member_histograms, prior: np.ndarray, strength: float, weights=Non
     """
     lam = SMOOTHING if smoothing is None else float(smoothing)
     b = HOUR_BANDWIDTH if bandwidth is None else int(bandwidth)
-    x = np.zeros(HOURS, dtype=np.float64)
-    count, wsum, w2sum = 0, 0.0, 0.0
-    for i, h in enumerate(member_histograms):
-        a = _as_map(h)
-        w = 1.0 if weights is None else float(weights[i])
-        if a is not None and w > 0:
-            x += w * a
-            count += 1
-            wsum += w
-            w2sum += w * w
+    maps, w = _member_maps(member_histograms, weights)
+    count = len(w)
+    if count:
+        x = w @ maps
+        wsum = float(w.sum())
+        w2sum = float(w @ w)
     prior = _as_map(prior)
     if prior is None:
         prior = np.full(HOURS, 1.0 / HOURS)
