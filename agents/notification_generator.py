@@ -71,8 +71,8 @@ HOLD's cost is the user's share of a digest (:func:`models.notifications.policy.
 Constants: :class:`models.notifications.policy.PolicyParams`'s defaults, overridden by the
 settings attributes ``notification_daily_budget``, ``notification_quiet_share``,
 ``notification_digest_interval_h``, ``notification_digest_max_items``,
-``notification_send_cost``, ``notification_hold_cost``, ``notification_mc_draws`` and
-``notification_exploration`` where a settings object has them (:func:`params_of`).
+``notification_send_cost``, ``notification_hold_cost`` and ``notification_exploration`` where a
+settings object has them (:func:`params_of`).
 """
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ NAME = "notification_generator"
 CANDIDATES_NAME = "notification_candidates"
 MODEL = "notification_generator.thompson_beta"
 #: 2: HOLD costs the user's share of a digest (``send_cost`` over their expected digest size).
-MODEL_VERSION = "2"
+#: 3: Thompson sampling's probabilities computed by quadrature instead of estimated from 64
+#: posterior draws (:func:`models.notifications.bandit.thompson_probabilities`).
+MODEL_VERSION = "3"
 TABLE = "notification_users"
 VIEW = "notifications"
 #: Followers told about a creator's new post, at most (the first by user id): a larger
@@ -121,7 +123,6 @@ _SETTING_FIELDS = {  # settings attribute -> (PolicyParams field, conversion)
     "notification_digest_max_items": ("digest_max_items", int),
     "notification_send_cost": ("send_cost", float),
     "notification_hold_cost": ("hold_cost", float),
-    "notification_mc_draws": ("draws", int),
     "notification_exploration": ("exploration", float),
 }
 
@@ -299,7 +300,7 @@ def _decide(st: dict, r: dict, event: Event, ctx: Context, t: int, quiet: bool, 
                          digests_muted="DIGEST" in st["muted"], p=p)
     arms = {"SEND": _arm(st, kind, "SEND"), "HOLD": _arm(st, kind, "HOLD")}
     hold_cost = P.hold_cost(p, *(st.get("digest_sizes") or (0, 0)))
-    d = B.decide(arms, choices, ctx.rng, send_cost=p.send_cost, hold_cost=hold_cost, draws=p.draws,
+    d = B.decide(arms, choices, ctx.rng, send_cost=p.send_cost, hold_cost=hold_cost,
                  exploration=p.exploration)
     nid = ctx.derive_id("decision")
     expected = d.expected.get(d.action)

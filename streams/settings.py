@@ -86,6 +86,13 @@ def _positive(env: Mapping[str, str], name: str, default: float, integer: bool =
     return value
 
 
+#: Settings Pulse no longer reads, and why: setting one is an error, not silently ignored.
+REMOVED = {
+    "PULSE_NOTIFICATION_MC_DRAWS": "notification_generator computes Thompson sampling's "
+                                   "probabilities exactly since model version 3 (docs/notifications.md)",
+}
+
+
 def _optional(env: Mapping[str, str], name: str, kind: type, lo: float, hi: float | None = None):
     """``None`` when unset (the consumer's own default), else a ``kind`` number in ``[lo, hi]``."""
     if env.get(name) in (None, ""):
@@ -351,9 +358,9 @@ class Settings:
         window, baseline half-life (hours), SigniTrend bias (mentions), burst scores at which a
         trend starts and ends, and mentions a trend needs to start
         (:class:`models.trends.burst.TrendParams`, docs/trends.md).
-    notification_daily_budget, notification_quiet_share, notification_digest_interval_h, notification_digest_max_items, notification_send_cost, notification_hold_cost, notification_mc_draws, notification_exploration:
+    notification_daily_budget, notification_quiet_share, notification_digest_interval_h, notification_digest_max_items, notification_send_cost, notification_hold_cost, notification_exploration:
         ``PULSE_NOTIFICATION_DAILY_BUDGET``, ``..._QUIET_SHARE``, ``..._DIGEST_INTERVAL_H``,
-        ``..._DIGEST_MAX_ITEMS``, ``..._SEND_COST``, ``..._HOLD_COST``, ``..._MC_DRAWS``,
+        ``..._DIGEST_MAX_ITEMS``, ``..._SEND_COST``, ``..._HOLD_COST``,
         ``..._EXPLORATION``: notification_generator's policy
         (:class:`models.notifications.policy.PolicyParams`, docs/notifications.md); unset (None)
         = the policy's default.
@@ -441,7 +448,6 @@ class Settings:
     notification_digest_max_items: int | None = None
     notification_send_cost: float | None = None
     notification_hold_cost: float | None = None
-    notification_mc_draws: int | None = None
     notification_exploration: float | None = None
     timing_prior_strength: float | None = None
     timing_smoothing: float | None = None
@@ -469,9 +475,13 @@ class Settings:
         Raises
         ------
         SettingsError
-            A variable holds a value of the wrong type.
+            A variable holds a value of the wrong type, or is one Pulse no longer reads
+            (:data:`REMOVED`).
         """
         env = os.environ if env is None else env
+        for name, why in REMOVED.items():
+            if env.get(name) not in (None, ""):
+                raise SettingsError(f"{name} is no longer read: {why}; unset it")
         home = Path(env.get("PULSE_HOME") or Path.home() / ".pulse").expanduser().resolve()
         cache = Path(env.get("PULSE_CACHE") or Path.home() / ".cache" / "pulse").expanduser().resolve()
         state = read_state(home / "servers.json")
@@ -556,7 +566,6 @@ class Settings:
             notification_digest_max_items=_optional(env, "PULSE_NOTIFICATION_DIGEST_MAX_ITEMS", int, 1),
             notification_send_cost=_optional(env, "PULSE_NOTIFICATION_SEND_COST", float, 0.0),
             notification_hold_cost=_optional(env, "PULSE_NOTIFICATION_HOLD_COST", float, 0.0),
-            notification_mc_draws=_optional(env, "PULSE_NOTIFICATION_MC_DRAWS", int, 1),
             notification_exploration=_optional(env, "PULSE_NOTIFICATION_EXPLORATION", float, 0.0, 1.0),
             timing_prior_strength=_optional(env, "PULSE_TIMING_PRIOR_STRENGTH", float, 0.0),
             timing_smoothing=_optional(env, "PULSE_TIMING_SMOOTHING", float, 0.0, 1.0),

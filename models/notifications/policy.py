@@ -52,15 +52,14 @@ class PolicyParams:
     digest_max_items: int = 20
     send_cost: float = B.SEND_COST
     hold_cost: float = B.HOLD_COST
-    draws: int = B.MC_DRAWS
     exploration: float = B.EXPLORATION
     mute_penalty: float = B.MUTE_PENALTY
 
     def __post_init__(self) -> None:
         if self.daily_budget < 0 or self.digest_max_items < 1 or self.digest_interval_ms < 0:
             raise ValueError("daily_budget >= 0, digest_max_items >= 1 and digest_interval_ms >= 0 required")
-        if not 0.0 <= self.quiet_share <= 1.0 or not 0.0 <= self.exploration <= 1.0 or self.draws < 1:
-            raise ValueError("quiet_share and exploration must lie in [0, 1] and draws be >= 1")
+        if not 0.0 <= self.quiet_share <= 1.0 or not 0.0 <= self.exploration <= 1.0:
+            raise ValueError("quiet_share and exploration must lie in [0, 1]")
 
 
 def quiet_hours(histogram: Sequence[float] | None, quiet_share: float = 0.25) -> frozenset[int]:

@@ -71,7 +71,7 @@ def test_notification_and_timing_settings_reach_their_agents_unset_means_the_def
     p = N.params_of(s)
     assert (p.daily_budget, p.digest_interval_ms) == (2, 6 * 3_600_000)
     assert (T.prior_strength(s), T.audience_days(s)) == (4.0, 30.0)
-    for name, bad in (("PULSE_NOTIFICATION_EXPLORATION", "1.5"), ("PULSE_NOTIFICATION_MC_DRAWS", "0"),
+    for name, bad in (("PULSE_NOTIFICATION_EXPLORATION", "1.5"), ("PULSE_NOTIFICATION_MC_DRAWS", "64"),
                       ("PULSE_TIMING_SMOOTHING", "-0.1"), ("PULSE_NOTIFICATION_DAILY_BUDGET", "lots")):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({"PULSE_HOME": str(tmp_path), name: bad})
