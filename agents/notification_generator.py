@@ -62,7 +62,7 @@ State (``notification_users``, one JSON object per user)::
      "sent": sent on their own that day, "held": [[notification_id, type, post_id, actor_id,
      held_at ms, candidate event id], ...], "digests": digests emitted, "muted": [type, ...],
      "open": {notification_id: [type, kind SEND|HOLD|DIGEST, sent_at ms, flags, status rank,
-     status writes, [digest item ids]]}, "seen": [candidate event ids],
+     status writes, [digest item ids]]}, "seen": [candidate event ids' 64-bit digests],
      "digest_sizes": [digests, items they bundled]}   # absent in states written before v2
 
 HOLD's cost is the user's share of a digest (:func:`models.notifications.policy.hold_cost`):
@@ -76,6 +76,7 @@ settings object has them (:func:`params_of`).
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from agents.shared.activity import open_audience_activity
@@ -112,6 +113,11 @@ GOLDEN_CONTENT_TYPES = frozenset({"FOREVER"})
 #: feedback is still folded into the arms (the oldest are forgotten first).
 SEEN_KEEP = 256
 OPEN_KEEP = 500
+#: How long a notification's feedback is still folded in (7 days): apps report deliveries, opens
+#: and dismissals within minutes to hours, and a held item waits for its digest at most a digest
+#: interval plus the user's quiet hours. Without it, every active user kept :data:`OPEN_KEEP`
+#: entries (about 30 KB of state written to the changelog per batch that touched them).
+OPEN_TTL_MS = 7 * 86_400_000
 ENGAGEMENT_TYPES = {"LIKE": "LIKE", "COMMENT": "COMMENT", "SHARE": "SHARE"}
 STATUS_RANK = {"DELIVERED": 1, "DISMISSED": 2, "OPENED": 3, "ACTED": 4, "MUTED": 5}
 STATUS_OF_RANK = {v: k for k, v in STATUS_RANK.items()}
@@ -240,9 +246,27 @@ def _row(user: str, sent_at: int, nid: str, kind: str, status: str, ts_us: int, 
                          "status": status, **cols}, ts_us)
 
 
+def _seen_key(event_id: str) -> str:
+    """What ``seen`` keeps of a candidate's id: a 64-bit BLAKE2b digest in 16 hex digits, half
+    the bytes of a UUID in every state write (ids of any shape; two of a user's last
+    :data:`SEEN_KEEP` candidates collide with probability about 2e-15)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
 def _remember(st: dict, nid: str, entry: list) -> None:
+    """Track notification ``nid`` for its feedback; forget, in the order they were made, those
+    made more than :data:`OPEN_TTL_MS` before it, then the oldest (sent time, then id) beyond
+    :data:`OPEN_KEEP`."""
     opened = st["open"]
     opened[nid] = entry
+    expired = entry[2] - OPEN_TTL_MS
+    stale = []
+    for k, e in opened.items():
+        if e[2] >= expired:
+            break
+        stale.append(k)
+    for k in stale:
+        del opened[k]
     while len(opened) > OPEN_KEEP:  # one at a time: the oldest (sent time, then id) goes
         del opened[min(opened, key=lambda k: (opened[k][2], k))]
 
@@ -373,9 +397,10 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     quiet = _quiet(ctx, user, t, p)
     out: list[Effect] = []
     if event.topic == "notification-candidates":
-        if event.event_id in st["seen"]:
+        seen = _seen_key(event.event_id)
+        if seen in st["seen"] or event.event_id in st["seen"]:  # whole ids: states before v3
             return []
-        st["seen"] = (st["seen"] + [event.event_id])[-SEEN_KEEP:]
+        st["seen"] = (st["seen"] + [seen])[-SEEN_KEEP:]
         out += _maybe_digest(st, user, event, ctx, t, quiet, p)
         out += _decide(st, r, event, ctx, t, quiet, p)
     else:

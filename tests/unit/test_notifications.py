@@ -465,3 +465,35 @@ def test_every_later_write_on_a_notification_row_has_a_greater_timestamp(tmp_pat
                     seen[k] = v.timestamp_us
                     statuses.add(v.row["status"])
         assert "DIGESTED" in statuses
+
+
+def test_open_notifications_are_forgotten_after_the_feedback_window_oldest_first():
+    """_remember: entries made more than OPEN_TTL_MS before the newest go, in the order they were
+    made; OPEN_KEEP still bounds the rest."""
+    day = 86_400_000
+    st = {"open": {}}
+    for i in range(10):
+        N._remember(st, f"n{i}", ["LIKE", "SEND", i * day, "", 0, 0, []])
+    assert list(st["open"]) == [f"n{i}" for i in range(2, 10)]   # n9 at day 9: days 2..9 stay
+    assert all(e[2] >= 9 * day - N.OPEN_TTL_MS for e in st["open"].values())
+    st = {"open": {}}
+    for i in range(N.OPEN_KEEP + 3):
+        N._remember(st, f"m{i:04d}", ["LIKE", "SEND", i, "", 0, 0, []])
+    assert len(st["open"]) == N.OPEN_KEEP and "m0000" not in st["open"]
+
+
+def test_seen_keeps_digests_and_still_recognises_whole_ids_of_older_states():
+    key = N._seen_key("14b626e7-3888-5186-8568-13f979474b0f")
+    assert len(key) == 16 and key == N._seen_key("14b626e7-3888-5186-8568-13f979474b0f")
+    assert N._seen_key("cand-u1-000001") != N._seen_key("cand-u1-000002")  # ids of any shape
+    topic, rec = _cand(1, "u1", "LIKE", T0)
+    state = DictState(N.TABLE)
+    state.tables[N.TABLE]["u1"] = {"arms": {}, "day": T0 // DAY, "sent": 0, "held": [], "digests": 0,
+                                   "muted": [], "open": {}, "seen": [rec["event_id"]],  # a whole id
+                                   "digest_sizes": [0, 0]}
+    assert call(N.SPEC, state, topic, rec) == []                  # a copy of a candidate seen before
+    state.tables[N.TABLE]["u1"]["seen"] = []
+    st = [e for e in call(N.SPEC, state, topic, rec) if isinstance(e, StateSet)][0].value
+    assert st["seen"] == [N._seen_key(rec["event_id"])]
+    state.tables[N.TABLE]["u1"] = st
+    assert call(N.SPEC, state, topic, rec) == []
