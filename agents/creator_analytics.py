@@ -227,7 +227,12 @@ def process_posts(state: State, event: Event, ctx: Context) -> list[Effect]:
     part = f"{event.partition}" if event.partition is not None else "-"
     ps = state.get(PARTITIONS, "p" + part) or {"clock": t, "due": []}
     clock = max(ps["clock"], t)
-    due = [list(d) for d in ps["due"]]
+    # copied when first changed (copy on write): its entries are never changed in place, and
+    # the list holds every post of the partition until its maturity
+    due = ps["due"]
+    sweeping = bool(due) and due[0][0] <= clock
+    if sweeping or signal == "PUBLISHED":
+        due = list(due)
     out: list[Effect] = []
     touched: dict[str, dict] = {}
     model: ViralityModel | None = None

@@ -41,6 +41,7 @@ informative as one with 1), which a linear regressor needs.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -80,7 +81,13 @@ def window_updates(kinds: tuple[str, ...], age_ms: int, horizon_ms: int, maturit
     An age below 0 (an interaction stamped before the post) counts as 0."""
     age = max(0, age_ms)
     bound = {"first": horizon_ms // 4, "horizon": horizon_ms, "maturity": maturity_ms}
-    return [name for name, (ks, b) in WINDOWS.items() if age < bound[b] and any(k in ks for k in kinds)]
+    return [name for name, b in _windows_of(tuple(kinds)) if age < bound[b]]
+
+
+@functools.lru_cache(maxsize=64)
+def _windows_of(kinds: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``(name, bound)`` of the :data:`WINDOWS` counting any of ``kinds``, in their order."""
+    return tuple((name, b) for name, (ks, b) in WINDOWS.items() if any(k in ks for k in kinds))
 
 
 def features(windows: Mapping[str, int], is_reply: bool) -> dict[str, float]:
