@@ -33,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from models.notifications import bandit as B
 
 HOUR_MS = 3_600_000
@@ -67,7 +69,9 @@ def quiet_hours(histogram: Sequence[float] | None, quiet_share: float = 0.25) ->
     empty for None, a wrong shape or an all-zero histogram."""
     if histogram is None or len(histogram) != 168:
         return frozenset()
-    by_hour = [sum(float(histogram[d * 24 + h]) for d in range(7)) for h in range(24)]
+    # the days summed in order per hour (numpy reduces the leading axis row after row, as the
+    # Python sum did), then the 24 hours in order
+    by_hour = np.asarray(histogram, dtype=np.float64).reshape(7, 24).sum(axis=0).tolist()
     total = sum(by_hour)
     if not total > 0:
         return frozenset()
