@@ -344,11 +344,6 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         token = 0
         try:
             while True:
-                if writing is not None and empty():
-                    # nothing to process meanwhile: finish the previous batch first, so that its
-                    # acknowledgement, or the error that stops the agent, never waits for traffic
-                    await writing
-                    writing = None
                 try:
                     events = [await get()]
                 except StopAsyncIteration:  # Faust ends the channel when the worker stops
