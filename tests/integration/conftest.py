@@ -29,27 +29,12 @@ def pipeline(servers: Settings) -> Settings:
     return servers.with_(media_read_roots=TEST_MEDIA_ROOTS)
 
 
-#: The test workers' consumer-group session timeout (seconds; the default is 10).
-SESSION_TIMEOUT_S = 6
-
-
-def wait_out_killed_session() -> None:
-    """Wait until the consumer-group session of a worker just SIGKILLed has expired, before its
-    replacement starts: a replacement that joined the group within a few hundred milliseconds of
-    the dead member's expiry sometimes got its partitions, recovered its tables, logged "Worker
-    ready" and then fetched nothing for good (seen in about half the runs of the kill tests on
-    2026-12-05, joins 5.5-5.6 s after a kill with a 6 s session; faust-streaming's open issue
-    #629 describes partitions that never get a fetch request after a rebalance). A supervisor
-    restarts a crashed worker after a back-off of this order too (Kubernetes: 10 s first)."""
-    time.sleep(SESSION_TIMEOUT_S + 2.0)
-
-
 def worker_env(settings: Settings, app_id: str, **extra: str) -> dict[str, str]:
     """Environment for a `pulse worker` child using the test servers and consumer group ``app_id``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update(PULSE_HOME=str(settings.home), PULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
                PULSE_CASSANDRA_HOSTS=",".join(settings.cassandra_hosts), PULSE_APP_ID=app_id,
-               PULSE_SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S), PULSE_MEDIA_READ_ROOTS=TEST_MEDIA_READ_ROOTS)
+               PULSE_SESSION_TIMEOUT_S="6", PULSE_MEDIA_READ_ROOTS=TEST_MEDIA_READ_ROOTS)
     env.update(extra)
     return env
 

@@ -26,7 +26,7 @@ from streams.runtime.engine import AgentRunner, RawMessage
 from streams.runtime.faults import POINTS
 from streams.stores.cassandra import connect
 
-from tests.integration.conftest import unique, wait_out_killed_session, wait_until
+from tests.integration.conftest import unique, wait_until
 from tests.integration.test_publish import upload_line
 from tests.integration.test_publisher_gate import copyright_, moderation
 from tests.integration.test_worker_views import caught_up
@@ -123,7 +123,6 @@ def _crash_then_recover(pipeline, workers, agent: str, point: str, topics: list[
     wait_until(lambda: proc.poll() is not None, 180, f"the worker to kill itself at {point}",
                diagnose=lambda: workers.log(proc))
     assert proc.returncode == -9, workers.log(proc)
-    wait_out_killed_session()
     proc = workers.start(app_id, agents=agent, **env)
     wait_until(lambda: caught_up(pipeline, app_id, topics) and done(), 240,
                "the restarted worker to catch up", diagnose=lambda: workers.log(proc))

@@ -39,7 +39,7 @@ from streams.demo.sources.stackexchange import SAMPLE_DUMP, iter_events_in_time_
 from streams.producer import Publisher
 from streams.runtime.engine import AgentRunner
 
-from tests.integration.conftest import unique, wait_out_killed_session, wait_until
+from tests.integration.conftest import unique, wait_until
 from tests.integration.test_crash_safety import _check_emits, _check_views
 from tests.integration.test_worker_views import caught_up
 
@@ -140,7 +140,6 @@ def test_delivery_agent_state_survives_a_kill(delivery, pipeline, workers, agent
     wait_until(lambda: proc.poll() is not None, 180, f"{agent}'s worker to kill itself at {point}",
                diagnose=lambda: workers.log(proc))
     assert proc.returncode == -9, workers.log(proc)
-    wait_out_killed_session()
     proc = workers.start(app_id, agents=agent, **env)
     wait_until(lambda: caught_up(pipeline, app_id, list(spec.topics)), 240,
                f"the restarted {agent} to catch up", diagnose=lambda: workers.log(proc))
