@@ -2,7 +2,7 @@
 
 Per agent, the binding takes up to ``spec.batch_size`` raw events from its channel, catches its
 side inputs up, runs the batch through the agent's :class:`~streams.runtime.engine.AgentRunner`
-in a thread (the agent's own when ``spec.blocking``), then applies the output in this order:
+(in the agent's own thread when ``spec.blocking``), then applies the output in this order:
 
 1. view writes through the sinks (Cassandra rows at their event's time, vector points by id:
    idempotent), retried while a store is down;
@@ -12,16 +12,9 @@ in a thread (the agent's own when ``spec.blocking``), then applies the output in
    the producer is flushed again;
 4. the events are acknowledged; Faust commits acknowledged offsets.
 
-The next batch is processed while these steps run for the previous one (the state the previous
-batch left is held in the runner, :meth:`~streams.runtime.engine.AgentRunner.hold`, so the next
-batch reads it), and its steps start only when the previous batch's are done: the agent's Python
-work overlaps the stores' and the broker's, and the writes keep their order. Of each state key,
-only the batch's last change is written (:func:`last_changes`).
-
 A crash between any two steps loses nothing: the uncommitted events are re-delivered, and
 everything before step 3 is idempotent or repeated byte for byte; after step 3 the restored
-tables say the events were applied and the runner skips them. A batch processed but not yet
-written is lost with the process and re-delivered like any unacknowledged one. ``docs/agent-contract.md`` gives
+tables say the events were applied and the runner skips them. ``docs/agent-contract.md`` gives
 the whole argument; :mod:`streams.runtime.faults` kills the worker at each step in the tests.
 """
 from __future__ import annotations
@@ -301,75 +294,54 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
     watch_feed = "cassandra" in spec.sinks
     wall = time.time
 
-    async def commit(events: list, out: BatchOutput, token: int, arrived: float) -> None:
-        """Steps 1-4 for one processed batch (module docstring)."""
-        if out.views:
-            rows = await write_with_retry(ctx, spec, out.views)
-            ctx.counters["rows"] += rows
-            meter.rows += rows
-            if watch_feed:
-                ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
-        crash.reached(spec.name, "after-sinks")
-        if out.emits or out.dead_letters:
-            await send_encoded(ctx, out.emits + out.dead_letters, meter)
-        if out.state:
-            await app.producer.flush()  # emits durable before the state that says "applied"
-            crash.reached(spec.name, "after-emits")
-            await changelogs_ready()
-            _write_state(faust_tables, events, out.state)
-            ctx.runners[spec.name].release(token)
-            await app.producer.flush()
-        else:
-            crash.reached(spec.name, "after-emits")
-        crash.reached(spec.name, "after-state")
-        for ev in events:
-            ev.ack()
-        ctx.counters["events"] += out.events
-        ctx.counters["skipped"] += out.skipped
-        meter.acknowledged(out.events, out.skipped, wall() - arrived)
-
-    ready = []
-
-    async def changelogs_ready() -> None:
-        if not ready:
-            await _await_changelog_metadata(app, faust_tables)
-            ready.append(True)
-
     async def run(stream):
         queue = stream.channel.queue
         get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
         limit = spec.batch_size
         loop = asyncio.get_running_loop()
-        writing: asyncio.Future | None = None  # the previous batch's commit
-        token = 0
-        try:
-            while True:
-                try:
-                    events = [await get()]
-                except StopAsyncIteration:  # Faust ends the channel when the worker stops
-                    if writing is not None:
-                        await writing
-                    return
-                while len(events) < limit and not empty():
-                    events.append(get_nowait())
-                if ctx.first_batch_at is None:
-                    ctx.first_batch_at = time.perf_counter()
-                arrived = wall()
-                messages = [ev.message for ev in events]
-                meter.arrived(messages, arrived)
-                # processed in a thread while the previous batch's outputs are still being written
-                # (its state is held in the runner, so this batch reads it); written only after
+        changelogs_ready = False
+        while True:
+            try:
+                events = [await get()]
+            except StopAsyncIteration:  # Faust ends the channel when the worker stops
+                return
+            while len(events) < limit and not empty():
+                events.append(get_nowait())
+            if ctx.first_batch_at is None:
+                ctx.first_batch_at = time.perf_counter()
+            arrived = wall()
+            messages = [ev.message for ev in events]
+            meter.arrived(messages, arrived)
+            if executor is not None or spec.side_inputs or spec.name not in ctx.runners:
                 out = await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
-                token += 1
-                ctx.runners[spec.name].hold(out.state, token)
-                crash.reached(spec.name, "after-process")
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(commit(events, out, token, arrived))
-        except asyncio.CancelledError:
-            if writing is not None:
-                writing.cancel()  # unacknowledged: re-delivered, as after a crash
-            raise
+            else:
+                out = ctx.run_batch(spec, messages)
+            crash.reached(spec.name, "after-process")
+            if out.views:
+                rows = await write_with_retry(ctx, spec, out.views)
+                ctx.counters["rows"] += rows
+                meter.rows += rows
+                if watch_feed:
+                    ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
+            crash.reached(spec.name, "after-sinks")
+            if out.emits or out.dead_letters:
+                await send_encoded(ctx, out.emits + out.dead_letters, meter)
+            if out.state:
+                await app.producer.flush()  # emits durable before the state that says "applied"
+                crash.reached(spec.name, "after-emits")
+                if not changelogs_ready:
+                    await _await_changelog_metadata(app, faust_tables)
+                    changelogs_ready = True
+                _write_state(faust_tables, events, out.state)
+                await app.producer.flush()
+            else:
+                crash.reached(spec.name, "after-emits")
+            crash.reached(spec.name, "after-state")
+            for ev in events:
+                ev.ack()
+            ctx.counters["events"] += out.events
+            ctx.counters["skipped"] += out.skipped
+            meter.acknowledged(out.events, out.skipped, wall() - arrived)
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)

@@ -60,29 +60,6 @@ def test_a_second_event_of_the_batch_sees_the_first_ones_state_change(tmp_path):
     assert counts_written(h.run([h.message("uploads", up(3))])) == [3]
 
 
-def test_a_batch_run_before_the_previous_ones_state_is_written_reads_it_held(tmp_path):
-    """The binding runs batch N + 1 while it writes batch N (AgentRunner.hold / release): N + 1
-    sees N's state and positions before they reach the tables, and the same results follow as
-    when N was applied first."""
-    h = Harness(COUNTER, tmp_path)
-    first = h.run([h.message("uploads", up(0), offset=0), h.message("uploads", up(1), offset=1),
-                   h.message("uploads", up(2, creator="c2", caption="forget"), offset=2)], apply=False)
-    h.runner.hold(first.state, 1)
-    assert h.table("counts") == {}
-    second = h.run([h.message("uploads", up(1), offset=1),       # re-delivered: skipped
-                    h.message("uploads", up(3), offset=3)], apply=False)
-    assert (second.skipped, counts_written(second)) == (1, [3])
-    h.runner.hold(second.state, 2)
-    h.runner.apply_state(first.state)
-    h.runner.release(1)
-    # c1 was changed again by batch 2, which is not written yet: its held value stays
-    assert counts_written(h.run([h.message("uploads", up(4), offset=4)], apply=False)) == [4]
-    h.runner.apply_state(second.state)
-    h.runner.release(2)
-    assert h.runner._unwritten == {}
-    assert h.table("counts") == {"c1": 3} and h.table(POSITIONS_TABLE) == {"uploads:0": 4}
-
-
 def test_state_delete_is_seen_by_the_rest_of_the_batch_and_applied(tmp_path):
     h = Harness(COUNTER, tmp_path)
     h.run([h.message("uploads", up(0)), h.message("uploads", up(1))])
