@@ -400,39 +400,17 @@ async def _await_changelog_metadata(app, tables: dict[str, Any], timeout_s: floa
                  {n: consumer.topic_partitions(n) for n in names})
 
 
-def last_changes(changes: Sequence[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """Of ``(change, cause)`` pairs in order, the last one of each ``(change.table,
-    change.key)``: the agent's own tables' first, then the positions (:data:`POSITIONS_TABLE`),
-    each in the order of those last changes (``[a1, b1, a2]`` gives ``[b1, a2]``). Applying them
-    leaves every table as applying all of them does, and no position is written before a state
-    change of an event it counts as applied, so a crash part-way leaves state ahead of the
-    positions (re-delivered events, which agents recognise) and never behind."""
-    last: dict[tuple[str, Any], int] = {}
-    for i, (change, _) in enumerate(changes):
-        last[(change.table, change.key)] = i
-    order = sorted(last.values())
-    return ([changes[i] for i in order if changes[i][0].table != POSITIONS_TABLE]
-            + [changes[i] for i in order if changes[i][0].table == POSITIONS_TABLE])
-
-
 def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequence[tuple[Any, Any]]
                  ) -> None:
     """Write state changes into the Faust tables, each with its cause as Faust's *current event*,
-    so that it goes to the changelog partition of the event that caused it.
-
-    Only the batch's last change of each ``(table, key)`` is written, in the order of those last
-    changes (Kafka Streams' record cache does the same per commit): the table ends as the whole
-    list would leave it, and a partition's position, changed by each of its events, is still
-    written after every state change of that partition's events (:func:`last_changes`). A hot
-    key's value (a user with hundreds of open notifications is about 30 KB of JSON) then goes to
-    its changelog once per batch, not once per event."""
+    so that it goes to the changelog partition of the event that caused it."""
     import weakref
 
     from faust.streams import _current_event
 
     by_message = {id(ev.message): ev for ev in events}
     try:
-        for change, cause in last_changes(changes):
+        for change, cause in changes:
             _current_event.set(weakref.ref(by_message[id(cause)]))
             table = tables[change.table]
             if isinstance(change, StateDelete):

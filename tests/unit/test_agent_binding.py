@@ -127,34 +127,3 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     n = after_emits[1]
     assert n >= 1 and after_emits[2:] == ({}, {})                   # sent, state not yet written
     assert after_state[1] == n and after_state[2] == {"u1": n} and after_state[3] == {"uploads:0": n}
-
-
-def test_only_each_keys_last_change_of_a_batch_is_written_positions_last():
-    """A batch's state goes to the changelogs as each (table, key)'s last change (Kafka Streams'
-    record cache): the tables end as the full list leaves them, and every position comes after
-    every state change, so a crash part-way never leaves a position ahead of the state it counts
-    (binding.last_changes)."""
-    from streams.contracts.effects import StateDelete
-    from streams.runtime.binding import last_changes
-    from streams.runtime.engine import POSITIONS_TABLE
-
-    changes = [(StateSet("t", "a", 1), "e1"), (StateSet(POSITIONS_TABLE, "x:0", 1), "e1"),
-               (StateSet("t", "b", 1), "e2"), (StateSet(POSITIONS_TABLE, "y:0", 6), "e2"),
-               (StateSet("t", "a", 2), "e3"), (StateSet(POSITIONS_TABLE, "x:0", 2), "e3"),
-               (StateDelete("t", "b"), "e4"), (StateSet(POSITIONS_TABLE, "y:0", 7), "e4")]
-    got = last_changes(changes)
-    assert [(c.table, c.key, getattr(c, "value", None), cause) for c, cause in got] == [
-        ("t", "a", 2, "e3"), ("t", "b", None, "e4"),
-        (POSITIONS_TABLE, "x:0", 2, "e3"), (POSITIONS_TABLE, "y:0", 7, "e4")]
-
-    def applied(pairs):
-        tables: dict = {}
-        for c, _ in pairs:
-            if isinstance(c, StateDelete):
-                tables.setdefault(c.table, {}).pop(c.key, None)
-            else:
-                tables.setdefault(c.table, {})[c.key] = c.value
-        return tables
-
-    assert applied(got) == applied(changes)
-    assert last_changes([]) == []
