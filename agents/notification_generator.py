@@ -116,7 +116,7 @@ OPEN_KEEP = 500
 #: How long a notification's feedback is still folded in (7 days): apps report deliveries, opens
 #: and dismissals within minutes to hours, and a held item waits for its digest at most a digest
 #: interval plus the user's quiet hours. Without it, every active user kept :data:`OPEN_KEEP`
-#: entries (about 30 KB of state written to the changelog per batch that touched them).
+#: entries (about 30 KB of state written to the changelog at each of their candidates).
 OPEN_TTL_MS = 7 * 86_400_000
 ENGAGEMENT_TYPES = {"LIKE": "LIKE", "COMMENT": "COMMENT", "SHARE": "SHARE"}
 STATUS_RANK = {"DELIVERED": 1, "DISMISSED": 2, "OPENED": 3, "ACTED": 4, "MUTED": 5}
