@@ -108,15 +108,8 @@ def population_map(histograms, weights=None) -> np.ndarray:
     """The population map: the mean of the given users' histograms (each a (168,) share vector,
     iterated in a fixed order by the caller), weighted by ``weights`` (each user's activity
     volume; None: equal), uniform when there are none. (168,) float64."""
-    total = np.zeros(HOURS, dtype=np.float64)
-    n = 0.0
-    for i, h in enumerate(histograms):
-        a = _as_map(h)
-        w = 1.0 if weights is None else float(weights[i])
-        if a is not None and w > 0:
-            total += w * a
-            n += w
-    return total / n if n else np.full(HOURS, 1.0 / HOURS)
+    maps, w = _member_maps(histograms, weights)
+    return (w @ maps) / w.sum() if len(w) else np.full(HOURS, 1.0 / HOURS)
 
 
 def factorized(m: np.ndarray) -> np.ndarray:
