@@ -6,11 +6,17 @@ side inputs up, runs the batch through the agent's :class:`~streams.runtime.engi
 
 1. view writes through the sinks (Cassandra rows at their event's time, vector points by id:
    idempotent), retried while a store is down;
-2. emitted events and dead letters, and the producer is flushed (for an agent with state);
+2. emitted events and dead letters; an agent with state waits until the broker has them;
 3. state changes and the partitions' next offsets into the agent's changelogged Faust tables,
    each written as its cause's current event (so it lands in that partition's changelog), and
-   the producer is flushed again;
-4. the events are acknowledged; Faust commits acknowledged offsets.
+   the binding waits until the broker has every one of these changelog records;
+4. the events are acknowledged (a stateless agent's once the broker has its emits); Faust
+   commits acknowledged offsets.
+
+"The broker has them" means each send's own delivery future resolved (``acks=all``), not a
+producer flush: faust-streaming's ``Producer.flush`` returns after any 0.1 s wait with table
+writes still queued in its buffer, and a flush reports no failed send. A send that fails raises
+in the agent instead of being acknowledged.
 
 A crash between any two steps loses nothing: the uncommitted events are re-delivered, and
 everything before step 3 is idempotent or repeated byte for byte; after step 3 the restored
@@ -233,20 +239,92 @@ async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list) 
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-async def send_encoded(ctx: RuntimeContext, items: Sequence[Encoded], meter=None) -> None:
-    """Hand encoded events to the producer, grouped by topic (delivery completes on flush);
-    ``meter``: the agent's :class:`~streams.runtime.metrics.AgentMeter`, counting them."""
+async def process_with_retry(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[Any],
+                             executor=None) -> BatchOutput:
+    """Run ``messages`` through the agent (:meth:`RuntimeContext.run_batch`; in ``executor``, the
+    agent's own thread, when it blocks), retrying while the data subjects' key store cannot be
+    read (:class:`~streams.contracts.personal.KeyUnavailable`), with the sinks' back-off.
+
+    A failed attempt applied nothing (state changes stay in the batch's overlay until the binding
+    writes them), so the retry computes exactly what one attempt would have, and the partition
+    waits instead of losing the batch. Any other exception propagates."""
+    from streams.contracts.personal import KeyUnavailable
+
+    loop = asyncio.get_running_loop()
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            if executor is not None or spec.side_inputs or spec.name not in ctx.runners:
+                return await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
+            return ctx.run_batch(spec, messages)
+        except KeyUnavailable as exc:
+            log.warning("agent %s: %s; retrying the batch in %.1f s", spec.name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not accept a record an agent sent (an emit, a dead letter or a changelog
+    write); the events that caused it are not acknowledged."""
+
+
+async def delivered(app, futures: Sequence[Any]) -> None:
+    """Wait until the broker has the record behind each of ``futures`` (aiokafka's send futures
+    and Faust's ``FutureMessage``; ``acks=all``). The wait is bounded by the producer's own
+    request timeout and retries, as a flush is.
+
+    Raises
+    ------
+    DeliveryError
+        A send failed.
+    """
+    if not futures:
+        return
+    try:
+        await asyncio.gather(*futures)
+    except Exception as exc:  # noqa: BLE001 - any send error: do not acknowledge
+        raise DeliveryError(f"the broker did not accept a record: {exc!r}") from exc
+
+
+def ack_when_delivered(events: Sequence[Any], futures: Sequence[Any],
+                       failed: list[BaseException]) -> None:
+    """Acknowledge ``events`` once every one of ``futures`` resolved (at once when there is none);
+    if a send failed, append a :class:`DeliveryError` to ``failed`` instead, for the agent to
+    raise. A stateless agent thus goes on to its next batch while its emits are in flight, and
+    Faust never commits an offset whose outputs the broker does not have."""
+    if not futures:
+        for ev in events:
+            ev.ack()
+        return
+
+    def done(all_sent: asyncio.Future) -> None:
+        exc = all_sent.exception() if not all_sent.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            failed.append(DeliveryError(f"the broker did not accept a record: {exc!r}"))
+            return
+        for ev in events:
+            ev.ack()
+
+    asyncio.gather(*futures).add_done_callback(done)
+
+
+async def send_encoded(ctx: RuntimeContext, items: Sequence[Encoded], meter=None) -> list:
+    """Hand encoded events to the producer, grouped by topic; returns their delivery futures
+    (see :func:`delivered`). ``meter``: the agent's
+    :class:`~streams.runtime.metrics.AgentMeter`, counting them."""
     by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
     for e in items:
         by_topic.setdefault(e.topic, []).append((e.key, e.value))
+    futures: list = []
     for topic, pairs in by_topic.items():
-        await ctx.emitter.send_many(topic, pairs)
+        futures.extend(await ctx.emitter.send_many(topic, pairs) or ())
         ctx.counters["dead_letters" if topic == DEAD_LETTER_TOPIC else "emitted"] += len(pairs)
         if meter is not None:
             if topic == DEAD_LETTER_TOPIC:
                 meter.dead_lettered(_error_types(ctx, pairs))
             else:
                 meter.emitted(topic, len(pairs))
+    return futures
 
 
 def _error_types(ctx: RuntimeContext, pairs: Sequence[tuple[bytes | None, bytes]]) -> list[str]:
@@ -298,8 +376,8 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         queue = stream.channel.queue
         get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
         limit = spec.batch_size
-        loop = asyncio.get_running_loop()
         changelogs_ready = False
+        failed: list[BaseException] = []  # a stateless batch's failed delivery, raised next batch
         while True:
             try:
                 events = [await get()]
@@ -310,12 +388,11 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
             if ctx.first_batch_at is None:
                 ctx.first_batch_at = time.perf_counter()
             arrived = wall()
+            if failed:
+                raise failed[0]  # an earlier batch's emits were not delivered: never acknowledged
             messages = [ev.message for ev in events]
             meter.arrived(messages, arrived)
-            if executor is not None or spec.side_inputs or spec.name not in ctx.runners:
-                out = await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
-            else:
-                out = ctx.run_batch(spec, messages)
+            out = await process_with_retry(ctx, spec, messages, executor)
             crash.reached(spec.name, "after-process")
             if out.views:
                 rows = await write_with_retry(ctx, spec, out.views)
@@ -324,21 +401,23 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                 if watch_feed:
                     ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
             crash.reached(spec.name, "after-sinks")
+            sent = []
             if out.emits or out.dead_letters:
-                await send_encoded(ctx, out.emits + out.dead_letters, meter)
+                sent = await send_encoded(ctx, out.emits + out.dead_letters, meter)
             if out.state:
-                await app.producer.flush()  # emits durable before the state that says "applied"
+                await delivered(app, sent)  # emits durable before the state that says "applied"
                 crash.reached(spec.name, "after-emits")
                 if not changelogs_ready:
                     await _await_changelog_metadata(app, faust_tables)
                     changelogs_ready = True
-                _write_state(faust_tables, events, out.state)
-                await app.producer.flush()
+                await delivered(app, _write_state(faust_tables, events, out.state))
+                crash.reached(spec.name, "after-state")
+                for ev in events:
+                    ev.ack()
             else:
                 crash.reached(spec.name, "after-emits")
-            crash.reached(spec.name, "after-state")
-            for ev in events:
-                ev.ack()
+                crash.reached(spec.name, "after-state")
+                ack_when_delivered(events, sent, failed)
             ctx.counters["events"] += out.events
             ctx.counters["skipped"] += out.skipped
             meter.acknowledged(out.events, out.skipped, wall() - arrived)
@@ -359,9 +438,11 @@ def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
         raise ValueError(f"agent {spec.name} keeps tables, so its source topics must be "
                          f"co-partitioned; they have {sorted(partitions)} partitions")
     n = partitions.pop()
-    tables = {name: app.Table(f"{spec.name}-{name.strip('_')}", partitions=n, key_type=str,
-                              help=f"{spec.name}'s {name} state, keyed like its source topics")
-              for name in spec.tables + (POSITIONS_TABLE,)}
+    table_class = _confirming_table_class()
+    tables = {name: app.tables.add(table_class(
+        app, name=f"{spec.name}-{name.strip('_')}", partitions=n, key_type=str,
+        beacon=app.tables.beacon, help=f"{spec.name}'s {name} state, keyed like its source topics"))
+        for name in spec.tables + (POSITIONS_TABLE,)}
     ctx.tables[spec.name] = tables
     return tables
 
@@ -400,10 +481,36 @@ async def _await_changelog_metadata(app, tables: dict[str, Any], timeout_s: floa
                  {n: consumer.topic_partitions(n) for n in names})
 
 
+_TABLE_CLASS = None
+
+
+def _confirming_table_class():
+    """``faust.Table`` that keeps the future of each changelog record it sends in
+    ``unconfirmed`` (Faust's own table drops it), for :func:`_write_state` to hand to
+    :func:`delivered`."""
+    global _TABLE_CLASS
+    if _TABLE_CLASS is None:
+        import faust
+
+        class ConfirmingTable(faust.Table):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.unconfirmed: list = []
+
+            def send_changelog(self, *args: Any, **kwargs: Any):
+                fut = super().send_changelog(*args, **kwargs)
+                self.unconfirmed.append(fut)
+                return fut
+
+        _TABLE_CLASS = ConfirmingTable
+    return _TABLE_CLASS
+
+
 def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequence[tuple[Any, Any]]
-                 ) -> None:
+                 ) -> list:
     """Write state changes into the Faust tables, each with its cause as Faust's *current event*,
-    so that it goes to the changelog partition of the event that caused it."""
+    so that it goes to the changelog partition of the event that caused it; returns the futures
+    of the changelog records sent (see :func:`delivered`)."""
     import weakref
 
     from faust.streams import _current_event
@@ -419,3 +526,10 @@ def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequenc
                 table[change.key] = change.value
     finally:
         _current_event.set(None)
+    futures = []
+    for table in tables.values():
+        pending = getattr(table, "unconfirmed", None)
+        if pending:
+            futures.extend(pending)
+            pending.clear()
+    return futures

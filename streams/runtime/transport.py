@@ -16,14 +16,112 @@ keep every event exactly where a run without the fault puts it (docs/clusters.md
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
+
+#: seconds a partition's delivered events may stay uncommitted, with none of them in flight, before
+#: the consumer's commit watchdog logs the partition's offset bookkeeping as a warning
+COMMIT_STALL_S = 30.0
 
 
 class PulseConsumer(faust_aiokafka.Consumer):
-    """faust-streaming's aiokafka consumer with a drain loop that skips ``wait_first`` per message."""
+    """faust-streaming's aiokafka consumer with a drain loop that skips ``wait_first`` per message,
+    and a commit watchdog.
+
+    The watchdog: every 10 s, for each assigned source partition, compare the last offset
+    delivered to the agents with the last offset the broker accepted as committed. When events
+    were delivered, none of them is still being processed, and the broker's committed offset has
+    not covered them for :data:`COMMIT_STALL_S`, it logs the partition's commit bookkeeping
+    (:meth:`commit_state`) as a warning, once per stall: that state is a consumer that will never
+    commit what it processed (its group's lag stays up although the agent is idle).
+    """
+
+    _accepted: dict
+    _stalled_since: dict
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._accepted = {}       # TP -> offset the broker last accepted from this consumer
+        self._delivered = {}      # TP -> last offset handed to the agents
+        self._stalled_since = {}  # TP -> (monotonic time first seen stalled, logged?)
+        super().__init__(*args, **kwargs)
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            self._accepted.pop(tp, None)
+            self._delivered.pop(tp, None)
+            self._stalled_since.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def _commit(self, offsets) -> bool:
+        ok = await super()._commit(offsets)
+        if ok:
+            self._accepted.update(offsets)
+        else:
+            self.log.warning("commit of %s was not accepted (Faust keeps the offsets as committed)",
+                             {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()})
+        return ok
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        for tp, offset in self._committed_offset.items():
+            if offset is not None:
+                self._accepted[tp] = offset
+
+    def commit_state(self, tp) -> dict:
+        """The commit bookkeeping of partition ``tp``: ``committed`` (what Faust believes is
+        committed), ``accepted`` (what the broker last accepted from this worker, or the committed
+        offset read at the last seek), ``read`` (Faust's read offset), ``delivered`` (the last
+        offset handed to the agents), ``acked`` (count, lowest, highest acknowledged but
+        not yet committed), ``gaps`` (offset ranges Faust counts as acknowledged because they were
+        never delivered), ``in_flight`` (delivered, not yet acknowledged: offsets), ``active`` and
+        ``paused``."""
+        acked = list(self._acked.get(tp) or ())
+        in_flight = sorted(m.offset for m in list(self._unacked_messages)
+                           if m.tp == tp and not m.acked)
+        return {
+            "committed": self._committed_offset.get(tp),
+            "accepted": self._accepted.get(tp),
+            "read": self._read_offset.get(tp),
+            "delivered": self._delivered.get(tp),
+            "acked": [len(acked), min(acked, default=None), max(acked, default=None)],
+            "gaps": [(i.begin, i.end) for i in sorted(self._gap.get(tp) or ())][:5],
+            "in_flight": in_flight[:5] + ([f"... {len(in_flight)} in all"] if len(in_flight) > 5 else []),
+            "active": tp in (self._active_partitions or ()),
+            "paused": tp in self._paused_partitions,
+        }
+
+    @Service.task
+    async def _commit_watchdog(self) -> None:  # pragma: no cover - needs a broker
+        await self.sleep(COMMIT_STALL_S)
+        async for _ in self.itertimer(10.0, name="commit_watchdog"):
+            if self.app.rebalancing:
+                continue
+            try:
+                self._check_commits(time.monotonic())
+            except Exception:  # noqa: BLE001 - a diagnostic must never stop the consumer
+                self.log.exception("commit watchdog failed")
+
+    def _check_commits(self, now: float) -> None:
+        changelogs = self.app.tables.changelog_topics
+        for tp in self.assignment():
+            if tp.topic in changelogs:
+                continue
+            last, accepted = self._delivered.get(tp), self._accepted.get(tp)
+            in_flight = any(m.tp == tp and not m.acked for m in list(self._unacked_messages))
+            if last is None or in_flight or (accepted is not None and accepted > last):
+                self._stalled_since.pop(tp, None)
+                continue
+            since, logged = self._stalled_since.setdefault(tp, (now, False))
+            if not logged and now - since >= COMMIT_STALL_S:
+                self._stalled_since[tp] = (since, True)
+                self.log.warning("commit stalled for %.0f s on %s/%s: every delivered event is "
+                                 "acknowledged but the broker's committed offset does not cover "
+                                 "them; bookkeeping %s", now - since, tp.topic, tp.partition,
+                                 self.commit_state(tp))
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         callback = self.callback
@@ -33,6 +131,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
         suspended = self.suspend_flow.is_set
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
+        set_delivered = self._delivered.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         sleep = asyncio.sleep
@@ -64,6 +163,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
                     else:
                         await callback(message)
                     set_read_offset(tp, offset)
+                    set_delivered(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -65,9 +65,10 @@ def test_binding_decodes_processes_emits_and_dead_letters(tmp_path):
 
 def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypatch):
     """The binding's order (streams.runtime.binding.bind): nothing is sent before the batch is
-    processed; emits are sent and flushed before the state that says "applied" is written; the
-    crash-point hook sees each step; state and positions land in the agent's Faust tables and
-    carry over to the next batch."""
+    processed; the binding waits for the emits' delivery before it writes the state that says
+    "applied", then for the delivery of every changelog record that state write sent (one per
+    state change and one per position); the crash-point hook sees each step; state and positions
+    land in the agent's Faust tables and carry over to the next batch."""
     import streams.runtime.binding as binding
 
     def process(state, event, ctx):
@@ -95,13 +96,15 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
 
     class RecordingEmitter:
         async def send_many(self, topic, items):
+            items = list(items)
             sent.extend((topic, key, value) for key, value in items)
+            return [f"emit-future-{len(sent)}"]
 
-    async def flush():  # no broker: record when the binding flushes the producer
-        steps.append(("flush", len(sent)))
+    async def delivered(app_, futures):  # no broker: record what the binding waits for
+        steps.append(("delivered", len(sent), list(futures)))
 
     ctx.emitter = RecordingEmitter()
-    monkeypatch.setattr(app.producer, "flush", flush)
+    monkeypatch.setattr(binding, "delivered", delivered)
     codec = AvroCodec(default_catalog(), "Upload")
 
     async def run():
@@ -120,10 +123,98 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     assert dict(tables["counts"]) == {"u1": 3}
     assert dict(tables["__positions__"]) == {"uploads:0": 3}
     points = [s[0] for s in steps]
-    assert points[:6] == ["after-process", "after-sinks", "flush", "after-emits", "flush",
+    assert points[:6] == ["after-process", "after-sinks", "delivered", "after-emits", "delivered",
                           "after-state"]
-    after_process, after_sinks, _, after_emits, _, after_state = steps[:6]
+    after_process, after_sinks, emits, after_emits, changelog, after_state = steps[:6]
     assert after_process[1:] == after_sinks[1:] == (0, {}, {})      # nothing sent or written
     n = after_emits[1]
+    assert emits[1:] == (n, [f"emit-future-{n}"])                   # waited for the emits' futures
     assert n >= 1 and after_emits[2:] == ({}, {})                   # sent, state not yet written
     assert after_state[1] == n and after_state[2] == {"u1": n} and after_state[3] == {"uploads:0": n}
+    # one changelog record per state change and per position, each one's future waited for
+    assert len(changelog[2]) == 2 * n and all(isinstance(f, asyncio.Future) for f in changelog[2])
+
+
+class _Event:  # what the binding acknowledges: a Faust event's ack()
+    def __init__(self):
+        self.acked = 0
+
+    def ack(self):
+        self.acked += 1
+
+
+def test_delivered_waits_for_every_send_and_raises_on_a_failed_one():
+    import pytest
+
+    from streams.runtime.binding import DeliveryError, delivered
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        ok = [loop.create_future() for _ in range(3)]
+        waiting = asyncio.ensure_future(delivered(None, ok))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()                  # not before the last future resolves
+        for f in ok:
+            f.set_result("metadata")
+        await asyncio.wait_for(waiting, 1)
+        bad = [loop.create_future(), loop.create_future()]
+        bad[0].set_result("metadata")
+        bad[1].set_exception(OSError("NOT_ENOUGH_REPLICAS"))
+        with pytest.raises(DeliveryError, match="NOT_ENOUGH_REPLICAS"):
+            await delivered(None, bad)
+        await delivered(None, [])                  # nothing sent: nothing to wait for
+
+    asyncio.run(run())
+
+
+def test_a_stateless_batch_is_acknowledged_only_once_its_emits_are_delivered():
+    from streams.runtime.binding import DeliveryError, ack_when_delivered
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        failed = []
+        events = [_Event(), _Event()]
+        futures = [loop.create_future(), loop.create_future()]
+        ack_when_delivered(events, futures, failed)
+        futures[0].set_result("metadata")
+        await asyncio.sleep(0.01)
+        assert [e.acked for e in events] == [0, 0]  # one send still in flight
+        futures[1].set_result("metadata")
+        await asyncio.sleep(0.01)
+        assert [e.acked for e in events] == [1, 1] and failed == []
+
+        lost = [_Event()]
+        future = loop.create_future()
+        ack_when_delivered(lost, [future], failed)
+        future.set_exception(OSError("MESSAGE_TOO_LARGE"))
+        await asyncio.sleep(0.01)
+        assert lost[0].acked == 0 and len(failed) == 1 and isinstance(failed[0], DeliveryError)
+
+        nothing_sent = [_Event()]
+        ack_when_delivered(nothing_sent, [], failed)
+        assert nothing_sent[0].acked == 1        # at once
+
+    asyncio.run(run())
+
+
+def test_a_batch_is_retried_while_the_key_store_is_down(monkeypatch):
+    """KeyUnavailable fails the whole batch (streams.runtime.engine): the binding runs it again
+    after a back-off, so the partition waits instead of losing the batch."""
+    import streams.runtime.binding as binding
+    from streams.contracts.personal import KeyUnavailable
+
+    monkeypatch.setattr(binding, "RETRY_FIRST_S", 0.01)
+    attempts = []
+
+    class FlakyContext:
+        runners = {"probe": object()}
+
+        def run_batch(self, spec, messages):
+            attempts.append(list(messages))
+            if len(attempts) < 3:
+                raise KeyUnavailable("key store unreachable")
+            return "output"
+
+    spec = AgentSpec(name="probe", topics=("uploads",), process=lambda s, e, c: [])
+    out = asyncio.run(binding.process_with_retry(FlakyContext(), spec, ["m1", "m2"]))
+    assert out == "output" and attempts == [["m1", "m2"]] * 3
