@@ -244,6 +244,10 @@ class Settings:
     session_timeout_s:
         ``PULSE_SESSION_TIMEOUT_S`` (default ``10``): Kafka consumer session timeout; a killed
         worker's partitions move to the surviving workers after at most this long.
+    commit_stall_s:
+        ``PULSE_COMMIT_STALL_S`` (default ``30``): seconds a partition's delivered and
+        acknowledged events may stay uncommitted before the worker's commit watchdog logs it and
+        rewinds the partition to its committed offset (``streams.runtime.transport``).
     kafka_heap / cassandra_heap:
         ``PULSE_KAFKA_HEAP`` (default ``512m``) and ``PULSE_CASSANDRA_HEAP`` (default ``1g``):
         JVM heap of the embedded servers.
@@ -399,6 +403,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_targets: tuple[str, ...] = ()
     session_timeout_s: float = 10.0
+    commit_stall_s: float = 30.0
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
     startup_timeout_s: float = 180.0
@@ -516,6 +521,7 @@ class Settings:
             metrics_host=env.get("PULSE_METRICS_HOST") or "127.0.0.1",
             metrics_targets=_urls(env, "PULSE_METRICS_TARGETS"),
             session_timeout_s=_float(env, "PULSE_SESSION_TIMEOUT_S", 10.0),
+            commit_stall_s=_positive(env, "PULSE_COMMIT_STALL_S", 30.0),
             kafka_heap=env.get("PULSE_KAFKA_HEAP") or "512m",
             cassandra_heap=env.get("PULSE_CASSANDRA_HEAP") or "1g",
             startup_timeout_s=_float(env, "PULSE_STARTUP_TIMEOUT_S", 180.0),

@@ -63,6 +63,7 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec], *, app_id: str |
     )
     from streams.stores.keys import subject_keys
 
+    app.pulse_commit_stall_s = settings.commit_stall_s  # read by PulseConsumer's watchdog
     ctx = RuntimeContext(settings, extra, keys=subject_keys(settings))
     for spec in agents:
         bind(app, ctx, spec)

@@ -394,6 +394,9 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
             meter.arrived(messages, arrived)
             out = await process_with_retry(ctx, spec, messages, executor)
             crash.reached(spec.name, "after-process")
+            if crash.loses(spec.name):  # fault injection: the batch lost inside the worker
+                events = messages = out = None
+                continue
             if out.views:
                 rows = await write_with_retry(ctx, spec, out.views)
                 ctx.counters["rows"] += rows

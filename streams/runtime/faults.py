@@ -11,6 +11,11 @@ commit, as a power cut or the OOM killer would) the ``n``-th time (default 1) a 
 * ``after-state`` — state and positions are in the changelog; the events are not yet
   acknowledged, so their offsets are not committed.
 
+``PULSE_CRASH_POINT=<agent>:lose-batch[:<n>]`` instead drops the ``n``-th batch after processing:
+nothing written, nothing acknowledged, the events forgotten, as a batch lost inside the worker
+would be. Faust then never commits past it; the consumer's commit watchdog
+(:mod:`streams.runtime.transport`) must notice and deliver the events again.
+
 Used by ``tests/integration/test_crash_safety.py`` to prove that a restart after a kill at any
 point gives the views and output topics of a run without the fault. Unset (the default), the
 checks cost one attribute test per step.
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 log = logging.getLogger("pulse.faults")
 
 POINTS = ("after-process", "after-sinks", "after-emits", "after-state")
+LOSE_BATCH = "lose-batch"
 
 
 class CrashPointError(ValueError):
@@ -53,9 +59,9 @@ class CrashPoints:
         if not raw:
             return cls()
         parts = raw.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or parts[1] not in POINTS:
+        if len(parts) not in (2, 3) or not parts[0] or parts[1] not in POINTS + (LOSE_BATCH,):
             raise CrashPointError(f"PULSE_CRASH_POINT={raw!r}: expected <agent>:<point>[:<n>] with "
-                                  f"point one of {', '.join(POINTS)}")
+                                  f"point one of {', '.join(POINTS + (LOSE_BATCH,))}")
         nth = 1
         if len(parts) == 3:
             # isascii: str.isdigit also accepts digits such as '²' that int() refuses
@@ -76,3 +82,14 @@ class CrashPoints:
             for h in logging.getLogger().handlers:
                 h.flush()
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def loses(self, agent: str) -> bool:
+        """Called by the runtime after each batch of ``agent`` is processed: ``True`` exactly once,
+        for the ``nth`` batch when the configured point is ``lose-batch``."""
+        if self.agent is None or agent != self.agent or self.point != LOSE_BATCH:
+            return False
+        self.seen += 1
+        if self.seen == self.nth:
+            log.warning("PULSE_CRASH_POINT: dropping batch %d of %s unacknowledged", self.seen, agent)
+            return True
+        return False

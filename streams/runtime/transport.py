@@ -24,20 +24,31 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
 #: seconds a partition's delivered events may stay uncommitted, with none of them in flight, before
-#: the consumer's commit watchdog logs the partition's offset bookkeeping as a warning
+#: the consumer's commit watchdog logs the partition's offset bookkeeping and rewinds it (the
+#: default of ``PULSE_COMMIT_STALL_S``)
 COMMIT_STALL_S = 30.0
+#: rewinds of one partition the watchdog makes per assignment before it only logs
+MAX_REWINDS = 3
 
 
 class PulseConsumer(faust_aiokafka.Consumer):
     """faust-streaming's aiokafka consumer with a drain loop that skips ``wait_first`` per message,
     and a commit watchdog.
 
-    The watchdog: every 10 s, for each assigned source partition, compare the last offset
+    The watchdog: every 10 s (a third of the threshold when that is shorter), for each assigned
+    source partition, compare the last offset
     delivered to the agents with the last offset the broker accepted as committed. When events
     were delivered, none of them is still being processed, and the broker's committed offset has
-    not covered them for :data:`COMMIT_STALL_S`, it logs the partition's commit bookkeeping
-    (:meth:`commit_state`) as a warning, once per stall: that state is a consumer that will never
-    commit what it processed (its group's lag stays up although the agent is idle).
+    not covered them for ``PULSE_COMMIT_STALL_S`` (:data:`COMMIT_STALL_S`), Faust's commit bookkeeping for that partition
+    has lost track (the group's lag stays up while the agent sits idle, and would until a
+    restart: seen after a worker was SIGKILLed and replaced, ``docs/testing.md``). The watchdog
+    logs the bookkeeping (:meth:`commit_state`) as a warning and *rewinds* the partition: the
+    drain loop, between two fetches, seeks it back to the broker's committed offset and resets
+    the bookkeeping to it, so the events since are delivered again. That is safe under the agent
+    contract: a stateful agent's positions make it skip what it applied, a stateless agent's
+    outputs are idempotent (``docs/agent-contract.md``). A partition with no committed offset
+    goes back to its first offset, where ``auto_offset_reset=earliest`` started it. At most
+    :data:`MAX_REWINDS` per partition and assignment; after that it only logs.
     """
 
     _accepted: dict
@@ -47,6 +58,8 @@ class PulseConsumer(faust_aiokafka.Consumer):
         self._accepted = {}       # TP -> offset the broker last accepted from this consumer
         self._delivered = {}      # TP -> last offset handed to the agents
         self._stalled_since = {}  # TP -> (monotonic time first seen stalled, logged?)
+        self._rewinds = {}        # TP -> offset: rewinds the watchdog asked the drain loop for
+        self._rewound = {}        # TP -> rewinds made since the partition was assigned
         super().__init__(*args, **kwargs)
 
     async def on_partitions_revoked(self, revoked) -> None:
@@ -54,7 +67,38 @@ class PulseConsumer(faust_aiokafka.Consumer):
             self._accepted.pop(tp, None)
             self._delivered.pop(tp, None)
             self._stalled_since.pop(tp, None)
+            self._rewinds.pop(tp, None)
+            self._rewound.pop(tp, None)
         await super().on_partitions_revoked(revoked)
+
+    async def _rewind(self) -> None:
+        """Seek each partition the watchdog asked for back to its offset, and reset Faust's
+        commit bookkeeping of it to that offset (run by the drain loop between two fetches)."""
+        rewinds, self._rewinds = self._rewinds, {}
+        assigned = self.assignment()
+        rewinds = {tp: offset for tp, offset in rewinds.items() if tp in assigned}
+        if not rewinds:
+            return
+        to_offset = {tp: offset for tp, offset in rewinds.items() if offset is not None}
+        to_start = [tp for tp, offset in rewinds.items() if offset is None]
+        if to_offset:
+            await self.seek_wait(to_offset)
+        if to_start:  # nothing committed yet: where auto_offset_reset=earliest started
+            from aiokafka import TopicPartition
+
+            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition)
+                                                   for tp in to_start))
+        for tp, offset in rewinds.items():
+            self._read_offset[tp] = offset
+            self._committed_offset[tp] = offset
+            self._acked[tp].clear()
+            self._acked_index[tp].clear()
+            self._gap.pop(tp, None)
+            self._delivered.pop(tp, None)
+            self._stalled_since.pop(tp, None)
+            self._rewound[tp] = self._rewound.get(tp, 0) + 1
+        self.log.warning("rewound %s: their events since the committed offset are delivered again",
+                         {f"{tp.topic}/{tp.partition}": o for tp, o in rewinds.items()})
 
     async def _commit(self, offsets) -> bool:
         ok = await super()._commit(offsets)
@@ -96,16 +140,18 @@ class PulseConsumer(faust_aiokafka.Consumer):
 
     @Service.task
     async def _commit_watchdog(self) -> None:  # pragma: no cover - needs a broker
-        await self.sleep(COMMIT_STALL_S)
-        async for _ in self.itertimer(10.0, name="commit_watchdog"):
+        stall_s = getattr(self.app, "pulse_commit_stall_s", COMMIT_STALL_S)
+        tick = min(10.0, max(1.0, stall_s / 3))
+        await self.sleep(tick)
+        async for _ in self.itertimer(tick, name="commit_watchdog"):
             if self.app.rebalancing:
                 continue
             try:
-                self._check_commits(time.monotonic())
+                self._check_commits(time.monotonic(), stall_s)
             except Exception:  # noqa: BLE001 - a diagnostic must never stop the consumer
                 self.log.exception("commit watchdog failed")
 
-    def _check_commits(self, now: float) -> None:
+    def _check_commits(self, now: float, stall_s: float = COMMIT_STALL_S) -> None:
         changelogs = self.app.tables.changelog_topics
         for tp in self.assignment():
             if tp.topic in changelogs:
@@ -116,12 +162,19 @@ class PulseConsumer(faust_aiokafka.Consumer):
                 self._stalled_since.pop(tp, None)
                 continue
             since, logged = self._stalled_since.setdefault(tp, (now, False))
-            if not logged and now - since >= COMMIT_STALL_S:
+            if not logged and now - since >= stall_s:
                 self._stalled_since[tp] = (since, True)
+                done = self._rewound.get(tp, 0)
+                if done < MAX_REWINDS:
+                    self._rewinds[tp] = accepted
+                    target = "the first offset" if accepted is None else f"offset {accepted}"
+                    action = f"rewinding to {target} ({done + 1} of {MAX_REWINDS})"
+                else:
+                    action = f"not rewinding ({done} rewinds already): restart the worker"
                 self.log.warning("commit stalled for %.0f s on %s/%s: every delivered event is "
                                  "acknowledged but the broker's committed offset does not cover "
-                                 "them; bookkeeping %s", now - since, tp.topic, tp.partition,
-                                 self.commit_state(tp))
+                                 "them; %s; bookkeeping %s", now - since, tp.topic, tp.partition,
+                                 action, self.commit_state(tp))
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         callback = self.callback
@@ -138,12 +191,19 @@ class PulseConsumer(faust_aiokafka.Consumer):
         yield_every, since_yield = 100, 0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                if self._rewinds:
+                    try:
+                        await self._rewind()
+                    except Exception:  # noqa: BLE001 - a failed rewind leaves the stall logged
+                        self.log.exception("rewinding stalled partitions failed")
                 self.diag.set_flag(CONSUMER_FETCHING)
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
                 if self.should_stop:
                     continue
                 async for tp, message in ait:
+                    if self._rewinds:
+                        break  # the rest of this fetch may predate the seek: fetched again
                     since_yield += 1
                     if since_yield > yield_every:
                         await sleep(0)

@@ -214,3 +214,39 @@ def test_side_input_agent_survives_a_kill(pipeline, workers, tmp_path, point):
                         done)
     _check_emits(pipeline, expected.emits, set(posts), "post_id")
     _check_views(pipeline, expected.views)
+
+
+def test_a_batch_lost_inside_the_worker_is_delivered_again(pipeline, workers):
+    """``PULSE_CRASH_POINT=publisher:lose-batch:1`` drops the worker's first batch of the stateful
+    publisher after processing, unwritten and unacknowledged, as a batch lost inside the worker
+    would be: Faust then never commits past it. The consumer's commit watchdog
+    (``PulseConsumer``, threshold ``PULSE_COMMIT_STALL_S``, 3 s here) must log the stall, rewind
+    the partitions to their committed offsets (or first offsets), and the same worker must end
+    with the views and output events of a run without the fault."""
+    c = unique("c")
+    posts = [f"{c}-{n}" for n in ("ok", "blocked")]
+    t0 = 1_600_000_000_000
+    events = [("uploads", _full("uploads", upload_line(p, c), t0 + i)) for i, p in enumerate(posts)]
+    for i, (p, action) in enumerate(zip(posts, ("ALLOW", "BLOCK"))):
+        events.append(("moderation-verdicts", moderation(p, action, t0 + 10 + i)))
+        events.append(("copyright-verdicts", copyright_(p, "ALLOW", t0 + 20 + i)))
+    _publish(pipeline, events)
+    env = {"PULSE_GATES": "moderation,copyright", "PULSE_COMMIT_STALL_S": "3"}
+    expected = _expected(replace(pipeline, gates=("moderation", "copyright")), "publisher", events)
+    assert len(expected.emits) == 1  # the allowed post
+    topics = ["uploads", "moderation-verdicts", "copyright-verdicts", "content-enriched"]
+    app_id = unique("lost-batch")
+    proc = workers.start(app_id, agents="publisher", PULSE_CRASH_POINT="publisher:lose-batch:1", **env)
+
+    def done():
+        got = [r for _, r in read_topic(pipeline, "posts-published") if r["post_id"] in posts]
+        return got and caught_up(pipeline, app_id, topics)
+
+    wait_until(lambda: proc.poll() is not None or done(), 240,
+               "the worker to deliver the lost batch again and catch up",
+               diagnose=lambda: workers.log(proc))
+    assert proc.poll() is None, workers.log(proc)
+    log = Path(proc.log_path).read_text(errors="replace")
+    assert "dropping batch 1 of publisher" in log and "commit stalled" in log and "rewound" in log, log
+    _check_emits(pipeline, expected.emits, set(posts), "post_id")
+    _check_views(pipeline, expected.views)

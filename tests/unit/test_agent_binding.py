@@ -89,6 +89,9 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
         def reached(self, agent, point):
             steps.append((point, len(sent), dict(tables["counts"]), dict(tables["__positions__"])))
 
+        def loses(self, agent):
+            return False
+
     monkeypatch.setattr(binding, "CrashPoints", RecordingCrash)
     settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     app, ctx = create_app(settings, [spec])

@@ -7,6 +7,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from faust.types import TP
+from intervaltree import Interval, IntervalTree
 
 from streams.runtime.transport import COMMIT_STALL_S, PulseConsumer
 
@@ -21,6 +22,7 @@ def _consumer(tps, changelogs=()):
     c = SimpleNamespace(
         app=SimpleNamespace(rebalancing=False, tables=SimpleNamespace(changelog_topics=set(changelogs))),
         assignment=lambda: set(tps), log=log, _accepted={}, _delivered={}, _stalled_since={},
+        _rewinds={}, _rewound={},
         _unacked_messages=set(), _committed_offset={}, _read_offset={}, _acked=defaultdict(list),
         _gap={}, _active_partitions=set(tps), _paused_partitions=set())
     c.commit_state = lambda tp: PulseConsumer.commit_state(c, tp)
@@ -43,7 +45,8 @@ def test_a_partition_whose_acknowledged_events_are_never_committed_is_reported_o
     (record,) = caplog.records                     # once per stall, and only for uploads/0
     text = record.getMessage()
     assert "uploads/0" in text and "'committed': 42" in text and "'accepted': 30" in text
-    assert "'delivered': 41" in text
+    assert "'delivered': 41" in text and "rewinding to offset 30 (1 of 3)" in text
+    assert c._rewinds == {tp: 30}                  # for the drain loop, between two fetches
 
 
 def test_events_in_flight_or_covered_by_a_commit_are_not_a_stall(caplog):
@@ -61,3 +64,49 @@ def test_events_in_flight_or_covered_by_a_commit_are_not_a_stall(caplog):
         for t in range(200, 400, 10):
             c.check(float(t))
     assert not caplog.records and c._stalled_since == {}
+
+
+def test_a_stalled_partition_is_rewound_to_its_committed_offset_at_most_three_times(caplog):
+    import asyncio
+
+    from streams.runtime.transport import MAX_REWINDS
+
+    tp, fresh = TP("uploads", 0), TP("uploads", 1)
+    c = _consumer([tp, fresh])
+    seeks = []
+
+    async def seek_wait(offsets):
+        seeks.append(dict(offsets))
+
+    async def seek_to_beginning(*tps):
+        tps = tuple(TP(t.topic, t.partition) for t in tps)
+        seeks.append(("start", tps))
+
+    c.seek_wait, c._thread = seek_wait, SimpleNamespace(seek_to_beginning=seek_to_beginning)
+    c._acked_index = defaultdict(set)
+    rewind = lambda: asyncio.run(PulseConsumer._rewind(c))  # noqa: E731
+    t = 0.0
+    for n in range(MAX_REWINDS + 1):
+        c._delivered.update({tp: 41, fresh: 3})
+        c._accepted[tp] = 30                  # `fresh` has no committed offset at all
+        c._acked[tp].extend([39, 40, 41])
+        c._acked_index[tp].update([39, 40, 41])
+        c._gap[tp] = IntervalTree([Interval(35, 37)])
+        with caplog.at_level(logging.WARNING, logger="test.watchdog"):
+            c.check(t)
+            c.check(t + COMMIT_STALL_S)
+        t += 2 * COMMIT_STALL_S
+        if n < MAX_REWINDS:
+            assert c._rewinds == {tp: 30, fresh: None}
+            rewind()
+            assert seeks[-2:] == [{tp: 30}, ("start", (fresh,))]
+            assert c._read_offset[tp] == c._committed_offset[tp] == 30 and c._read_offset[fresh] is None
+            assert c._acked[tp] == [] and not c._acked_index[tp] and tp not in c._gap
+            assert tp not in c._delivered and c._stalled_since == {}
+        else:
+            assert c._rewinds == {}           # three rewinds: from now on it only logs
+    assert c._rewound == {tp: MAX_REWINDS, fresh: MAX_REWINDS}
+    messages = [r.getMessage() for r in caplog.records if "commit stalled" in r.getMessage()]
+    assert any("uploads/0" in m and "rewinding to offset 30 (1 of 3)" in m for m in messages)
+    assert any("uploads/1" in m and "rewinding to the first offset (3 of 3)" in m for m in messages)
+    assert sum("restart the worker" in m for m in messages) == 2 and len(messages) == 8

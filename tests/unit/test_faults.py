@@ -35,7 +35,7 @@ def test_unset_disables(raw):
 
 @pytest.mark.parametrize("raw, message", [
     ("publisher", "expected <agent>:<point>[:<n>] with point one of after-process, after-sinks, "
-                  "after-emits, after-state"),
+                  "after-emits, after-state, lose-batch"),
     ("publisher:after-lunch", "expected <agent>:<point>[:<n>]"),
     ("publisher:after-sinks:1:2", "expected <agent>:<point>[:<n>]"),
     (":after-sinks", "expected <agent>:<point>[:<n>]"),
@@ -93,3 +93,14 @@ def test_reached_does_nothing_for_other_agents_and_points():
     out = run_points("publisher:after-state", calls)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "survived"
+
+
+def test_lose_batch_drops_only_the_nth_batch_of_its_agent_and_never_kills():
+    c = CrashPoints.parse("publisher:lose-batch:2")
+    assert (c.agent, c.point, c.nth) == ("publisher", "lose-batch", 2)
+    assert [c.loses("materializer"), c.loses("publisher"), c.loses("publisher"),
+            c.loses("publisher")] == [False, False, True, False]
+    for point in POINTS:
+        c.reached("publisher", point)  # a lose-batch configuration kills nothing
+    assert not CrashPoints.parse("publisher:after-sinks").loses("publisher")
+    assert not CrashPoints.parse("").loses("publisher")
