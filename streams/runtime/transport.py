@@ -35,13 +35,15 @@ class PulseConsumer(faust_aiokafka.Consumer):
     """faust-streaming's aiokafka consumer with a drain loop that skips ``wait_first`` per message,
     and a commit watchdog.
 
-    The watchdog: every 10 s (a third of the threshold when that is shorter), for each assigned
-    source partition, compare the last offset
-    delivered to the agents with the last offset the broker accepted as committed. When events
-    were delivered, none of them is still being processed, and the broker's committed offset has
-    not covered them for ``PULSE_COMMIT_STALL_S`` (:data:`COMMIT_STALL_S`), Faust's commit bookkeeping for that partition
-    has lost track (the group's lag stays up while the agent sits idle, and would until a
-    restart: seen after a worker was SIGKILLed and replaced, ``docs/testing.md``). The watchdog
+    The watchdog: every 10 s (a third of ``PULSE_COMMIT_STALL_S`` when that is shorter), for each
+    assigned source partition, it compares the last offset delivered to the agents with the last
+    offset the broker accepted as committed (:meth:`_check_commits`). A partition is stuck when
+    its delivered events are all acknowledged, none is in flight, and the committed offset does
+    not cover them (a commit stall: Faust's bookkeeping lost track), or when nothing was
+    delivered since it was assigned although its log has records past the committed offset (a
+    fetch stall, faust-streaming#629). Stuck with no commit accepted for ``PULSE_COMMIT_STALL_S``
+    (:data:`COMMIT_STALL_S`), the group's lag would stay up while the agent sits idle until a
+    restart (seen after a worker was SIGKILLed and replaced, ``docs/testing.md``). The watchdog
     logs the bookkeeping (:meth:`commit_state`) as a warning and *rewinds* the partition: the
     drain loop, between two fetches, seeks it back to the broker's committed offset and resets
     the bookkeeping to it, so the events since are delivered again. That is safe under the agent
@@ -57,7 +59,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._accepted = {}       # TP -> offset the broker last accepted from this consumer
         self._delivered = {}      # TP -> last offset handed to the agents
-        self._stalled_since = {}  # TP -> (monotonic time first seen stalled, logged?)
+        self._stalled_since = {}  # TP -> (stuck since, logged?, committed offset then)
         self._rewinds = {}        # TP -> offset: rewinds the watchdog asked the drain loop for
         self._rewound = {}        # TP -> rewinds made since the partition was assigned
         super().__init__(*args, **kwargs)
@@ -147,34 +149,82 @@ class PulseConsumer(faust_aiokafka.Consumer):
             if self.app.rebalancing:
                 continue
             try:
-                self._check_commits(time.monotonic(), stall_s)
+                idle = self._idle_partitions()
+                lagging = await self._lagging(idle) if idle else set()
+                if not self.app.rebalancing:
+                    self._check_commits(time.monotonic(), stall_s, lagging)
             except Exception:  # noqa: BLE001 - a diagnostic must never stop the consumer
                 self.log.exception("commit watchdog failed")
 
-    def _check_commits(self, now: float, stall_s: float = COMMIT_STALL_S) -> None:
+    def _idle_partitions(self) -> list:
+        """Assigned source partitions that Faust fetches (active, not paused, not held back by a
+        full stream buffer) and to which nothing was delivered since they were assigned or
+        rewound."""
+        changelogs = self.app.tables.changelog_topics
+        active = self._active_partitions or set()
+        return [tp for tp in self.assignment()
+                if tp.topic not in changelogs and tp in active and tp not in self._paused_partitions
+                and tp not in self._buffered_partitions and self._delivered.get(tp) is None]
+
+    async def _lagging(self, tps) -> set:
+        """Those of ``tps`` whose log has records past the committed offset (past the log start
+        when nothing is committed): two ListOffsets requests."""
+        from aiokafka import TopicPartition
+
+        aio = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        ends = await self._thread.highwaters(*aio)
+        uncommitted = [a for a, tp in aio.items() if self._accepted.get(tp) is None]
+        starts = await self._thread.earliest_offsets(*uncommitted) if uncommitted else {}
+        lagging = set()
+        for a, tp in aio.items():
+            base = self._accepted.get(tp)
+            if base is None:
+                base = starts.get(a) or 0
+            end = ends.get(a)
+            if end is not None and end > base:
+                lagging.add(tp)
+        return lagging
+
+    def _check_commits(self, now: float, stall_s: float = COMMIT_STALL_S,
+                       lagging: set | frozenset = frozenset()) -> None:
+        """One watchdog tick. A partition is stuck when events were delivered, none is in flight
+        and the broker's committed offset does not cover the last (a *commit* stall), or when
+        nothing was delivered since it was assigned although its log has records past the
+        committed offset (``lagging``, from :meth:`_lagging`: a *fetch* stall). Stuck with no
+        commit accepted for ``stall_s``, it is logged once and queued for :meth:`_rewind`."""
         changelogs = self.app.tables.changelog_topics
         for tp in self.assignment():
             if tp.topic in changelogs:
                 continue
             last, accepted = self._delivered.get(tp), self._accepted.get(tp)
-            in_flight = any(m.tp == tp and not m.acked for m in list(self._unacked_messages))
-            if last is None or in_flight or (accepted is not None and accepted > last):
+            if last is None:
+                stuck = tp in lagging
+            else:
+                in_flight = any(m.tp == tp and not m.acked for m in list(self._unacked_messages))
+                stuck = not in_flight and (accepted is None or accepted <= last)
+            if not stuck:
                 self._stalled_since.pop(tp, None)
                 continue
-            since, logged = self._stalled_since.setdefault(tp, (now, False))
-            if not logged and now - since >= stall_s:
-                self._stalled_since[tp] = (since, True)
-                done = self._rewound.get(tp, 0)
-                if done < MAX_REWINDS:
-                    self._rewinds[tp] = accepted
-                    target = "the first offset" if accepted is None else f"offset {accepted}"
-                    action = f"rewinding to {target} ({done + 1} of {MAX_REWINDS})"
-                else:
-                    action = f"not rewinding ({done} rewinds already): restart the worker"
-                self.log.warning("commit stalled for %.0f s on %s/%s: every delivered event is "
-                                 "acknowledged but the broker's committed offset does not cover "
-                                 "them; %s; bookkeeping %s", now - since, tp.topic, tp.partition,
-                                 action, self.commit_state(tp))
+            since, logged, mark = self._stalled_since.get(tp) or (now, False, accepted)
+            if mark != accepted:  # a commit went through meanwhile: progress, start again
+                since, logged, mark = now, False, accepted
+            self._stalled_since[tp] = (since, logged, mark)
+            if logged or now - since < stall_s:
+                continue
+            self._stalled_since[tp] = (since, True, mark)
+            done = self._rewound.get(tp, 0)
+            if done < MAX_REWINDS:
+                self._rewinds[tp] = accepted
+                target = "the first offset" if accepted is None else f"offset {accepted}"
+                action = f"rewinding to {target} ({done + 1} of {MAX_REWINDS})"
+            else:
+                action = f"not rewinding ({done} rewinds already): restart the worker"
+            what = ("commit stalled for %.0f s on %s/%s: every delivered event is acknowledged but "
+                    "the broker's committed offset does not cover them" if last is not None else
+                    "fetch stalled for %.0f s on %s/%s: its log has records past the committed "
+                    "offset but none was delivered since the partition was assigned")
+            self.log.warning(what + "; %s; bookkeeping %s", now - since, tp.topic, tp.partition,
+                             action, self.commit_state(tp))
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         callback = self.callback

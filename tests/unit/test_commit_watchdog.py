@@ -24,9 +24,10 @@ def _consumer(tps, changelogs=()):
         assignment=lambda: set(tps), log=log, _accepted={}, _delivered={}, _stalled_since={},
         _rewinds={}, _rewound={},
         _unacked_messages=set(), _committed_offset={}, _read_offset={}, _acked=defaultdict(list),
-        _gap={}, _active_partitions=set(tps), _paused_partitions=set())
+        _gap={}, _active_partitions=set(tps), _paused_partitions=set(), _buffered_partitions=set())
     c.commit_state = lambda tp: PulseConsumer.commit_state(c, tp)
-    c.check = lambda now: PulseConsumer._check_commits(c, now)
+    c.check = lambda now, lagging=frozenset(): PulseConsumer._check_commits(c, now, COMMIT_STALL_S,
+                                                                            lagging)
     return c
 
 
@@ -110,3 +111,49 @@ def test_a_stalled_partition_is_rewound_to_its_committed_offset_at_most_three_ti
     assert any("uploads/0" in m and "rewinding to offset 30 (1 of 3)" in m for m in messages)
     assert any("uploads/1" in m and "rewinding to the first offset (3 of 3)" in m for m in messages)
     assert sum("restart the worker" in m for m in messages) == 2 and len(messages) == 8
+
+
+def test_a_partition_with_records_but_nothing_delivered_is_a_fetch_stall(caplog):
+    """faust-streaming#629: a partition assigned but never fetched. The watchdog asks the broker
+    for the log's end (and start, with nothing committed) only for partitions that got nothing."""
+    import asyncio
+
+    tp, idle, paused, fed = (TP("uploads", p) for p in range(4))
+    c = _consumer([tp, idle, paused, fed])
+    c._paused_partitions.add(paused)
+    c._delivered[fed] = 9
+    c._accepted.update({tp: 30, idle: 12, fed: 10})   # `fed` is committed past what it got
+    asked = []
+
+    async def highwaters(*tps):
+        asked.append(("end", sorted((t.topic, t.partition) for t in tps)))
+        return {t: {0: 45, 1: 12, 2: 99}[t.partition] for t in tps}
+
+    async def earliest_offsets(*tps):
+        asked.append(("start", tps))
+        return {}
+
+    c._thread = SimpleNamespace(highwaters=highwaters, earliest_offsets=earliest_offsets)
+    candidates = PulseConsumer._idle_partitions(c)
+    assert sorted(candidates) == [tp, idle]        # not the paused one, not the one fed
+    lagging = asyncio.run(PulseConsumer._lagging(c, candidates))
+    assert lagging == {tp} and asked == [("end", [("uploads", 0), ("uploads", 1)])]
+    with caplog.at_level(logging.WARNING, logger="test.watchdog"):
+        c.check(0.0, lagging)
+        c.check(COMMIT_STALL_S, lagging)
+    (record,) = caplog.records
+    assert "fetch stalled" in record.getMessage() and "uploads/0" in record.getMessage()
+    assert c._rewinds == {tp: 30}
+
+
+def test_a_commit_going_through_restarts_the_stall_clock(caplog):
+    tp = TP("uploads", 0)
+    c = _consumer([tp])
+    c._delivered[tp], c._accepted[tp] = 50, 10
+    with caplog.at_level(logging.WARNING, logger="test.watchdog"):
+        c.check(0.0)
+        c._accepted[tp] = 20                      # progress, though still behind
+        c.check(COMMIT_STALL_S)
+        assert not caplog.records
+        c.check(2 * COMMIT_STALL_S)
+    assert len(caplog.records) == 1 and c._rewinds == {tp: 20}
