@@ -64,6 +64,15 @@ class PulseConsumer(faust_aiokafka.Consumer):
         self._rewound = {}        # TP -> rewinds made since the partition was assigned
         super().__init__(*args, **kwargs)
 
+    def track_batch(self, messages) -> None:
+        """Mark ``messages`` as being processed until acknowledged (Faust's ``track_message``
+        without its per-message sensor call): the binding takes events off its channel's queue
+        itself, so Faust's stream iteration, which tracks them, never runs. The watchdog counts a
+        tracked, unacknowledged message as in flight."""
+        add = self._unacked_messages.add
+        for m in messages:
+            add(m)
+
     async def on_partitions_revoked(self, revoked) -> None:
         for tp in revoked:
             self._accepted.pop(tp, None)
@@ -193,6 +202,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
         committed offset (``lagging``, from :meth:`_lagging`: a *fetch* stall). Stuck with no
         commit accepted for ``stall_s``, it is logged once and queued for :meth:`_rewind`."""
         changelogs = self.app.tables.changelog_topics
+        dumped = False
         for tp in self.assignment():
             if tp.topic in changelogs:
                 continue
@@ -225,6 +235,12 @@ class PulseConsumer(faust_aiokafka.Consumer):
                     "offset but none was delivered since the partition was assigned")
             self.log.warning(what + "; %s; bookkeeping %s", now - since, tp.topic, tp.partition,
                              action, self.commit_state(tp))
+            if not dumped:
+                dumped = True
+                try:  # where each agent is waiting: the other half of the diagnosis
+                    self.log.warning("agents at the stall:\n%s", self.app.agents.human_tracebacks())
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         callback = self.callback

@@ -20,7 +20,8 @@ class _Message:
 def _consumer(tps, changelogs=()):
     log = logging.getLogger("test.watchdog")
     c = SimpleNamespace(
-        app=SimpleNamespace(rebalancing=False, tables=SimpleNamespace(changelog_topics=set(changelogs))),
+        app=SimpleNamespace(rebalancing=False, tables=SimpleNamespace(changelog_topics=set(changelogs)),
+                            agents=SimpleNamespace(human_tracebacks=lambda: "probe: queue.get()")),
         assignment=lambda: set(tps), log=log, _accepted={}, _delivered={}, _stalled_since={},
         _rewinds={}, _rewound={},
         _unacked_messages=set(), _committed_offset={}, _read_offset={}, _acked=defaultdict(list),
@@ -43,7 +44,7 @@ def test_a_partition_whose_acknowledged_events_are_never_committed_is_reported_o
         assert not caplog.records                  # not stalled for long enough yet
         c.check(100.0 + COMMIT_STALL_S)
         c.check(100.0 + 2 * COMMIT_STALL_S)
-    (record,) = caplog.records                     # once per stall, and only for uploads/0
+    (record,) = [r for r in caplog.records if "stalled" in r.getMessage()]                     # once per stall, and only for uploads/0
     text = record.getMessage()
     assert "uploads/0" in text and "'committed': 42" in text and "'accepted': 30" in text
     assert "'delivered': 41" in text and "rewinding to offset 30 (1 of 3)" in text
@@ -141,7 +142,7 @@ def test_a_partition_with_records_but_nothing_delivered_is_a_fetch_stall(caplog)
     with caplog.at_level(logging.WARNING, logger="test.watchdog"):
         c.check(0.0, lagging)
         c.check(COMMIT_STALL_S, lagging)
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if "stalled" in r.getMessage()]
     assert "fetch stalled" in record.getMessage() and "uploads/0" in record.getMessage()
     assert c._rewinds == {tp: 30}
 
@@ -156,4 +157,7 @@ def test_a_commit_going_through_restarts_the_stall_clock(caplog):
         c.check(COMMIT_STALL_S)
         assert not caplog.records
         c.check(2 * COMMIT_STALL_S)
-    assert len(caplog.records) == 1 and c._rewinds == {tp: 20}
+    stalls = [r for r in caplog.records if "stalled" in r.getMessage()]
+    dumps = [r for r in caplog.records if r.getMessage().startswith("agents at the stall")]
+    assert len(stalls) == 1 and c._rewinds == {tp: 20}
+    assert len(dumps) == 1 and "probe: queue.get()" in dumps[0].getMessage()
