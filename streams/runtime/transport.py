@@ -147,7 +147,16 @@ class PulseConsumer(faust_aiokafka.Consumer):
             "in_flight": in_flight[:5] + ([f"... {len(in_flight)} in all"] if len(in_flight) > 5 else []),
             "active": tp in (self._active_partitions or ()),
             "paused": tp in self._paused_partitions,
+            "queued": self._queued(tp),
         }
+
+    def _queued(self, tp) -> list:
+        """Events waiting in each channel Faust's conductor routes ``tp`` to (channel id: size)."""
+        try:
+            index = self.app.topics._tp_index
+            return [(id(chan) % 100_000, chan.queue.qsize()) for chan in index.get(tp, ())]
+        except Exception:  # noqa: BLE001 - best effort, for the diagnosis
+            return []
 
     @Service.task
     async def _commit_watchdog(self) -> None:  # pragma: no cover - needs a broker

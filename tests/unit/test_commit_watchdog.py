@@ -27,6 +27,7 @@ def _consumer(tps, changelogs=()):
         _unacked_messages=set(), _committed_offset={}, _read_offset={}, _acked=defaultdict(list),
         _gap={}, _active_partitions=set(tps), _paused_partitions=set(), _buffered_partitions=set())
     c.commit_state = lambda tp: PulseConsumer.commit_state(c, tp)
+    c._queued = lambda tp: PulseConsumer._queued(c, tp)
     c.check = lambda now, lagging=frozenset(): PulseConsumer._check_commits(c, now, COMMIT_STALL_S,
                                                                             lagging)
     return c
