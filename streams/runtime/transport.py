@@ -59,6 +59,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._accepted = {}       # TP -> offset the broker last accepted from this consumer
         self._delivered = {}      # TP -> last offset handed to the agents
+        self._first_delivered = {}  # TP -> first offset handed over since assigned or rewound
         self._stalled_since = {}  # TP -> (stuck since, logged?, committed offset then)
         self._rewinds = {}        # TP -> offset: rewinds the watchdog asked the drain loop for
         self._rewound = {}        # TP -> rewinds made since the partition was assigned
@@ -77,6 +78,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
         for tp in revoked:
             self._accepted.pop(tp, None)
             self._delivered.pop(tp, None)
+            self._first_delivered.pop(tp, None)
             self._stalled_since.pop(tp, None)
             self._rewinds.pop(tp, None)
             self._rewound.pop(tp, None)
@@ -90,22 +92,25 @@ class PulseConsumer(faust_aiokafka.Consumer):
         rewinds = {tp: offset for tp, offset in rewinds.items() if tp in assigned}
         if not rewinds:
             return
-        to_offset = {tp: offset for tp, offset in rewinds.items() if offset is not None}
         to_start = [tp for tp, offset in rewinds.items() if offset is None]
-        if to_offset:
-            await self.seek_wait(to_offset)
         if to_start:  # nothing committed yet: where auto_offset_reset=earliest started
             from aiokafka import TopicPartition
 
-            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition)
-                                                   for tp in to_start))
+            firsts = await self._thread.earliest_offsets(
+                *(TopicPartition(tp.topic, tp.partition) for tp in to_start))
+            for tp in to_start:
+                rewinds[tp] = firsts.get(TopicPartition(tp.topic, tp.partition)) or 0
+        # an explicit offset, not aiokafka's seek_to_beginning: that leaves the partition without
+        # a valid position until its reset completes, and Faust's livelock check then asserts
+        await self.seek_wait(rewinds)
         for tp, offset in rewinds.items():
             self._read_offset[tp] = offset
-            self._committed_offset[tp] = offset
+            self._committed_offset[tp] = None if tp in to_start else offset
             self._acked[tp].clear()
             self._acked_index[tp].clear()
             self._gap.pop(tp, None)
             self._delivered.pop(tp, None)
+            self._first_delivered.pop(tp, None)
             self._stalled_since.pop(tp, None)
             self._rewound[tp] = self._rewound.get(tp, 0) + 1
         self.log.warning("rewound %s: their events since the committed offset are delivered again",
@@ -125,6 +130,23 @@ class PulseConsumer(faust_aiokafka.Consumer):
         for tp, offset in self._committed_offset.items():
             if offset is not None:
                 self._accepted[tp] = offset
+
+    def _unacked_before_first_commit(self, tp) -> bool:
+        """Whether ``tp`` has no committed offset yet and the first offset delivered since it was
+        assigned (or rewound) is not acknowledged while later ones are."""
+        if self._committed_offset.get(tp) is not None:
+            return False
+        first, acked = self._first_delivered.get(tp), self._acked.get(tp)
+        return first is not None and bool(acked) and min(acked) > first
+
+    def _new_offset(self, tp):
+        """Faust's next offset to commit for ``tp``, but ``None`` (not yet) while
+        :meth:`_unacked_before_first_commit`: faust-streaming refuses to commit across
+        unacknowledged offsets only after a partition's first commit, and before it would commit
+        from the lowest acknowledged offset on, past events still in flight or lost."""
+        if self._unacked_before_first_commit(tp):
+            return None
+        return super()._new_offset(tp)
 
     def commit_state(self, tp) -> dict:
         """The commit bookkeeping of partition ``tp``: ``committed`` (what Faust believes is
@@ -260,6 +282,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         set_delivered = self._delivered.__setitem__
+        first_delivered = self._first_delivered
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         sleep = asyncio.sleep
@@ -293,6 +316,8 @@ class PulseConsumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    if tp not in first_delivered:
+                        first_delivered[tp] = offset
                     if suspended():
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:

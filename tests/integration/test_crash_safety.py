@@ -216,39 +216,22 @@ def test_side_input_agent_survives_a_kill(pipeline, workers, tmp_path, point):
     _check_views(pipeline, expected.views)
 
 
-def _commit_at_end(settings, group: str, topics: list[str]) -> None:
-    """Commit consumer group ``group``'s offsets at the current end of every partition of
-    ``topics``."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from streams.contracts.topics import require_bootstrap
-
-    c = Consumer({"bootstrap.servers": require_bootstrap(settings), "group.id": group,
-                  "enable.auto.commit": False})
-    try:
-        md = c.list_topics(timeout=10).topics
-        ends = [TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1])
-                for t in topics for p in md[t].partitions]
-        c.commit(offsets=ends, asynchronous=False)
-    finally:
-        c.close()
-
-
 def test_a_batch_lost_inside_the_worker_is_delivered_again(pipeline, workers):
     """``PULSE_CRASH_POINT=publisher:lose-batch:1`` drops the worker's first batch of the stateful
     publisher after processing, unwritten and unacknowledged, as a batch lost inside the worker
     would be: Faust then never commits past it. The consumer's commit watchdog
     (``PulseConsumer``, threshold ``PULSE_COMMIT_STALL_S``, 3 s here) must log the stall, rewind
-    the partitions to their committed offsets, and the same worker must end with the views and
-    output events of a run without the fault.
+    the partitions to their committed offsets (first offsets here), and the same worker must end
+    with the views and output events of a run without the fault.
 
-    The group starts with committed offsets at the topics' ends, as a running deployment has:
-    Faust refuses to commit across a gap only after a partition's first commit (with none, it
-    commits from the lowest acknowledged offset on), so a batch lost before any commit would be
-    skipped, not stalled on (docs/testing.md)."""
+    The group is new, so the worker reads the topics from their first offsets (other tests'
+    events included) and the lost batch comes before any commit: faust-streaming alone would
+    then commit from the lowest acknowledged offset on and skip it, which
+    ``PulseConsumer._new_offset`` prevents (docs/testing.md). The rewind of a partition with a
+    committed offset is the one the kill tests' stalls took (unit-tested in
+    tests/unit/test_commit_watchdog.py)."""
     app_id = unique("lost-batch")
     topics = ["uploads", "moderation-verdicts", "copyright-verdicts", "content-enriched"]
-    _commit_at_end(pipeline, app_id, topics)
     c = unique("c")
     posts = [f"{c}-{n}" for n in ("ok", "blocked")]
     t0 = 1_600_000_000_000

@@ -23,7 +23,7 @@ def _consumer(tps, changelogs=()):
         app=SimpleNamespace(rebalancing=False, tables=SimpleNamespace(changelog_topics=set(changelogs)),
                             agents=SimpleNamespace(human_tracebacks=lambda: "probe: queue.get()")),
         assignment=lambda: set(tps), log=log, _accepted={}, _delivered={}, _stalled_since={},
-        _rewinds={}, _rewound={},
+        _rewinds={}, _rewound={}, _first_delivered={},
         _unacked_messages=set(), _committed_offset={}, _read_offset={}, _acked=defaultdict(list),
         _gap={}, _active_partitions=set(tps), _paused_partitions=set(), _buffered_partitions=set())
     c.commit_state = lambda tp: PulseConsumer.commit_state(c, tp)
@@ -81,11 +81,11 @@ def test_a_stalled_partition_is_rewound_to_its_committed_offset_at_most_three_ti
     async def seek_wait(offsets):
         seeks.append(dict(offsets))
 
-    async def seek_to_beginning(*tps):
-        tps = tuple(TP(t.topic, t.partition) for t in tps)
-        seeks.append(("start", tps))
+    async def earliest_offsets(*tps):
+        assert all(type(t).__name__ == "TopicPartition" for t in tps)  # aiokafka's, not Faust's
+        return {t: 5 for t in tps}                # the log starts at 5 (retention)
 
-    c.seek_wait, c._thread = seek_wait, SimpleNamespace(seek_to_beginning=seek_to_beginning)
+    c.seek_wait, c._thread = seek_wait, SimpleNamespace(earliest_offsets=earliest_offsets)
     c._acked_index = defaultdict(set)
     rewind = lambda: asyncio.run(PulseConsumer._rewind(c))  # noqa: E731
     t = 0.0
@@ -102,8 +102,9 @@ def test_a_stalled_partition_is_rewound_to_its_committed_offset_at_most_three_ti
         if n < MAX_REWINDS:
             assert c._rewinds == {tp: 30, fresh: None}
             rewind()
-            assert seeks[-2:] == [{tp: 30}, ("start", (fresh,))]
-            assert c._read_offset[tp] == c._committed_offset[tp] == 30 and c._read_offset[fresh] is None
+            assert seeks[-1] == {tp: 30, fresh: 5}      # an explicit offset for the fresh one too
+            assert c._read_offset[tp] == c._committed_offset[tp] == 30
+            assert c._read_offset[fresh] == 5 and c._committed_offset[fresh] is None
             assert c._acked[tp] == [] and not c._acked_index[tp] and tp not in c._gap
             assert tp not in c._delivered and c._stalled_since == {}
         else:
@@ -162,3 +163,22 @@ def test_a_commit_going_through_restarts_the_stall_clock(caplog):
     dumps = [r for r in caplog.records if r.getMessage().startswith("agents at the stall")]
     assert len(stalls) == 1 and c._rewinds == {tp: 20}
     assert len(dumps) == 1 and "probe: queue.get()" in dumps[0].getMessage()
+
+
+def test_before_a_partitions_first_commit_the_first_delivered_offset_must_be_acknowledged():
+    """faust-streaming commits from the lowest acknowledged offset on while a partition has no
+    committed offset: a lost or slow first batch would be committed past. PulseConsumer waits."""
+    tp = TP("uploads", 0)
+    c = _consumer([tp])
+    c._first_delivered = {tp: 10}
+    c._committed_offset[tp] = None
+    c._acked[tp].extend([12, 13])
+    check = lambda: PulseConsumer._unacked_before_first_commit(c, tp)  # noqa: E731
+    assert check()                                  # 10 and 11 delivered, not acknowledged
+    c._acked[tp][:0] = [10, 11]
+    assert not check()                              # from the first delivered offset on
+    c._acked[tp][:] = [12, 13]
+    c._committed_offset[tp] = 12                    # after a commit Faust's own gap check rules
+    assert not check()
+    c._committed_offset[tp], c._first_delivered = None, {}
+    assert not check()                              # nothing delivered since assignment
