@@ -38,8 +38,8 @@ class PulseConsumer(faust_aiokafka.Consumer):
     The watchdog: every 10 s (a third of ``PULSE_COMMIT_STALL_S`` when that is shorter), for each
     assigned source partition, it compares the last offset delivered to the agents with the last
     offset the broker accepted as committed (:meth:`_check_commits`). A partition is stuck when
-    its delivered events are all acknowledged, none is in flight, and the committed offset does
-    not cover them (a commit stall: Faust's bookkeeping lost track), or when nothing was
+    its delivered events are all acknowledged, none is in flight (queued in a channel or being
+    processed), and the committed offset does not cover them (a commit stall: Faust's bookkeeping lost track), or when nothing was
     delivered since it was assigned although its log has records past the committed offset (a
     fetch stall, faust-streaming#629). Stuck with no commit accepted for ``PULSE_COMMIT_STALL_S``
     (:data:`COMMIT_STALL_S`), the group's lag would stay up while the agent sits idle until a
@@ -283,6 +283,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
         set_read_offset = self._read_offset.__setitem__
         set_delivered = self._delivered.__setitem__
         first_delivered = self._first_delivered
+        track = self._unacked_messages.add
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         sleep = asyncio.sleep
@@ -318,6 +319,9 @@ class PulseConsumer(faust_aiokafka.Consumer):
                         await self.commit()
                     if tp not in first_delivered:
                         first_delivered[tp] = offset
+                    # in flight from here (queued in a channel or processed) until acknowledged:
+                    # Faust's stream iteration would track it, but the binding reads queues itself
+                    track(message)
                     if suspended():
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:
