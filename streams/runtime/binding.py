@@ -378,7 +378,6 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         limit = spec.batch_size
         changelogs_ready = False
         failed: list[BaseException] = []  # a stateless batch's failed delivery, raised next batch
-        track = getattr(app.consumer, "track_batch", None)
         while True:
             try:
                 events = [await get()]
@@ -392,8 +391,6 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
             if failed:
                 raise failed[0]  # an earlier batch's emits were not delivered: never acknowledged
             messages = [ev.message for ev in events]
-            if track is not None:
-                track(messages)  # in flight until acknowledged (the commit watchdog reads it)
             meter.arrived(messages, arrived)
             out = await process_with_retry(ctx, spec, messages, executor)
             crash.reached(spec.name, "after-process")

@@ -65,15 +65,6 @@ class PulseConsumer(faust_aiokafka.Consumer):
         self._rewound = {}        # TP -> rewinds made since the partition was assigned
         super().__init__(*args, **kwargs)
 
-    def track_batch(self, messages) -> None:
-        """Mark ``messages`` as being processed until acknowledged (Faust's ``track_message``
-        without its per-message sensor call): the binding takes events off its channel's queue
-        itself, so Faust's stream iteration, which tracks them, never runs. The watchdog counts a
-        tracked, unacknowledged message as in flight."""
-        add = self._unacked_messages.add
-        for m in messages:
-            add(m)
-
     async def on_partitions_revoked(self, revoked) -> None:
         for tp in revoked:
             self._accepted.pop(tp, None)
