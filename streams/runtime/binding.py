@@ -2,20 +2,26 @@
 
 Per agent, the binding takes up to ``spec.batch_size`` raw events from its channel, catches its
 side inputs up, runs the batch through the agent's :class:`~streams.runtime.engine.AgentRunner`
-(in the agent's own thread when ``spec.blocking``), then applies the output in this order:
+in a thread (the agent's own when ``spec.blocking``), then applies the output in this order:
 
 1. view writes through the sinks (Cassandra rows at their event's time, vector points by id:
    idempotent), retried while a store is down;
 2. emitted events and dead letters; an agent with state waits until the broker has them;
-3. state changes and the partitions' next offsets into the agent's changelogged Faust tables,
-   each written as its cause's current event (so it lands in that partition's changelog), and
-   the binding waits until the broker has every one of these changelog records;
+3. state changes and the partitions' next offsets into the agent's changelogged Faust tables:
+   the in-memory store, and a changelog record on the partition of the event that caused it,
+   as Faust writes a table key (sent in producer batches, :func:`_write_state`), and the
+   binding waits until the broker has every one of these changelog records;
 4. the events are acknowledged (a stateless agent's once the broker has its emits); Faust
    commits acknowledged offsets.
 
+Steps 1 to 4 of a batch run while the next batch is processed (in a thread), and start only
+once the previous batch's are done, so writes and acknowledgements keep their order; the state a
+batch changed is held in the runner (:meth:`~streams.runtime.engine.AgentRunner.hold`) until the
+tables have it, so the next batch reads it.
+
 "The broker has them" means each send's own delivery future resolved (``acks=all``), not a
-producer flush: faust-streaming's ``Producer.flush`` returns after any 0.1 s wait with table
-writes still queued in its buffer, and a flush reports no failed send. A send that fails raises
+producer flush: faust-streaming's ``Producer.flush`` returns after any 0.1 s wait with records
+still queued in its buffer, and a flush reports no failed send. A send that fails raises
 in the agent instead of being acknowledged.
 
 A crash between any two steps loses nothing: the uncommitted events are re-delivered, and
@@ -241,9 +247,10 @@ async def write_with_retry(ctx: RuntimeContext, spec: AgentSpec, effects: list) 
 
 async def process_with_retry(ctx: RuntimeContext, spec: AgentSpec, messages: Sequence[Any],
                              executor=None) -> BatchOutput:
-    """Run ``messages`` through the agent (:meth:`RuntimeContext.run_batch`; in ``executor``, the
-    agent's own thread, when it blocks), retrying while the data subjects' key store cannot be
-    read (:class:`~streams.contracts.personal.KeyUnavailable`), with the sinks' back-off.
+    """Run ``messages`` through the agent (:meth:`RuntimeContext.run_batch`) in a thread
+    (``executor``, the agent's own, when it blocks; else the loop's default), retrying while
+    the data subjects' key store cannot be read
+    (:class:`~streams.contracts.personal.KeyUnavailable`), with the sinks' back-off.
 
     A failed attempt applied nothing (state changes stay in the batch's overlay until the binding
     writes them), so the retry computes exactly what one attempt would have, and the partition
@@ -254,9 +261,8 @@ async def process_with_retry(ctx: RuntimeContext, spec: AgentSpec, messages: Seq
     delay = RETRY_FIRST_S
     while True:
         try:
-            if executor is not None or spec.side_inputs or spec.name not in ctx.runners:
-                return await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
-            return ctx.run_batch(spec, messages)
+            # in a thread, so that the event loop goes on writing the previous batch meanwhile
+            return await loop.run_in_executor(executor, ctx.run_batch, spec, messages)
         except KeyUnavailable as exc:
             log.warning("agent %s: %s; retrying the batch in %.1f s", spec.name, exc, delay)
             await asyncio.sleep(delay)
@@ -372,58 +378,85 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
     watch_feed = "cassandra" in spec.sinks
     wall = time.time
 
+    async def write(events: list, out: BatchOutput, token: int, arrived: float,
+                    failed: list[BaseException]) -> None:
+        """Steps 1-4 (module docstring) for one processed batch; a stateless batch's failed
+        delivery is appended to ``failed``."""
+        if out.views:
+            rows = await write_with_retry(ctx, spec, out.views)
+            ctx.counters["rows"] += rows
+            meter.rows += rows
+            if watch_feed:
+                ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
+        crash.reached(spec.name, "after-sinks")
+        sent = []
+        if out.emits or out.dead_letters:
+            sent = await send_encoded(ctx, out.emits + out.dead_letters, meter)
+        if out.state:
+            await delivered(app, sent)  # emits durable before the state that says "applied"
+            crash.reached(spec.name, "after-emits")
+            await delivered(app, await _write_state(ctx, faust_tables, out.state))
+            ctx.runners[spec.name].release(token)  # the tables have it now
+            crash.reached(spec.name, "after-state")
+            for ev in events:
+                ev.ack()
+        else:
+            crash.reached(spec.name, "after-emits")
+            crash.reached(spec.name, "after-state")
+            ack_when_delivered(events, sent, failed)
+        ctx.counters["events"] += out.events
+        ctx.counters["skipped"] += out.skipped
+        meter.acknowledged(out.events, out.skipped, wall() - arrived)
+
     async def run(stream):
         queue = stream.channel.queue
         get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
         limit = spec.batch_size
-        changelogs_ready = False
         failed: list[BaseException] = []  # a stateless batch's failed delivery, raised next batch
-        while True:
-            try:
-                events = [await get()]
-            except StopAsyncIteration:  # Faust ends the channel when the worker stops
-                return
-            while len(events) < limit and not empty():
-                events.append(get_nowait())
-            if ctx.first_batch_at is None:
-                ctx.first_batch_at = time.perf_counter()
-            arrived = wall()
-            if failed:
-                raise failed[0]  # an earlier batch's emits were not delivered: never acknowledged
-            messages = [ev.message for ev in events]
-            meter.arrived(messages, arrived)
-            out = await process_with_retry(ctx, spec, messages, executor)
-            crash.reached(spec.name, "after-process")
-            if crash.loses(spec.name):  # fault injection: the batch lost inside the worker
-                events = messages = out = None
-                continue
-            if out.views:
-                rows = await write_with_retry(ctx, spec, out.views)
-                ctx.counters["rows"] += rows
-                meter.rows += rows
-                if watch_feed:
-                    ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
-            crash.reached(spec.name, "after-sinks")
-            sent = []
-            if out.emits or out.dead_letters:
-                sent = await send_encoded(ctx, out.emits + out.dead_letters, meter)
-            if out.state:
-                await delivered(app, sent)  # emits durable before the state that says "applied"
-                crash.reached(spec.name, "after-emits")
-                if not changelogs_ready:
-                    await _await_changelog_metadata(app, faust_tables)
-                    changelogs_ready = True
-                await delivered(app, _write_state(faust_tables, events, out.state))
-                crash.reached(spec.name, "after-state")
-                for ev in events:
-                    ev.ack()
-            else:
-                crash.reached(spec.name, "after-emits")
-                crash.reached(spec.name, "after-state")
-                ack_when_delivered(events, sent, failed)
-            ctx.counters["events"] += out.events
-            ctx.counters["skipped"] += out.skipped
-            meter.acknowledged(out.events, out.skipped, wall() - arrived)
+        writing: asyncio.Future | None = None  # the previous batch's steps 1-4
+        token = 0
+        try:
+            while True:
+                if writing is not None and empty():
+                    # nothing buffered: finish the previous batch's writes first, so that its
+                    # acknowledgement, or the error that stops the agent, never waits for traffic
+                    await writing
+                    writing = None
+                try:
+                    events = [await get()]
+                except StopAsyncIteration:  # Faust ends the channel when the worker stops
+                    if writing is not None:
+                        await writing
+                    return
+                while len(events) < limit and not empty():
+                    events.append(get_nowait())
+                if ctx.first_batch_at is None:
+                    ctx.first_batch_at = time.perf_counter()
+                arrived = wall()
+                if failed:
+                    raise failed[0]  # an earlier batch's emits were not delivered: never acknowledged
+                messages = [ev.message for ev in events]
+                meter.arrived(messages, arrived)
+                # processed while the previous batch's outputs are still being written; its
+                # state is held in the runner until the tables have it, so this batch reads it
+                out = await process_with_retry(ctx, spec, messages, executor)
+                crash.reached(spec.name, "after-process")
+                if crash.loses(spec.name):  # fault injection: the batch lost inside the worker
+                    events = messages = out = None
+                    continue
+                if out.state:
+                    token += 1
+                    ctx.runners[spec.name].hold(out.state, token)
+                if writing is not None:
+                    await writing  # outputs are written in batch order
+                writing = asyncio.ensure_future(write(events, out, token, arrived, failed))
+        except BaseException:
+            if writing is not None and not writing.done():
+                writing.cancel()  # unacknowledged: re-delivered, as after a crash
+            runner = ctx.runners.get(spec.name)
+            if runner is not None:
+                runner.discard_held()  # never written: no later batch may read it
+            raise
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)
@@ -441,8 +474,9 @@ def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
         raise ValueError(f"agent {spec.name} keeps tables, so its source topics must be "
                          f"co-partitioned; they have {sorted(partitions)} partitions")
     n = partitions.pop()
-    table_class = _confirming_table_class()
-    tables = {name: app.tables.add(table_class(
+    import faust
+
+    tables = {name: app.tables.add(faust.Table(
         app, name=f"{spec.name}-{name.strip('_')}", partitions=n, key_type=str,
         beacon=app.tables.beacon, help=f"{spec.name}'s {name} state, keyed like its source topics"))
         for name in spec.tables + (POSITIONS_TABLE,)}
@@ -450,89 +484,38 @@ def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
     return tables
 
 
-async def _await_changelog_metadata(app, tables: dict[str, Any], timeout_s: float = 60.0) -> None:
-    """Wait until the consumer's metadata knows each table's changelog partitions.
+async def _write_state(ctx: RuntimeContext, tables: dict[str, Any],
+                       changes: Sequence[tuple[Any, Any]]) -> list:
+    """Write state changes into the agent's Faust tables: each change into the table's
+    in-memory store, and as a changelog record (the table's own key and value serializers, a
+    tombstone for a delete) on the changelog partition of the event that caused it, as Faust's
+    ``Table.__setitem__`` would write it with that event current; returns the delivery futures
+    of the changelog records (see :func:`delivered`).
 
-    A fresh worker creates its changelog topics at start; for a moment after the broker accepts
-    them, the consumer's metadata may list a topic with 0 partitions. Faust checks a table's
-    changelog against its source topic on the first write and raises ``PartitionsMismatch`` on
-    that 0, crashing the agent (seen in the feed integration test). This asks the consumer's
-    client for fresh metadata (on the consumer thread's own event loop: the client is not
-    thread-safe) until every changelog shows partitions, or the metadata does not list it at all
-    (Faust then skips the check), at most ``timeout_s``; then the write goes ahead either way."""
-    consumer = app.consumer
-    thread = getattr(consumer, "_thread", None)
-    loop = getattr(thread, "thread_loop", None)
-    client = getattr(getattr(thread, "_consumer", None), "_client", None)
-    names = [t.changelog_topic.get_topic_name() for t in tables.values()]
-    deadline = time.monotonic() + timeout_s
-    waited = False
-    while any(consumer.topic_partitions(n) == 0 for n in names) and time.monotonic() < deadline:
-        waited = True
-        if client is not None and loop is not None and loop.is_running():
-            async def refresh() -> None:
-                await client.force_metadata_update()
+    The records go through :class:`~streams.runtime.emitter.BatchEmitter`, one producer batch
+    per changelog partition, instead of Faust's per-record path (a ``FutureMessage`` and a trip
+    through Faust's producer buffer each): ``pulse bench delivery`` measured that path at up to
+    half of a stateful agent's time (docs/delivery.md). Faust restores the tables from these
+    records as from its own: the same topic, partition, key and value bytes.
 
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(refresh(), loop)), 5.0)
-            except Exception:  # noqa: BLE001 - a failed or slow refresh is retried after the pause
-                log.debug("metadata refresh failed; retrying", exc_info=True)
-        await asyncio.sleep(0.2)
-    if waited:
-        log.info("changelog metadata %s after waiting: %s",
-                 "ready" if time.monotonic() < deadline else "still incomplete",
-                 {n: consumer.topic_partitions(n) for n in names})
-
-
-_TABLE_CLASS = None
-
-
-def _confirming_table_class():
-    """``faust.Table`` that keeps the future of each changelog record it sends in
-    ``unconfirmed`` (Faust's own table drops it), for :func:`_write_state` to hand to
-    :func:`delivered`."""
-    global _TABLE_CLASS
-    if _TABLE_CLASS is None:
-        import faust
-
-        class ConfirmingTable(faust.Table):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                self.unconfirmed: list = []
-
-            def send_changelog(self, *args: Any, **kwargs: Any):
-                fut = super().send_changelog(*args, **kwargs)
-                self.unconfirmed.append(fut)
-                return fut
-
-        _TABLE_CLASS = ConfirmingTable
-    return _TABLE_CLASS
-
-
-def _write_state(tables: dict[str, Any], events: Sequence[Any], changes: Sequence[tuple[Any, Any]]
-                 ) -> list:
-    """Write state changes into the Faust tables, each with its cause as Faust's *current event*,
-    so that it goes to the changelog partition of the event that caused it; returns the futures
-    of the changelog records sent (see :func:`delivered`)."""
-    import weakref
-
-    from faust.streams import _current_event
-
-    by_message = {id(ev.message): ev for ev in events}
-    try:
-        for change, cause in changes:
-            _current_event.set(weakref.ref(by_message[id(cause)]))
-            table = tables[change.table]
-            if isinstance(change, StateDelete):
-                table.pop(change.key, None)
-            else:
-                table[change.key] = change.value
-    finally:
-        _current_event.set(None)
-    futures = []
-    for table in tables.values():
-        pending = getattr(table, "unconfirmed", None)
-        if pending:
-            futures.extend(pending)
-            pending.clear()
+    Raises
+    ------
+    ValueError
+        A changelog topic lacks the cause's partition (it must be co-partitioned with the
+        agent's source topics; :func:`_faust_tables`)."""
+    records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+    for change, cause in changes:
+        table = tables[change.table]
+        topic = table.changelog_topic
+        if isinstance(change, StateDelete):
+            table.data.pop(change.key, None)
+            value = None
+        else:
+            table.data[change.key] = change.value
+            value = topic.prepare_value(change.value, table.value_serializer)[0]
+        key = topic.prepare_key(change.key, table.key_serializer)[0]
+        records.setdefault((topic.get_topic_name(), cause.partition), []).append((key, value))
+    futures: list = []
+    for (name, partition), items in records.items():
+        futures.extend(await ctx.emitter.send_to_partition(name, partition, items))
     return futures

@@ -16,6 +16,7 @@ crash skips it (see ``docs/agent-contract.md`` for the whole argument).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, MutableMapping, NamedTuple, Sequence
 
@@ -152,6 +153,10 @@ class AgentRunner:
         self._key_fields = {t: s.key for t, s in catalog.items()}
         #: Topics where a null value is a tombstone (skipped), not a broken event (dead-lettered).
         self._compacted = frozenset(t for t, s in catalog.items() if s.policy == "compacted")
+        #: State changes of batches already run but not yet in the backing tables (:meth:`hold`):
+        #: ``(table, key) -> (value or _DELETED, batch token)``; every batch reads through them.
+        self._unwritten: dict[tuple[str, str], tuple[Any, int]] = {}
+        self._unwritten_lock = threading.Lock()
 
     # -- one batch ------------------------------------------------------------------------------
 
@@ -163,7 +168,8 @@ class AgentRunner:
         effects that cannot be applied dead-letter that event alone.
         """
         out = BatchOutput()
-        overlay: dict[tuple[str, str], Any] = {}
+        with self._unwritten_lock:
+            overlay: dict[tuple[str, str], Any] = {k: v for k, (v, _) in self._unwritten.items()}
         state = TableState(self.tables, overlay)
         decoded = self._decode(messages)
         for i, m in enumerate(messages):
@@ -293,6 +299,31 @@ class AgentRunner:
         return Encoded(DEAD_LETTER_TOPIC, None if key is None else str(key).encode(), value, m)
 
     # -- applying state -------------------------------------------------------------------------
+
+    def hold(self, changes: Sequence[tuple[Any, Any]], token: int) -> None:
+        """Make a batch's state ``changes`` visible to the next batches before they reach the
+        backing tables: the Faust binding runs batch N + 1 while it still writes batch N's
+        outputs (``streams.runtime.binding``), and N + 1 must see the state N left. ``token``
+        names the batch for :meth:`release`. Thread-safe."""
+        if not changes:
+            return
+        with self._unwritten_lock:
+            for change, _ in changes:
+                value = _DELETED if isinstance(change, StateDelete) else change.value
+                self._unwritten[(change.table, change.key)] = (value, token)
+
+    def release(self, token: int) -> None:
+        """Batch ``token``'s state is in the backing tables: drop what :meth:`hold` kept of it
+        (keys a later batch changed stay, with that batch's value). Thread-safe."""
+        with self._unwritten_lock:
+            for k in [k for k, (_, t) in self._unwritten.items() if t == token]:
+                del self._unwritten[k]
+
+    def discard_held(self) -> None:
+        """Forget every held change (:meth:`hold`): their batches will not be written (a write
+        failed), so no later batch may read them. Thread-safe."""
+        with self._unwritten_lock:
+            self._unwritten.clear()
 
     def apply_state(self, changes: Sequence[tuple[Any, Any]]) -> None:
         """Write state changes into the backing tables (replay and tests; the Faust binding

@@ -7,6 +7,7 @@ hands emits to the producer (mocked: no broker here) and acknowledges the batch.
 from __future__ import annotations
 
 import asyncio
+import json
 from streams.contracts.agent import AgentSpec
 from streams.runtime.app import create_app
 from streams.contracts.codec import AvroCodec
@@ -97,11 +98,18 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     app, ctx = create_app(settings, [spec])
     tables.update(ctx.tables["counter"])
 
+    changelog = []
+
     class RecordingEmitter:
         async def send_many(self, topic, items):
             items = list(items)
             sent.extend((topic, key, value) for key, value in items)
             return [f"emit-future-{len(sent)}"]
+
+        async def send_to_partition(self, topic, partition, items):
+            items = list(items)
+            changelog.extend((topic, partition, key, value) for key, value in items)
+            return [f"changelog-future-{len(changelog)}-{i}" for i in range(len(items))]
 
     async def delivered(app_, futures):  # no broker: record what the binding waits for
         steps.append(("delivered", len(sent), list(futures)))
@@ -128,14 +136,99 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     points = [s[0] for s in steps]
     assert points[:6] == ["after-process", "after-sinks", "delivered", "after-emits", "delivered",
                           "after-state"]
-    after_process, after_sinks, emits, after_emits, changelog, after_state = steps[:6]
+    after_process, after_sinks, emits, after_emits, _, after_state = steps[:6]
     assert after_process[1:] == after_sinks[1:] == (0, {}, {})      # nothing sent or written
     n = after_emits[1]
     assert emits[1:] == (n, [f"emit-future-{n}"])                   # waited for the emits' futures
     assert n >= 1 and after_emits[2:] == ({}, {})                   # sent, state not yet written
     assert after_state[1] == n and after_state[2] == {"u1": n} and after_state[3] == {"uploads:0": n}
-    # one changelog record per state change and per position, each one's future waited for
-    assert len(changelog[2]) == 2 * n and all(isinstance(f, asyncio.Future) for f in changelog[2])
+    # one changelog record per state change and per position, on the cause's partition, with
+    # the table's JSON key and value, each one's future waited for
+    waited = steps[4][2]
+    assert len(waited) == 2 * n and all(f.startswith("changelog-future-") for f in waited)
+    state_records = [r for r in changelog if r[0] == "pulse-counter-counts-changelog"]
+    position_records = [r for r in changelog if r[0] == "pulse-counter-positions-changelog"]
+    assert [json.loads(v) for _, p, k, v in state_records if p == 0 and json.loads(k) == "u1"] == [1, 2, 3]
+    assert [json.loads(v) for _, _, k, v in position_records][-1] == 3
+
+
+def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path, monkeypatch):
+    """Pipelining (streams.runtime.binding.bind): while batch 1 waits for its changelog records,
+    batch 2 is processed, reading the state batch 1 left (held in the runner); batch 2's writes
+    start only after batch 1's are done, and every event is acknowledged once."""
+    import streams.runtime.binding as binding
+
+    def process(state, event, ctx):
+        key = event.record["creator_id"]
+        n = state.get("counts", key, 0) + 1
+        return [StateSet("counts", key, n), Emit("uploads-copy", dict(event.record, caption=str(n)))]
+
+    spec = AgentSpec(name="counter", topics=("uploads",), process=process, tables=("counts",),
+                     outputs=("uploads-copy",), topic_schemas={"uploads-copy": "Upload"}, batch_size=1)
+    steps = []
+
+    class RecordingCrash:
+        @classmethod
+        def parse(cls, raw):
+            return cls()
+
+        def reached(self, agent, point):
+            steps.append(point)
+
+        def loses(self, agent):
+            return False
+
+    monkeypatch.setattr(binding, "CrashPoints", RecordingCrash)
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    app, ctx = create_app(settings, [spec])
+    sent, release = [], []
+
+    class RecordingEmitter:
+        async def send_many(self, topic, items):
+            sent.extend(value for _, value in items)
+            return ["emit"]
+
+        async def send_to_partition(self, topic, partition, items):
+            return ["changelog"]
+
+    async def delivered(app_, futures):
+        if futures and set(futures) == {"changelog"}:  # a state write: hold it until the test lets go
+            steps.append("changelog-wait")
+            gate = asyncio.Event()
+            release.append(gate)
+            await gate.wait()
+
+    ctx.emitter = RecordingEmitter()
+    monkeypatch.setattr(binding, "delivered", delivered)
+    codec = AvroCodec(default_catalog(), "Upload")
+
+    async def run():
+        async with app.agents["counter"].test_context() as test_agent:
+            for i in range(2):
+                await test_agent.put(codec.encode(upload(post_id=f"p{i}")), key=b"k", wait=False)
+            for _ in range(300):
+                if steps.count("after-process") == 2:
+                    break
+                await asyncio.sleep(0.01)
+            # batch 2 processed while batch 1 waits on its changelog; its writes not started
+            assert steps == ["after-process", "after-sinks", "after-emits", "changelog-wait",
+                             "after-process"]
+            release[0].set()
+            for _ in range(300):
+                if len(release) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            release[1].set()
+            for _ in range(300):
+                if ctx.counters["events"] >= 2:
+                    break
+                await asyncio.sleep(0.01)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=30))
+    assert [codec.decode(v)["caption"] for v in sent] == ["1", "2"]   # batch 2 read batch 1's state
+    assert steps[5:] == ["after-state", "after-sinks", "after-emits", "changelog-wait", "after-state"]
+    assert ctx.counters["events"] == 2 and dict(ctx.tables["counter"]["counts"]) == {"u1": 2}
+    assert ctx.runners["counter"]._unwritten == {}                     # both released
 
 
 class _Event:  # what the binding acknowledges: a Faust event's ack()

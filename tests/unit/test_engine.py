@@ -348,3 +348,26 @@ def test_apply_state_writes_sets_and_deletes_into_the_backing_tables(tmp_path):
                         (StateSet("counts", "c", {"nested": [1]}), None)])
     assert backing == {"counts": {"a": 10, "c": {"nested": [1]}},
                        POSITIONS_TABLE: {"uploads:0": 3}}
+
+
+def test_held_state_is_read_by_the_next_batch_until_released(tmp_path):
+    """The binding runs batch N + 1 while batch N is still being written: N's state changes are
+    held in the runner (``hold``), read by N + 1 (positions included, so a re-delivered event of
+    N is skipped), and dropped by ``release`` once the tables have them, except keys a later
+    batch changed; ``discard_held`` drops everything (a failed write)."""
+    h = Harness(COUNTER, tmp_path)
+    first = [h.message("uploads", up(0)), h.message("uploads", up(1, creator="c2", caption="forget"))]
+    out1 = h.run(first, apply=False)
+    h.runner.hold(out1.state, 1)
+    out2 = h.run([h.message("uploads", up(2)), h.message("uploads", up(3, creator="c3"))], apply=False)
+    assert counts_written(out2) == [2, 1]            # read c1 = 1 from the held batch
+    assert h.table("counts") == {}                  # nothing reached the backing table
+    assert h.run(first, apply=False).skipped == 2     # batch 1's positions are held too
+    h.runner.hold(out2.state, 2)
+    h.runner.apply_state(out1.state)                # the binding wrote batch 1 ...
+    h.runner.release(1)                             # ... and releases it
+    out3 = h.run([h.message("uploads", up(4)), h.message("uploads", up(5, creator="c3"))], apply=False)
+    assert counts_written(out3) == [3, 2]            # batch 2's values, still held, win
+    h.runner.discard_held()                         # batch 2's write failed
+    out4 = h.run([h.message("uploads", up(6, creator="c3"))], apply=False)
+    assert counts_written(out4) == [1]               # only what the tables have
