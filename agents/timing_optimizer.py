@@ -216,8 +216,7 @@ def golden_moment(st: dict, t: int, activity: AudienceActivity | None, config: A
     prior = activity.population(t) if activity is not None else np.full(S.HOURS, 1.0 / S.HOURS)
     post = S.posterior(hists, prior, prior_strength(config), weights=weights,
                        smoothing=smoothing(config), bandwidth=hour_bandwidth(config))
-    tops = {ct: W.top_windows(W.window_scores(post.hour_map, ct))
-            for ct in (*W.CONTENT_TYPES, W.HOURLY)}
+    tops = {ct: W.top_windows(scores) for ct, scores in W.all_window_scores(post.hour_map).items()}
     return post, tops
 
 

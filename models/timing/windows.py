@@ -67,24 +67,42 @@ def kernel(content_type: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _operator(content_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(idx, k)``: the ``(168, horizon)`` hour indices ``(w + a) mod 168`` and the normalised
-    kernel of ``content_type``, computed once (read-only arrays)."""
-    k = kernel(content_type)
-    k = k / k.sum()
-    idx = (np.arange(HOURS)[:, None] + np.arange(len(k))[None, :]) % HOURS
-    k.setflags(write=False)
-    idx.setflags(write=False)
-    return idx, k
+def _operators() -> np.ndarray:
+    """The content types' score operators stacked, ``(3 * 168, 168)`` float64 (read-only):
+    block ``i`` (rows ``168 i .. 168 i + 167``) is the circulant matrix of
+    ``CONTENT_TYPES[i]``, ``C[w, (w + a) mod 168] = k(a) / sum(k)``, computed once. A horizon
+    is at most the week, so no two ages of a kernel share a cell."""
+    out = np.zeros((len(CONTENT_TYPES) * HOURS, HOURS))
+    w = np.arange(HOURS)
+    for i, ct in enumerate(CONTENT_TYPES):
+        k = kernel(ct)
+        k = k / k.sum()
+        for a, weight in enumerate(k):
+            out[i * HOURS + w, (w + a) % HOURS] = weight
+    out.setflags(write=False)
+    return out
+
+
+def all_window_scores(hour_map: np.ndarray) -> dict[str, np.ndarray]:
+    """``score(w)`` of every content type and of ``HOURLY`` (module docstring) for every hour of
+    the week: ``{type: (168,) float64}``, one matrix-vector product for the three types (the
+    golden moment of every audience signal needs all four; per type, gathering ``m[(w + a) mod
+    168]`` cost a third of timing_optimizer's time)."""
+    m = np.asarray(hour_map, dtype=np.float64)
+    stacked = _operators() @ m
+    out = {ct: stacked[i * HOURS:(i + 1) * HOURS] for i, ct in enumerate(CONTENT_TYPES)}
+    out[HOURLY] = m.copy()  # kernel [1]: the map itself
+    return out
 
 
 def window_scores(hour_map: np.ndarray, content_type: str) -> np.ndarray:
-    """``score(w)`` for every hour of the week ``w`` (module docstring): (168,) float64.
+    """``score(w)`` for every hour of the week ``w`` (module docstring): (168,) float64, the
+    same floats as :func:`all_window_scores` gives for the type.
 
-    Raises ``KeyError`` for an unknown content type (:func:`kernel`)."""
-    m = np.asarray(hour_map, dtype=np.float64)
-    idx, k = _operator(content_type)
-    return m[idx] @ k
+    Raises ``KeyError`` for an unknown content type."""
+    if content_type not in HORIZON_H:
+        raise KeyError(content_type)
+    return all_window_scores(hour_map)[content_type]
 
 
 #: How far below the n-th best raw score a score may lie and still reach the top ``n`` once
