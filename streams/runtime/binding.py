@@ -87,6 +87,11 @@ class RuntimeContext:
         :func:`bind`; dicts otherwise)."""
         self.runners: dict[str, AgentRunner] = {}
         self.side_readers: dict[str, list] = {}
+        self.consumer_offsets: Any = None
+        """In a worker (set by :func:`bind`): where its consumer stands
+        (:class:`ConsumerOffsets`), and every stateful runner checks its partitions' offsets for
+        gaps (``AgentRunner.watch_gaps``); None in replay, which hands runners a selection of a
+        topic's events."""
         self.crash = CrashPoints.parse(settings.crash_point)
         if keys is not None and hasattr(keys, "close"):
             self._closers.append(keys.close)
@@ -143,6 +148,8 @@ class RuntimeContext:
             tables = self.tables.setdefault(spec.name, {})
             runner = AgentRunner(spec, self.codec, config=self.settings, models=models,
                                  tables=tables, side=side)
+            if self.consumer_offsets is not None and runner.stateful:
+                runner.watch_gaps(self.consumer_offsets)
             self.side_readers[spec.name] = readers
             self.runners[spec.name] = runner
             return runner
@@ -373,6 +380,8 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         # sinks' executor threads or another agent
         executor = ThreadPoolExecutor(1, thread_name_prefix=f"pulse-{spec.name}")
     faust_tables = _faust_tables(app, ctx, spec)
+    if ctx.consumer_offsets is None:
+        ctx.consumer_offsets = ConsumerOffsets(app)
     crash = ctx.crash
     meter = ctx.metrics.meter(spec.name)
     watch_feed = "cassandra" in spec.sinks
@@ -444,6 +453,11 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                 if crash.loses(spec.name):  # fault injection: the batch lost inside the worker
                     events = messages = out = None
                     continue
+                if out.gaps:
+                    seek_back(app, spec, out.gaps)
+                if out.held_back:  # behind a gap: unacknowledged, delivered again after the seek
+                    held = set(out.held_back)
+                    events = [ev for i, ev in enumerate(events) if i not in held]
                 if out.state:
                     token += 1
                     ctx.runners[spec.name].hold(out.state, token)
@@ -460,6 +474,42 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)
+
+
+class ConsumerOffsets:
+    """What a runner's gap check (``AgentRunner.watch_gaps``) reads of the worker's consumer
+    (``streams.runtime.transport.PulseConsumer``; None from any other): each partition's log
+    start as of its last seek, and the first offset delivered since it was assigned or sought.
+    Read from the agent's thread: single dict lookups."""
+
+    def __init__(self, app) -> None:
+        self._app = app
+
+    def log_start(self, topic: str, partition: int) -> int | None:
+        return getattr(self._app.consumer, "log_starts", {}).get((topic, partition))
+
+    def first_delivered(self, topic: str, partition: int) -> int | None:
+        # keyed by Faust's TP, a named tuple: a plain (topic, partition) finds it
+        return getattr(self._app.consumer, "_first_delivered", {}).get((topic, partition))
+
+
+def seek_back(app, spec: AgentSpec, gaps: dict[tuple[str, int], int]) -> None:
+    """Ask the worker's consumer to deliver each partition of ``gaps`` (``(topic, partition) ->
+    offset``, ``BatchOutput.gaps``) again from its offset: events below a message the agent was
+    handed never reached it. A partition no longer assigned here needs nothing (its new owner
+    starts from the committed offset, at or below the gap); if the consumer cannot seek, the
+    held-back events stay unacknowledged and the commit watchdog rewinds the partition."""
+    from faust.types import TP
+
+    rewind = getattr(app.consumer, "rewind_to", None)
+    for (topic, partition), offset in gaps.items():
+        if rewind is None:
+            log.warning("agent %s: %s[%s] has a gap from offset %s and the consumer cannot "
+                        "seek; the commit watchdog will rewind it", spec.name, topic, partition,
+                        offset)
+        elif not rewind(TP(topic, partition), offset):
+            log.info("agent %s: %s[%s] is no longer assigned here; its gap from offset %s is "
+                     "its new owner's", spec.name, topic, partition, offset)
 
 
 def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:

@@ -12,6 +12,15 @@ next offset to apply for every source partition it owns (key ``"<topic>:<partiti
 with the state changes, after the batch's view writes and emits are durable. A message below its
 partition's recorded position was already applied with all its outputs: a re-delivery after a
 crash skips it (see ``docs/agent-contract.md`` for the whole argument).
+
+Gaps (the worker only, :meth:`AgentRunner.watch_gaps`): a message *above* its partition's
+recorded position on a log topic means the events in between never reached the agent (a batch
+lost inside the worker, or state that lags the committed offsets). Applying it would move the
+position past them, and a later re-delivery would skip them for good, so the runner holds that
+partition's messages back (not processed, not acknowledged) and reports the gap, and the binding
+asks the consumer to seek the partition back to the position. Compacted topics have gaps by
+design and are not checked; offsets below the log start (deleted by retention) are gone and are
+not waited for.
 """
 from __future__ import annotations
 
@@ -78,6 +87,12 @@ class BatchOutput:
     events: int = 0
     skipped: int = 0
     tombstones: int = 0
+    #: Indices (into the batch) of messages held back behind a gap (module docstring): neither
+    #: processed nor to be acknowledged; they are delivered again after the seek.
+    held_back: list[int] = field(default_factory=list)
+    #: ``(topic, partition) -> offset`` to seek back to: gaps found in this batch and not
+    #: reported before (:meth:`AgentRunner.watch_gaps`).
+    gaps: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class TableState:
@@ -157,6 +172,42 @@ class AgentRunner:
         #: ``(table, key) -> (value or _DELETED, batch token)``; every batch reads through them.
         self._unwritten: dict[tuple[str, str], tuple[Any, int]] = {}
         self._unwritten_lock = threading.Lock()
+        #: Where the worker's consumer stands (:meth:`watch_gaps`), or None: gaps not checked.
+        self._offsets: Any = None
+        #: position key -> the offset whose gap was last reported (each reported once).
+        self._gaps_reported: dict[str, int] = {}
+
+    def watch_gaps(self, offsets: Any = None) -> None:
+        """Check every stateful message against the next offset its partition should deliver
+        (module docstring): the recorded position, or, for a partition with none yet, the first
+        offset the consumer delivered since it was assigned or sought
+        (``offsets.first_delivered(topic, partition)``). A message above it on a log topic is
+        held back (``BatchOutput.held_back``) with the rest of its partition's messages in the
+        batch, and the gap reported once (``BatchOutput.gaps``: seek back there). A gap that
+        ends at or below ``offsets.log_start(topic, partition)`` is offsets deleted by
+        retention, not lost ones, and is applied over. Either method may answer None (not
+        known); ``offsets`` None knows nothing.
+
+        Only the worker's binding turns this on: replay, the benchmarks and the tests hand a
+        runner a selection of a topic's events, whose offsets have gaps by design."""
+        self._offsets = offsets if offsets is not None else _NoOffsets()
+
+    def _lost_before(self, m: Any, expected: int, position_key: str, out: BatchOutput) -> bool:
+        """Whether events ``expected`` .. ``m.offset - 1`` are missing (module docstring);
+        reports the gap in ``out`` the first time."""
+        if m.topic in self._compacted:
+            return False
+        start = self._offsets.log_start(m.topic, m.partition)
+        if start is not None and m.offset <= start:
+            return False  # offsets expected .. start - 1 no longer exist
+        if self._gaps_reported.get(position_key) != expected:
+            self._gaps_reported[position_key] = expected
+            out.gaps[(m.topic, m.partition)] = expected
+            log.warning("agent %s: %s[%s] delivered offset %s but the next to apply is %s: events "
+                        "%s..%s never reached the agent; holding the partition back and seeking "
+                        "it to %s", self.spec.name, m.topic, m.partition, m.offset, expected,
+                        expected, m.offset - 1, expected)
+        return True
 
     # -- one batch ------------------------------------------------------------------------------
 
@@ -172,14 +223,29 @@ class AgentRunner:
             overlay: dict[tuple[str, str], Any] = {k: v for k, (v, _) in self._unwritten.items()}
         state = TableState(self.tables, overlay)
         decoded = self._decode(messages)
+        blocked: set[str] = set()  # partitions held back behind a gap in this batch
         for i, m in enumerate(messages):
             position_key = None
             if self.stateful and m.partition is not None and m.offset is not None:
                 position_key = f"{m.topic}:{m.partition}"
+                if position_key in blocked:
+                    out.held_back.append(i)
+                    continue
                 done = state.get(POSITIONS_TABLE, position_key)
                 if done is not None and m.offset < done:
                     out.skipped += 1
                     continue
+                if self._offsets is not None:
+                    expected = done
+                    if expected is None:  # (a gap reported: messages fetched before the seek)
+                        expected = self._gaps_reported.get(position_key)
+                    if expected is None:
+                        expected = self._offsets.first_delivered(m.topic, m.partition)
+                    if (expected is not None and m.offset > expected
+                            and self._lost_before(m, expected, position_key, out)):
+                        blocked.add(position_key)
+                        out.held_back.append(i)
+                        continue
             out.events += 1
             if m.value is None and m.topic in self._compacted:  # a tombstone: not an event
                 out.tombstones += 1
@@ -334,6 +400,16 @@ class AgentRunner:
                 table.pop(change.key, None)
             else:
                 table[change.key] = change.value
+
+
+class _NoOffsets:
+    """:meth:`AgentRunner.watch_gaps` with nothing known of the consumer: positions only."""
+
+    def log_start(self, topic: str, partition: int) -> None:
+        return None
+
+    def first_delivered(self, topic: str, partition: int) -> None:
+        return None
 
 
 def _headers(headers) -> tuple:

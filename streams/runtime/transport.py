@@ -61,9 +61,24 @@ class PulseConsumer(faust_aiokafka.Consumer):
         self._delivered = {}      # TP -> last offset handed to the agents
         self._first_delivered = {}  # TP -> first offset handed over since assigned or rewound
         self._stalled_since = {}  # TP -> (stuck since, logged?, committed offset then)
-        self._rewinds = {}        # TP -> offset: rewinds the watchdog asked the drain loop for
+        self._rewinds = {}        # TP -> offset: rewinds the watchdog or an agent asked for
         self._rewound = {}        # TP -> rewinds made since the partition was assigned
+        #: (topic, partition) -> the partition's first offset, read at its last rewind
+        self.log_starts: dict[tuple[str, int], int] = {}
         super().__init__(*args, **kwargs)
+
+    def rewind_to(self, tp, offset: int) -> bool:
+        """Ask the drain loop to seek assigned partition ``tp`` back to ``offset`` and deliver
+        its events from there again (an agent found offsets below a message it was handed
+        missing: ``AgentRunner.watch_gaps``); a pending rewind to an earlier offset wins. An
+        offset below the partition's log start goes to the log start, recorded in
+        :attr:`log_starts`. False when ``tp`` is not assigned to this worker (its new owner
+        reads from the committed offset anyway)."""
+        if tp not in self.assignment():
+            return False
+        pending = self._rewinds.get(tp, offset)
+        self._rewinds[tp] = None if pending is None else min(pending, offset)
+        return True
 
     async def on_partitions_revoked(self, revoked) -> None:
         for tp in revoked:
@@ -76,21 +91,25 @@ class PulseConsumer(faust_aiokafka.Consumer):
         await super().on_partitions_revoked(revoked)
 
     async def _rewind(self) -> None:
-        """Seek each partition the watchdog asked for back to its offset, and reset Faust's
-        commit bookkeeping of it to that offset (run by the drain loop between two fetches)."""
+        """Seek each partition the watchdog or an agent asked for back to its offset, and reset
+        Faust's commit bookkeeping of it to that offset (run by the drain loop between two
+        fetches)."""
         rewinds, self._rewinds = self._rewinds, {}
         assigned = self.assignment()
         rewinds = {tp: offset for tp, offset in rewinds.items() if tp in assigned}
         if not rewinds:
             return
-        to_start = [tp for tp, offset in rewinds.items() if offset is None]
-        if to_start:  # nothing committed yet: where auto_offset_reset=earliest started
-            from aiokafka import TopicPartition
+        from aiokafka import TopicPartition
 
-            firsts = await self._thread.earliest_offsets(
-                *(TopicPartition(tp.topic, tp.partition) for tp in to_start))
-            for tp in to_start:
-                rewinds[tp] = firsts.get(TopicPartition(tp.topic, tp.partition)) or 0
+        to_start = [tp for tp, offset in rewinds.items() if offset is None]
+        # None (nothing committed yet): where auto_offset_reset=earliest started; an offset below
+        # the log start (deleted by retention): the log start
+        firsts = await self._thread.earliest_offsets(
+            *(TopicPartition(tp.topic, tp.partition) for tp in rewinds))
+        for tp, offset in rewinds.items():
+            first = firsts.get(TopicPartition(tp.topic, tp.partition)) or 0
+            self.log_starts[(tp.topic, tp.partition)] = first
+            rewinds[tp] = first if offset is None else max(offset, first)
         # an explicit offset, not aiokafka's seek_to_beginning: that leaves the partition without
         # a valid position until its reset completes, and Faust's livelock check then asserts
         await self.seek_wait(rewinds)
@@ -291,9 +310,13 @@ class PulseConsumer(faust_aiokafka.Consumer):
                 await self.sleep(0)
                 if self.should_stop:
                     continue
+                rewinds = self._rewinds
                 async for tp, message in ait:
-                    if self._rewinds:
-                        break  # the rest of this fetch may predate the seek: fetched again
+                    if tp in rewinds:
+                        # fetched before the seek, and fetched again after it; the other
+                        # partitions' messages of this fetch are delivered (breaking out of the
+                        # fetch here would lose them: the client's positions are past them)
+                        continue
                     since_yield += 1
                     if since_yield > yield_every:
                         await sleep(0)

@@ -254,6 +254,73 @@ def test_a_batch_lost_inside_the_worker_is_delivered_again(pipeline, workers):
                diagnose=lambda: workers.log(proc))
     assert proc.poll() is None, workers.log(proc)
     log = Path(proc.log_path).read_text(errors="replace")
-    assert "dropping batch 1 of publisher" in log and "commit stalled" in log and "rewound" in log, log
+    # recovered by the watchdog's rewind, or sooner by the gap check when later events of the
+    # lost batch's partitions came first (test below)
+    assert "dropping batch 1 of publisher" in log and "rewound" in log, log
+    assert "commit stalled" in log or "never reached the agent" in log, log
     _check_emits(pipeline, expected.emits, set(posts), "post_id")
+    _check_views(pipeline, expected.views)
+
+
+def test_a_batch_lost_mid_stream_is_applied_before_the_events_after_it(pipeline, workers):
+    """A stateful agent's batch lost inside the worker *after* the partitions have positions,
+    with later events of the same partitions behind it: applying those first would move the
+    positions past the lost events, and the re-delivery would then skip them for good. The
+    runner holds the partitions back at the gap (``AgentRunner.watch_gaps``), the consumer
+    seeks them to their positions (``PulseConsumer.rewind_to``), and every event is applied in
+    log order: the views and output events equal those of a run without the fault.
+
+    A first worker of the group catches up on the topics (positions recorded, offsets
+    committed) and stops; the test's first posts are published; a second worker drops its first
+    batch (those posts' events); the second posts, on the same partitions, come after."""
+    import signal as signals
+
+    app_id = unique("lost-mid")
+    topics = ["uploads", "moderation-verdicts", "copyright-verdicts", "content-enriched"]
+    # the watchdog (which would rewind to the committed offset, too late: positions past the
+    # lost events) kept out of it
+    env = {"PULSE_GATES": "moderation,copyright", "PULSE_COMMIT_STALL_S": "600"}
+    c = unique("c")
+    t0 = 1_600_000_000_000
+
+    def posts_events(names, at):
+        out = [("uploads", _full("uploads", upload_line(p, c), at + i)) for i, p in enumerate(names)]
+        for i, p in enumerate(names):
+            out.append(("moderation-verdicts", moderation(p, "ALLOW", at + 100 + i)))
+            out.append(("copyright-verdicts", copyright_(p, "ALLOW", at + 200 + i)))
+        return out
+
+    early_posts = [f"{c}-w{i}" for i in range(12)]
+    lost_posts = [f"{c}-a{i}" for i in range(6)]
+    later_posts = [f"{c}-b{i}" for i in range(24)]  # every partition of every topic, all but surely
+    early = posts_events(early_posts, t0)
+    events = early + posts_events(lost_posts, t0 + 1000) + posts_events(later_posts, t0 + 2000)
+    expected = _expected(replace(pipeline, gates=("moderation", "copyright")), "publisher", events)
+    assert len(expected.emits) == len(early_posts) + len(lost_posts) + len(later_posts)
+    _publish(pipeline, early)
+    first = workers.start(app_id, agents="publisher", **env)
+    wait_until(lambda: first.poll() is not None or caught_up(pipeline, app_id, topics), 240,
+               "the first worker to catch up", diagnose=lambda: workers.log(first))
+    assert first.poll() is None, workers.log(first)
+    first.send_signal(signals.SIGTERM)
+    first.wait(60)
+    _publish(pipeline, events[len(early):len(early) + 3 * len(lost_posts)])
+    proc = workers.start(app_id, agents="publisher", PULSE_CRASH_POINT="publisher:lose-batch:1", **env)
+    wait_until(lambda: proc.poll() is not None or "dropping batch 1 of publisher" in
+               Path(proc.log_path).read_text(errors="replace"),
+               180, "the second worker to lose its first batch", diagnose=lambda: workers.log(proc))
+    _publish(pipeline, events[len(early) + 3 * len(lost_posts):])
+    posts = set(early_posts + lost_posts + later_posts)
+
+    def done():
+        got = {r["post_id"] for _, r in read_topic(pipeline, "posts-published") if r["post_id"] in posts}
+        return got == posts and caught_up(pipeline, app_id, topics)
+
+    wait_until(lambda: proc.poll() is not None or done(), 240,
+               "the lost posts to be published and the worker to catch up",
+               diagnose=lambda: workers.log(proc))
+    assert proc.poll() is None, workers.log(proc)
+    log = Path(proc.log_path).read_text(errors="replace")
+    assert "never reached the agent" in log and "rewound" in log, log
+    _check_emits(pipeline, expected.emits, posts, "post_id")
     _check_views(pipeline, expected.views)

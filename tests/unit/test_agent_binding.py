@@ -152,19 +152,39 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     assert [json.loads(v) for _, _, k, v in position_records][-1] == 3
 
 
+def count_and_copy(state, event, ctx):
+    """Counts uploads per creator and emits a copy captioned with the count."""
+    key = event.record["creator_id"]
+    n = state.get("counts", key, 0) + 1
+    return [StateSet("counts", key, n), Emit("uploads-copy", dict(event.record, caption=str(n)))]
+
+
+def counter_spec(**kw) -> AgentSpec:
+    return AgentSpec(name="counter", topics=("uploads",), process=count_and_copy, tables=("counts",),
+                     outputs=("uploads-copy",), topic_schemas={"uploads-copy": "Upload"}, **kw)
+
+
+class ValueEmitter:
+    """No broker in this tier: keeps the emitted values; every send answers a named future."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def send_many(self, topic, items):
+        self.sent.extend(value for _, value in items)
+        return ["emit"]
+
+    async def send_to_partition(self, topic, partition, items):
+        return ["changelog"]
+
+
 def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path, monkeypatch):
     """Pipelining (streams.runtime.binding.bind): while batch 1 waits for its changelog records,
     batch 2 is processed, reading the state batch 1 left (held in the runner); batch 2's writes
     start only after batch 1's are done, and every event is acknowledged once."""
     import streams.runtime.binding as binding
 
-    def process(state, event, ctx):
-        key = event.record["creator_id"]
-        n = state.get("counts", key, 0) + 1
-        return [StateSet("counts", key, n), Emit("uploads-copy", dict(event.record, caption=str(n)))]
-
-    spec = AgentSpec(name="counter", topics=("uploads",), process=process, tables=("counts",),
-                     outputs=("uploads-copy",), topic_schemas={"uploads-copy": "Upload"}, batch_size=1)
+    spec = counter_spec(batch_size=1)
     steps = []
 
     class RecordingCrash:
@@ -181,15 +201,9 @@ def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path,
     monkeypatch.setattr(binding, "CrashPoints", RecordingCrash)
     settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     app, ctx = create_app(settings, [spec])
-    sent, release = [], []
-
-    class RecordingEmitter:
-        async def send_many(self, topic, items):
-            sent.extend(value for _, value in items)
-            return ["emit"]
-
-        async def send_to_partition(self, topic, partition, items):
-            return ["changelog"]
+    release = []
+    ctx.emitter = emitter = ValueEmitter()
+    sent = emitter.sent
 
     async def delivered(app_, futures):
         if futures and set(futures) == {"changelog"}:  # a state write: hold it until the test lets go
@@ -198,7 +212,6 @@ def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path,
             release.append(gate)
             await gate.wait()
 
-    ctx.emitter = RecordingEmitter()
     monkeypatch.setattr(binding, "delivered", delivered)
     codec = AvroCodec(default_catalog(), "Upload")
 
@@ -229,6 +242,62 @@ def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path,
     assert steps[5:] == ["after-state", "after-sinks", "after-emits", "changelog-wait", "after-state"]
     assert ctx.counters["events"] == 2 and dict(ctx.tables["counter"]["counts"]) == {"u1": 2}
     assert ctx.runners["counter"]._unwritten == {}                     # both released
+
+
+def test_events_past_a_gap_are_held_back_unacknowledged_and_the_partition_sought_back(tmp_path,
+                                                                                       monkeypatch):
+    """A batch lost inside the worker (offsets 2-3 never reach the agent): the binding must not
+    apply offset 4, whose position would make a later re-delivery skip 2-3 for good. It leaves
+    4 unacknowledged, asks the consumer to seek the partition back to 2 once, and applies 2, 3
+    and 4 in order when they come again."""
+    import streams.runtime.binding as binding
+
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    app, ctx = create_app(settings, [counter_spec(batch_size=1)])
+    seeks = []
+    ctx.emitter = emitter = ValueEmitter()
+    sent = emitter.sent
+
+    async def delivered(app_, futures):
+        pass
+
+    monkeypatch.setattr(binding, "delivered", delivered)
+    consumer = app.consumer
+    monkeypatch.setattr(consumer, "rewind_to", lambda tp, offset: seeks.append((tp, offset)) or True,
+                        raising=False)
+    codec = AvroCodec(default_catalog(), "Upload")
+    events = {}
+
+    async def put(agent, offset):
+        agent.sent_offset = offset
+        events[offset] = await agent.put(codec.encode(upload(post_id=f"p{offset}")), key=b"k",
+                                         wait=False)
+
+    async def until(cond):
+        for _ in range(300):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    async def run():
+        async with app.agents["counter"].test_context() as test_agent:
+            for offset in (0, 1, 4):
+                await put(test_agent, offset)
+            await until(lambda: seeks)
+            await asyncio.sleep(0.1)
+            first = {o: e.message.acked for o, e in events.items()}
+            for offset in (2, 3, 4):  # what the seek delivers again
+                await put(test_agent, offset)
+            await until(lambda: ctx.counters["events"] >= 5)
+            return first
+
+    first = asyncio.run(asyncio.wait_for(run(), timeout=30))
+    assert first == {0: True, 1: True, 4: False}
+    assert [(tp.topic, tp.partition, offset) for tp, offset in seeks] == [("uploads", 0, 2)]
+    assert [codec.decode(v)["caption"] for v in sent] == ["1", "2", "3", "4", "5"]
+    assert events[4].message.acked  # the second delivery of offset 4
+    assert dict(ctx.tables["counter"]["__positions__"]) == {"uploads:0": 5}
 
 
 class _Event:  # what the binding acknowledges: a Faust event's ack()

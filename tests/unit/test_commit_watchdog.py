@@ -23,7 +23,7 @@ def _consumer(tps, changelogs=()):
         app=SimpleNamespace(rebalancing=False, tables=SimpleNamespace(changelog_topics=set(changelogs)),
                             agents=SimpleNamespace(human_tracebacks=lambda: "probe: queue.get()")),
         assignment=lambda: set(tps), log=log, _accepted={}, _delivered={}, _stalled_since={},
-        _rewinds={}, _rewound={}, _first_delivered={},
+        _rewinds={}, _rewound={}, _first_delivered={}, log_starts={},
         _unacked_messages=set(), _committed_offset={}, _read_offset={}, _acked=defaultdict(list),
         _gap={}, _active_partitions=set(tps), _paused_partitions=set(), _buffered_partitions=set())
     c.commit_state = lambda tp: PulseConsumer.commit_state(c, tp)
@@ -114,6 +114,40 @@ def test_a_stalled_partition_is_rewound_to_its_committed_offset_at_most_three_ti
     assert any("uploads/0" in m and "rewinding to offset 30 (1 of 3)" in m for m in messages)
     assert any("uploads/1" in m and "rewinding to the first offset (3 of 3)" in m for m in messages)
     assert sum("restart the worker" in m for m in messages) == 2 and len(messages) == 8
+
+
+def test_an_agent_asks_for_a_partition_to_be_delivered_again_from_an_offset():
+    """``rewind_to``: an agent found offsets missing below a message (``AgentRunner.watch_gaps``).
+    The earliest pending target wins, a partition not assigned here is refused, and an offset
+    deleted by retention goes to the log start, which the agent then reads in ``log_starts``."""
+    import asyncio
+
+    tp, gone, other = TP("uploads", 0), TP("uploads", 1), TP("uploads", 2)
+    c = _consumer([tp, gone])
+    seeks = []
+
+    async def seek_wait(offsets):
+        seeks.append(dict(offsets))
+
+    async def earliest_offsets(*tps):
+        return {t: 0 if t.partition == 0 else 50 for t in tps}
+
+    c.seek_wait, c._thread = seek_wait, SimpleNamespace(earliest_offsets=earliest_offsets)
+    c._acked_index = defaultdict(set)
+    assert PulseConsumer.rewind_to(c, tp, 12) and PulseConsumer.rewind_to(c, tp, 9)
+    assert PulseConsumer.rewind_to(c, tp, 15)
+    assert PulseConsumer.rewind_to(c, gone, 20)
+    assert not PulseConsumer.rewind_to(c, other, 3)
+    assert c._rewinds == {tp: 9, gone: 20}
+    c._rewinds[gone] = None  # the watchdog's "first offset" beats any agent's target
+    PulseConsumer.rewind_to(c, gone, 20)
+    assert c._rewinds[gone] is None
+    c._rewinds[gone] = 20
+    asyncio.run(PulseConsumer._rewind(c))
+    assert seeks == [{tp: 9, gone: 50}]
+    assert c._read_offset == {tp: 9, gone: 50} and c._committed_offset == {tp: 9, gone: 50}
+    assert c.log_starts == {("uploads", 0): 0, ("uploads", 1): 50}
+    assert c._rewinds == {}
 
 
 def test_a_partition_with_records_but_nothing_delivered_is_a_fetch_stall(caplog):

@@ -160,6 +160,92 @@ def test_messages_without_a_position_are_never_skipped(tmp_path):
     assert h.table(POSITIONS_TABLE) == {}
 
 
+class Offsets:
+    """What the worker's consumer knows (``streams.runtime.binding.ConsumerOffsets``)."""
+
+    def __init__(self, starts=None, first=None):
+        self.starts, self.first = starts or {}, first or {}
+
+    def log_start(self, topic, partition):
+        return self.starts.get((topic, partition))
+
+    def first_delivered(self, topic, partition):
+        return self.first.get((topic, partition))
+
+
+def test_a_gap_holds_the_partition_back_and_is_reported_once(tmp_path):
+    """A batch lost inside the worker: offsets 2-3 never reached the agent. Applying offset 4
+    would move the position past them for good, so the partition is held back (the rest of it
+    in the batch too) and the gap reported, while other partitions go on; once the seek
+    re-delivers from offset 2, everything applies in order."""
+    h = Harness(COUNTER, tmp_path)
+    h.runner.watch_gaps()
+    h.run([h.message("uploads", up(0), offset=0), h.message("uploads", up(1), offset=1)])
+    assert h.table(POSITIONS_TABLE) == {"uploads:0": 2}
+    late = [h.message("uploads", up(4), offset=4), h.message("uploads", up(9, creator="c9"),
+                                                             partition=1, offset=0),
+            h.message("uploads", up(5), offset=5)]
+    out = h.run(late)
+    assert out.gaps == {("uploads", 0): 2} and out.held_back == [0, 2]
+    assert (out.events, counts_written(out)) == (1, [1])  # partition 1 went on
+    assert h.table(POSITIONS_TABLE) == {"uploads:0": 2, "uploads:1": 1}
+    # messages fetched before the seek still arrive: held back again, the gap not re-reported
+    again = h.run([h.message("uploads", up(5), offset=5)])
+    assert (again.gaps, again.held_back, again.events) == ({}, [0], 0)
+    # the seek re-delivers from the position: applied in log order
+    out = h.run([h.message("uploads", up(i), offset=i) for i in range(2, 6)])
+    assert (out.gaps, out.held_back, counts_written(out)) == ({}, [], [3, 4, 5, 6])
+    assert h.table(POSITIONS_TABLE) == {"uploads:0": 6, "uploads:1": 1}
+
+
+def test_with_no_position_yet_the_first_offset_delivered_is_the_next_to_apply(tmp_path):
+    """A new group's first batch lost: nothing recorded for the partition, so the reference is
+    the first offset the consumer delivered since the partition was assigned or sought."""
+    h = Harness(COUNTER, tmp_path)
+    first = {("uploads", 0): 3}
+    h.runner.watch_gaps(Offsets(first=first))
+    out = h.run([h.message("uploads", up(5), offset=5)])
+    assert (out.gaps, out.held_back, out.events) == ({("uploads", 0): 3}, [0], 0)
+    # the seek forgets the first delivered offset; messages fetched before it are still held
+    del first[("uploads", 0)]
+    out = h.run([h.message("uploads", up(6), offset=6)])
+    assert (out.gaps, out.held_back, out.events) == ({}, [0], 0)
+    first[("uploads", 0)] = 3
+    out = h.run([h.message("uploads", up(i), offset=i) for i in (3, 4, 5)])
+    assert (out.gaps, out.held_back, counts_written(out)) == ({}, [], [1, 2, 3])
+    # the consumer started at offset 3 (its committed offset): 3 is not a gap
+    h2 = Harness(COUNTER, tmp_path)
+    h2.runner.watch_gaps(Offsets(first=first))
+    assert counts_written(h2.run([h2.message("uploads", up(3), offset=3)])) == [1]
+
+
+def test_without_watch_gaps_offsets_may_jump(tmp_path):
+    """Replay, benchmarks and tests feed runners a selection of a topic's events: no gap check."""
+    h = Harness(COUNTER, tmp_path)
+    h.run([h.message("uploads", up(0), offset=0)])
+    out = h.run([h.message("uploads", up(1), offset=7)])
+    assert (out.gaps, out.held_back, counts_written(out)) == ({}, [], [2])
+
+
+def test_gaps_below_the_log_start_and_on_compacted_topics_are_applied_over(tmp_path):
+    spec = AgentSpec(name="counter2", topics=("uploads", "profiles"), process=count_process,
+                     tables=("counts",), sinks=frozenset({"cassandra"}))
+    h = Harness(spec, tmp_path)
+    starts = {("uploads", 0): 10}
+    h.runner.watch_gaps(Offsets(starts=starts))
+    h.run([h.message("uploads", up(0), offset=0), h.message("profiles", None, offset=0)])
+    # offsets 1-9 were deleted by retention: the log now starts at 10
+    out = h.run([h.message("uploads", up(10), offset=10)])
+    assert (out.gaps, out.held_back, counts_written(out)) == ({}, [], [2])
+    # past the log start, a gap is a gap
+    out = h.run([h.message("uploads", up(12), offset=12)])
+    assert (out.gaps, out.held_back) == ({("uploads", 0): 11}, [0])
+    # compaction leaves gaps in a compacted topic's offsets by design
+    out = h.run([h.message("profiles", None, offset=7)])
+    assert (out.gaps, out.held_back, out.tombstones) == ({}, [], 1)
+    assert h.table(POSITIONS_TABLE)["profiles:0"] == 8
+
+
 # -------------------------------------------------------------------------- effect validation
 
 
