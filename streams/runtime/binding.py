@@ -9,8 +9,9 @@ in a thread (the agent's own when ``spec.blocking``), then applies the output in
 2. emitted events and dead letters; an agent with state waits until the broker has them;
 3. state changes and the partitions' next offsets into the agent's changelogged Faust tables:
    the in-memory store, and a changelog record on the partition of the event that caused it,
-   as Faust writes a table key (sent in producer batches, :func:`_write_state`), and the
-   binding waits until the broker has every one of these changelog records;
+   as Faust writes a table key (sent in producer batches, :func:`_write_state`): the state
+   tables' records first, the positions' once the broker has those, and the binding waits
+   until the broker has every one;
 4. the events are acknowledged (a stateless agent's once the broker has its emits); Faust
    commits acknowledged offsets.
 
@@ -404,7 +405,7 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         if out.state:
             await delivered(app, sent)  # emits durable before the state that says "applied"
             crash.reached(spec.name, "after-emits")
-            await delivered(app, await _write_state(ctx, faust_tables, out.state))
+            await _write_state(ctx, app, faust_tables, out.state)
             ctx.runners[spec.name].release(token)  # the tables have it now
             crash.reached(spec.name, "after-state")
             for ev in events:
@@ -534,13 +535,19 @@ def _faust_tables(app, ctx: RuntimeContext, spec: AgentSpec) -> dict[str, Any]:
     return tables
 
 
-async def _write_state(ctx: RuntimeContext, tables: dict[str, Any],
-                       changes: Sequence[tuple[Any, Any]]) -> list:
+async def _write_state(ctx: RuntimeContext, app, tables: dict[str, Any],
+                       changes: Sequence[tuple[Any, Any]]) -> None:
     """Write state changes into the agent's Faust tables: each change into the table's
     in-memory store, and as a changelog record (the table's own key and value serializers, a
     tombstone for a delete) on the changelog partition of the event that caused it, as Faust's
-    ``Table.__setitem__`` would write it with that event current; returns the delivery futures
-    of the changelog records (see :func:`delivered`).
+    ``Table.__setitem__`` would write it with that event current; returns once the broker has
+    every record (:func:`delivered`).
+
+    The state tables' records are sent first and the positions' (:data:`POSITIONS_TABLE`) only
+    once the broker has those: a crash in between leaves state whose positions did not land,
+    whose events are applied again on re-delivery (harmless to a fold that dedupes, as most
+    do), never positions whose state did not land, which would skip its events for good
+    (docs/agent-contract.md).
 
     The records go through :class:`~streams.runtime.emitter.BatchEmitter`, one producer batch
     per changelog partition, instead of Faust's per-record path (a ``FutureMessage`` and a trip
@@ -552,8 +559,11 @@ async def _write_state(ctx: RuntimeContext, tables: dict[str, Any],
     ------
     ValueError
         A changelog topic lacks the cause's partition (it must be co-partitioned with the
-        agent's source topics; :func:`_faust_tables`)."""
-    records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+        agent's source topics; :func:`_faust_tables`).
+    DeliveryError
+        The broker refused a record (:func:`delivered`)."""
+    state: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+    positions: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
     for change, cause in changes:
         table = tables[change.table]
         topic = table.changelog_topic
@@ -564,8 +574,11 @@ async def _write_state(ctx: RuntimeContext, tables: dict[str, Any],
             table.data[change.key] = change.value
             value = topic.prepare_value(change.value, table.value_serializer)[0]
         key = topic.prepare_key(change.key, table.key_serializer)[0]
+        records = positions if change.table == POSITIONS_TABLE else state
         records.setdefault((topic.get_topic_name(), cause.partition), []).append((key, value))
-    futures: list = []
-    for (name, partition), items in records.items():
-        futures.extend(await ctx.emitter.send_to_partition(name, partition, items))
-    return futures
+    for records in (state, positions):
+        futures: list = []
+        for (name, partition), items in records.items():
+            futures.extend(await ctx.emitter.send_to_partition(name, partition, items))
+        if futures:
+            await delivered(app, futures)

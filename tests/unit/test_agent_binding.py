@@ -134,18 +134,23 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     assert dict(tables["counts"]) == {"u1": 3}
     assert dict(tables["__positions__"]) == {"uploads:0": 3}
     points = [s[0] for s in steps]
-    assert points[:6] == ["after-process", "after-sinks", "delivered", "after-emits", "delivered",
-                          "after-state"]
-    after_process, after_sinks, emits, after_emits, _, after_state = steps[:6]
+    assert points[:7] == ["after-process", "after-sinks", "delivered", "after-emits", "delivered",
+                          "delivered", "after-state"]
+    after_process, after_sinks, emits, after_emits, state_wait, positions_wait, after_state = steps[:7]
     assert after_process[1:] == after_sinks[1:] == (0, {}, {})      # nothing sent or written
     n = after_emits[1]
     assert emits[1:] == (n, [f"emit-future-{n}"])                   # waited for the emits' futures
     assert n >= 1 and after_emits[2:] == ({}, {})                   # sent, state not yet written
     assert after_state[1] == n and after_state[2] == {"u1": n} and after_state[3] == {"uploads:0": n}
     # one changelog record per state change and per position, on the cause's partition, with
-    # the table's JSON key and value, each one's future waited for
-    waited = steps[4][2]
-    assert len(waited) == 2 * n and all(f.startswith("changelog-future-") for f in waited)
+    # the table's JSON key and value, each one's future waited for: the state's first, and the
+    # positions' sent only after that wait (a crash in between must not leave positions whose
+    # state did not land)
+    assert len(state_wait[2]) == n and len(positions_wait[2]) == n
+    state_sent = {f for f in state_wait[2]}
+    assert all(f.startswith("changelog-future-") for f in state_sent | set(positions_wait[2]))
+    assert max(int(f.split("-")[2]) for f in state_sent) <= n          # no position sent yet
+    assert min(int(f.split("-")[2]) for f in positions_wait[2]) > n
     state_records = [r for r in changelog if r[0] == "pulse-counter-counts-changelog"]
     position_records = [r for r in changelog if r[0] == "pulse-counter-positions-changelog"]
     assert [json.loads(v) for _, p, k, v in state_records if p == 0 and json.loads(k) == "u1"] == [1, 2, 3]
@@ -175,7 +180,7 @@ class ValueEmitter:
         return ["emit"]
 
     async def send_to_partition(self, topic, partition, items):
-        return ["changelog"]
+        return [f"changelog:{topic}"]
 
 
 def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path, monkeypatch):
@@ -206,7 +211,8 @@ def test_the_next_batch_is_processed_while_the_previous_one_is_written(tmp_path,
     sent = emitter.sent
 
     async def delivered(app_, futures):
-        if futures and set(futures) == {"changelog"}:  # a state write: hold it until the test lets go
+        if futures and set(futures) == {"changelog:pulse-counter-counts-changelog"}:
+            # the state table's records: hold the write until the test lets go
             steps.append("changelog-wait")
             gate = asyncio.Event()
             release.append(gate)
