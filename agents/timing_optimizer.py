@@ -204,19 +204,22 @@ def _prune(st: dict, t: int, days: float, activity: AudienceActivity | None = No
 
 
 def golden_moment(st: dict, t: int, activity: AudienceActivity | None, config: Any,
-                  members: list[str] | None = None
+                  members: list[str] | None = None, hourly: bool = True
                   ) -> tuple[S.Posterior, dict[str, list[tuple[int, float]]]]:
     """The creator's posterior map at ``t`` and the top windows per content type
-    (``{type: [(hour_of_week, score), ...]}``, FLASH, MEMORY, FOREVER and HOURLY). The function
-    ``process`` and ``pulse eval timing`` both call; ``members`` is the audience at ``t``
-    (:func:`audience_at`) when the caller has it."""
+    (``{type: [(hour_of_week, score), ...]}``, FLASH, MEMORY, FOREVER, and HOURLY unless
+    ``hourly`` is False). The function ``process`` (without HOURLY) and ``pulse eval timing``
+    both call; ``members`` is the audience at ``t`` (:func:`audience_at`) when the caller has
+    it."""
     if members is None:
         members = audience_at(st, t, audience_days(config))
     hists, weights = activity.activities(members, t) if activity is not None else ([], [])
     prior = activity.population(t) if activity is not None else np.full(S.HOURS, 1.0 / S.HOURS)
     post = S.posterior(hists, prior, prior_strength(config), weights=weights,
                        smoothing=smoothing(config), bandwidth=hour_bandwidth(config))
-    tops = {ct: W.top_windows(scores) for ct, scores in W.all_window_scores(post.hour_map).items()}
+    tops = W.content_type_windows(post.hour_map)
+    if hourly:
+        tops[W.HOURLY] = W.top_windows(post.hour_map)
     return post, tops
 
 
@@ -244,7 +247,8 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     st["clock"] = clock
     days = audience_days(ctx.config)
     members = _prune(st, clock, days, ctx.side.get("activity"))
-    post, tops = golden_moment(st, clock, ctx.side.get("activity"), ctx.config, members)
+    post, tops = golden_moment(st, clock, ctx.side.get("activity"), ctx.config, members,
+                               hourly=False)
     ts = clock * 1000 + min(st["version"], 999)
     # numpy's rounding (scale, round half to even, divide) equals round(x, 6) unless x * 1e6
     # lands within a rounding error of a half; on 2.97M values of the Stack Exchange history's

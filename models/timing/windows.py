@@ -131,6 +131,29 @@ def top_windows(scores: np.ndarray, n: int = TOP_WINDOWS) -> list[tuple[int, flo
     return [(w, rounded[w]) for w in order[:n]]
 
 
+def content_type_windows(hour_map: np.ndarray, n: int = TOP_WINDOWS) -> dict[str, list[tuple[int, float]]]:
+    """``{type: top_windows(window_scores(hour_map, type), n)}`` for the three content types
+    (not HOURLY), the same lists as one :func:`top_windows` per type, from one matrix product
+    and one partition over the stacked scores: timing_optimizer needs them at every audience
+    signal, where four separate calls cost a quarter of its time."""
+    m = np.asarray(hour_map, dtype=np.float64)
+    stacked = (_operators() @ m).reshape(len(CONTENT_TYPES), HOURS)
+    if not 0 < n < HOURS:
+        return {ct: top_windows(stacked[i], n) for i, ct in enumerate(CONTENT_TYPES)}
+    kth = np.partition(stacked, HOURS - n, axis=1)[:, HOURS - n]
+    rows, cols = np.nonzero(stacked >= (kth - _ROUNDING_MARGIN)[:, None])
+    values = stacked[rows, cols].tolist()
+    candidates: list[dict[int, float]] = [{} for _ in CONTENT_TYPES]
+    for r, w, v in zip(rows.tolist(), cols.tolist(), values):
+        candidates[r][w] = round(v, 9)
+    out = {}
+    for i, ct in enumerate(CONTENT_TYPES):
+        rounded = candidates[i]
+        order = sorted(rounded, key=lambda w: (-rounded[w], w))
+        out[ct] = [(w, rounded[w]) for w in order[:n]]
+    return out
+
+
 def next_start(window: int, t_ms: int) -> int:
     """Start (UTC epoch ms) of the first occurrence of hour-of-week ``window`` at or after
     ``t_ms``."""

@@ -145,6 +145,19 @@ def test_content_type_sets_how_long_after_posting_the_audience_counts():
         W.kernel("STORY")
 
 
+def test_the_content_types_windows_at_once_equal_one_call_per_type():
+    rng = np.random.default_rng(7)
+    maps = [rng.random(168) for _ in range(50)] + [one_hot(AUD_HOUR), np.full(168, 1 / 168)]
+    # ties within rounding: a flat map, and one whose best hours differ in the 12th decimal
+    tied = np.full(168, 1 / 168)
+    tied[[3, 50, 100]] += np.array([2e-12, 1e-12, 0.0]) + 1e-3
+    for m in maps + [tied]:
+        m = m / m.sum()
+        for n in (1, 3, 5):
+            assert W.content_type_windows(m, n) == {
+                ct: W.top_windows(W.window_scores(m, ct), n) for ct in W.CONTENT_TYPES}
+
+
 # --- the agents through the engine --------------------------------------------------------------
 
 
