@@ -104,8 +104,15 @@ class PulseConsumer(faust_aiokafka.Consumer):
         to_start = [tp for tp, offset in rewinds.items() if offset is None]
         # None (nothing committed yet): where auto_offset_reset=earliest started; an offset below
         # the log start (deleted by retention): the log start
-        firsts = await self._thread.earliest_offsets(
-            *(TopicPartition(tp.topic, tp.partition) for tp in rewinds))
+        try:
+            firsts = await self._thread.earliest_offsets(
+                *(TopicPartition(tp.topic, tp.partition) for tp in rewinds))
+        except Exception as exc:  # noqa: BLE001 - the broker did not answer: ask again next fetch
+            for tp, offset in rewinds.items():
+                self._rewinds.setdefault(tp, offset)
+            self.log.warning("reading the log starts for a rewind of %s failed (%r); retrying",
+                             sorted(f"{tp.topic}/{tp.partition}" for tp in rewinds), exc)
+            return
         for tp, offset in rewinds.items():
             first = firsts.get(TopicPartition(tp.topic, tp.partition)) or 0
             self.log_starts[(tp.topic, tp.partition)] = first

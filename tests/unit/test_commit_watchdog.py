@@ -143,6 +143,14 @@ def test_an_agent_asks_for_a_partition_to_be_delivered_again_from_an_offset():
     PulseConsumer.rewind_to(c, gone, 20)
     assert c._rewinds[gone] is None
     c._rewinds[gone] = 20
+
+    async def unreachable(*tps):
+        raise ConnectionError("broker down")
+
+    c._thread = SimpleNamespace(earliest_offsets=unreachable)
+    asyncio.run(PulseConsumer._rewind(c))      # the log starts cannot be read: asked again later
+    assert seeks == [] and c._rewinds == {tp: 9, gone: 20}
+    c._thread = SimpleNamespace(earliest_offsets=earliest_offsets)
     asyncio.run(PulseConsumer._rewind(c))
     assert seeks == [{tp: 9, gone: 50}]
     assert c._read_offset == {tp: 9, gone: 50} and c._committed_offset == {tp: 9, gone: 50}
