@@ -479,19 +479,20 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
 class ConsumerOffsets:
     """What a runner's gap check (``AgentRunner.watch_gaps``) reads of the worker's consumer
-    (``streams.runtime.transport.PulseConsumer``; None from any other): each partition's log
-    start as of its last seek, and the first offset delivered since it was assigned or sought.
-    Read from the agent's thread: single dict lookups."""
+    (``streams.runtime.transport.PulseConsumer``'s ``log_start`` and ``first_delivered``; None
+    from any other consumer), looked up at each question because Faust makes its consumer
+    lazily. Asked from the agent's thread: single dict lookups."""
 
     def __init__(self, app) -> None:
         self._app = app
 
     def log_start(self, topic: str, partition: int) -> int | None:
-        return getattr(self._app.consumer, "log_starts", {}).get((topic, partition))
+        ask = getattr(self._app.consumer, "log_start", None)
+        return ask(topic, partition) if ask is not None else None
 
     def first_delivered(self, topic: str, partition: int) -> int | None:
-        # keyed by Faust's TP, a named tuple: a plain (topic, partition) finds it
-        return getattr(self._app.consumer, "_first_delivered", {}).get((topic, partition))
+        ask = getattr(self._app.consumer, "first_delivered", None)
+        return ask(topic, partition) if ask is not None else None
 
 
 def seek_back(app, spec: AgentSpec, gaps: dict[tuple[str, int], int]) -> None:

@@ -18,7 +18,7 @@ recorded position on a log topic means the events in between never reached the a
 lost inside the worker, or state that lags the committed offsets). Applying it would move the
 position past them, and a later re-delivery would skip them for good, so the runner holds that
 partition's messages back (not processed, not acknowledged) and reports the gap, and the binding
-asks the consumer to seek the partition back to the position. Compacted topics have gaps by
+asks the consumer to seek the partition back to the offset expected next. Compacted topics have gaps by
 design and are not checked; offsets below the log start (deleted by retention) are gone and are
 not waited for.
 """
@@ -177,7 +177,7 @@ class AgentRunner:
         #: position key -> the offset whose gap was last reported (each reported once).
         self._gaps_reported: dict[str, int] = {}
 
-    def watch_gaps(self, offsets: Any = None) -> None:
+    def watch_gaps(self, offsets: Any) -> None:
         """Check every stateful message against the next offset its partition should deliver
         (module docstring): the recorded position, or, for a partition with none yet, the first
         offset the consumer delivered since it was assigned or sought
@@ -186,11 +186,11 @@ class AgentRunner:
         batch, and the gap reported once (``BatchOutput.gaps``: seek back there). A gap that
         ends at or below ``offsets.log_start(topic, partition)`` is offsets deleted by
         retention, not lost ones, and is applied over. Either method may answer None (not
-        known); ``offsets`` None knows nothing.
+        known).
 
         Only the worker's binding turns this on: replay, the benchmarks and the tests hand a
         runner a selection of a topic's events, whose offsets have gaps by design."""
-        self._offsets = offsets if offsets is not None else _NoOffsets()
+        self._offsets = offsets
 
     def _lost_before(self, m: Any, expected: int, position_key: str, out: BatchOutput) -> bool:
         """Whether events ``expected`` .. ``m.offset - 1`` are missing (module docstring);
@@ -400,16 +400,6 @@ class AgentRunner:
                 table.pop(change.key, None)
             else:
                 table[change.key] = change.value
-
-
-class _NoOffsets:
-    """:meth:`AgentRunner.watch_gaps` with nothing known of the consumer: positions only."""
-
-    def log_start(self, topic: str, partition: int) -> None:
-        return None
-
-    def first_delivered(self, topic: str, partition: int) -> None:
-        return None
 
 
 def _headers(headers) -> tuple:

@@ -80,6 +80,16 @@ class PulseConsumer(faust_aiokafka.Consumer):
         self._rewinds[tp] = None if pending is None else min(pending, offset)
         return True
 
+    def log_start(self, topic: str, partition: int) -> int | None:
+        """The partition's first offset as read at its last rewind, or None."""
+        return self.log_starts.get((topic, partition))
+
+    def first_delivered(self, topic: str, partition: int) -> int | None:
+        """The first offset handed to the agents since the partition was assigned or rewound,
+        or None."""
+        # keyed by Faust's TP, a named tuple: a plain (topic, partition) finds it
+        return self._first_delivered.get((topic, partition))
+
     async def on_partitions_revoked(self, revoked) -> None:
         for tp in revoked:
             self._accepted.pop(tp, None)

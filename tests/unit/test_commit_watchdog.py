@@ -155,6 +155,12 @@ def test_an_agent_asks_for_a_partition_to_be_delivered_again_from_an_offset():
     assert seeks == [{tp: 9, gone: 50}]
     assert c._read_offset == {tp: 9, gone: 50} and c._committed_offset == {tp: 9, gone: 50}
     assert c.log_starts == {("uploads", 0): 0, ("uploads", 1): 50}
+    # what the agents' gap check asks (streams.runtime.binding.ConsumerOffsets)
+    assert PulseConsumer.log_start(c, "uploads", 1) == 50
+    assert PulseConsumer.log_start(c, "uploads", 2) is None
+    c._first_delivered[tp] = 9
+    assert PulseConsumer.first_delivered(c, "uploads", 0) == 9
+    assert PulseConsumer.first_delivered(c, "uploads", 1) is None
     assert c._rewinds == {}
 
 

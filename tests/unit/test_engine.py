@@ -179,7 +179,7 @@ def test_a_gap_holds_the_partition_back_and_is_reported_once(tmp_path):
     in the batch too) and the gap reported, while other partitions go on; once the seek
     re-delivers from offset 2, everything applies in order."""
     h = Harness(COUNTER, tmp_path)
-    h.runner.watch_gaps()
+    h.runner.watch_gaps(Offsets())
     h.run([h.message("uploads", up(0), offset=0), h.message("uploads", up(1), offset=1)])
     assert h.table(POSITIONS_TABLE) == {"uploads:0": 2}
     late = [h.message("uploads", up(4), offset=4), h.message("uploads", up(9, creator="c9"),
