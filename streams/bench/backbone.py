@@ -151,7 +151,7 @@ def _run_loop(kind: str, settings: Settings, src: str, dst: str, n: int, timeout
         env["PULSE_HOME"] = str(settings.home)
         env.update(env_extra or {})
         for var in ("PULSE_BENCH_PROFILE",):
-            if kind == "pulse" and os.environ.get(var):
+            if kind in ("pulse", "agent") and os.environ.get(var):
                 env[var] = os.environ[var]
         with open(log, "wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "streams.bench.loops", kind,

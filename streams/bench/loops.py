@@ -102,10 +102,21 @@ def agent_loop(bootstrap: str, agent: str, n: int, result: str) -> None:
     app, ctx = create_app(settings, [spec])
     ctx.prepare(spec)  # load models and side inputs before the clock starts
 
+    profile_to = os.environ.get("PULSE_BENCH_PROFILE")  # a path: dump cProfile stats of the run
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+
     @app.timer(0.05)
     async def watch():
         if ctx.counters["events"] >= n:
             await app.producer.flush()
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile_to)
             with open(result, "w") as fh:
                 json.dump({"events": ctx.counters["events"],
                            "seconds": time.perf_counter() - ctx.first_batch_at,

@@ -15,10 +15,12 @@ in a thread (the agent's own when ``spec.blocking``), then applies the output in
 4. the events are acknowledged (a stateless agent's once the broker has its emits); Faust
    commits acknowledged offsets.
 
-Steps 1 to 4 of a batch run while the next batch is processed (in a thread), and start only
-once the previous batch's are done, so writes and acknowledgements keep their order; the state a
+Steps 1 to 4 of a batch run while the next batch is processed (in a thread). A batch's steps 1
+and 2 start once the previous batch's are done, and its step 3 once the previous batch is done,
+so rows, emits, state and acknowledgements keep batch order while one batch's rows and emits go
+out during the previous batch's state writes (at most two batches being written). The state a
 batch changed is held in the runner (:meth:`~streams.runtime.engine.AgentRunner.hold`) until the
-tables have it, so the next batch reads it.
+tables have it, so the next batches read it.
 
 "The broker has them" means each send's own delivery future resolved (``acks=all``), not a
 producer flush: faust-streaming's ``Producer.flush`` returns after any 0.1 s wait with records
@@ -389,22 +391,36 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
     wall = time.time
 
     async def write(events: list, out: BatchOutput, token: int, arrived: float,
-                    failed: list[BaseException]) -> None:
+                    failed: list[BaseException], earlier: _Write | None, this: _Write) -> None:
         """Steps 1-4 (module docstring) for one processed batch; a stateless batch's failed
-        delivery is appended to ``failed``."""
-        if out.views:
-            rows = await write_with_retry(ctx, spec, out.views)
-            ctx.counters["rows"] += rows
-            meter.rows += rows
-            if watch_feed:
-                ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
-        crash.reached(spec.name, "after-sinks")
-        sent = []
-        if out.emits or out.dead_letters:
-            sent = await send_encoded(ctx, out.emits + out.dead_letters, meter)
+        delivery is appended to ``failed``.
+
+        Steps 1-2 start once ``earlier`` (the previous batch's write) has done its steps 1-2,
+        and this batch's state (step 3) once ``earlier`` is done, so rows, emits, state and
+        acknowledgements keep batch order while this batch's rows and emits go out during the
+        previous batch's state writes."""
+        try:
+            if earlier is not None:
+                await asyncio.shield(earlier.outputs)
+            if out.views:
+                rows = await write_with_retry(ctx, spec, out.views)
+                ctx.counters["rows"] += rows
+                meter.rows += rows
+                if watch_feed:
+                    ctx.metrics.feed_rows_written(out.views, int(wall() * 1000))
+            crash.reached(spec.name, "after-sinks")
+            sent = []
+            if out.emits or out.dead_letters:
+                sent = await send_encoded(ctx, out.emits + out.dead_letters, meter)
+            if out.state:
+                await delivered(app, sent)  # emits durable before the state that says "applied"
+                crash.reached(spec.name, "after-emits")
+        finally:
+            if not this.outputs.done():
+                this.outputs.set_result(None)  # a failure surfaces through ``done``
         if out.state:
-            await delivered(app, sent)  # emits durable before the state that says "applied"
-            crash.reached(spec.name, "after-emits")
+            if earlier is not None:
+                await asyncio.shield(earlier.done)  # its failure stops this batch's state too
             await _write_state(ctx, app, faust_tables, out.state)
             ctx.runners[spec.name].release(token)  # the tables have it now
             crash.reached(spec.name, "after-state")
@@ -423,20 +439,22 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
         get, get_nowait, empty = queue.get, queue.get_nowait, queue.empty
         limit = spec.batch_size
         failed: list[BaseException] = []  # a stateless batch's failed delivery, raised next batch
-        writing: asyncio.Future | None = None  # the previous batch's steps 1-4
+        writes: list[_Write] = []  # batches being written (steps 1-4), oldest first; at most two
         token = 0
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                if writing is not None and empty():
-                    # nothing buffered: finish the previous batch's writes first, so that its
-                    # acknowledgement, or the error that stops the agent, never waits for traffic
-                    await writing
-                    writing = None
+                if writes and empty():
+                    # nothing buffered: finish the writes first, so that an acknowledgement, or
+                    # the error that stops the agent, never waits for traffic
+                    for w in writes:
+                        await w.done
+                    writes.clear()
                 try:
                     events = [await get()]
                 except StopAsyncIteration:  # Faust ends the channel when the worker stops
-                    if writing is not None:
-                        await writing
+                    for w in writes:
+                        await w.done
                     return
                 while len(events) < limit and not empty():
                     events.append(get_nowait())
@@ -447,7 +465,7 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                     raise failed[0]  # an earlier batch's emits were not delivered: never acknowledged
                 messages = [ev.message for ev in events]
                 meter.arrived(messages, arrived)
-                # processed while the previous batch's outputs are still being written; its
+                # processed while the previous batches' outputs are still being written; their
                 # state is held in the runner until the tables have it, so this batch reads it
                 out = await process_with_retry(ctx, spec, messages, executor)
                 crash.reached(spec.name, "after-process")
@@ -462,12 +480,17 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
                 if out.state:
                     token += 1
                     ctx.runners[spec.name].hold(out.state, token)
-                if writing is not None:
-                    await writing  # outputs are written in batch order
-                writing = asyncio.ensure_future(write(events, out, token, arrived, failed))
+                while len(writes) >= 2:
+                    await writes.pop(0).done  # raises the error that stops the agent
+                earlier = writes[-1] if writes else None
+                this = _Write(loop.create_future())
+                this.done = asyncio.ensure_future(
+                    write(events, out, token, arrived, failed, earlier, this))
+                writes.append(this)
         except BaseException:
-            if writing is not None and not writing.done():
-                writing.cancel()  # unacknowledged: re-delivered, as after a crash
+            for w in writes:
+                if not w.done.done():
+                    w.done.cancel()  # unacknowledged: re-delivered, as after a crash
             runner = ctx.runners.get(spec.name)
             if runner is not None:
                 runner.discard_held()  # never written: no later batch may read it
@@ -475,6 +498,17 @@ def bind(app, ctx: RuntimeContext, spec: AgentSpec):
 
     run.__name__ = spec.name
     return app.agent(channel, name=spec.name)(run)
+
+
+class _Write:
+    """One batch's write in the binding: ``outputs`` resolves once its view rows and emits are
+    out (steps 1-2; resolved on failure too), ``done`` is the task writing it (steps 1-4)."""
+
+    __slots__ = ("outputs", "done")
+
+    def __init__(self, outputs: asyncio.Future) -> None:
+        self.outputs = outputs
+        self.done: asyncio.Future | None = None
 
 
 class ConsumerOffsets:
@@ -550,6 +584,13 @@ async def _write_state(ctx: RuntimeContext, app, tables: dict[str, Any],
     do), never positions whose state did not land, which would skip its events for good
     (docs/agent-contract.md).
 
+    Of several changes of one key in a batch only the last is sent (and stored): the changelog
+    is compacted and restored whole, so a key's earlier values within the batch would never be
+    read, and every source event of the batch sets its partition's position. Measured with
+    ``pulse bench delivery``'s log: notification_generator sent 2 records per event, the
+    positions' half of them superseded within the batch; trend_detector rewrote its partition
+    record, heavy-hitter sketch and all, once per mention.
+
     The records go through :class:`~streams.runtime.emitter.BatchEmitter`, one producer batch
     per changelog partition, instead of Faust's per-record path (a ``FutureMessage`` and a trip
     through Faust's producer buffer each): ``pulse bench delivery`` measured that path at up to
@@ -565,7 +606,12 @@ async def _write_state(ctx: RuntimeContext, app, tables: dict[str, Any],
         The broker refused a record (:func:`delivered`)."""
     state: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
     positions: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-    for change, cause in changes:
+    last: dict[tuple[str, Any, int], tuple[Any, Any]] = {}
+    for change, cause in changes:  # a key's last change per changelog partition, in batch order
+        ident = (change.table, change.key, cause.partition)
+        last.pop(ident, None)
+        last[ident] = (change, cause)
+    for change, cause in last.values():
         table = tables[change.table]
         topic = table.changelog_topic
         if isinstance(change, StateDelete):

@@ -67,10 +67,12 @@ async def _send_batches(producer, topic: str, partition: int,
     for key, value in items:
         if batch.append(key=key, value=value, timestamp=None) is None:
             if batch.record_count():
+                batch.close()
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:  # larger than a batch
                 futures.append(await producer.send(topic, value, key=key, partition=partition))
     if batch.record_count():
+        batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
