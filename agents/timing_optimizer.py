@@ -259,13 +259,15 @@ def process(state: State, event: Event, ctx: Context) -> list[Effect]:
     for ct in W.CONTENT_TYPES:
         top = tops[ct]
         nxt = W.next_start(top[0][0], clock)
-        out.append(Upsert(VIEW, {
-            "creator_id": creator, "content_type": ct,
-            "window_days": [w // 24 for w, _ in top], "window_hours": [w % 24 for w, _ in top],
-            "window_scores": [s for _, s in top], "hour_map": hour_map,
-            "audience_size": post.audience_size, "prior_weight": prior_weight,
-            "next_window_start": nxt, "updated_at": clock,
-            "model_version": f"{MODEL}@{MODEL_VERSION}"}, ts))
+        row = {"creator_id": creator, "content_type": ct,
+               "window_days": [w // 24 for w, _ in top], "window_hours": [w % 24 for w, _ in top],
+               "window_scores": [s for _, s in top],
+               "audience_size": post.audience_size, "prior_weight": prior_weight,
+               "next_window_start": nxt, "updated_at": clock,
+               "model_version": f"{MODEL}@{MODEL_VERSION}"}
+        if ct == W.CONTENT_TYPES[0]:
+            row["hour_map"] = hour_map  # static: the creator's, written once (schema.cql)
+        out.append(Upsert(VIEW, row, ts))
         hours = [w for w, _ in top]
         if st["windows"].get(ct) == hours:
             continue

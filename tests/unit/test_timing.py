@@ -373,3 +373,19 @@ def test_a_profile_weighs_its_events_decayed_to_the_as_of_time():
     pop = side.population(T0 + DAY)  # as of the start of the next day
     assert pop[POP_HOUR] == pytest.approx(pop[AUD_HOUR], rel=1e-6) and pop.sum() == pytest.approx(1)
     assert side.activity("now", T0) is None  # the profile's own hour is not complete yet
+
+
+def test_the_hourly_map_is_written_once_per_update_on_the_first_content_type_row():
+    """``hour_map`` is a static column (schema.cql: the audience's map, one per creator), so
+    only the FLASH row carries it; every row carries its own windows."""
+    state = DictState(T.TABLE)
+    rec = full_record("timing-audience", creator_id="c1", user_id="u1", signal="FOLLOWED",
+                      event_time=T0)
+    rows = [e.row for e in call(T.SPEC, state, "timing-audience", rec) if isinstance(e, Upsert)]
+    assert [r["content_type"] for r in rows] == ["FLASH", "MEMORY", "FOREVER"]
+    assert len(rows[0]["hour_map"]) == 168 and abs(sum(rows[0]["hour_map"]) - 1) < 1e-4
+    assert all("hour_map" not in r and len(r["window_hours"]) == 3 for r in rows[1:])
+    from streams.stores.cassandra import cql_statements, declared_columns
+
+    tables = dict(filter(None, (declared_columns(s) for s in cql_statements())))
+    assert tables["golden_moments"]["hour_map"].endswith(" static")
