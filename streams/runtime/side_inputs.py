@@ -34,7 +34,6 @@ class SideInputReader:
                  codec: Any, *, name: str = "", poll_s: float = 0.2,
                  forget: Callable[[str, int], None] | None = None):
         from confluent_kafka import Consumer
-        from confluent_kafka.admin import AdminClient
 
         self.topic = topic
         self.apply = apply
@@ -55,10 +54,8 @@ class SideInputReader:
         #: behind its outstanding fetch (up to ``fetch.wait.max.ms``, once per partition), and
         #: pausing the partitions between catch-ups instead cost about 1 s per catch-up to
         #: resume fetching (measured: librdkafka re-schedules a resumed partition's fetch
-        #: slowly), about 2 s per agent hop on the upload-to-feed path. One ListOffsets request
-        #: for every partition (``AdminClient.list_offsets``) instead of a watermark request per
-        #: partition: a catch-up runs before every batch
-        self.offsets = AdminClient({"bootstrap.servers": config["bootstrap.servers"]})
+        #: slowly), about 2 s per agent hop on the upload-to-feed path
+        self.offsets = Consumer(config)
         self.poll_s = poll_s
         self.applied = 0
         self._lock = threading.Lock()
@@ -89,7 +86,8 @@ class SideInputReader:
             if self.partitions is None:
                 self._assign()
             tps = [TopicPartition(self.topic, p) for p in self.partitions]
-            ends = self._ends(tps)
+            ends = {p: self.offsets.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                          timeout=10)[1] for p in self.partitions}
             done = 0
             deadline = time.monotonic() + timeout_s
             try:
@@ -125,19 +123,6 @@ class SideInputReader:
             finally:
                 self.applied += done
 
-    def _ends(self, tps: list) -> dict[int, int]:
-        """Each partition's end offset (the high watermark), from one ListOffsets request.
-
-        Raises
-        ------
-        confluent_kafka.KafkaException
-            The cluster did not answer within 10 s."""
-        from confluent_kafka.admin import OffsetSpec
-
-        futures = self.offsets.list_offsets({tp: OffsetSpec.latest() for tp in tps},
-                                            request_timeout=10)
-        return {tp.partition: f.result().offset for tp, f in futures.items()}
-
     def _forget(self, msg: Any) -> None:
         try:
             self.forget(msg.key().decode("utf-8"), msg.timestamp()[1])
@@ -147,3 +132,4 @@ class SideInputReader:
 
     def close(self) -> None:
         self.consumer.close()
+        self.offsets.close()
