@@ -249,15 +249,9 @@ def test_the_next_batch_is_processed_and_sent_while_the_previous_one_writes_its_
             assert [codec.decode(v)["caption"] for v in sent] == ["1", "2"]  # read batch 1's state
             assert ctx.counters["events"] == 0
             release[0].set()
-            for _ in range(300):
-                if len(release) == 2:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: len(release) == 2)
             release[1].set()
-            for _ in range(300):
-                if ctx.counters["events"] >= 2:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: ctx.counters["events"] >= 2)
 
     asyncio.run(asyncio.wait_for(run(), timeout=30))
     assert steps[7:] == ["after-state", "changelog-wait", "after-state"]
