@@ -80,6 +80,28 @@ class PulseConsumer(faust_aiokafka.Consumer):
         self._rewinds[tp] = None if pending is None else min(pending, offset)
         return True
 
+    def redeliver(self, messages) -> None:
+        """Have the drain loop deliver again, from the committed offset, every assigned source
+        partition of ``messages``: events that were delivered into a channel queue and then
+        thrown away unacknowledged (:func:`recovering_flow_control_class`). The same rewind as the
+        watchdog's (:meth:`_rewind`): the broker's committed offset, or the first offset when
+        nothing is committed; re-delivered events the agents applied already are skipped by their
+        positions or rewritten identically (docs/agent-contract.md)."""
+        assigned = self.assignment()
+        changelogs = self.app.tables.changelog_topics
+        counts: dict = {}
+        for m in messages:
+            if m.tp in assigned and m.tp.topic not in changelogs:
+                counts[m.tp] = counts.get(m.tp, 0) + 1
+        for tp in counts:
+            pending = self._rewinds.get(tp, self._accepted.get(tp))
+            accepted = self._accepted.get(tp)
+            self._rewinds[tp] = None if pending is None or accepted is None else min(pending, accepted)
+        if counts:
+            self.log.warning("flow control dropped %s buffered events when it resumed; delivering "
+                             "%s again from their committed offsets", sum(counts.values()),
+                             sorted(f"{tp.topic}/{tp.partition}" for tp in counts))
+
     def log_start(self, topic: str, partition: int) -> int | None:
         """The partition's first offset as read at its last rewind, or None."""
         return self.log_starts.get((topic, partition))
@@ -419,9 +441,51 @@ class PulseTransport(faust_aiokafka.Transport):
     Producer = PulseProducer
 
 
+def buffered_messages(queues) -> list:
+    """The unacknowledged messages of the events waiting in ``queues`` (Faust channel queues),
+    in queue order."""
+    out = []
+    for queue in list(queues):
+        for event in list(getattr(queue, "_queue", ())):
+            message = getattr(event, "message", None)
+            if message is not None and not message.acked:
+                out.append(message)
+    return out
+
+
+def recovering_flow_control_class():
+    """A ``mode`` ``FlowControlEvent`` whose :meth:`resume` reports the events it throws away.
+
+    ``FlowControlEvent.resume()`` empties every channel queue (Faust makes them with
+    ``clear_on_resume``). faust-streaming 0.15.3's recovery calls it *after* it resumed the
+    source partitions and sought them to their committed offsets (``Recovery.on_recovery_completed``
+    and ``_resume_streams``), while the fetcher is already running: events fetched during that
+    seek are in the queues, and resume drops them, unacknowledged, with the consumer's position
+    past them. Nothing fetched them again; the partition's commits stopped at the last
+    acknowledged offset until the commit watchdog's rewind 36 s later, or for good for a
+    stateful agent's later events. Seen in the delivery kill tests' restarted workers
+    (docs/testing.md). ``on_cleared(messages)`` gets the dropped messages, before the queues are
+    emptied."""
+    from mode.utils.queues import FlowControlEvent
+
+    class RecoveringFlowControl(FlowControlEvent):
+        on_cleared = None
+
+        def resume(self) -> None:
+            dropped = buffered_messages(self._queues) if self._queues else []
+            super().resume()
+            if dropped and self.on_cleared is not None:
+                self.on_cleared(dropped)
+
+    return RecoveringFlowControl
+
+
 def pulse_app_class():
-    """A ``faust.App`` subclass whose transports are :class:`PulseTransport`."""
+    """A ``faust.App`` subclass whose transports are :class:`PulseTransport` and whose flow
+    control hands the events it drops on resume back to the consumer
+    (:func:`recovering_flow_control_class`, :meth:`PulseConsumer.redeliver`)."""
     import faust
+    from mode.utils.objects import cached_property
 
     class PulseApp(faust.App):
         def _new_transport(self):
@@ -429,5 +493,16 @@ def pulse_app_class():
 
         def _new_producer_transport(self):
             return PulseTransport(self.conf.broker_producer, self)
+
+        @cached_property
+        def flow_control(self):
+            control = recovering_flow_control_class()(loop=self.loop)
+            control.on_cleared = self._redeliver
+            return control
+
+        def _redeliver(self, messages) -> None:
+            redeliver = getattr(self.consumer, "redeliver", None)
+            if redeliver is not None:
+                redeliver(messages)
 
     return PulseApp

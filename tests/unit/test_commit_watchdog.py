@@ -230,3 +230,50 @@ def test_before_a_partitions_first_commit_the_first_delivered_offset_must_be_ack
     assert not check()
     c._committed_offset[tp], c._first_delivered = None, {}
     assert not check()                              # nothing delivered since assignment
+
+
+def test_events_flow_control_drops_on_resume_are_handed_back_before_the_queues_empty():
+    """faust-streaming's recovery resumes flow control after it sought the source partitions,
+    and resume empties the channel queues: what the fetcher put there meanwhile was lost."""
+    import asyncio
+
+    from mode.utils.queues import FlowControlQueue
+
+    from streams.runtime.transport import recovering_flow_control_class
+
+    async def go():
+        control = recovering_flow_control_class()(loop=asyncio.get_running_loop())
+        handed = []
+        control.on_cleared = handed.append
+        queue = FlowControlQueue(flow_control=control, clear_on_resume=True)
+        tp = TP("uploads", 1)
+        waiting = [_Message(tp, 70, acked=False), _Message(tp, 71, acked=False),
+                   _Message(tp, 69, acked=True)]   # applied already: nothing to deliver again
+        for m in waiting:
+            queue.put_nowait(SimpleNamespace(message=m))
+        control.resume()
+        assert queue.qsize() == 0                  # Faust's behaviour is kept: the queue is emptied
+        assert [[m.offset for m in batch] for batch in handed] == [[70, 71]]
+        control.resume()                           # nothing queued: nothing handed back
+        assert len(handed) == 1
+
+    asyncio.run(go())
+
+
+def test_dropped_events_partitions_are_rewound_to_their_committed_offsets(caplog):
+    source, fresh, changelog, gone = (TP("uploads", 0), TP("uploads", 1), TP("app-state-changelog", 0),
+                                      TP("uploads", 2))
+    c = _consumer([source, fresh, changelog], changelogs=["app-state-changelog"])
+    c._accepted[source] = 70                       # committed by the worker before it was replaced
+    dropped = [_Message(source, 80, False), _Message(source, 81, False), _Message(fresh, 3, False),
+               _Message(changelog, 5, False), _Message(gone, 9, False)]
+    with caplog.at_level(logging.WARNING, logger="test.watchdog"):
+        PulseConsumer.redeliver(c, dropped)
+    # the committed offset, or the first offset (None) where nothing is committed; a changelog and
+    # a partition no longer assigned here are left alone
+    assert c._rewinds == {source: 70, fresh: None}
+    (record,) = caplog.records
+    assert "dropped 3 buffered events" in record.getMessage()
+    c._rewinds[source] = 60                        # an earlier rewind already asked for wins
+    PulseConsumer.redeliver(c, [_Message(source, 90, False)])
+    assert c._rewinds[source] == 60
