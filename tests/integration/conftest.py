@@ -45,10 +45,12 @@ class Workers:
     def __init__(self, settings: Settings, logs: Path):
         self.settings, self.logs, self.procs = settings, logs, []
 
-    def start(self, app_id: str, agents: str = "materializer", **extra: str) -> subprocess.Popen:
+    def start(self, app_id: str, agents: str = "materializer", loglevel: str | None = None,
+              **extra: str) -> subprocess.Popen:
+        """A worker of group ``app_id``; ``loglevel`` (default PULSE_TEST_WORKER_LOGLEVEL, else
+        warning): info logs Faust's table recovery and ``Worker ready`` (:func:`ready`)."""
         log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")
-        # PULSE_TEST_WORKER_LOGLEVEL (default warning): e.g. info to see Faust's table recovery
-        level = os.environ.get("PULSE_TEST_WORKER_LOGLEVEL", "warning")
+        level = loglevel or os.environ.get("PULSE_TEST_WORKER_LOGLEVEL", "warning")
         proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--agents", agents,
                                  "--loglevel", level],
                                 env=worker_env(self.settings, app_id, **extra), cwd=REPO_ROOT,
@@ -56,6 +58,12 @@ class Workers:
         proc.log_path = log.name
         self.procs.append(proc)
         return proc
+
+    @staticmethod
+    def ready(proc: subprocess.Popen) -> bool:
+        """Whether a worker started with ``loglevel="info"`` finished its start-up: Faust logs
+        ``Worker ready`` once its recovery has resumed the source partitions and flow control."""
+        return "Worker ready" in Path(proc.log_path).read_text(errors="replace")
 
     def log(self, proc: subprocess.Popen) -> str:
         return Path(proc.log_path).read_text(errors="replace")[-4000:]
