@@ -584,9 +584,16 @@ async def _write_state(ctx: RuntimeContext, app, tables: dict[str, Any],
     do), never positions whose state did not land, which would skip its events for good
     (docs/agent-contract.md).
 
-    Every change is sent, also a key's earlier values within the batch: sending only each
-    key's last change (Kafka Streams' record cache) made the kill tests' restarted workers stall
-    again on the third evening, as on the first two days (docs/testing.md).
+    Of several changes of one key in a batch only the last is sent (and stored): the changelog
+    is compacted and restored whole, so a key's earlier values within the batch would never be
+    read, and every source event of the batch sets its partition's position. Measured with
+    ``pulse bench delivery``'s log: notification_generator sent 2 records per event, the
+    positions' half of them superseded within the batch; trend_detector rewrote its partition
+    record, heavy-hitter sketch and all, once per mention. (Kafka Streams' record cache does the
+    same. It was kept out three times because restarted workers stalled with it; the cause was
+    Faust's flow control dropping events fetched during a worker's recovery, which the record
+    cache's shorter changelogs made frequent: fixed in :mod:`streams.runtime.transport`,
+    docs/testing.md.)
 
     The records go through :class:`~streams.runtime.emitter.BatchEmitter`, one producer batch
     per changelog partition, instead of Faust's per-record path (a ``FutureMessage`` and a trip
@@ -603,7 +610,12 @@ async def _write_state(ctx: RuntimeContext, app, tables: dict[str, Any],
         The broker refused a record (:func:`delivered`)."""
     state: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
     positions: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-    for change, cause in changes:
+    last: dict[tuple[str, Any, int], tuple[Any, Any]] = {}
+    for change, cause in changes:  # a key's last change per changelog partition, in batch order
+        ident = (change.table, change.key, cause.partition)
+        last.pop(ident, None)
+        last[ident] = (change, cause)
+    for change, cause in last.values():
         table = tables[change.table]
         topic = table.changelog_topic
         if isinstance(change, StateDelete):

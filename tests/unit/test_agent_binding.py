@@ -10,8 +10,9 @@ import asyncio
 import json
 from streams.contracts.agent import AgentSpec
 from streams.runtime.app import create_app
+from streams.runtime.engine import RawMessage
 from streams.contracts.codec import AvroCodec
-from streams.contracts.effects import Emit, StateSet
+from streams.contracts.effects import Emit, StateDelete, StateSet
 from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
 
@@ -142,19 +143,60 @@ def test_a_stateful_agent_sends_emits_before_it_writes_state(tmp_path, monkeypat
     assert emits[1:] == (n, [f"emit-future-{n}"])                   # waited for the emits' futures
     assert n >= 1 and after_emits[2:] == ({}, {})                   # sent, state not yet written
     assert after_state[1] == n and after_state[2] == {"u1": n} and after_state[3] == {"uploads:0": n}
-    # one changelog record per state change and per position, on the cause's partition, with
-    # the table's JSON key and value, each one's future waited for: the state's first, and the
-    # positions' sent only after that wait (a crash in between must not leave positions whose
-    # state did not land)
-    assert len(state_wait[2]) == n and len(positions_wait[2]) == n
+    # one changelog record per key the batch changed (its last value) and one per position, on
+    # the cause's partition, with the table's JSON key and value, each one's future waited for:
+    # the state's first, and the positions' sent only after that wait (a crash in between must
+    # not leave positions whose state did not land)
+    assert len(state_wait[2]) == 1 and len(positions_wait[2]) == 1
     state_sent = {f for f in state_wait[2]}
     assert all(f.startswith("changelog-future-") for f in state_sent | set(positions_wait[2]))
-    assert max(int(f.split("-")[2]) for f in state_sent) <= n          # no position sent yet
-    assert min(int(f.split("-")[2]) for f in positions_wait[2]) > n
+    assert max(int(f.split("-")[2]) for f in state_sent) < min(int(f.split("-")[2])
+                                                               for f in positions_wait[2])
     state_records = [r for r in changelog if r[0] == "pulse-counter-counts-changelog"]
     position_records = [r for r in changelog if r[0] == "pulse-counter-positions-changelog"]
-    assert [json.loads(v) for _, p, k, v in state_records if p == 0 and json.loads(k) == "u1"] == [1, 2, 3]
+    counts = [json.loads(v) for _, p, k, v in state_records if p == 0 and json.loads(k) == "u1"]
+    assert counts[0] == n and counts[-1] == 3 and counts == sorted(set(counts))
     assert [json.loads(v) for _, _, k, v in position_records][-1] == 3
+
+
+def test_a_batch_sends_each_key_s_last_change_once_per_changelog_partition(tmp_path, monkeypatch):
+    """``_write_state``: of a batch's changes to one key only the last goes to the changelog
+    (compacted and restored whole: the earlier ones would never be read), per changelog
+    partition (a key changed by events of two partitions keeps a record in each), in the
+    order of those last changes; deletes are tombstones; the in-memory tables end as if every
+    change had been applied."""
+    import streams.runtime.binding as binding
+
+    settings = Settings.from_env({"PULSE_HOME": str(tmp_path), "PULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    app, ctx = create_app(settings, [counter_spec(batch_size=10)])
+    tables = ctx.tables["counter"]
+    changelog, waits = [], []
+
+    class RecordingEmitter:
+        async def send_to_partition(self, topic, partition, items):
+            changelog.extend((topic, partition, json.loads(k), v and json.loads(v)) for k, v in items)
+            return [topic]
+
+    async def delivered(app_, futures):
+        waits.append(list(futures))
+
+    monkeypatch.setattr(binding, "delivered", delivered)
+    ctx.emitter = RecordingEmitter()
+    cause = lambda p: RawMessage("uploads", p, 0, None, b"", ())  # noqa: E731
+    pos = "__positions__"
+    changes = [(StateSet("counts", "a", 1), cause(0)), (StateSet(pos, "uploads:0", 1), cause(0)),
+               (StateSet("counts", "b", 1), cause(0)), (StateSet(pos, "uploads:0", 2), cause(0)),
+               (StateSet("counts", "a", 2), cause(0)), (StateSet(pos, "uploads:0", 3), cause(0)),
+               (StateSet("counts", "a", 9), cause(1)), (StateSet(pos, "uploads:1", 1), cause(1)),
+               (StateDelete("counts", "b"), cause(0)), (StateSet(pos, "uploads:0", 4), cause(0))]
+    asyncio.run(binding._write_state(ctx, app, tables, changes))
+    state = "pulse-counter-counts-changelog"
+    positions = "pulse-counter-positions-changelog"
+    assert changelog == [(state, 0, "a", 2), (state, 0, "b", None), (state, 1, "a", 9),
+                         (positions, 1, "uploads:1", 1), (positions, 0, "uploads:0", 4)]
+    assert waits == [[state, state], [positions, positions]]        # state first, then positions
+    assert dict(tables["counts"]) == {"a": 9}  # partition 1's change came last in the batch
+    assert dict(tables[pos]) == {"uploads:0": 4, "uploads:1": 1}
 
 
 def count_and_copy(state, event, ctx):
