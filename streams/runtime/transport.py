@@ -12,6 +12,10 @@ read offsets, gap tracking and periodic commits are as in faust-streaming 0.15.3
 ``acks=all``), like Pulse's publisher: a send retried after a broker failure or a leader change
 is written once and in order, which a replicated topic with ``min.insync.replicas`` 2 needs to
 keep every event exactly where a run without the fault puts it (docs/clusters.md).
+
+:func:`pulse_app_class`'s flow control hands back the events faust-streaming's recovery throws
+out of the channel queues when it resumes, and :meth:`PulseConsumer.redeliver` delivers their
+partitions again from the committed offset (:func:`recovering_flow_control_class`).
 """
 from __future__ import annotations
 
@@ -93,9 +97,9 @@ class PulseConsumer(faust_aiokafka.Consumer):
         for m in messages:
             if m.tp in assigned and m.tp.topic not in changelogs:
                 counts[m.tp] = counts.get(m.tp, 0) + 1
-        for tp in counts:
-            pending = self._rewinds.get(tp, self._accepted.get(tp))
+        for tp in counts:  # None (the first offset) or the lowest offset asked for wins
             accepted = self._accepted.get(tp)
+            pending = self._rewinds.get(tp, accepted)
             self._rewinds[tp] = None if pending is None or accepted is None else min(pending, accepted)
         if counts:
             self.log.warning("flow control dropped %s buffered events when it resumed; delivering "
