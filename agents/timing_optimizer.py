@@ -213,14 +213,18 @@ def golden_moment(st: dict, t: int, activity: AudienceActivity | None, config: A
     it."""
     if members is None:
         members = audience_at(st, t, audience_days(config))
-    hists, weights = activity.activities(members, t) if activity is not None else ([], [])
-    prior = activity.population(t) if activity is not None else np.full(S.HOURS, 1.0 / S.HOURS)
-    post = S.posterior(hists, prior, prior_strength(config), weights=weights,
-                       smoothing=smoothing(config), bandwidth=hour_bandwidth(config))
-    tops = W.content_type_windows(post.hour_map)
+    if activity is not None:
+        maps, weights = activity.audience(members, t)
+        prior = activity.population(t)
+    else:
+        maps, weights = np.zeros((0, S.HOURS)), np.zeros(0)
+        prior = np.full(S.HOURS, 1.0 / S.HOURS)
+    mean, size, prior_weight = S.posterior_mean(maps, weights, prior, prior_strength(config),
+                                                smoothing(config))
+    hour_map, tops = W.smoothed_map_and_windows(mean, hour_bandwidth(config))
     if hourly:
-        tops[W.HOURLY] = W.top_windows(post.hour_map)
-    return post, tops
+        tops[W.HOURLY] = W.top_windows(hour_map)
+    return S.Posterior(hour_map, size, prior_weight), tops
 
 
 def process(state: State, event: Event, ctx: Context) -> list[Effect]:

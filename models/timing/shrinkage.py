@@ -45,7 +45,8 @@ import numpy as np
 
 from models.profiles.interests import hour_of_week
 
-__all__ = ["HOURS", "PRIOR_STRENGTH", "Posterior", "hour_of_week", "posterior", "fit_prior_strength",
+__all__ = ["HOURS", "PRIOR_STRENGTH", "Posterior", "hour_of_week", "posterior", "posterior_mean",
+           "fit_prior_strength",
            "population_map", "factorized", "SMOOTHING", "HOUR_BANDWIDTH", "hour_smoothed"]
 
 #: Hours of the week: 7 days x 24 hours, Monday 00:00 UTC first.
@@ -190,26 +191,45 @@ def posterior(member_histograms, prior: np.ndarray, strength: float, weights=Non
         (:func:`hour_smoothed`; default :data:`HOUR_BANDWIDTH`, 0: none). With no usable member
         the map is the prior, smoothed the same way.
     """
-    lam = SMOOTHING if smoothing is None else float(smoothing)
-    b = HOUR_BANDWIDTH if bandwidth is None else int(bandwidth)
     maps, w = _member_maps(member_histograms, weights)
+    mean, count, prior_weight = posterior_mean(maps, w, prior, strength, smoothing)
+    b = HOUR_BANDWIDTH if bandwidth is None else int(bandwidth)
+    return Posterior(hour_smoothed(mean, b), count, prior_weight)
+
+
+def posterior_mean(maps: np.ndarray, w: np.ndarray, prior: np.ndarray, strength: float,
+                   smoothing: float | None = None) -> tuple[np.ndarray, int, float]:
+    """:func:`posterior` before the hours are smoothed, from members already checked:
+    ``(mean (168,) float64, audience_size, prior_weight)``.
+
+    ``maps`` is ``(n, 168)`` float64, each row a share vector (finite, non-negative, summing to
+    1), ``w`` the members' ``(n,)`` positive weights (what :func:`_member_maps` makes of
+    histograms and weights, and
+    :meth:`agents.shared.activity.AudienceActivity.audience` of a side input); nothing is
+    checked again, so a row that is not a share vector gives a map that is not one either.
+    ``prior`` is checked (a missing or invalid one is uniform). The Golden Moment path
+    (:func:`models.timing.windows.smoothed_map_and_windows`) smooths the mean and scores the
+    windows in one product."""
+    lam = SMOOTHING if smoothing is None else float(smoothing)
     count = len(w)
-    if count:
-        x = w @ maps
-        wsum = float(w.sum())
-        w2sum = float(w @ w)
     prior = _as_map(prior)
     if prior is None:
         prior = np.full(HOURS, 1.0 / HOURS)
     alpha = max(0.0, float(strength))
     if not count:
-        return Posterior(hour_smoothed(prior, b), 0, 1.0)
+        return prior, 0, 1.0
+    x = w @ maps
+    wsum = float(w.sum())
+    w2sum = float(w @ w)
     own = x / wsum
-    own = (1.0 - lam) * own + lam * factorized(own)
+    if lam == 1.0:  # (1 - 1) * own + 1 * f is f, bit for bit
+        own = factorized(own)
+    elif lam:
+        own = (1.0 - lam) * own + lam * factorized(own)
     n = wsum * wsum / w2sum
     if n + alpha == 0:
-        return Posterior(hour_smoothed(prior, b), count, 1.0)
-    return Posterior(hour_smoothed((n * own + alpha * prior) / (n + alpha), b), count, alpha / (n + alpha))
+        return prior, count, 1.0
+    return (n * own + alpha * prior) / (n + alpha), count, alpha / (n + alpha)
 
 
 def fit_prior_strength(counts: np.ndarray, prior: np.ndarray, *, start: float = 10.0,
