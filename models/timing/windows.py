@@ -184,8 +184,8 @@ def _stacked_tops(stacked: np.ndarray, n: int) -> dict[str, list[tuple[int, floa
     scores within :data:`_ROUNDING_MARGIN` of it are rounded and ranked."""
     if not 0 < n < HOURS:
         return {ct: top_windows(stacked[i], n) for i, ct in enumerate(CONTENT_TYPES)}
-    kth = np.sort(stacked, axis=1)[:, HOURS - n] - _ROUNDING_MARGIN
-    rows, cols = np.nonzero(stacked >= kth[:, None])
+    floor = np.sort(stacked, axis=1)[:, HOURS - n] - _ROUNDING_MARGIN
+    rows, cols = np.nonzero(stacked >= floor[:, None])
     candidates: list[list[tuple[float, int]]] = [[] for _ in CONTENT_TYPES]
     for r, w, v in zip(rows.tolist(), cols.tolist(), stacked[rows, cols].tolist()):
         candidates[r].append((-round(v, 9), w))  # best first; ties: the earlier hour

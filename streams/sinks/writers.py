@@ -14,6 +14,7 @@ import threading
 import tomllib
 from collections import defaultdict
 from dataclasses import replace
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -113,10 +114,16 @@ class CassandraSink:
         self._shred: list[str] = []
         self.concurrency = concurrency
         self._prepared: dict[tuple, Any] = {}
+        # per statement key: an upsert's (row, timestamp), or a delete's bound values
         self._pending: dict[tuple, list[tuple]] = defaultdict(list)
         # per statement key: primary-key values -> (timestamp, index in _pending[key])
         self._latest: dict[tuple, dict[tuple, tuple[int, int]]] = defaultdict(dict)
         self._keys: dict[str, tuple[str, ...]] = {}
+        # (table, a row's columns in its own order) -> (statement key, the row's values in the
+        # statement's column order, its primary-key values or None): what add() needs of a row,
+        # worked out once per row shape
+        self._shapes: dict[tuple, tuple[tuple, Any, Any]] = {}
+        self._values: dict[tuple, Any] = {}  # statement key -> a row's values in its order
         self.rows_written = 0
         self.rows_coalesced = 0
 
@@ -149,29 +156,42 @@ class CassandraSink:
             stmt = self._prepared[key] = self.session.prepare(cql)
         return stmt
 
+    def _shape(self, table: str, row: Mapping[str, Any]) -> tuple[tuple, Any, Any]:
+        cols = tuple(sorted(row))
+        pk = self._primary_key(table)
+        getter = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
+        ident = None
+        if pk and all(c in row for c in pk):
+            ident = itemgetter(*pk)
+        key = ("upsert", table, cols)
+        self._values.setdefault(key, getter)
+        got = self._shapes[(table, tuple(row))] = (key, getter, ident)
+        return got
+
     def add(self, effect: Upsert | Delete) -> None:
-        """Buffer one effect (no I/O)."""
+        """Buffer one effect (no I/O). An upsert's values are read from its row when the buffer
+        is flushed (effects are immutable), and only for the rows that are written."""
         if isinstance(effect, Upsert):
-            cols = tuple(sorted(effect.row))
-            key = ("upsert", effect.table, cols)
-            params = tuple(effect.row[c] for c in cols) + (effect.timestamp_us,)
-            pk = self._primary_key(effect.table)
-            if pk and all(c in effect.row for c in pk):
+            row = effect.row
+            shape = self._shapes.get((effect.table, tuple(row)))
+            key, _, ident_of = shape if shape is not None else self._shape(effect.table, row)
+            ts = effect.timestamp_us
+            if ident_of is not None:
                 # coalesce: of several upserts of the same columns of one row in this flush,
                 # only the newest can survive (last write wins by timestamp on every cell it
                 # writes), so only it is sent; equal timestamps are all sent (Cassandra breaks
                 # those ties by value)
-                ident = tuple(effect.row[c] for c in pk)
+                ident = ident_of(row)
                 latest = self._latest[key]
                 prev = latest.get(ident)
-                if prev is not None and prev[0] != effect.timestamp_us:
+                if prev is not None and prev[0] != ts:
                     self.rows_coalesced += 1
-                    if effect.timestamp_us > prev[0]:
-                        self._pending[key][prev[1]] = params
-                        latest[ident] = (effect.timestamp_us, prev[1])
+                    if ts > prev[0]:
+                        self._pending[key][prev[1]] = (row, ts)
+                        latest[ident] = (ts, prev[1])
                     return
-                latest[ident] = (effect.timestamp_us, len(self._pending[key]))
-            self._pending[key].append(params)
+                latest[ident] = (ts, len(self._pending[key]))
+            self._pending[key].append((row, ts))
         elif isinstance(effect, ShredKey):
             if self.keys is None:
                 raise SinkError("a ShredKey effect, but this Cassandra sink was opened without the "
@@ -232,6 +252,9 @@ class CassandraSink:
         done = 0
         for key in list(self._pending):
             params = self._pending[key]
+            if key[0] == "upsert":
+                values = self._values[key]
+                params = [values(row) + (ts,) for row, ts in params]
             try:
                 stmt = self._statement(key)
                 batches = self._batches(stmt, params) if self.batch_rows > 1 and len(params) > 1 else None
