@@ -127,7 +127,7 @@ class AudienceActivity:
 
     def audience(self, user_ids, as_of_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """``(maps, weights)``: :meth:`activities` of ``user_ids`` as the arrays
-        :func:`models.timing.shrinkage.posterior_of_maps` takes: ``(n, 168)`` float64 share rows
+        :func:`models.timing.shrinkage.posterior_mean` takes: ``(n, 168)`` float64 share rows
         (each histogram divided by its sum) and ``(n,)`` float64 positive weights, members
         without an activity (or whose decayed weight underflowed to 0) left out, the rest in the
         order of ``user_ids``. The rows are those :func:`models.timing.shrinkage.posterior` makes
