@@ -375,6 +375,27 @@ def test_a_profile_weighs_its_events_decayed_to_the_as_of_time():
     assert side.activity("now", T0) is None  # the profile's own hour is not complete yet
 
 
+def test_a_profile_folded_after_a_read_is_what_the_next_read_of_that_hour_sees():
+    # the as-of reads remember each user's last read (AudienceActivity._entry_of); a profile of
+    # an earlier hour folded after it, or an erasure, must not leave the remembered answer
+    side = AudienceActivity(half_life_days=90)
+    side.apply({"user_id": "ada", "event_time": T0, "sequence": 3, "active_hours": one_hot(5).tolist()})
+    at = T0 + 3 * HOUR
+    assert side.histogram("ada", at).argmax() == 5
+    side.apply({"user_id": "ada", "event_time": T0 + HOUR, "sequence": 4, "active_hours": one_hot(9).tolist()})
+    assert side.histogram("ada", at).argmax() == 9
+    maps, weights = side.audience(["ada", "nobody"], at)
+    assert maps.shape == (1, S.HOURS) and maps[0].argmax() == 9 and maps[0].sum() == pytest.approx(1)
+    assert weights[0] == pytest.approx(4 * 2 ** (-2 * HOUR / (90 * DAY)))
+    # a histogram that is not a share vector is not folded: the earlier one still answers
+    bad = one_hot(11)
+    bad[0] = -1.0
+    side.apply({"user_id": "ada", "event_time": T0 + 2 * HOUR, "sequence": 5, "active_hours": bad.tolist()})
+    assert side.histogram("ada", at).argmax() == 9
+    side.forget("ada", T0 + 2 * HOUR)
+    assert side.histogram("ada", at) is None and side.audience(["ada"], at)[0].shape == (0, S.HOURS)
+
+
 def test_the_hourly_map_is_written_once_per_update_on_the_first_content_type_row():
     """``hour_map`` is a static column (schema.cql: the audience's map, one per creator), so
     only the FLASH row carries it; every row carries its own windows."""
