@@ -82,7 +82,8 @@ def get_golden_moments(creator_id: str, request: Request,
             raise ApiError(400, str(exc)) from None
         except UnknownCreator as exc:
             raise ApiError(404, str(exc)) from None
-    return JSONBody({"creator_id": creator_id, "moments": [r.as_dict() for r in rows]})
+    hour_map = next((r.hour_map for r in rows if r.hour_map), None)
+    return JSONBody({"creator_id": creator_id, "hour_map": hour_map, "moments": [r.as_dict() for r in rows]})
 
 
 @router.get("/creators/{creator_id}/stats", summary="A creator's totals and posts: reach, engagement, predicted virality.")

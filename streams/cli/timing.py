@@ -15,11 +15,16 @@ from streams.cli.common import app, console, err_console, eval_app, friendly, re
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+class NoHourMap(ValueError):
+    """The creator's rows carry no hourly map (a table made before the map was a static column,
+    read without its FLASH row)."""
+
+
 def _errors() -> None:
     from streams.bench.timing import EvalInputError
     from streams.query.timing import UnknownContentType, UnknownCreator
 
-    register_user_errors(UnknownContentType, UnknownCreator, EvalInputError)
+    register_user_errors(UnknownContentType, UnknownCreator, EvalInputError, NoHourMap)
 
 
 _errors()
@@ -30,7 +35,11 @@ _errors()
 def golden_moment(creator_id: str = typer.Argument(..., help="The creator's user id."),
                   content_type: Optional[str] = typer.Option(None, "--content-type",
                                                              help="flash, memory or forever (default: all three)."),
-                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                  plot: Optional[Path] = typer.Option(None, "--plot",
+                                                      help="Also draw the week as heat maps to this PNG: the "
+                                                           "audience's activity and each content type's score "
+                                                           "per hour, the recommended windows numbered.")) -> None:
     """When CREATOR_ID should post: the best hours of the week (UTC) per content type, the
     expected share of the audience's activity met, the audience size and how much of the
     estimate is the population prior."""
@@ -39,6 +48,9 @@ def golden_moment(creator_id: str = typer.Argument(..., help="The creator's user
     from streams.query.timing import read_golden_moments
 
     rows = read_golden_moments(settings(), creator_id, content_type)
+    if plot is not None:
+        golden_moment_heatmaps(rows, plot)
+        err_console.print(f"heat maps of {creator_id}'s week written to {plot}")
     if as_json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -50,6 +62,53 @@ def golden_moment(creator_id: str = typer.Argument(..., help="The creator's user
         nxt = f"{r.next_window_start:%Y-%m-%d %H:%M}" if r.next_window_start else "-"
         t.add_row(r.content_type.lower(), windows, nxt, str(r.audience_size), f"{r.prior_weight:.2f}")
     console.print(t)
+
+
+def golden_moment_heatmaps(rows, path: Path) -> Path:
+    """Draw ``rows`` (:class:`streams.query.timing.GoldenMomentRow` of one creator) as 7 x 24
+    heat maps (days down, UTC hours across) into the PNG ``path``: the audience's share of
+    activity per hour (the stored ``hour_map``), then each row's content type's score per hour
+    (:func:`models.timing.windows.all_window_scores`: the share of the audience's activity a
+    post made then meets while feeds still place it), its recommended windows numbered 1, 2, 3
+    as stored. Values in percent. Returns ``path``.
+
+    Raises :class:`NoHourMap` when no row has a map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from models.timing import windows as W
+
+    hour_map = next((r.hour_map for r in rows if r.hour_map), None)
+    if hour_map is None or len(hour_map) != 7 * 24:
+        raise NoHourMap("no hourly map is stored for this creator (a golden_moments table made before the "
+                        "map was a static column keeps it on the FLASH row only: read all content types, or "
+                        "drop the table and replay)")
+    scores = W.all_window_scores(np.asarray(hour_map, dtype=np.float64))
+    panels = [("audience activity", scores[W.HOURLY], [])]
+    panels += [(f"{r.content_type.lower()}: score of a post made then", scores[r.content_type], r.windows)
+               for r in rows]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.3 * len(panels)), squeeze=False)
+    for ax, (title, values, marks) in zip(axes[:, 0], panels):
+        im = ax.imshow(values.reshape(7, 24) * 100, aspect="auto", cmap="viridis")
+        for rank, (d, h, _) in enumerate(marks, 1):
+            ax.text(h, d, str(rank), ha="center", va="center", color="white", fontweight="bold",
+                    bbox={"boxstyle": "circle,pad=0.2", "facecolor": "crimson", "linewidth": 0})
+        ax.set_yticks(range(7), DAYS)
+        ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+        ax.set_title(title, loc="left", fontsize=10)
+        fig.colorbar(im, ax=ax, label="% per hour", fraction=0.03, pad=0.01)
+    axes[-1, 0].set_xlabel("hour of the day (UTC)")
+    first = rows[0]
+    fig.suptitle(f"golden moments of {first.creator_id}: audience {first.audience_size}, "
+                 f"population prior weight {first.prior_weight:.2f}", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 @eval_app.command("timing")

@@ -26,7 +26,11 @@ class UnknownCreator(LookupError):
 class GoldenMomentRow:
     """One creator's recommendation for one content type: ``windows`` = ``[(day_of_week 0 =
     Monday, hour UTC, score), ...]`` best first; ``score`` = expected share of the audience's
-    activity met per hour."""
+    activity met per hour. ``hour_map``: the creator's audience map the windows were chosen
+    from (168 shares of the audience's activity, Monday 00:00 UTC first, summing to 1; the
+    same for every content type: a static column), or None in a table made before the column
+    was static whose row is not FLASH's; :func:`models.timing.windows.all_window_scores` of it
+    gives each content type's score for every hour of the week."""
 
     creator_id: str
     content_type: str
@@ -36,6 +40,7 @@ class GoldenMomentRow:
     next_window_start: datetime | None
     updated_at: datetime | None
     model_version: str | None
+    hour_map: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"creator_id": self.creator_id, "content_type": self.content_type,
@@ -79,7 +84,8 @@ def read_golden_moments(source: Settings | ReadSide, creator_id: str,
             windows=[(int(d), int(h), float(s)) for d, h, s in zip(r.window_days or [], r.window_hours or [],
                                                                  r.window_scores or [])],
             audience_size=int(r.audience_size or 0), prior_weight=float(r.prior_weight or 0.0),
-            next_window_start=r.next_window_start, updated_at=r.updated_at, model_version=r.model_version))
+            next_window_start=r.next_window_start, updated_at=r.updated_at, model_version=r.model_version,
+            hour_map=[float(x) for x in r.hour_map] if getattr(r, "hour_map", None) else None))
     if not out:
         raise UnknownCreator(f"no golden moment for creator {creator_id!r}"
                              + (f" and content type {types[0].lower()}" if content_type else "")

@@ -166,5 +166,10 @@ def test_the_demo_summary_reads_what_the_delivery_agents_wrote(delivery, pipelin
     assert notes["users"] and all(0 < d["propensity"] <= 1 for u in notes["users"] for d in u["decisions"])
     assert [m["creator_id"] for m in s["golden_moments"]] == [c["creator_id"] for c in s["creator_stats"]]
     assert s["golden_moments"] and all(m["moments"][0]["windows"] for m in s["golden_moments"])
+    from streams.query.timing import read_golden_moments
+
+    for m in s["golden_moments"]:  # the audience map the windows came from (a static column)
+        hour_map = read_golden_moments(settings, m["creator_id"], "forever")[0].hour_map
+        assert len(hour_map) == 168 and abs(sum(hour_map) - 1) < 1e-3 and min(hour_map) >= 0
     for c in s["creator_stats"]:
         assert c["totals"]["posts"] >= 1 and c["totals"]["reach"] >= 1

@@ -410,3 +410,29 @@ def test_the_hourly_map_is_written_once_per_update_on_the_first_content_type_row
 
     tables = dict(filter(None, (declared_columns(s) for s in cql_statements())))
     assert tables["golden_moments"]["hour_map"].endswith(" static")
+
+
+def test_golden_moment_heatmaps_draw_each_content_type_and_refuse_rows_without_a_map(tmp_path):
+    """``pulse golden-moment --plot``: one 7 x 24 panel for the audience and one per content type
+    read (the hour map is a static column, so only one row need carry it)."""
+    from PIL import Image
+
+    from streams.cli.timing import NoHourMap, golden_moment_heatmaps
+    from streams.query.timing import GoldenMomentRow
+
+    post = S.posterior([one_hot(AUD_HOUR)], np.full(S.HOURS, 1.0 / S.HOURS), 0.5)
+    tops = W.content_type_windows(post.hour_map)
+
+    def rows(types, with_map=True):
+        return [GoldenMomentRow("ada", ct, [(w // 24, w % 24, s) for w, s in tops[ct]], 1, post.prior_weight,
+                                None, None, "m", hour_map=np.round(post.hour_map, 6).tolist()
+                                if with_map and i == 0 else None)
+                for i, ct in enumerate(types)]
+
+    three = golden_moment_heatmaps(rows(W.CONTENT_TYPES), tmp_path / "all.png")
+    one = golden_moment_heatmaps(rows(("MEMORY",)), tmp_path / "sub" / "memory.png")
+    assert three.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and one.exists()
+    assert Image.open(three).size[1] > 1.8 * Image.open(one).size[1]  # 4 panels against 2
+    with pytest.raises(NoHourMap, match="no hourly map"):
+        golden_moment_heatmaps(rows(W.CONTENT_TYPES, with_map=False), tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
