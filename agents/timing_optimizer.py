@@ -36,7 +36,9 @@ Partitioning (why two stages and a global side input)
 
 Audience at the clock ``t``: members whose latest follow event is FOLLOW, and members who engaged
 within :data:`AUDIENCE_DAYS` of ``t``; at most :data:`MAX_MEMBERS` kept (the most recently
-active). The map: :func:`models.timing.shrinkage.posterior` of the members' histograms (id order)
+active). The map: the posterior of :mod:`models.timing.shrinkage` (computed by
+:func:`~models.timing.shrinkage.posterior_mean`, then smoothed over hours and scored per content
+type in one pass by :func:`models.timing.windows.smoothed_map_and_windows`) of the members' histograms (id order)
 weighted by their activity (the profile's event count decayed to the clock at the profiler's
 active-hours half-life, :class:`agents.shared.activity.AudienceActivity`), smoothed toward its day x hour
 structure (``timing_smoothing``, default :data:`models.timing.shrinkage.SMOOTHING`), with the

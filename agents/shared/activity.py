@@ -111,22 +111,9 @@ class AudienceActivity:
         with self._lock:
             return self._entry_of(user_id, as_of_ms // HOUR_MS)
 
-    def activities(self, user_ids, as_of_ms: int) -> tuple[list[np.ndarray], list[float]]:
-        """``(histograms, weights)`` of those of ``user_ids`` (in their order) who have an
-        activity as of ``as_of_ms`` (:meth:`activity`), read under one lock: an audience's
-        members at once."""
-        hour = as_of_ms // HOUR_MS
-        hists, weights = [], []
-        with self._lock:
-            for u in user_ids:
-                got = self._entry_of(u, hour)
-                if got is not None:
-                    hists.append(got[0])
-                    weights.append(got[1])
-        return hists, weights
-
     def audience(self, user_ids, as_of_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(maps, weights)``: :meth:`activities` of ``user_ids`` as the arrays
+        """``(maps, weights)``: the :meth:`activity` of each of ``user_ids``, read under one lock
+        (an audience's members at once), as the arrays
         :func:`models.timing.shrinkage.posterior_mean` takes: ``(n, 168)`` float64 share rows
         (each histogram divided by its sum) and ``(n,)`` float64 positive weights, members
         without an activity (or whose decayed weight underflowed to 0) left out, the rest in the

@@ -227,12 +227,10 @@ def posterior_mean(maps: np.ndarray, w: np.ndarray, prior: np.ndarray, strength:
     if n + alpha == 0:
         return prior, count, 1.0
     own = x / wsum
-    if lam:
-        grid = own.reshape(7, 24)  # factorized(own), inline
-        days = grid.sum(axis=1)
-        total = float(days.sum())
-        f = (np.outer(days, grid.sum(axis=0)) / total).ravel() if total > 0 else own
-        own = f if lam == 1.0 else (1.0 - lam) * own + lam * f
+    if lam == 1.0:  # (1 - 1) * own + 1 * f is f, bit for bit
+        own = factorized(own)
+    elif lam:
+        own = (1.0 - lam) * own + lam * factorized(own)
     return (n * own + alpha * prior) / (n + alpha), count, alpha / (n + alpha)
 
 

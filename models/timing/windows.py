@@ -39,7 +39,7 @@ import numpy as np
 from models.profiles.interests import DAY_MS, HOUR_MS, hour_of_week
 from models.ranking.relevance import FRESHNESS_HALF_LIFE_H, NOVELTY_HALF_LIFE_H, WEIGHTS
 
-from models.timing.shrinkage import HOURS
+from models.timing.shrinkage import HOURS, hour_smoothed
 
 CONTENT_TYPES = ("FLASH", "MEMORY", "FOREVER")
 HOURLY = "HOURLY"
@@ -134,7 +134,7 @@ def top_windows(scores: np.ndarray, n: int = TOP_WINDOWS) -> list[tuple[int, flo
 def content_type_windows(hour_map: np.ndarray, n: int = TOP_WINDOWS) -> dict[str, list[tuple[int, float]]]:
     """``{type: top_windows(window_scores(hour_map, type), n)}`` for the three content types
     (not HOURLY), the same lists as one :func:`top_windows` per type, from one matrix product
-    and one partition over the stacked scores."""
+    and one sort over the stacked scores (:func:`_stacked_tops`)."""
     m = np.asarray(hour_map, dtype=np.float64)
     return _stacked_tops((_operators() @ m).reshape(len(CONTENT_TYPES), HOURS), n)
 
@@ -146,13 +146,8 @@ def _smoothed_spectra(bandwidth: int) -> np.ndarray:
     (the box of :func:`models.timing.shrinkage.hour_smoothed`, ``1 / (2b + 1)`` on the hours
     ``w - b .. w + b``) and to each content type's scores of that map (:func:`_operators` times
     the box): row 0 of each of the four ``(168, 168)`` circulant matrices, transformed."""
-    b = int(bandwidth)
-    if not 0 <= b < 12:
-        raise ValueError(f"hour bandwidth must be 0 to 11 hours, got {bandwidth}")
-    box = np.zeros((HOURS, HOURS))
-    w = np.arange(HOURS)
-    for s in range(-b, b + 1):
-        box[w, (w + s) % HOURS] += 1.0 / (2 * b + 1)
+    # column j of the box is hour_smoothed of the unit vector at j (which checks the bandwidth)
+    box = np.stack([hour_smoothed(e, bandwidth) for e in np.eye(HOURS)], axis=1)
     scores = _operators() @ box
     first_rows = np.stack([box[0]] + [scores[i * HOURS] for i in range(len(CONTENT_TYPES))])
     out = np.conj(np.fft.rfft(first_rows, axis=1))

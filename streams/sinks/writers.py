@@ -165,8 +165,8 @@ class CassandraSink:
             ident = itemgetter(*pk)
         key = ("upsert", table, cols)
         self._values.setdefault(key, getter)
-        got = self._shapes[(table, tuple(row))] = (key, getter, ident)
-        return got
+        self._shapes[(table, tuple(row))] = shape = (key, getter, ident)
+        return shape
 
     def add(self, effect: Upsert | Delete) -> None:
         """Buffer one effect (no I/O). An upsert's values are read from its row when the buffer

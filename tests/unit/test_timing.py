@@ -436,3 +436,22 @@ def test_golden_moment_heatmaps_draw_each_content_type_and_refuse_rows_without_a
     with pytest.raises(NoHourMap, match="no hourly map"):
         golden_moment_heatmaps(rows(W.CONTENT_TYPES, with_map=False), tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_smoothed_map_and_windows_by_fft_equal_smoothing_then_scoring():
+    """timing_optimizer's one-pass path (``smoothed_map_and_windows``) against the two steps it
+    replaces: ``hour_smoothed`` of the posterior mean, then ``content_type_windows``."""
+    rng = np.random.default_rng(7)
+    for b in (0, 1, 3):
+        for _ in range(100):
+            mean = rng.random(S.HOURS) ** rng.integers(1, 6)
+            mean /= mean.sum()
+            hour_map, tops = W.smoothed_map_and_windows(mean, b)
+            np.testing.assert_allclose(hour_map, S.hour_smoothed(mean, b), rtol=1e-12, atol=1e-16)
+            two_step = W.content_type_windows(S.hour_smoothed(mean, b))
+            assert {ct: [w for w, _ in v] for ct, v in tops.items()} == \
+                {ct: [w for w, _ in v] for ct, v in two_step.items()}
+            for ct in W.CONTENT_TYPES:
+                assert [s for _, s in tops[ct]] == pytest.approx([s for _, s in two_step[ct]], abs=2e-9)
+    with pytest.raises(ValueError, match="0 to 11"):
+        W.smoothed_map_and_windows(mean, 12)
