@@ -26,10 +26,15 @@ timestamp in UTC epoch ms).
 """
 from __future__ import annotations
 
+import heapq
+import itertools
+import multiprocessing as mp
 import os
+import pickle
+import queue
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,7 +43,7 @@ from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
 from streams.contracts.topics import topic_spec
 
-from replay.reader import Position, read_topic
+from replay.reader import Position, message_counts, read_topic_batches
 
 ROW_GROUP_SIZE = 10_000
 """Rows per Parquet row group: also how many rows the exporter holds in memory at once."""
@@ -152,76 +157,243 @@ def arrow_schema(event_type: str) -> pa.Schema:
                      metadata={"avro.schema": version.full_name, "avro.version": str(version.version)})
 
 
-def write_parquet(rows: Iterable[tuple[Position, dict[str, Any]]], schema: pa.Schema, out_path: Path, *,
-                  row_group_size: int = ROW_GROUP_SIZE,
-                  on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
-    """Write decoded ``(Position, record)`` pairs to a Parquet file (zstd), ``row_group_size``
-    rows per row group, so memory stays bounded. Writes ``out_path`` via a temporary file, so a
-    failed export leaves no partial file. Returns ``(rows, row_groups)``.
+def row_group_table(records: list[dict[str, Any]], positions: list[Position], schema: pa.Schema,
+                    first_row: int = 0) -> pa.Table:
+    """One row group's decoded records and their positions as an Arrow table of ``schema``, built
+    column by column (one ``pa.array`` per field over the group's values, not a dict per row).
+    ``first_row`` only numbers the rows in an error message, which also names the first and
+    last row's position in the log.
 
     Raises
     ------
     ExportError
         A record does not fit ``schema`` (e.g. a null in a non-nullable column).
     """
+    topics, partitions, offsets, stamps = zip(*positions) if positions else ((), (), (), ())
+    if stamps and min(stamps) < 0:  # no timestamp (librdkafka's -1)
+        stamps = [t if t >= 0 else None for t in stamps]
+    columns = {"_topic": topics, "_partition": partitions, "_offset": offsets, "_timestamp_ms": stamps}
+    try:
+        # one C-level pass per column (map of dict.get), not a Python loop per row
+        arrays = {f.name: pa.array(list(map(dict.get, records, itertools.repeat(f.name))), type=f.type)
+                  for f in schema if f.name not in _POSITION_NAMES}
+        arrays.update({name: pa.array(values, type=schema.field(name).type)
+                       for name, values in columns.items()})
+        nulls = [f.name for f in schema if not f.nullable and arrays[f.name].null_count]
+        if nulls:  # Arrow builds such a table; the Parquet writer would refuse it
+            raise pa.ArrowInvalid(f"null in the non-nullable column(s) {', '.join(nulls)}")
+        return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        last = first_row + len(records) - 1
+        where = (f" ({positions[0].topic}[{positions[0].partition}]@{positions[0].offset} to "
+                 f"[{positions[-1].partition}]@{positions[-1].offset})" if positions else "")
+        raise ExportError(f"rows {first_row}..{last}{where} do not fit the Arrow schema: {exc}") from exc
+
+
+def row_groups(rows: Iterable[tuple[Position, dict[str, Any]]], schema: pa.Schema,
+               row_group_size: int = ROW_GROUP_SIZE) -> Iterator[pa.Table]:
+    """Decoded ``(Position, record)`` pairs as Arrow tables of ``row_group_size`` rows (the last
+    one shorter): :func:`row_group_table` of each group, so memory stays bounded.
+
+    Raises
+    ------
+    ExportError
+        A record does not fit ``schema``.
+    """
+    rows = iter(rows)
+
+    def batches() -> Iterator[tuple[list[Position], list[dict[str, Any]]]]:
+        while chunk := list(itertools.islice(rows, row_group_size)):
+            yield [pos for pos, _ in chunk], [record for _, record in chunk]
+
+    return row_groups_of_batches(batches(), schema, row_group_size)
+
+
+def row_groups_of_batches(batches: Iterable[tuple[list[Position], list[dict[str, Any]]]],
+                          schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE
+                          ) -> Iterator[pa.Table]:
+    """:func:`row_groups` of ``(positions, records)`` batches (as
+    :func:`replay.reader.read_topic_batches` yields them): tables of ``row_group_size`` rows,
+    the last one shorter."""
+    positions: list[Position] = []
+    records: list[dict[str, Any]] = []
+    n = 0
+    for batch_positions, batch_records in batches:
+        positions.extend(batch_positions)
+        records.extend(batch_records)
+        while len(records) >= row_group_size:
+            yield row_group_table(records[:row_group_size], positions[:row_group_size], schema,
+                                  first_row=n)
+            n += row_group_size
+            del records[:row_group_size], positions[:row_group_size]
+    if records:
+        yield row_group_table(records, positions, schema, first_row=n)
+
+
+def write_tables(tables: Iterable[pa.Table], schema: pa.Schema, out_path: Path, *,
+                 on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Write Arrow ``tables`` of ``schema`` to a Parquet file (zstd), one row group per table.
+    Writes ``out_path`` via a temporary file, so a failed export leaves no partial file.
+    ``on_progress(rows)`` is told the rows written so far after each table (``0`` once if there
+    was none). Returns
+    ``(rows, row_groups)``.
+
+    Raises
+    ------
+    ExportError
+        A table does not fit ``schema`` as the Parquet writer checks it.
+    """
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     n = groups = 0
-    records: list[dict[str, Any]] = []
-    positions: list[Position] = []
-    event_fields = [f for f in schema if f.name not in _POSITION_NAMES]
-
-    def flush(writer) -> None:
-        # column by column: one pa.array per field over the group's values, not a dict per row
-        nonlocal groups
-        columns = {"_topic": [p.topic for p in positions], "_partition": [p.partition for p in positions],
-                   "_offset": [p.offset for p in positions],
-                   "_timestamp_ms": [p.timestamp_ms if p.timestamp_ms >= 0 else None for p in positions]}
-        try:
-            arrays = {f.name: pa.array([r.get(f.name) for r in records], type=f.type) for f in event_fields}
-            arrays.update({name: pa.array(values, type=schema.field(name).type)
-                           for name, values in columns.items()})
-            table = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
-            writer.write_table(table, row_group_size=row_group_size)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ExportError(f"rows {n - len(records)}..{n - 1} do not fit the Arrow schema: {exc}") from exc
-        groups += 1
-        records.clear()
-        positions.clear()
-
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for pos, record in rows:
-                records.append(record)
-                positions.append(pos)
-                n += 1
-                if len(records) >= row_group_size:
-                    flush(writer)
-                    if on_progress:
-                        on_progress(n)
-            if records:
-                flush(writer)
+            for table in tables:
+                try:
+                    writer.write_table(table, row_group_size=max(1, table.num_rows))
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # e.g. a null nested deeper
+                    raise ExportError(f"rows {n}..{n + table.num_rows - 1} do not fit the Arrow "
+                                      f"schema: {exc}") from exc
+                n += table.num_rows
+                groups += 1
+                if on_progress:
+                    on_progress(n)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    if on_progress:
-        on_progress(n)
+    if on_progress and not groups:
+        on_progress(0)
     return n, groups
+
+
+def write_parquet(rows: Iterable[tuple[Position, dict[str, Any]]], schema: pa.Schema, out_path: Path, *,
+                  row_group_size: int = ROW_GROUP_SIZE,
+                  on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Write decoded ``(Position, record)`` pairs to a Parquet file (zstd), ``row_group_size``
+    rows per row group (:func:`row_groups` into :func:`write_tables`). Returns
+    ``(rows, row_groups)``.
+
+    Raises
+    ------
+    ExportError
+        A record does not fit ``schema`` (e.g. a null in a non-nullable column).
+    """
+    return write_tables(row_groups(rows, schema, row_group_size), schema, out_path,
+                        on_progress=on_progress)
+
+
+PARALLEL_MIN_MESSAGES = 100_000
+"""Messages each export process must have to read before :func:`default_jobs` starts another:
+a process costs about a second to start (a fresh interpreter importing pyarrow, the codecs and
+the Kafka and Cassandra clients), which pays for itself only over this many messages."""
+
+
+def default_jobs(messages: int, partitions: int, cpus: int | None = None) -> int:
+    """How many processes export a topic of ``messages`` messages in ``partitions`` non-empty
+    partitions: one per CPU (``cpus``, default ``os.cpu_count()``), at most one per partition
+    (a partition is read by one process, which keeps its offset order), and one per
+    :data:`PARALLEL_MIN_MESSAGES` messages; at least 1."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(1, min(cpus, partitions, messages // PARALLEL_MIN_MESSAGES))
+
+
+def split_partitions(plan: Iterable[tuple[int, int]], jobs: int) -> list[list[int]]:
+    """Share partitions ``[(partition, messages)]`` among ``jobs`` processes so their message
+    counts are as even as whole partitions allow (largest first, each to the least loaded
+    share: the LPT rule, within 4/3 of the best split; Graham 1969). Empty shares are left
+    out; each share's partitions are sorted."""
+    shares: list[tuple[int, int, list[int]]] = [(0, i, []) for i in range(max(1, jobs))]
+    for partition, messages in sorted(plan, key=lambda pm: (-pm[1], pm[0])):
+        load, i, parts = heapq.heappop(shares)
+        parts.append(partition)
+        heapq.heappush(shares, (load + messages, i, parts))
+    return [sorted(parts) for _, _, parts in sorted(shares, key=lambda s: s[1]) if parts]
+
+
+def _export_share(settings: Settings, topic: str, partitions: list[int], start_ms: int | None,
+                  end_ms: int | None, on_error: str, row_group_size: int, out) -> None:
+    """In an export process: read ``partitions`` of ``topic`` (:func:`read_topic_batches`) and put each
+    row group's Arrow table on ``out`` as ``("table", table)``, then ``("done", None)``; an
+    exception is put as ``("error", exc)`` (one that cannot be pickled as a
+    :class:`ExportError` with its text)."""
+    try:
+        schema = arrow_schema(topic_spec(topic).schema)
+        batches = read_topic_batches(settings, topic, start_ms=start_ms, end_ms=end_ms,
+                                     on_error=on_error, partitions=partitions)
+        for table in row_groups_of_batches(batches, schema, row_group_size):
+            out.put(("table", table))
+        out.put(("done", None))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001
+            exc = ExportError(f"{type(exc).__name__}: {exc}")
+        out.put(("error", exc))
+
+
+def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int]],
+                           start_ms: int | None, end_ms: int | None, on_error: str,
+                           row_group_size: int) -> Iterator[pa.Table]:
+    """The row groups of ``shares`` (lists of partitions), each share read and decoded in a
+    process of its own (``spawn``: a fresh interpreter, no threads inherited from this one),
+    yielded as they arrive. An error in a process is raised here, and the other processes are
+    stopped; so are they all when the caller stops early."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue(maxsize=2 * len(shares))  # bounded: the readers wait for the writer
+    procs = [ctx.Process(target=_export_share, name=f"pulse-export-{topic}-{i}", daemon=True,
+                         args=(settings, topic, share, start_ms, end_ms, on_error, row_group_size, out))
+             for i, share in enumerate(shares)]
+    for proc in procs:
+        proc.start()
+    running = len(procs)
+    try:
+        while running:
+            try:
+                kind, value = out.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise ExportError(f"export process {dead[0].name} exited with code "
+                                      f"{dead[0].exitcode} before it finished") from None
+                continue
+            if kind == "table":
+                yield value
+            elif kind == "done":
+                running -= 1
+            else:
+                raise value
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+        out.close()
 
 
 def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_ms: int | None = None,
                  end_ms: int | None = None, on_progress: Callable[[int], None] | None = None,
-                 row_group_size: int = ROW_GROUP_SIZE, skip_undecodable: bool = False) -> dict:
-    """Decode ``topic`` (messages with Kafka timestamp in ``[start_ms, end_ms)``, epoch ms) with
-    :func:`replay.reader.read_topic` and write them to the Parquet file ``out_path``.
+                 row_group_size: int = ROW_GROUP_SIZE, skip_undecodable: bool = False,
+                 jobs: int | None = None) -> dict:
+    """Decode ``topic`` (messages with Kafka timestamp in ``[start_ms, end_ms)``, epoch ms) as
+    :func:`replay.reader.read_topic` reads it, and write them to the Parquet file ``out_path``.
 
     ``skip_undecodable`` leaves out messages that do not decode (they are in ``dead-letters``
     already); by default such a message stops the export with a :class:`CodecError` naming it.
 
+    ``jobs`` processes read and decode the topic's partitions side by side
+    (:func:`split_partitions`; each partition in one process, in offset order), and this one
+    writes their row groups to the file as they come: partitions interleave in the file as they
+    do in a one-process export, where the broker interleaves them. ``None`` (the default)
+    chooses :func:`default_jobs`; ``1`` reads in this process. Decoding Avro and opening
+    personal fields is Python work, so on a machine with more than one core this is what makes
+    an export faster (docs/replay.md has the figures).
+
     Returns
     -------
     dict
-        ``topic``, ``path``, ``rows``, ``row_groups``, ``bytes`` (file size), ``seconds``.
+        ``topic``, ``path``, ``rows``, ``row_groups``, ``bytes`` (file size), ``seconds``,
+        ``jobs`` (processes that read).
 
     Raises
     ------
@@ -230,16 +402,30 @@ def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_
     CodecError
         An undecodable message (unless ``skip_undecodable``).
     ExportError
-        The event type has no Arrow mapping, or a record does not fit it.
+        The event type has no Arrow mapping, a record does not fit it, ``jobs`` is below 1, or
+        an export process died.
     """
     schema = arrow_schema(topic_spec(topic).schema)
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise FileNotFoundError(f"{out_path.parent}: no such directory")
+    if jobs is not None and jobs < 1:
+        raise ExportError(f"jobs must be 1 or more, not {jobs}")
+    on_error = "skip" if skip_undecodable else "raise"
     began = time.perf_counter()
-    rows = read_topic(settings, topic, start_ms=start_ms, end_ms=end_ms,
-                      on_error="skip" if skip_undecodable else "raise")
-    n, groups = write_parquet(rows, schema, out_path, row_group_size=row_group_size,
-                              on_progress=on_progress)
+    shares: list[list[int]] = []
+    if jobs != 1:
+        plan = [(p, m) for p, m in message_counts(settings, topic, start_ms).items() if m > 0]
+        wanted = jobs or default_jobs(sum(m for _, m in plan), len(plan))
+        shares = split_partitions(plan, wanted) if wanted > 1 else []
+    if len(shares) > 1:
+        tables = _tables_from_processes(settings, topic, shares, start_ms, end_ms, on_error,
+                                        row_group_size)
+    else:
+        tables = row_groups_of_batches(read_topic_batches(settings, topic, start_ms=start_ms,
+                                                          end_ms=end_ms, on_error=on_error),
+                                       schema, row_group_size)
+    n, groups = write_tables(tables, schema, out_path, on_progress=on_progress)
     return {"topic": topic, "path": str(out_path), "rows": n, "row_groups": groups,
-            "bytes": out_path.stat().st_size, "seconds": round(time.perf_counter() - began, 3)}
+            "bytes": out_path.stat().st_size, "seconds": round(time.perf_counter() - began, 3),
+            "jobs": max(1, len(shares))}

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator, NamedTuple
 
 from streams.contracts.codec import CodecError, codec_for
-from streams.contracts.personal import decode_many
+from streams.contracts.personal import decode_batches
 from streams.settings import Settings
 from streams.contracts.topics import require_bootstrap, topic_spec
 
@@ -20,9 +19,10 @@ READ_BATCH = 1_000
 """Messages fetched per ``consume`` call by :func:`read_topic`."""
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a message sits: topic, partition, offset, and its Kafka timestamp (epoch ms)."""
+class Position(NamedTuple):
+    """Where a message sits: topic, partition, offset, and its Kafka timestamp (epoch ms). A
+    named tuple: a reader makes one per message, and a tuple costs a fifth of a frozen
+    dataclass to make."""
 
     topic: str
     partition: int
@@ -32,7 +32,8 @@ class Position:
 
 def read_topic(settings: Settings, topic: str, *, last: int | None = None,
                start_ms: int | None = None, end_ms: int | None = None,
-               timeout_s: float = 10.0, on_error: str = "raise"
+               timeout_s: float = 10.0, on_error: str = "raise",
+               partitions: Collection[int] | None = None
                ) -> Iterator[tuple[Position, dict[str, Any]]]:
     """Yield ``(Position, record)`` for a topic's messages up to its current end offsets.
 
@@ -45,6 +46,9 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
         the start is found with ``offsets_for_times``.
     on_error:
         ``"raise"`` (a :class:`CodecError` names the position) or ``"skip"``.
+    partitions:
+        Only these partitions of the topic (default: all); the parallel export reads a share
+        of them in each process.
 
     Tombstones (null values on compacted topics, e.g. the eraser's) are not events and are
     skipped. Personal fields are decrypted (``PULSE_PERSONAL_DATA_ENCRYPTION``); those of an
@@ -52,7 +56,26 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
     partitions are read at once: offset order within a partition, partitions interleaved as
     the broker delivers them. The read stops at the end offsets taken when it began, so it
     terminates on a live topic.
+
+    Raises
+    ------
+    CodecError
+        The topic cannot be read, or (``on_error="raise"``) a message does not decode.
     """
+    for positions, records in read_topic_batches(settings, topic, last=last, start_ms=start_ms,
+                                                 end_ms=end_ms, timeout_s=timeout_s,
+                                                 on_error=on_error, partitions=partitions):
+        yield from zip(positions, records)
+
+
+def read_topic_batches(settings: Settings, topic: str, *, last: int | None = None,
+                       start_ms: int | None = None, end_ms: int | None = None,
+                       timeout_s: float = 10.0, on_error: str = "raise",
+                       partitions: Collection[int] | None = None
+                       ) -> Iterator[tuple[list[Position], list[dict[str, Any]]]]:
+    """:func:`read_topic` a fetched batch at a time: ``(positions, records)``, two lists of the
+    same length (up to :data:`READ_BATCH`), for readers that handle rows in bulk (the export).
+    Parameters and errors as :func:`read_topic`."""
     from confluent_kafka import Consumer, TopicPartition
 
     from streams.stores.keys import subject_keys
@@ -63,56 +86,118 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
                          "group.id": f"pulse-reader-{uuid.uuid4()}", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     try:
-        md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        if md.error is not None:
-            raise CodecError(f"cannot read {topic}: {md.error}")
-        assign, ends = [], {}
-        for p in sorted(md.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            start = low if last is None else max(low, high - last)
-            if start_ms is not None:
-                found = consumer.offsets_for_times([TopicPartition(topic, p, start_ms)], timeout=timeout_s)[0]
-                start = max(start, found.offset if found.offset >= 0 else high)
-            if start < high:
-                assign.append(TopicPartition(topic, p, start))
-                ends[p] = high
-        if not assign:
+        ranges = offset_ranges(consumer, topic, last=last, start_ms=start_ms, partitions=partitions,
+                               timeout_s=timeout_s)
+        ends = {p: end for p, (start, end) in ranges.items() if start < end}
+        if not ends:
             return
-        consumer.assign(assign)
-        idle_since = time.monotonic()
-        while ends:
-            # batches of up to READ_BATCH messages (one poll per message costs more than the decode);
-            # a short wait per call, so the last partial batch is not held for timeout_s
-            batch = consumer.consume(num_messages=READ_BATCH, timeout=0.05)
-            if not batch:
-                if time.monotonic() - idle_since > timeout_s:
-                    break  # nothing more within timeout_s: the broker has no more for us
-                continue
-            idle_since = time.monotonic()
-            wanted: list[tuple[Position, bytes]] = []
-            for msg in batch:
-                if msg.error():
-                    raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")
-                p, offset, ts = msg.partition(), msg.offset(), msg.timestamp()[1]
-                if p not in ends:
-                    continue
-                if offset + 1 >= ends[p]:
-                    del ends[p]
-                if end_ms is not None and ts >= end_ms:
-                    ends.pop(p, None)  # this partition has reached the end of the range
-                    continue
-                if msg.value() is None:
-                    continue  # a tombstone on a compacted topic (erasure): a deletion, not an event
-                wanted.append((Position(topic, p, offset, ts), msg.value()))
-            # the batch decoded together: each message once, its subjects' keys read in one go
-            decoded = decode_many(codec, [value for _, value in wanted])
-            for (pos, _), record in zip(wanted, decoded):
-                if isinstance(record, CodecError):
-                    if on_error == "skip":
-                        continue
-                    raise CodecError(f"{topic}[{pos.partition}]@{pos.offset}: {record}") from None
-                yield pos, record
+        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in sorted(ends)])
+        # each batch's subjects' keys are read while the next batch is decoded (decode_batches)
+        for positions, decoded in decode_batches(codec, _batches(consumer, topic, ends, end_ms, timeout_s)):
+            bad = [i for i, record in enumerate(decoded) if isinstance(record, CodecError)]
+            if bad:
+                if on_error != "skip":
+                    first = bad[0]
+                    if first:  # the rows before it, as a row-at-a-time reader would have had them
+                        yield positions[:first], decoded[:first]
+                    pos = positions[first]
+                    raise CodecError(f"{topic}[{pos.partition}]@{pos.offset}: {decoded[first]}") from None
+                dropped = set(bad)
+                positions = [pos for i, pos in enumerate(positions) if i not in dropped]
+                decoded = [record for i, record in enumerate(decoded) if i not in dropped]
+            if positions:
+                yield positions, decoded
     finally:
         consumer.close()
         if keys is not None:
             keys.close()
+
+
+def offset_ranges(consumer, topic: str, *, last: int | None = None, start_ms: int | None = None,
+                  partitions: Collection[int] | None = None, timeout_s: float = 10.0
+                  ) -> dict[int, tuple[int, int]]:
+    """``{partition: (start offset, end offset)}`` of ``topic`` (``partitions`` only, if given)
+    as :func:`read_topic` reads it: from the low watermark, or the last ``last`` messages, or the
+    first offset at or after ``start_ms`` (``offsets_for_times``), to the high watermark now
+    (exclusive). ``consumer`` is a confluent-kafka consumer.
+
+    Raises
+    ------
+    CodecError
+        The topic's metadata names an error (e.g. it does not exist).
+    """
+    from confluent_kafka import TopicPartition
+
+    md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    if md.error is not None:
+        raise CodecError(f"cannot read {topic}: {md.error}")
+    out: dict[int, tuple[int, int]] = {}
+    for p in sorted(md.partitions):
+        if partitions is not None and p not in partitions:
+            continue
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        start = low if last is None else max(low, high - last)
+        if start_ms is not None:
+            found = consumer.offsets_for_times([TopicPartition(topic, p, start_ms)], timeout=timeout_s)[0]
+            start = max(start, found.offset if found.offset >= 0 else high)
+        out[p] = (start, high)
+    return out
+
+
+def message_counts(settings: Settings, topic: str, start_ms: int | None = None,
+                   timeout_s: float = 10.0) -> dict[int, int]:
+    """``{partition: messages}`` that :func:`read_topic` with ``start_ms`` would read at most
+    (end minus start offset; compaction and tombstones not subtracted).
+
+    Raises
+    ------
+    CodecError
+        The topic's metadata names an error.
+    """
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": require_bootstrap(settings),
+                         "group.id": f"pulse-reader-{uuid.uuid4()}", "enable.auto.commit": False})
+    try:
+        return {p: end - start for p, (start, end) in
+                offset_ranges(consumer, topic, start_ms=start_ms, timeout_s=timeout_s).items()}
+    finally:
+        consumer.close()
+
+
+def _batches(consumer, topic: str, ends: dict[int, int], end_ms: int | None, timeout_s: float
+             ) -> Iterator[tuple[list[Position], list[bytes]]]:
+    """``(positions, values)`` of the assigned partitions' messages, up to ``READ_BATCH`` per
+    ``consume`` call, until every partition of ``ends`` (``{partition: end offset}``, emptied as
+    they end) reached its end offset or ``end_ms``, or nothing came for ``timeout_s``.
+    Tombstones are left out."""
+    idle_since = time.monotonic()
+    while ends:
+        # batches of up to READ_BATCH messages (one poll per message costs more than the decode);
+        # a short wait per call, so the last partial batch is not held for timeout_s
+        batch = consumer.consume(num_messages=READ_BATCH, timeout=0.05)
+        if not batch:
+            if time.monotonic() - idle_since > timeout_s:
+                return  # nothing more within timeout_s: the broker has no more for us
+            continue
+        idle_since = time.monotonic()
+        positions: list[Position] = []
+        values: list[bytes] = []
+        for msg in batch:
+            if msg.error():
+                raise CodecError(f"reading {topic}[{msg.partition()}]: {msg.error()}")
+            p, offset, ts = msg.partition(), msg.offset(), msg.timestamp()[1]
+            if p not in ends:
+                continue
+            if offset + 1 >= ends[p]:
+                del ends[p]
+            if end_ms is not None and ts >= end_ms:
+                ends.pop(p, None)  # this partition has reached the end of the range
+                continue
+            value = msg.value()
+            if value is None:
+                continue  # a tombstone on a compacted topic (erasure): a deletion, not an event
+            positions.append(Position(topic, p, offset, ts))
+            values.append(value)
+        if values:
+            yield positions, values

@@ -8,7 +8,9 @@ it holds the events asked for, and published with :class:`~streams.producer.Publ
 not the measured figure). Then, over the same topics:
 
 - baseline: a plain confluent-kafka consumer reads every message of each topic, no decoding;
-- export: :func:`replay.export.export_topic` of each topic to Parquet (decode, Arrow, zstd);
+- export: :func:`replay.export.export_topic` of each topic to Parquet (decode, Arrow, zstd),
+  once in one process (``export_one_process``) and once with the default processes
+  (``export``: one per CPU, at most one per partition and per 100,000 messages);
 - rebuild: :func:`replay.rebuild.rebuild_views` of the materializer (its source topics
   ``uploads``, ``signups``, ``follows``; Cassandra writes included).
 
@@ -190,16 +192,16 @@ def plain_read(settings: Settings, topics: Iterable[str], timeout_s: float = 30.
 
 
 def export_all(settings: Settings, topics: Iterable[str], out_dir: Path,
-               on_progress: Progress = lambda *_: None) -> dict:
-    """``pulse export`` of each topic into ``out_dir/<topic>.parquet`` through
+               on_progress: Progress = lambda *_: None, jobs: int | None = None) -> dict:
+    """``pulse export [--jobs N]`` of each topic into ``out_dir/<topic>.parquet`` through
     :func:`replay.export.export_topic`, with the progress total the command shows
     (:func:`replay.rebuild.count_messages`). Returns ``events`` (rows), ``bytes`` (files),
-    ``seconds``, ``events_per_s``, ``by_topic`` (rows) and ``progress_end`` (the last
-    ``[done, total]`` each bar was given)."""
+    ``seconds``, ``events_per_s``, ``by_topic`` (rows), ``jobs`` (processes per topic) and
+    ``progress_end`` (the last ``[done, total]`` each bar was given)."""
     from replay.export import export_topic
     from replay.rebuild import count_messages
 
-    out = {"events": 0, "bytes": 0, "seconds": 0.0, "by_topic": {}, "progress_end": {}}
+    out = {"events": 0, "bytes": 0, "seconds": 0.0, "by_topic": {}, "jobs": {}, "progress_end": {}}
     for topic in topics:
         total = count_messages(settings, [topic])
         last = out["progress_end"][topic] = [0, total]
@@ -208,8 +210,10 @@ def export_all(settings: Settings, topics: Iterable[str], out_dir: Path,
             last[0] = n
             on_progress(f"export {topic}", n, total)
 
-        r = export_topic(settings, topic, Path(out_dir) / f"{topic}.parquet", on_progress=progress)
+        r = export_topic(settings, topic, Path(out_dir) / f"{topic}.parquet", on_progress=progress,
+                         jobs=jobs)
         out["by_topic"][topic] = r["rows"]
+        out["jobs"][topic] = r["jobs"]
         out["events"] += r["rows"]
         out["bytes"] += r["bytes"]
         out["seconds"] += r["seconds"]
@@ -245,17 +249,22 @@ def measure(settings: Settings, out_dir: Path, *, into: str | None = None,
     on_step("plain read (baseline)")
     plain = plain_read(settings, TOPICS)
     plain_mat = {t: plain["by_topic"][t] for t in SPEC.topics}
-    on_step("export to Parquet")
+    on_step("export to Parquet, one process")
+    export_one = export_all(settings, TOPICS, out_dir, on_progress, jobs=1)
+    on_step("export to Parquet (the default: processes side by side)")
     export = export_all(settings, TOPICS, out_dir, on_progress)
     on_step("rebuild of the materializer's views")
     rebuild = rebuild_materializer(settings, into, on_progress)
     export_ratio = export["events_per_s"] / plain["events_per_s"] if plain["events_per_s"] else 0.0
     return {
-        "plain_read": plain, "export": export, "rebuild_materializer": rebuild,
+        "plain_read": plain, "export": export, "export_one_process": export_one,
+        "rebuild_materializer": rebuild,
         "export_ratio": round(export_ratio, 3),
+        "export_one_process_ratio": round(export_one["events_per_s"] / plain["events_per_s"], 3)
+        if plain["events_per_s"] else 0.0,
         "rebuild_ratio": round(rebuild["events_per_s"] / plain["events_per_s"], 4)
         if plain["events_per_s"] else 0.0,
-        "counts_agree": export["by_topic"] == plain["by_topic"]
+        "counts_agree": export["by_topic"] == plain["by_topic"] == export_one["by_topic"]
         and rebuild["by_topic"] == plain_mat,
         "goals": {**GOALS,
                   "export_per_s_met": export["events_per_s"] >= GOALS["export_per_s"],

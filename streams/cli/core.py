@@ -374,7 +374,11 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
            start: Optional[str] = typer.Option(None, "--from", help=_FROM_HELP),
            end: Optional[str] = typer.Option(None, "--to", help=_TO_HELP),
            skip_undecodable: bool = typer.Option(False, "--skip-undecodable",
-                                                 help="Leave out messages that do not decode.")) -> None:
+                                                 help="Leave out messages that do not decode."),
+           jobs: Optional[int] = typer.Option(None, "--jobs", min=1,
+                                              help="Processes that read and decode partitions side "
+                                                   "by side (default: one per CPU, at most one per "
+                                                   "partition and per 100,000 messages).")) -> None:
     """Write a topic's events to Parquet: one column per schema field (types from the Avro
     contract) plus _topic, _partition, _offset and _timestamp_ms."""
     from rich.progress import Progress
@@ -394,7 +398,7 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
         task = bar.add_task(f"exporting {topic}", total=count_messages(s, [topic], start_ms))
         try:
             r = export_topic(s, topic, out, start_ms=start_ms, end_ms=end_ms,
-                             skip_undecodable=skip_undecodable,
+                             skip_undecodable=skip_undecodable, jobs=jobs,
                              on_progress=lambda n: bar.update(task, completed=n))
         except CodecError as exc:
             err_console.print(f"[bold red]error:[/] {exc} (--skip-undecodable leaves such messages "
@@ -405,7 +409,8 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
             raise typer.Exit(1)
         bar.update(task, completed=r["rows"], total=r["rows"])
     console.print(f"{r['rows']} rows written to {r['path']} ({r['row_groups']} row groups, "
-                  f"{r['bytes']:,} bytes, {r['seconds']:.1f} s)")
+                  f"{r['bytes']:,} bytes, {r['seconds']:.1f} s, {r['jobs']} "
+                  f"process{'es' if r['jobs'] > 1 else ''})")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 from replay.export import export_topic
 from replay.reader import read_topic
 from replay.rebuild import read_merged, rebuild_views
+from streams.contracts.codec import CodecError
 from streams.producer import Publisher
 from streams.settings import REPO_ROOT
 from streams.query.views import follow_summary, posts_by_creator, view_session
@@ -186,6 +187,48 @@ def test_export_writes_the_topic_to_parquet_with_contract_types(pipeline, tmp_pa
         pos = positions[r["post_id"]]
         assert (r["_topic"], r["_partition"], r["_offset"], r["_timestamp_ms"]) == \
             ("uploads", pos.partition, pos.offset, pos.timestamp_ms)
+
+
+def test_a_parallel_export_writes_the_rows_of_a_one_process_export_each_partition_in_order(
+        pipeline, tmp_path):
+    """Two processes (jobs=2) each read a share of the partitions; the file holds the rows a
+    one-process export writes, each partition's in offset order, and a message that does not
+    decode in a process stops the export with its position, leaving no file."""
+    start = tick()
+    fans = [unique("u") for _ in range(24)]
+    creator = unique("c")
+    with Publisher(pipeline, producer_name="test-export-jobs") as pub:
+        for i, fan in enumerate(fans):
+            pub.publish("follows", {"follower_id": fan, "followee_id": creator, "action": "FOLLOW",
+                                    "event_time": T0 + i})
+    assert len({p.partition for p, r in read_topic(pipeline, "follows", start_ms=start, on_error="skip")
+                if r["followee_id"] == creator}) >= 2  # 24 keys land on more than one of 4 partitions
+    one = export_topic(pipeline, "follows", tmp_path / "one.parquet", start_ms=start, jobs=1,
+                       row_group_size=5)
+    two = export_topic(pipeline, "follows", tmp_path / "two.parquet", start_ms=start, jobs=2,
+                       row_group_size=5)
+    assert (one["jobs"], two["jobs"]) == (1, 2)
+    rows_one, rows_two = (pq.read_table(tmp_path / f).to_pylist() for f in ("one.parquet", "two.parquet"))
+    key = lambda r: (r["_partition"], r["_offset"])  # noqa: E731
+    assert sorted(rows_two, key=key) == sorted(rows_one, key=key) and len(rows_one) == one["rows"] == two["rows"]
+    assert {r["follower_id"] for r in rows_two if r["followee_id"] == creator} == set(fans)
+    for p in {r["_partition"] for r in rows_two}:  # a partition is read by one process, in order
+        offsets = [r["_offset"] for r in rows_two if r["_partition"] == p]
+        assert offsets == sorted(offsets)
+
+    garbage = b"\xc3\x01" + unique("junk").encode()
+    raw = Producer({"bootstrap.servers": pipeline.kafka_bootstrap})
+    delivered = []
+    raw.produce("follows", key=creator.encode(), value=garbage,
+                on_delivery=lambda err, msg: delivered.append((msg.partition(), msg.offset())))
+    raw.flush(10)
+    (partition, offset), = delivered
+    with pytest.raises(CodecError, match=rf"follows\[{partition}\]@{offset}:"):
+        export_topic(pipeline, "follows", tmp_path / "bad.parquet", start_ms=start, jobs=2)
+    skipped = export_topic(pipeline, "follows", tmp_path / "skipped.parquet", start_ms=start, jobs=2,
+                           skip_undecodable=True)
+    assert skipped["rows"] == one["rows"] and skipped["jobs"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.parquet", "skipped.parquet", "two.parquet"]
 
 
 def _pulse(pipeline, *args: str) -> subprocess.CompletedProcess:

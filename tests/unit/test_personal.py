@@ -245,6 +245,56 @@ def test_a_batch_reads_the_keys_its_sealed_fields_need_together_and_decodes_as_o
         decode_many(PersonalCodec(AvroCodec(default_catalog(), "upload"), Batching(writer.keys, fail=True)), sealed)
 
 
+def test_decode_batches_reads_a_batchs_keys_while_the_next_is_decoded_with_decode_manys_results():
+    """decode_batches (the readers): batch N's keys are asked for before batch N+1 is taken,
+    and batch N is opened only after N+1 was decoded sealed (one batch ahead); every result
+    equals decode_many of its batch; a sealed value with no subject is still opened (read as
+    erased); a store that fails raises KeyUnavailable when that batch is due."""
+    from streams.contracts.personal import KeyUnavailable, decode_batches, decode_many
+
+    writer = codec()
+    values = [writer.encode(upload(creator_id=c, post_id=f"{c}-p{i}", event_id=eid(i)))
+              for i, c in enumerate(("ada", "bob", "cy", "ada", "dee"))]
+    no_subject = AvroCodec(default_catalog(), "upload").encode(
+        upload(creator_id="", caption=PREFIX + "AAAA", event_id=eid(9)))
+    batches = [("b0", values[:2]), ("b1", values[2:4] + [no_subject]), ("b2", values[4:])]
+    log = []
+
+    class Logged(Batching):
+        def prefetch(self, subjects):
+            log.append(("keys", frozenset(subjects)))  # in the reading thread
+            return super().prefetch(subjects)
+
+    keys = Logged(writer.keys)
+    reader = PersonalCodec(AvroCodec(default_catalog(), "upload"), keys)
+
+    def source():
+        for tag, batch in batches:
+            log.append(("taken", tag))
+            yield tag, batch
+
+    out = []
+    for tag, records in decode_batches(reader, source()):
+        log.append(("yielded", tag))
+        out.append((tag, records))
+    at = log.index
+    assert at(("taken", "b1")) < at(("yielded", "b0")) and at(("taken", "b2")) < at(("yielded", "b1"))
+    for tag, subjects in (("b0", {"ada", "bob"}), ("b1", {"cy", "ada"}), ("b2", {"dee"})):
+        assert at(("taken", tag)) < at(("keys", frozenset(subjects))) < at(("yielded", tag))
+    assert keys.prefetched == [{"ada", "bob"}, {"cy", "ada"}, {"dee"}]
+    expected = [(tag, decode_many(PersonalCodec(AvroCodec(default_catalog(), "upload"), writer.keys), b))
+                for tag, b in batches]
+    assert out == expected
+    assert out[1][1][2]["caption"] == "" and erased_fields(out[1][1][2]) == ("caption",)
+    assert [r["caption"] for r in out[0][1]] == ["my secret diary"] * 2
+    # a plain codec's batches are decode_many of each
+    plain = AvroCodec(default_catalog(), "upload")
+    assert list(decode_batches(plain, iter([("x", [values[0]])])))[0][1][0]["caption"].startswith(PREFIX)
+    failing = PersonalCodec(AvroCodec(default_catalog(), "upload"), Batching(writer.keys, fail=True))
+    with pytest.raises(KeyUnavailable):
+        list(decode_batches(failing, iter(batches)))
+
+
 def test_prepare_makes_a_batchs_missing_keys_at_once_and_encoding_then_needs_no_more():
     """Publisher.prepare -> PersonalCodec.prepare -> keys.ensure: the subjects of plaintext
     personal fields only (not empty ones, not already sealed ones), in one call."""

@@ -14,7 +14,8 @@ from confluent_kafka import KafkaError
 import agents.registry as registry
 import replay.rebuild as rebuild
 from agents.materializer import process as materialize
-from replay.export import POSITION_COLUMNS, ExportError, arrow_schema, arrow_type, write_parquet
+from replay.export import (POSITION_COLUMNS, ExportError, arrow_schema, arrow_type, default_jobs,
+                           row_groups, split_partitions, write_parquet)
 from replay.reader import Position
 from replay.rebuild import (TimeRangeError, Written, check_range, parse_time_ms, read_merged,
                             rebuild_views)
@@ -539,3 +540,37 @@ def test_an_agent_downstream_of_a_cycle_runs_after_its_feeder():
     r = AgentSpec(name="r", topics=("y",), process=f)  # consumes what p emits; not on the cycle
     order = [s.name for s in upstream_first([r, p, q])]
     assert order.index("p") < order.index("r")
+
+
+def test_row_groups_name_the_positions_of_a_group_that_does_not_fit(tmp_path):
+    schema = arrow_schema("Follow")
+    rec = {"event_id": str(uuid.uuid4()), "event_time": T, "producer": "p", "follower_id": "a",
+           "followee_id": "b", "action": "FOLLOW"}
+    rows = [(Position("follows", 2, 40 + i, T_MS), rec) for i in range(4)]
+    rows.append((Position("follows", 3, 7, T_MS), dict(rec, followee_id=None)))
+    groups = row_groups(rows, schema, row_group_size=3)
+    assert next(groups).num_rows == 3
+    with pytest.raises(ExportError, match=r"rows 3\.\.4 \(follows\[2\]@43 to \[3\]@7\)"):
+        next(groups)
+
+
+@pytest.mark.parametrize("messages, partitions, cpus, jobs", [
+    (1_000_000, 4, 2, 2),    # one per CPU
+    (1_000_000, 4, 16, 4),   # at most one per partition
+    (250_000, 4, 16, 2),     # one per 100,000 messages
+    (99_999, 4, 16, 1),      # too few to pay for a second process
+    (0, 0, 2, 1),            # an empty topic still has its one reader
+])
+def test_default_jobs_is_bounded_by_cpus_partitions_and_messages(messages, partitions, cpus, jobs):
+    assert default_jobs(messages, partitions, cpus) == jobs
+
+
+def test_partitions_are_split_evenly_by_messages_each_in_one_share():
+    plan = [(0, 100), (1, 300), (2, 200), (3, 200)]
+    shares = split_partitions(plan, 2)
+    assert sorted(p for share in shares for p in share) == [0, 1, 2, 3]
+    loads = sorted(sum(dict(plan)[p] for p in share) for share in shares)
+    assert loads == [400, 400]
+    assert split_partitions(plan, 8) == [[1], [2], [3], [0]]  # no empty shares
+    assert split_partitions(plan, 1) == [[0, 1, 2, 3]]
+    assert split_partitions([], 2) == []
