@@ -9,8 +9,9 @@ not the measured figure). Then, over the same topics:
 
 - baseline: a plain confluent-kafka consumer reads every message of each topic, no decoding;
 - export: :func:`replay.export.export_topic` of each topic to Parquet (decode, Arrow, zstd),
-  once in one process (``export_one_process``) and once with the default processes
-  (``export``: one per CPU, at most one per partition and per 100,000 messages);
+  in one process (``export_one_process``) and with the default processes (``export``: one per
+  CPU, at most one per partition and per 100,000 messages); the read and both exports twice
+  each, the faster run of each reported (:func:`measure`);
 - rebuild: :func:`replay.rebuild.rebuild_views` of the materializer (its source topics
   ``uploads``, ``signups``, ``follows``; Cassandra writes included).
 
@@ -241,18 +242,41 @@ def rebuild_materializer(settings: Settings, into: str | None = None,
             "dead_letters": r["dead_letters"], "progress_end": last}
 
 
+def best_of(runs: list[dict]) -> dict:
+    """The run with the most ``events_per_s`` of ``runs`` (results of one figure measured more
+    than once), with ``runs_seconds``: every run's ``seconds``, in order. Only runs that agree
+    on ``by_topic`` are compared; a disagreement is kept visible as ``by_topic_runs``."""
+    best = dict(max(runs, key=lambda r: r["events_per_s"]))
+    best["runs_seconds"] = [r["seconds"] for r in runs]
+    if any(r["by_topic"] != best["by_topic"] for r in runs):
+        best["by_topic_runs"] = [r["by_topic"] for r in runs]
+    return best
+
+
 def measure(settings: Settings, out_dir: Path, *, into: str | None = None,
             on_step: Step = lambda m: None, on_progress: Progress = lambda *_: None) -> dict:
-    """The three measured figures over the topics as they are now, and their ratios and goals."""
+    """The three measured figures over the topics as they are now, and their ratios and goals.
+
+    The plain read and both exports run twice, in the order plain, one process, default,
+    default, one process, plain (ABBA: a drift of the machine, such as Cassandra compacting
+    after the publish, weighs on each the same), and each figure is the faster of its two
+    runs (:func:`best_of`; both runs' seconds are kept in ``runs_seconds``)."""
     from agents.materializer import SPEC
 
     on_step("plain read (baseline)")
-    plain = plain_read(settings, TOPICS)
-    plain_mat = {t: plain["by_topic"][t] for t in SPEC.topics}
+    plain_runs = [plain_read(settings, TOPICS)]
     on_step("export to Parquet, one process")
-    export_one = export_all(settings, TOPICS, out_dir, on_progress, jobs=1)
+    one_runs = [export_all(settings, TOPICS, out_dir, on_progress, jobs=1)]
     on_step("export to Parquet (the default: processes side by side)")
-    export = export_all(settings, TOPICS, out_dir, on_progress)
+    default_runs = [export_all(settings, TOPICS, out_dir, on_progress)]
+    on_step("export to Parquet (the default), again")
+    default_runs.append(export_all(settings, TOPICS, out_dir, on_progress))
+    on_step("export to Parquet, one process, again")
+    one_runs.append(export_all(settings, TOPICS, out_dir, on_progress, jobs=1))
+    on_step("plain read (baseline), again")
+    plain_runs.append(plain_read(settings, TOPICS))
+    plain, export_one, export = best_of(plain_runs), best_of(one_runs), best_of(default_runs)
+    plain_mat = {t: plain["by_topic"][t] for t in SPEC.topics}
     on_step("rebuild of the materializer's views")
     rebuild = rebuild_materializer(settings, into, on_progress)
     export_ratio = export["events_per_s"] / plain["events_per_s"] if plain["events_per_s"] else 0.0
@@ -264,7 +288,8 @@ def measure(settings: Settings, out_dir: Path, *, into: str | None = None,
         if plain["events_per_s"] else 0.0,
         "rebuild_ratio": round(rebuild["events_per_s"] / plain["events_per_s"], 4)
         if plain["events_per_s"] else 0.0,
-        "counts_agree": export["by_topic"] == plain["by_topic"] == export_one["by_topic"]
+        "counts_agree": all(r["by_topic"] == plain["by_topic"]
+                            for r in plain_runs + one_runs + default_runs)
         and rebuild["by_topic"] == plain_mat,
         "goals": {**GOALS,
                   "export_per_s_met": export["events_per_s"] >= GOALS["export_per_s"],

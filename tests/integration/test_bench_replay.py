@@ -34,16 +34,19 @@ def test_bench_replay_pieces_count_every_event_and_report_every_field(pipeline, 
     expected = {t: before[t] + published[t] for t in TOPICS}
     assert r["plain_read"]["by_topic"] == expected
     assert r["plain_read"]["events"] == sum(expected.values()) and r["plain_read"]["bytes"] > 0
-    assert r["export"]["by_topic"] == expected
-    assert r["export"]["progress_end"] == {t: [n, n] for t, n in expected.items()}
+    for export in ("export", "export_one_process"):
+        assert r[export]["by_topic"] == expected
+        assert r[export]["progress_end"] == {t: [n, n] for t, n in expected.items()}
+        assert len(r[export]["runs_seconds"]) == 2 and min(r[export]["runs_seconds"]) == r[export]["seconds"]
+    assert set(r["export_one_process"]["jobs"].values()) == {1}
     assert r["rebuild_materializer"]["by_topic"] == {t: expected[t] for t in MATERIALIZER_TOPICS}
     assert r["rebuild_materializer"]["progress_end"] == [r["rebuild_materializer"]["events"]] * 2
     assert r["rebuild_materializer"]["keyspace"] == keyspace
     assert r["rebuild_materializer"]["dead_letters"] == 0
     assert r["counts_agree"] is True
-    for figure in ("plain_read", "export", "rebuild_materializer"):
+    for figure in ("plain_read", "export", "export_one_process", "rebuild_materializer"):
         assert r[figure]["events_per_s"] > 0 and r[figure]["seconds"] > 0, figure
-    assert r["export_ratio"] > 0 and r["rebuild_ratio"] > 0
+    assert r["export_ratio"] > 0 and r["export_one_process_ratio"] > 0 and r["rebuild_ratio"] > 0
     assert {k: r["goals"][k] for k in GOALS} == GOALS
     assert {k for k in r["goals"] if k.endswith("_met")} == {f"{k}_met" for k in GOALS}
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from streams.bench.ranking import TOPIC_OF
-from streams.bench.replay import ID_FIELDS, TOPICS, replica, scaled_history
+from streams.bench.replay import ID_FIELDS, TOPICS, best_of, replica, scaled_history
 from streams.contracts.codec import AvroCodec
 from streams.contracts.schemas import default_catalog
 from streams.contracts.topics import topic_spec
@@ -83,3 +83,13 @@ def test_copies_are_independent_populations(history):
                 continue
             assert created.get(ref) == copy, (topic, field, ref)
     assert set(created.values()) == {0, 1, 2, 3}
+
+
+def test_best_of_reports_the_faster_run_with_every_runs_seconds_and_keeps_a_disagreement_visible():
+    a = {"events": 10, "seconds": 2.0, "events_per_s": 5, "by_topic": {"t": 10}}
+    b = {"events": 10, "seconds": 1.0, "events_per_s": 10, "by_topic": {"t": 10}}
+    best = best_of([a, b])
+    assert (best["seconds"], best["runs_seconds"], "by_topic_runs" in best) == (1.0, [2.0, 1.0], False)
+    assert "runs_seconds" not in b  # the runs themselves are left as they were
+    odd = dict(a, by_topic={"t": 9}, events_per_s=50)
+    assert best_of([odd, b])["by_topic_runs"] == [{"t": 9}, {"t": 10}]
