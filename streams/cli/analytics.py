@@ -17,14 +17,8 @@ from streams.cli.tables import RecordTable
 SHARED_DUMP = Path("../shared/data/stackexchange-quantumcomputing")
 
 
-def _errors() -> None:
-    from streams.bench.analytics import EvalInputError
-    from streams.query.analytics import UnknownCreator, UnknownSort
-
-    register_user_errors(UnknownCreator, UnknownSort, EvalInputError)
-
-
-_errors()
+register_user_errors("streams.query.analytics:UnknownCreator", "streams.query.analytics:UnknownSort",
+                     "streams.bench.analytics:EvalInputError")
 
 
 def _pct(v: float | None) -> str:

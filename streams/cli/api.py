@@ -16,13 +16,7 @@ keys_app = typer.Typer(help="API keys of the apps that call `pulse api`.", no_ar
 app.add_typer(keys_app, name="keys")
 
 
-def _errors() -> None:
-    from streams.api.auth import AuthError, GrantError
-
-    register_user_errors(AuthError, GrantError)
-
-
-_errors()
+register_user_errors("streams.api.auth:AuthError", "streams.api.auth:GrantError")
 
 
 @app.command("api")

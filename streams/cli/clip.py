@@ -12,17 +12,9 @@ from streams.cli.common import (app, bench_app, console, dataset_app, err_consol
                      settings, train_app)
 
 
-def _register_errors() -> None:
-    from models.clip.dataset import DatasetError
-    from models.clip.head import HeadMismatch
-    from models.clip.openclip import ClipUnavailable
-    from models.clip.train import TrainError
-    from streams.stores.vectors import VectorIndexError
-
-    register_user_errors(ClipUnavailable, VectorIndexError, DatasetError, HeadMismatch, TrainError)
-
-
-_register_errors()
+register_user_errors("models.clip.openclip:ClipUnavailable", "streams.stores.vectors.base:VectorIndexError",
+                     "models.clip.dataset:DatasetError", "models.clip.head:HeadMismatch",
+                     "models.clip.train:TrainError")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 import typer
 from rich.console import Console
@@ -35,17 +36,34 @@ console = Console()
 err_console = Console(stderr=True)
 
 _EXTRA_USER_ERRORS: list[type[BaseException]] = []
+_NAMED_USER_ERRORS: list[str] = []
 
 
-def register_user_errors(*types: type[BaseException]) -> None:
+def register_user_errors(*types: type[BaseException] | str) -> None:
     """Declare exception types whose message is meant for the user (printed as one line, exit 1).
 
     Command modules call this for their own error types (a model that is not trained yet, a bad
-    policy file, an unknown review task).
+    policy file, an unknown review task). A type may be named ``"package.module:ClassName"``
+    (its defining module) instead of passed, so that registering it imports nothing: it is
+    looked up only when an error is being printed, and only if its module has been imported
+    (if not, nothing can have raised it). Every ``pulse`` command imports every command module,
+    so this keeps heavy modules (the agents, scikit-learn) off the start of each command and
+    off the processes ``pulse export`` starts.
     """
     for t in types:
-        if t not in _EXTRA_USER_ERRORS:
-            _EXTRA_USER_ERRORS.append(t)
+        registry = _NAMED_USER_ERRORS if isinstance(t, str) else _EXTRA_USER_ERRORS
+        if t not in registry:
+            registry.append(t)
+
+
+def _named_user_errors() -> list[type[BaseException]]:
+    """The types of :data:`_NAMED_USER_ERRORS` whose modules are imported."""
+    found = []
+    for ref in _NAMED_USER_ERRORS:
+        module, _, name = ref.partition(":")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return found
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -61,7 +79,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
             SettingsError, FileNotFoundError, NotADirectoryError, PermissionError, MediaError,
-            FingerprintUnavailable, *_EXTRA_USER_ERRORS)
+            FingerprintUnavailable, *_EXTRA_USER_ERRORS, *_named_user_errors())
 
 
 def friendly(fn):

@@ -11,13 +11,7 @@ from streams.cli.common import app, bench_app, console, err_console, friendly, r
 from streams.cli.tables import RecordTable
 
 
-def _errors():
-    from streams.query.feeds import CursorError
-
-    register_user_errors(CursorError)
-
-
-_errors()
+register_user_errors("streams.query.feeds:CursorError")
 
 
 @app.command()

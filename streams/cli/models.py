@@ -16,13 +16,7 @@ models_app = typer.Typer(help="Trained model artifacts: versions, hashes, metric
 app.add_typer(models_app, name="models")
 
 
-def _errors():
-    from models.registry import RegistryError
-
-    register_user_errors(RegistryError)
-
-
-_errors()
+register_user_errors("models.registry:RegistryError")
 
 
 def in_use(s: Settings) -> tuple[dict[str, Path], list[str]]:

@@ -19,16 +19,9 @@ MODEL_HELP = ("Model version under models/moderation/artifacts/, or an artifact 
               "(default: the shipped one).")
 
 
-def _register_errors() -> None:
-    from models.moderation.artifacts import ModelNotFound
-    from models.moderation.datasets import DataError
-    from models.moderation.encoders import EncoderUnavailable
-    from models.moderation.policy import PolicyError
-
-    register_user_errors(DataError, PolicyError, ModelNotFound, EncoderUnavailable)
-
-
-_register_errors()
+register_user_errors("models.moderation.datasets:DataError", "models.moderation.policy:PolicyError",
+                     "models.moderation.artifacts:ModelNotFound",
+                     "models.moderation.encoders:EncoderUnavailable")
 
 
 def _print(obj: dict) -> None:

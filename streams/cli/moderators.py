@@ -16,13 +16,7 @@ moderators_app = typer.Typer(help="Accounts of the moderators and operators who 
 app.add_typer(moderators_app, name="moderators")
 
 
-def _errors() -> None:
-    from streams.api.auth import AuthError, GrantError
-
-    register_user_errors(AuthError, GrantError)
-
-
-_errors()
+register_user_errors("streams.api.auth:AuthError", "streams.api.auth:GrantError")
 
 
 @moderators_app.command("add")

@@ -20,19 +20,7 @@ class VerifyFailed(RuntimeError):
     """``--verify`` found differences (they are printed above the message)."""
 
 
-def _time_range_error():
-    from replay.rebuild import TimeRangeError
-
-    return TimeRangeError
-
-
-def _compare_error():
-    from replay.compare import CompareError
-
-    return CompareError
-
-
-register_user_errors(VerifyFailed, _time_range_error(), _compare_error())
+register_user_errors(VerifyFailed, "replay.rebuild:TimeRangeError", "replay.compare:CompareError")
 
 
 @replay_app.command("rebuild")

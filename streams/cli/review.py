@@ -16,13 +16,7 @@ review_app = typer.Typer(help="Human review of what the gates (Content Guard, Co
 app.add_typer(review_app, name="review")
 
 
-def _errors():
-    from streams.query.review import ReviewError
-
-    register_user_errors(ReviewError)
-
-
-_errors()
+register_user_errors("streams.query.review:ReviewError")
 
 
 @review_app.command("list")

@@ -20,14 +20,8 @@ class NoHourMap(ValueError):
     read without its FLASH row)."""
 
 
-def _errors() -> None:
-    from streams.bench.timing import EvalInputError
-    from streams.query.timing import UnknownContentType, UnknownCreator
-
-    register_user_errors(UnknownContentType, UnknownCreator, EvalInputError, NoHourMap)
-
-
-_errors()
+register_user_errors("streams.query.timing:UnknownContentType", "streams.query.timing:UnknownCreator",
+                     "streams.bench.timing:EvalInputError", NoHourMap)
 
 
 @app.command("golden-moment")

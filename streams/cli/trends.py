@@ -15,15 +15,8 @@ from streams.cli.tables import RecordTable
 
 
 
-def _errors() -> None:
-    from streams.bench.trends import EvalInputError
-    from streams.query.hashtags import UnknownPost
-    from streams.query.trends import UnknownKind
-
-    register_user_errors(UnknownKind, EvalInputError, UnknownPost)
-
-
-_errors()
+register_user_errors("streams.query.trends:UnknownKind", "streams.bench.trends:EvalInputError",
+                     "streams.query.hashtags:UnknownPost")
 
 SHARED_DUMP = Path("../shared/data/stackexchange-quantumcomputing")
 

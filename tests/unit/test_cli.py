@@ -34,6 +34,8 @@ def pulse(tmp_path, *args, **env):
     (("feed", "u1"), "no Cassandra configured: run `pulse up`"),
     (("profile", "u1"), "no Cassandra configured: run `pulse up`"),
     (("feed", "u1", "--cursor", "page-two"), "cursor 'page-two' is not one this API returned"),
+    (("replay", "rebuild", "--agents", "publisher", "--from", "2020-01-01"),
+     "agents with state (publisher) are rebuilt from the whole log"),  # a type registered by name
 ])
 def test_user_errors_are_one_line(tmp_path, args, message):
     out = pulse(tmp_path, *args)
@@ -98,3 +100,23 @@ def test_models_list_json_names_the_shipped_versions_and_the_one_in_use(tmp_path
     assert "Traceback" not in out.stderr
     (cf,) = [r for r in json.loads(out.stdout) if r["family"] == "cf"]
     assert cf["version"] == "als-v1" and cf["problems"][0].startswith("changed file factors.npy")
+
+
+def test_error_types_registered_by_name_exist_and_starting_pulse_imports_none_of_their_modules():
+    """register_user_errors("module:Class") keeps the agents and scikit-learn off every command's
+    start (and off the processes `pulse export` starts): each name must resolve to an exception
+    class defined in that module, and a fresh `import streams.cli` must not import them."""
+    import importlib
+
+    from streams.cli import common
+
+    assert common._NAMED_USER_ERRORS
+    for ref in common._NAMED_USER_ERRORS:
+        module, _, name = ref.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        assert isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == module, ref
+    out = subprocess.run([sys.executable, "-c", "import sys, streams.cli; print(sorted(m for m in "
+                          "('agents.registry', 'replay.rebuild', 'sklearn', 'scipy', 'torch') "
+                          "if m in sys.modules))"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
