@@ -334,27 +334,36 @@ def _export_share(settings: Settings, topic: str, partitions: list[int], start_m
 def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int]],
                            start_ms: int | None, end_ms: int | None, on_error: str,
                            row_group_size: int) -> Iterator[pa.Table]:
-    """The row groups of ``shares`` (lists of partitions), each share read and decoded in a
-    process of its own (``spawn``: a fresh interpreter, no threads inherited from this one),
-    yielded as they arrive. An error in a process is raised here, and the other processes are
-    stopped; so are they all when the caller stops early."""
+    """The row groups of ``shares`` (lists of partitions), yielded as they arrive: the first
+    share read and decoded in this process, each other share in a process of its own
+    (``spawn``: a fresh interpreter, no threads inherited from this one). This process also
+    writes every row group, so it takes part in the reading rather than wait beside N readers:
+    one process fewer competing for the cores. The other processes' row groups are taken
+    between this one's, and once it has read its share. An error in any process is raised
+    here, and the other processes are stopped; so are they all when the caller stops early."""
     ctx = mp.get_context("spawn")
-    out = ctx.Queue(maxsize=2 * len(shares))  # bounded: the readers wait for the writer
+    out = ctx.Queue(maxsize=4 * len(shares))  # bounded: the readers wait for the writer
     procs = [ctx.Process(target=_export_share, name=f"pulse-export-{topic}-{i}", daemon=True,
                          args=(settings, topic, share, start_ms, end_ms, on_error, row_group_size, out))
-             for i, share in enumerate(shares)]
+             for i, share in enumerate(shares[1:], start=1)]
     for proc in procs:
         proc.start()
     running = len(procs)
-    try:
+
+    def take(block: bool) -> Iterator[pa.Table]:
+        """The tables the other processes have sent: those ready now, or (``block``) at least
+        one message, waiting for it."""
+        nonlocal running
         while running:
             try:
-                kind, value = out.get(timeout=1.0)
+                kind, value = out.get(timeout=1.0) if block else out.get_nowait()
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
                     raise ExportError(f"export process {dead[0].name} exited with code "
                                       f"{dead[0].exitcode} before it finished") from None
+                if not block:
+                    return
                 continue
             if kind == "table":
                 yield value
@@ -362,6 +371,17 @@ def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int
                 running -= 1
             else:
                 raise value
+            if block:
+                return
+
+    try:
+        own = read_topic_batches(settings, topic, start_ms=start_ms, end_ms=end_ms,
+                                 on_error=on_error, partitions=shares[0])
+        for table in row_groups_of_batches(own, arrow_schema(topic_spec(topic).schema), row_group_size):
+            yield table
+            yield from take(block=False)
+        while running:
+            yield from take(block=True)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -382,8 +402,9 @@ def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_
     already); by default such a message stops the export with a :class:`CodecError` naming it.
 
     ``jobs`` processes read and decode the topic's partitions side by side
-    (:func:`split_partitions`; each partition in one process, in offset order), and this one
-    writes their row groups to the file as they come: partitions interleave in the file as they
+    (:func:`split_partitions`; each partition in one process, in offset order): this process
+    reads the first share and ``jobs - 1`` others started for the export read the rest, and this
+    one writes every row group to the file as it comes: partitions interleave in the file as they
     do in a one-process export, where the broker interleaves them. ``None`` (the default)
     chooses :func:`default_jobs`; ``1`` reads in this process. Decoding Avro and opening
     personal fields is Python work, so on a machine with more than one core this is what makes
