@@ -283,9 +283,12 @@ def write_parquet(rows: Iterable[tuple[Position, dict[str, Any]]], schema: pa.Sc
 
 
 PARALLEL_MIN_MESSAGES = 100_000
-"""Messages each export process must have to read before :func:`default_jobs` starts another:
-a process costs about a second to start (a fresh interpreter importing pyarrow, the codecs and
-the Kafka and Cassandra clients), which pays for itself only over this many messages."""
+"""Messages each export process must have to read before :func:`default_jobs` starts another.
+A process costs about half a second to start (a fresh interpreter importing pyarrow, the
+codecs and the Kafka and Cassandra clients, and connecting), and one process exports tens of
+thousands of messages a second here: below this many a second reader saves little, and where
+the servers share the cores it can lose (docs/replay.md: `signups`, 162,667 messages, was
+slower in two processes on 2 cores)."""
 
 
 def default_jobs(messages: int, partitions: int, cpus: int | None = None) -> int:
