@@ -397,7 +397,7 @@ def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int
 def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_ms: int | None = None,
                  end_ms: int | None = None, on_progress: Callable[[int], None] | None = None,
                  row_group_size: int = ROW_GROUP_SIZE, skip_undecodable: bool = False,
-                 jobs: int | None = None) -> dict:
+                 jobs: int | None = 1) -> dict:
     """Decode ``topic`` (messages with Kafka timestamp in ``[start_ms, end_ms)``, epoch ms) as
     :func:`replay.reader.read_topic` reads it, and write them to the Parquet file ``out_path``.
 
@@ -408,10 +408,13 @@ def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_
     (:func:`split_partitions`; each partition in one process, in offset order): this process
     reads the first share and ``jobs - 1`` others started for the export read the rest, and this
     one writes every row group to the file as it comes: partitions interleave in the file as they
-    do in a one-process export, where the broker interleaves them. ``None`` (the default)
-    chooses :func:`default_jobs`; ``1`` reads in this process. Decoding Avro and opening
-    personal fields is Python work, so on a machine with more than one core this is what makes
-    an export faster (docs/replay.md has the figures).
+    do in a one-process export, where the broker interleaves them. ``None`` chooses
+    :func:`default_jobs` (what ``pulse export`` does); ``1``, the default here, reads in this
+    process. Decoding Avro and opening personal fields is Python work, so on a machine with more
+    than one core more processes make an export faster (docs/replay.md has the figures). The
+    processes are started with ``spawn``, which imports the caller's main module again: a script
+    that asks for more than one must keep its top level under ``if __name__ == "__main__":``, as
+    every program that starts processes with :mod:`multiprocessing` must; hence the default.
 
     Returns
     -------
