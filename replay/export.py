@@ -313,6 +313,14 @@ def split_partitions(plan: Iterable[tuple[int, int]], jobs: int) -> list[list[in
     return [sorted(parts) for _, _, parts in sorted(shares, key=lambda s: s[1]) if parts]
 
 
+def _share_tables(settings: Settings, topic: str, partitions: list[int] | None, start_ms: int | None,
+                  end_ms: int | None, on_error: str, row_group_size: int) -> Iterator[pa.Table]:
+    """The row groups of ``partitions`` of ``topic`` (``None``: all), read and decoded here."""
+    batches = read_topic_batches(settings, topic, start_ms=start_ms, end_ms=end_ms,
+                                 on_error=on_error, partitions=partitions)
+    return row_groups_of_batches(batches, arrow_schema(topic_spec(topic).schema), row_group_size)
+
+
 def _export_share(settings: Settings, topic: str, partitions: list[int], start_ms: int | None,
                   end_ms: int | None, on_error: str, row_group_size: int, out) -> None:
     """In an export process: read ``partitions`` of ``topic`` (:func:`read_topic_batches`) and put each
@@ -320,10 +328,7 @@ def _export_share(settings: Settings, topic: str, partitions: list[int], start_m
     exception is put as ``("error", exc)`` (one that cannot be pickled as a
     :class:`ExportError` with its text)."""
     try:
-        schema = arrow_schema(topic_spec(topic).schema)
-        batches = read_topic_batches(settings, topic, start_ms=start_ms, end_ms=end_ms,
-                                     on_error=on_error, partitions=partitions)
-        for table in row_groups_of_batches(batches, schema, row_group_size):
+        for table in _share_tables(settings, topic, partitions, start_ms, end_ms, on_error, row_group_size):
             out.put(("table", table))
         out.put(("done", None))
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
@@ -378,9 +383,7 @@ def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int
                 return
 
     try:
-        own = read_topic_batches(settings, topic, start_ms=start_ms, end_ms=end_ms,
-                                 on_error=on_error, partitions=shares[0])
-        for table in row_groups_of_batches(own, arrow_schema(topic_spec(topic).schema), row_group_size):
+        for table in _share_tables(settings, topic, shares[0], start_ms, end_ms, on_error, row_group_size):
             yield table
             yield from take(block=False)
         while running:
@@ -449,9 +452,7 @@ def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_
         tables = _tables_from_processes(settings, topic, shares, start_ms, end_ms, on_error,
                                         row_group_size)
     else:
-        tables = row_groups_of_batches(read_topic_batches(settings, topic, start_ms=start_ms,
-                                                          end_ms=end_ms, on_error=on_error),
-                                       schema, row_group_size)
+        tables = _share_tables(settings, topic, None, start_ms, end_ms, on_error, row_group_size)
     n, groups = write_tables(tables, schema, out_path, on_progress=on_progress)
     return {"topic": topic, "path": str(out_path), "rows": n, "row_groups": groups,
             "bytes": out_path.stat().st_size, "seconds": round(time.perf_counter() - began, 3),

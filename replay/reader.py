@@ -12,7 +12,7 @@ from typing import Any, Collection, Iterator, NamedTuple
 from streams.contracts.codec import CodecError, codec_for
 from streams.contracts.personal import decode_batches
 from streams.settings import Settings
-from streams.contracts.topics import require_bootstrap, topic_spec
+from streams.contracts.topics import TopicError, require_bootstrap, topic_spec
 
 
 READ_BATCH = 1_000
@@ -59,8 +59,10 @@ def read_topic(settings: Settings, topic: str, *, last: int | None = None,
 
     Raises
     ------
+    TopicError
+        The topic is not on the cluster, or Kafka does not answer.
     CodecError
-        The topic cannot be read, or (``on_error="raise"``) a message does not decode.
+        A message cannot be fetched, or (``on_error="raise"``) does not decode.
     """
     for positions, records in read_topic_batches(settings, topic, last=last, start_ms=start_ms,
                                                  end_ms=end_ms, timeout_s=timeout_s,
@@ -123,14 +125,17 @@ def offset_ranges(consumer, topic: str, *, last: int | None = None, start_ms: in
 
     Raises
     ------
-    CodecError
-        The topic's metadata names an error (e.g. it does not exist).
+    TopicError
+        The topic is not on the cluster, or the cluster does not answer.
     """
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
-    md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-    if md.error is not None:
-        raise CodecError(f"cannot read {topic}: {md.error}")
+    try:
+        md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    except KafkaException as exc:
+        raise TopicError(f"Kafka did not answer: {exc}") from None
+    if md.error is not None or not md.partitions:
+        raise TopicError(f"topic {topic!r} is not on the cluster ({md.error}); run `pulse topics create`")
     out: dict[int, tuple[int, int]] = {}
     for p in sorted(md.partitions):
         if partitions is not None and p not in partitions:
@@ -147,12 +152,13 @@ def offset_ranges(consumer, topic: str, *, last: int | None = None, start_ms: in
 def message_counts(settings: Settings, topic: str, start_ms: int | None = None,
                    timeout_s: float = 10.0) -> dict[int, int]:
     """``{partition: messages}`` that :func:`read_topic` with ``start_ms`` would read at most
-    (end minus start offset; compaction and tombstones not subtracted).
+    (end minus start offset; compaction and tombstones not subtracted): the export's shares and
+    the progress totals of ``pulse export``.
 
     Raises
     ------
-    CodecError
-        The topic's metadata names an error.
+    TopicError
+        As :func:`offset_ranges`.
     """
     from confluent_kafka import Consumer
 

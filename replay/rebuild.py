@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from agents.registry import select
+from replay.reader import offset_ranges
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC
 from streams.runtime.binding import RuntimeContext
 from streams.runtime.engine import RawMessage
@@ -112,37 +113,11 @@ def plan_partitions(consumer, topics: Iterable[str], start_ms: int | None,
     TopicError
         A topic does not exist on the cluster, or the cluster does not answer.
     """
-    from confluent_kafka import KafkaException, TopicPartition
-
     plan = []
     for topic in topics:
-        try:
-            md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        except KafkaException as exc:
-            raise TopicError(f"Kafka did not answer: {exc}") from None
-        if md.error is not None or not md.partitions:
-            raise TopicError(f"topic {topic!r} is not on the cluster ({md.error}); "
-                             f"run `pulse topics create`")
-        for p in sorted(md.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            start = low
-            if start_ms is not None:
-                found = consumer.offsets_for_times([TopicPartition(topic, p, start_ms)],
-                                                   timeout=timeout_s)[0]
-                start = max(low, found.offset if found.offset >= 0 else high)
-            plan.append((topic, p, start, high))
+        ranges = offset_ranges(consumer, topic, start_ms=start_ms, timeout_s=timeout_s)
+        plan.extend((topic, p, start, end) for p, (start, end) in ranges.items())
     return plan
-
-
-def count_messages(settings: Settings, topics: Iterable[str], start_ms: int | None = None) -> int:
-    """How many messages of ``topics`` lie at or after ``start_ms`` (epoch ms; ``None``: all):
-    the sum of end minus start offsets, an upper bound for progress bars (compaction not
-    subtracted). Raises :class:`TopicError` like :func:`plan_partitions`."""
-    consumer = _consumer(settings)
-    try:
-        return sum(max(0, e - s) for _, _, s, e in plan_partitions(consumer, topics, start_ms))
-    finally:
-        consumer.close()
 
 
 def read_merged(settings: Settings, topics: Iterable[str], *, start_ms: int | None = None,

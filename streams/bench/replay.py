@@ -196,15 +196,15 @@ def export_all(settings: Settings, topics: Iterable[str], out_dir: Path,
                on_progress: Progress = lambda *_: None, jobs: int | None = None) -> dict:
     """``pulse export [--jobs N]`` of each topic into ``out_dir/<topic>.parquet`` through
     :func:`replay.export.export_topic`, with the progress total the command shows
-    (:func:`replay.rebuild.count_messages`). Returns ``events`` (rows), ``bytes`` (files),
+    (:func:`replay.reader.message_counts`). Returns ``events`` (rows), ``bytes`` (files),
     ``seconds``, ``events_per_s``, ``by_topic`` (rows), ``jobs`` (processes per topic) and
     ``progress_end`` (the last ``[done, total]`` each bar was given)."""
     from replay.export import export_topic
-    from replay.rebuild import count_messages
+    from replay.reader import message_counts
 
     out = {"events": 0, "bytes": 0, "seconds": 0.0, "by_topic": {}, "jobs": {}, "progress_end": {}}
     for topic in topics:
-        total = count_messages(settings, [topic])
+        total = sum(message_counts(settings, topic).values())
         last = out["progress_end"][topic] = [0, total]
 
         def progress(n: int, topic=topic, total=total, last=last) -> None:

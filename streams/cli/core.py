@@ -384,7 +384,7 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
     from rich.progress import Progress
 
     from replay.export import ExportError, export_topic
-    from replay.rebuild import count_messages
+    from replay.reader import message_counts
 
     from streams.contracts.codec import CodecError
     from streams.contracts.topics import topic_spec
@@ -395,7 +395,7 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such directory")
     with Progress(console=err_console) as bar:
-        task = bar.add_task(f"exporting {topic}", total=count_messages(s, [topic], start_ms))
+        task = bar.add_task(f"exporting {topic}", total=sum(message_counts(s, topic, start_ms).values()))
         try:
             r = export_topic(s, topic, out, start_ms=start_ms, end_ms=end_ms,
                              skip_undecodable=skip_undecodable, jobs=jobs,

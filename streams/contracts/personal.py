@@ -252,16 +252,6 @@ class PersonalCodec:
             record.erased = tuple(erased)
         return record
 
-    def sealed_subjects(self, record: Mapping[str, Any]) -> set[str]:
-        """The subjects whose keys :meth:`open` needs for ``record`` (decoded by ``inner``):
-        those of its encrypted personal fields. For readers that fetch a batch's keys at once."""
-        out = set()
-        for field, (subject_field, _) in self.fields.items():
-            value, subject = record.get(field), record.get(subject_field)
-            if isinstance(value, str) and value.startswith(PREFIX) and subject:
-                out.add(str(subject))
-        return out
-
     def unsealed_subjects(self, record: Mapping[str, Any]) -> set[str]:
         """The subjects whose keys :meth:`seal` needs for ``record``: those of its personal
         fields still in plaintext."""
@@ -305,7 +295,7 @@ class PersonalCodec:
                 records.append(exc)
                 continue
             needs_opening = False
-            for field, (subject_field, _) in fields:  # sealed_subjects, and whether to open
+            for field, (subject_field, _) in fields:
                 v = record.get(field)
                 if isinstance(v, str) and v.startswith(PREFIX):
                     needs_opening = True

@@ -224,8 +224,8 @@ def test_a_batch_reads_the_keys_its_sealed_fields_need_together_and_decodes_as_o
     forged[-30] ^= 1  # inside bob's caption ciphertext
     keys = Batching(writer.keys)
     reader = PersonalCodec(AvroCodec(default_catalog(), "upload"), keys)
-    assert reader.sealed_subjects(reader.inner.decode(sealed[1])) == {"bob"}
-    assert reader.sealed_subjects(reader.inner.decode(plain)) == set()
+    assert reader.decode_sealed([sealed[1]]).subjects == {"bob"}
+    assert (reader.decode_sealed([plain]).subjects, reader.decode_sealed([plain]).sealed) == (set(), [])
     values = sealed + [plain, b"not avro", bytes(forged)]
     out = decode_many(reader, values)
     assert keys.prefetched == [{"ada", "bob"}]
