@@ -30,7 +30,8 @@ posts of the declared interests (COLD_START). Live at ``T`` (published, not expi
 not the user's own, not seen, hidden or reported, not taken down; RESTRICTED posts only from
 followed creators.
 Scored by :mod:`models.ranking.relevance`, diversified by author, the top ``feed_size`` kept.
-The row (:func:`feed_row`) also carries what read-time ranking needs
+The row (:func:`feed_row`) holds the feed packed as columns in one ``blob``
+(:mod:`models.ranking.feed_row`) with what read-time ranking needs
 (:mod:`models.ranking.readtime`: each item's signals and content type, the interest vector and
 affinities); it is written at ``T * 1000 + min(n, 999)`` µs (``n``: events that changed the state), so
 the last ranking computed stays and no rank of an older one lingers; ``feed-updates`` carries the top :data:`EVENT_ITEMS` whenever
@@ -49,6 +50,7 @@ from models.ranking import relevance as R
 from models.ranking.collaborative import ItemNeighbours
 from models.ranking.collaborative import model_version as collaborative_version
 from models.ranking.collaborative import resolve as resolve_collaborative
+from models.ranking.feed_row import pack_feed
 from models.ranking.readtime import SIGNAL_NAMES
 from streams.contracts.agent import AgentSpec, Context, Event, SideInput, State
 from streams.contracts.effects import Effect, Emit, StateSet, Upsert
@@ -256,10 +258,11 @@ def _in_fresh_pool(st: dict[str, Any], post_id: str, t: int, ctx: Context) -> bo
 
 def feed_row(user: str, feed: list[R.Scored], considered: int, t: int,
              profile: dict[str, Any] | None, ctx: Context) -> dict[str, Any]:
-    """The ``user_feeds`` row of a ranking: the items (post, creator, score, source, reasons,
-    publish time), and what read-time ranking needs (:mod:`models.ranking.readtime`): each item's
-    signals (:data:`~models.ranking.readtime.SIGNAL_NAMES` order) and content type, the interest
-    vector and the category and hashtag affinities the ranking used."""
+    """The ``user_feeds`` row of a ranking: ``feed``, the items packed as columns
+    (:func:`models.ranking.feed_row.pack_feed`: post, creator, source, content type, publish
+    time, score and signals in :data:`~models.ranking.readtime.SIGNAL_NAMES` order), with what
+    read-time ranking needs (:mod:`models.ranking.readtime`): the interest vector and the
+    category and hashtag affinities the ranking used."""
     posts: PublishedPosts | None = ctx.side.get("published")
     types = []
     for s in feed:
@@ -267,16 +270,14 @@ def feed_row(user: str, feed: list[R.Scored], considered: int, t: int,
         types.append(f.content_type if f is not None else "FOREVER")
     profile = profile or {}
     tags = sorted((profile.get("hashtags") or {}).items(), key=lambda kv: (-abs(kv[1]), kv[0]))
-    return {
-        "user_id": user, "candidate_count": considered, "generated_at": t,
-        "model_version": f"{MODEL}@{version(ctx)}",
-        "items": [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at) for s in feed],
-        "signals": [[float(s.signals.get(k, 0.0)) for k in SIGNAL_NAMES] for s in feed],
-        "content_types": types,
-        "interest_vector": [float(x) for x in profile.get("vector") or []] or None,
-        "hashtag_affinity": dict(tags[:READ_HASHTAGS]),
-        "category_affinity": dict(profile.get("categories") or {}),
-    }
+    packed = pack_feed([s.post_id for s in feed], [s.creator_id for s in feed],
+                       [s.source for s in feed], types, [s.published_at for s in feed],
+                       [s.score for s in feed], SIGNAL_NAMES,
+                       [[float(s.signals.get(k, 0.0)) for k in SIGNAL_NAMES] for s in feed],
+                       profile.get("vector") or None, dict(tags[:READ_HASHTAGS]),
+                       profile.get("categories") or {})
+    return {"user_id": user, "candidate_count": considered, "generated_at": t,
+            "model_version": f"{MODEL}@{version(ctx)}", "feed": packed}
 
 
 def version(ctx: Context) -> str:

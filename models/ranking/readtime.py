@@ -37,6 +37,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 import numpy as np
 
 from models.ranking import relevance as R
+from models.ranking.feed_row import signals_as, unpack_feed
 
 #: Order of the signals stored with each feed item (``user_feeds.signals``).
 SIGNAL_NAMES: tuple[str, ...] = tuple(R.WEIGHTS)
@@ -140,8 +141,22 @@ class StoredFeed:
 def feed_inputs(user_id: str, row: Mapping[str, Any], ranked_at_ms: int
                 ) -> tuple[StoredFeed, Reader] | None:
     """A ``user_feeds`` row (as a mapping of its columns) -> ``(stored feed, reader)`` for
-    :func:`rerank`; None for a row of an older ranker that stored no signals (or signals of
-    another length than :data:`SIGNAL_NAMES`)."""
+    :func:`rerank`.
+
+    A row with ``feed`` (the packed feed, :mod:`models.ranking.feed_row`) is read from it, its
+    signals mapped to :data:`SIGNAL_NAMES` by name. A row of an older ranker holds the items as
+    collections (``items``, ``signals``, ``content_types``, ``interest_vector``, the
+    affinities); None for such a row without signals (or with signals of another length than
+    :data:`SIGNAL_NAMES`), which is served as stored.
+
+    Raises :class:`models.ranking.feed_row.FeedRowError` for a ``feed`` that cannot be read."""
+    packed = row.get("feed")
+    if packed is not None:
+        f = unpack_feed(packed)
+        stored = StoredFeed(f.post_ids, f.creator_ids, f.sources, f.published_at, f.content_types,
+                            signals_as(f, SIGNAL_NAMES))
+        return stored, Reader(user_id, int(ranked_at_ms), unit(f.interest_vector),
+                              f.hashtag_affinity, f.category_affinity)
     items, signals = list(row.get("items") or []), row.get("signals")
     if signals is None or len(signals) != len(items):
         return None
@@ -326,8 +341,11 @@ def rerank(items: StoredFeed | Sequence[StoredItem], pool: FreshPool | Sequence[
         sl = slice(at, at + len(f))
         at += len(f)
         if reader.vector is not None and fp.dim and reader.vector.shape == (fp.dim,):
-            sims = np.einsum("ij,j->i", fp.vectors[f], reader.vector.astype(np.float32), optimize=False)
-            columns["interest"][sl] = np.maximum(sims.astype(np.float64), 0.0)
+            # over the span of ``f`` as a view (the picked rows are most of it) instead of a copy
+            # of the picked rows: each row's product is the same
+            span = fp.vectors[int(f[0]):int(f[-1]) + 1]
+            sims = np.einsum("ij,j->i", span, reader.vector.astype(np.float32), optimize=False)
+            columns["interest"][sl] = np.maximum(sims[f - f[0]].astype(np.float64), 0.0)
         columns["top_level"][sl] = fp.top_level[f]
         columns["quality"][sl] = fp.quality[f]
         columns["trust"][sl] = fp.trust[f]

@@ -130,8 +130,10 @@ def freshness_array(ages_ms: Sequence[int], content_types: Sequence[str]):
     """:func:`freshness` of many posts at once: ``(n,)`` float64."""
     import numpy as np
 
-    half = np.asarray([FRESHNESS_HALF_LIFE_H.get(c, FRESHNESS_HALF_LIFE_H["FOREVER"])
-                       for c in content_types], dtype=np.float64)
+    default = FRESHNESS_HALF_LIFE_H["FOREVER"]
+    of_type = {c: FRESHNESS_HALF_LIFE_H.get(c, default) for c in set(content_types)}
+    half = np.fromiter(map(of_type.__getitem__, content_types), dtype=np.float64,
+                       count=len(content_types))
     age = np.maximum(np.asarray(ages_ms, dtype=np.float64), 0.0)
     return np.exp2(-age / (half * HOUR_MS))
 

@@ -54,44 +54,66 @@ def _pct(ms: list[float]) -> dict[str, float]:
 
 
 CLIENT_MODES = ("processes", "threads")
+ROW_FORMATS = ("packed", "collections")
 
 
 def seed_feeds(session, ks: str, *, users: int, items: int, fresh: int, dim: int = 384,
-               seed: int = 7) -> tuple[list[str], Callable[[], None]]:
+               seed: int = 7, row_format: str = "packed") -> tuple[list[str], Callable[[], None]]:
     """Write ``users`` feeds of ``items`` posts into ``{ks}.user_feeds`` as feed_ranker writes
     them (signals, a ``dim``-d unit interest vector, hashtag and category affinities) and a fresh
     pool of ``fresh`` posts published after every one of those rankings (each read ranks them
-    all in: the worst case), with ids unique to this call.
+    all in: the worst case), with ids unique to this call. ``row_format``: ``packed`` (the
+    ``feed`` blob of :mod:`models.ranking.feed_row`, as feed_ranker writes) or ``collections``
+    (the list and map columns rankers wrote before it).
 
-    Returns ``(user_ids, remove)``: ``remove()`` deletes every row written."""
+    Returns ``(user_ids, remove)``: ``remove()`` deletes every row written.
+
+    Raises ValueError for an unknown ``row_format``."""
     from cassandra.concurrent import execute_concurrent_with_args
 
+    from models.ranking.feed_row import pack_feed
     from models.ranking.readtime import SIGNAL_NAMES
 
     run = uuid.uuid4().hex[:8]
     ids = [f"bench-{run}-u{i}" for i in range(users)]
     now = int(time.time() * 1000)
-    insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, items, candidate_count, "
-                             f"generated_at, model_version, signals, content_types, interest_vector, "
-                             f"hashtag_affinity, category_affinity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     rng_np = np.random.default_rng(seed)
 
     def unit(n: int) -> np.ndarray:
         v = rng_np.standard_normal((n, dim)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    feed = [(f"bench-p{j}", f"bench-c{j % 50}", 1.0 - j / items, "INTEREST",
-             ["interest 0.80", "freshness 0.90", "source interest"], now - j * 60_000)
-            for j in range(items)]
+    posts = [f"bench-p{j}" for j in range(items)]
+    creators = [f"bench-c{j % 50}" for j in range(items)]
+    published = [now - j * 60_000 for j in range(items)]
+    scores = [1.0 - j / items for j in range(items)]
     signals = [[round(float(x), 6) for x in rng_np.random(len(SIGNAL_NAMES))] for _ in range(items)]
     types = ["FOREVER"] * items
     tags = {f"tag{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(64))}
     cats = {f"cat{k}": round(float(x), 4) for k, x in enumerate(rng_np.random(20))}
     vectors = unit(256)
+    if row_format == "packed":
+        insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, feed, candidate_count, "
+                                 f"generated_at, model_version) VALUES (?, ?, ?, ?, ?)")
+        packed = [pack_feed(posts, creators, ["INTEREST"] * items, types, published, scores,
+                            SIGNAL_NAMES, signals, v, tags, cats) for v in vectors]
+
+        def values(i: int, u: str) -> tuple:
+            return (u, packed[i % 256], items, now, "bench")
+    elif row_format == "collections":
+        insert = session.prepare(f"INSERT INTO {ks}.user_feeds (user_id, items, candidate_count, "
+                                 f"generated_at, model_version, signals, content_types, interest_vector, "
+                                 f"hashtag_affinity, category_affinity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        feed = [(p, c, sc, "INTEREST", ["interest 0.80", "freshness 0.90", "source interest"], t)
+                for p, c, sc, t in zip(posts, creators, scores, published)]
+
+        def values(i: int, u: str) -> tuple:
+            return (u, feed, items, now, "bench", signals, types, vectors[i % 256].tolist(), tags, cats)
+    else:
+        raise ValueError(f"row_format must be one of {', '.join(ROW_FORMATS)}, not {row_format!r}")
     for lo in range(0, users, 1000):
         execute_concurrent_with_args(session, insert, [
-            (u, feed, items, now, "bench", signals, types, vectors[i % 256].tolist(), tags, cats)
-            for i, u in enumerate(ids[lo:lo + 1000], start=lo)], concurrency=64)
+            values(i, u) for i, u in enumerate(ids[lo:lo + 1000], start=lo)], concurrency=64)
     fresh_insert = session.prepare(
         f"INSERT INTO {ks}.fresh_posts (bucket, published_at, post_id, creator_id, content_type, "
         f"is_reply, parent_creator_id, hashtags, categories, quality, trust, vector, expires_at) "
@@ -113,17 +135,24 @@ def seed_feeds(session, ks: str, *, users: int, items: int, fresh: int, dim: int
 
 def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 200, clients: int = 8,
                      reads: int = 8_000, fresh: int | None = None, dim: int = 384,
-                     client_mode: str = "processes", on_step: Step = lambda m: None) -> dict:
+                     client_mode: str = "processes", row_format: str = "packed",
+                     on_step: Step = lambda m: None) -> dict:
     """Feed-read latency through the API and through a raw prepared read (see module).
+
+    ``row_format``: how the feeds are stored (:func:`seed_feeds`): ``packed`` as feed_ranker
+    writes them, or ``collections`` as rankers wrote them before; the raw read selects the
+    columns the API's read selects.
 
     ``client_mode``: ``processes`` (default) runs each client in its own process with its own
     read side (driver session, prepared statements, caches), as the API's server processes do;
     ``threads`` runs them as threads sharing one read side in this process, so they also
     share one interpreter lock.
 
-    Raises ValueError for an unknown ``client_mode``."""
+    Raises ValueError for an unknown ``client_mode`` or ``row_format``."""
     if client_mode not in CLIENT_MODES:
         raise ValueError(f"client_mode must be one of {', '.join(CLIENT_MODES)}, not {client_mode!r}")
+    if row_format not in ROW_FORMATS:
+        raise ValueError(f"row_format must be one of {', '.join(ROW_FORMATS)}, not {row_format!r}")
     from streams.query.feeds import read_feed
     from streams.query.read_side import ReadSide
 
@@ -132,8 +161,11 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
         session = rs.session
         ks = rs.active_keyspace()
         on_step(f"writing {users} feeds of {items} posts and a fresh pool of {fresh} posts")
-        ids, remove = seed_feeds(session, ks, users=users, items=items, fresh=fresh, dim=dim)
-        raw_cql = (f"SELECT items, generated_at, signals, content_types, interest_vector, "
+        ids, remove = seed_feeds(session, ks, users=users, items=items, fresh=fresh, dim=dim,
+                                 row_format=row_format)
+        raw_cql = (f"SELECT feed, generated_at FROM {ks}.user_feeds WHERE user_id = ?"
+                   if row_format == "packed" else
+                   f"SELECT items, generated_at, signals, content_types, interest_vector, "
                    f"hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?")
         raw = session.prepare(raw_cql)
         rng = random.Random(7)
@@ -167,7 +199,7 @@ def bench_feed_reads(settings: Settings, *, users: int = 10_000, items: int = 20
     raw_all = base + base2
     out_api, out_raw = _pct(api), _pct(raw_all)
     return {"users": users, "items_per_feed": items, "fresh_pool": fresh, "clients": clients,
-            "client_mode": client_mode, "reads": reads, "api": out_api, "raw_driver": out_raw,
+            "client_mode": client_mode, "row_format": row_format, "reads": reads, "api": out_api, "raw_driver": out_raw,
             "p99_ratio": round(out_api["p99_ms"] / out_raw["p99_ms"], 3),
             "p50_ratio": round(out_api["p50_ms"] / out_raw["p50_ms"], 3)}
 
@@ -440,7 +472,8 @@ def _wait(pred, timeout_s: float, worker: subprocess.Popen, log: Path, interval_
 
 
 def run_feeds_bench(*, users: int = 10_000, reads: int = 8_000, clients: int = 8, uploads: int = 30,
-                    client_mode: str = "processes", settings: Settings | None = None,
+                    client_mode: str = "processes", row_format: str = "packed",
+                    settings: Settings | None = None,
                     on_step: Step = lambda m: None) -> dict:
     """All three measurements, on servers of its own unless ``settings`` is given; one dict."""
     from streams.servers.provision import provision
@@ -448,7 +481,7 @@ def run_feeds_bench(*, users: int = 10_000, reads: int = 8_000, clients: int = 8
     def run(s: Settings) -> dict:
         provision(s)
         reads_out = bench_feed_reads(s, users=users, reads=reads, clients=clients, client_mode=client_mode,
-                                     on_step=on_step)
+                                     row_format=row_format, on_step=on_step)
         fan = bench_fanout(s, on_step=on_step)
         u2f = bench_upload_to_feed(s, uploads=uploads, on_step=on_step)
         return {"feed_reads": reads_out, "fanout": fan, "upload_to_feed": u2f,

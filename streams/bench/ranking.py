@@ -94,6 +94,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from agents.shared.posts import PostFacts, PublishedPosts
+from models.ranking.feed_row import stored_post_ids
 from models.ranking.readtime import FreshPost, feed_inputs, fresh_post_of, rerank
 from streams.contracts.agent import AgentSpec, ms_of
 from streams.contracts.effects import Upsert
@@ -445,7 +446,7 @@ class Pipeline:
         row = got[1]
         inputs = feed_inputs(user, row, int(row["generated_at"])) if at_ms is not None else None
         if inputs is None:
-            return [item[0] for item in row["items"]]
+            return stored_post_ids(row)
         stored, reader = inputs
         if len(self.fresh_times) != len(self.fresh):
             self.fresh_times = [p.published_at for p in self.fresh]

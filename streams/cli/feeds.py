@@ -11,7 +11,7 @@ from streams.cli.common import app, bench_app, console, err_console, friendly, r
 from streams.cli.tables import RecordTable
 
 
-register_user_errors("streams.query.feeds:CursorError")
+register_user_errors("streams.query.feeds:CursorError", "models.ranking.feed_row:FeedRowError")
 
 
 @app.command()
@@ -69,14 +69,20 @@ def bench_feeds(users: int = typer.Option(10_000, help="Feeds written for the re
                 client_mode: str = typer.Option("processes", help="Clients as 'processes' (each with its own "
                                                 "read side, as API server processes) or 'threads' (sharing "
                                                 "one read side and one interpreter lock)."),
-                uploads: int = typer.Option(30, help="Uploads timed from publish to a follower's feed.")) -> None:
+                uploads: int = typer.Option(30, help="Uploads timed from publish to a follower's feed."),
+                row_format: str = typer.Option("packed", help="How the read benchmark's feeds are stored: "
+                                               "'packed' (one blob, as feed_ranker writes them) or "
+                                               "'collections' (the list and map columns of rankers "
+                                               "before 2026-12-06).")) -> None:
     """Feed reads through the API against raw driver reads, fan-out cost by creator size, and
     upload-to-feed latency with every gate; prints one JSON object."""
-    from streams.bench.feeds import CLIENT_MODES, run_feeds_bench
+    from streams.bench.feeds import CLIENT_MODES, ROW_FORMATS, run_feeds_bench
 
     if client_mode not in CLIENT_MODES:
         raise typer.BadParameter(f"use one of: {', '.join(CLIENT_MODES)}", param_hint="--client-mode")
+    if row_format not in ROW_FORMATS:
+        raise typer.BadParameter(f"use one of: {', '.join(ROW_FORMATS)}", param_hint="--row-format")
     with err_console.status("benchmarking") as st:
         result = run_feeds_bench(users=users, reads=reads, clients=clients, uploads=uploads, client_mode=client_mode,
-                                 on_step=lambda m: st.update(f"bench feeds: {m}"))
+                                 row_format=row_format, on_step=lambda m: st.update(f"bench feeds: {m}"))
     print(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
 """Reading feeds and profiles: what ``pulse feed`` / ``pulse profile`` and the HTTP API show.
 
 A feed read is one partition read of ``user_feeds`` (the ranked feed feed_ranker materialized,
-with each item's signals), ranked again for the reading time by :func:`models.ranking.readtime.rerank`:
+with each item's signals, packed in one cell: :mod:`models.ranking.feed_row`), ranked again
+for the reading time by :func:`models.ranking.readtime.rerank`:
 
 * the stored items, their novelty and freshness recomputed for ``now``;
 * the **fresh pool**: the posts published since the feed was ranked, from the newest
@@ -199,23 +200,31 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
         ``limit`` is not in 1..200.
     streams.stores.cassandra.ViewStoreError
         Cassandra cannot be reached.
+    models.ranking.feed_row.FeedRowError
+        The stored feed is of a format this version cannot read.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
     pinned, offset = _parse_cursor(cursor)
     rs = read_side_of(source)
     ks = rs.active_keyspace()
-    row = rs.execute("SELECT items, generated_at, signals, content_types, interest_vector, "
-                     "hashtag_affinity, category_affinity FROM {ks}.user_feeds WHERE user_id = ?",
+    row = rs.execute("SELECT feed, generated_at FROM {ks}.user_feeds WHERE user_id = ?",
                      (user_id,), keyspace=ks).one()
     page = FeedPage(user_id)
     if row is None:
         return page
     page.generated_at = row.generated_at
+    if row.feed is not None:
+        columns: dict[str, Any] = {"feed": row.feed}
+    else:  # a row of a ranker before the packed feed (infra/cassandra/schema.cql)
+        old = rs.execute("SELECT items, signals, content_types, interest_vector, hashtag_affinity, "
+                         "category_affinity FROM {ks}.user_feeds WHERE user_id = ?",
+                         (user_id,), keyspace=ks).one()
+        columns = old._asdict() if old is not None else {}
     down = taken_down(rs, ks)
-    items: list[tuple] = list(row.items or [])
+    items: list[tuple] = list(columns.get("items") or [])
     now = pinned
-    inputs = feed_inputs(user_id, row._asdict(), _ms(row.generated_at))
+    inputs = feed_inputs(user_id, columns, _ms(row.generated_at))
     if inputs is not None:
         stored, reader = inputs
         settings = rs.settings

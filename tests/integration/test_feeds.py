@@ -9,6 +9,7 @@ import uuid
 import numpy as np
 import pytest
 
+from models.ranking.feed_row import stored_post_ids
 from streams.producer import Publisher
 from streams.query.feeds import read_feed, read_profile
 from streams.query.views import view_session
@@ -110,8 +111,8 @@ def test_fanout_pull_seen_filter_rerank_and_replay_determinism(pipeline, workers
         assert page[p_big].source == "IN_NETWORK" and "pulled at read" in page[p_big].reasons
         assert page[p_big].rank < 5
         with view_session(rs) as s:
-            stored = s.execute("SELECT items FROM user_feeds WHERE user_id = %s", (fans[0],)).one()
-        assert p_big not in [i[0] for i in (stored.items if stored else [])]  # pulled, not pushed
+            stored = s.execute("SELECT feed, items FROM user_feeds WHERE user_id = %s", (fans[0],)).one()
+        assert p_big not in (stored_post_ids(stored._asdict()) if stored else [])  # pulled, not pushed
 
         with Publisher(pipeline) as pub:
             pub.publish("interactions", interaction(f1, p_small, T0 + 2 * HOUR, "VIEW"))
@@ -177,12 +178,12 @@ def test_a_moderators_block_after_publication_takes_the_post_out_of_feeds(pipeli
         print(f"takedown reached the feed read in {time.monotonic() - began:.2f} s")
         with view_session(rs) as s:
             assert s.execute("SELECT status FROM posts WHERE post_id = %s", (post,)).one().status == "TAKEN_DOWN"
-            row = s.execute("SELECT items FROM user_feeds WHERE user_id = %s", (fan,)).one()
-        assert post in [i[0] for i in row.items]  # still in the stored ranking until a re-rank
+            row = s.execute("SELECT feed, items FROM user_feeds WHERE user_id = %s", (fan,)).one()
+        assert post in stored_post_ids(row._asdict())  # still in the stored ranking until a re-rank
         with Publisher(pipeline) as pub:  # the fan's next event re-ranks without it
             pub.publish("follows", follow(fan, f"{r}-other", T0 + 3 * HOUR))
-        wait_until(lambda: post not in [i[0] for i in rs.execute(
-            "SELECT items FROM {ks}.user_feeds WHERE user_id = ?", (fan,)).one().items], 60,
+        wait_until(lambda: post not in stored_post_ids(rs.execute(
+            "SELECT feed, items FROM {ks}.user_feeds WHERE user_id = ?", (fan,)).one()._asdict()), 60,
             "the re-ranked feed without the post", diagnose=diagnose)
 
 

@@ -11,6 +11,7 @@ from agents import feed_fanout, feed_ranker, user_profiler
 from agents.shared.posts import PostVectors, PublishedPosts, Takedowns
 from agents.shared.social import FollowGraph, UserInterests
 from models.ranking import relevance as R
+from models.ranking.feed_row import unpack_feed
 from streams.contracts.effects import Upsert, VectorUpsert
 from tests.unit.agent_harness import Harness, full_record
 
@@ -245,10 +246,16 @@ def profile_event(user, vec, at, seq, cold=False, declared=(), categories=None):
                        category_affinities=categories or {})
 
 
+def items_of(row: dict) -> list[tuple]:
+    """A ``user_feeds`` row's items as ``(post, creator, score, source, reasons, published)``."""
+    return [(s.post_id, s.creator_id, s.score, s.source, s.reasons(), s.published_at)
+            for s in unpack_feed(row["feed"]).scored()]
+
+
 def feed_of(out) -> list[tuple]:
     """The items of the last ``user_feeds`` row a batch wrote."""
     rows = [v for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"]
-    return rows[-1].row["items"]
+    return items_of(rows[-1].row)
 
 
 def test_ranker_ranks_in_network_and_interest_candidates(tmp_path, world):
@@ -300,17 +307,20 @@ def test_ranker_row_carries_read_time_inputs_and_reranks_on_fresh_pool_interacti
     t = T0 + 3 * DAY
     out = h.feed(("profiles", profile_event("u", axis(1), t, seq=1)))
     row = [v for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"][-1].row
-    assert len(row["signals"]) == len(row["items"]) == len(row["content_types"])
-    for item, sig in zip(row["items"], row["signals"]):
-        assert len(sig) == len(SIGNAL_NAMES) and item[2] >= 0
-    assert row["interest_vector"] == pytest.approx(axis(1), abs=1e-6)
+    packed = unpack_feed(row["feed"])
+    assert len(packed) > 0 and packed.signals.shape == (len(packed), len(SIGNAL_NAMES))
+    assert packed.signal_names == SIGNAL_NAMES and min(packed.scores) >= 0
+    assert len(packed.content_types) == len(packed)
+    assert packed.interest_vector.tolist() == pytest.approx(axis(1), abs=1e-6)
+    # the items as the ranking scored them, each with the signals that placed it
+    assert [s.post_id for s in packed.scored()] == packed.post_ids
     # a post published after this ranking is in the read side's fresh pool: the user's
     # interaction with it re-ranks the feed (so the read leaves it out from then on) ...
     world["published"].apply(published("late", "c2", t + 10))
     out = h.feed(("interactions", interaction("u", "late", t + 20, "VIEW")))
     rows = [v.row for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"]
     assert rows and rows[-1]["generated_at"] == t + 20
-    assert "late" not in [i[0] for i in rows[-1]["items"]]
+    assert "late" not in unpack_feed(rows[-1]["feed"]).post_ids
     # ... while an interaction with an older post outside the feed does not
     world["published"].apply(published("old", "c2", t - DAY))
     assert not h.feed(("interactions", interaction("u", "old", t + 30, "VIEW"))).views
@@ -328,7 +338,7 @@ def test_ranker_collaborative_source_from_a_registered_model(tmp_path, world):
     out = h.feed(("interactions", interaction("u", "p1", t + 2, "LIKE")))
     assert not out.dead_letters, [h.codec("dead-letters").decode(d.value)["reason"] for d in out.dead_letters]
     row = [v.row for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"][-1]
-    sources = {i[0]: i[3] for i in row["items"]}
+    sources = {i[0]: i[3] for i in items_of(row)}
     assert sources.get("p2") == "COLLABORATIVE" and "p1" not in sources
     assert row["model_version"] == "feed_ranker.relevance@3+item-knn@cf1"
     # without a model (the default), no collaborative candidates
@@ -336,7 +346,7 @@ def test_ranker_collaborative_source_from_a_registered_model(tmp_path, world):
     plain.feed(("follows", follow("u", "c9", t)))
     out = plain.feed(("interactions", interaction("u", "p1", t + 2, "LIKE")))
     rows = [v.row for v in out.views if isinstance(v, Upsert) and v.table == "user_feeds"]
-    assert all(i[3] != "COLLABORATIVE" for r in rows for i in r["items"])
+    assert all(i[3] != "COLLABORATIVE" for r in rows for i in items_of(r))
 
 
 def test_ranker_unfollow_removes_in_network_posts_and_pushes_enter(tmp_path, world):
