@@ -113,8 +113,10 @@ def unit(v: Iterable[float] | np.ndarray | None) -> np.ndarray | None:
 class StoredFeed:
     """A materialized feed's items as columns, for :func:`rerank`: ``post_ids``, ``creator_ids``,
     ``sources``, ``published_at`` (ms), ``content_types`` and ``notes`` (lists of ``n``), and
-    ``signals``, ``(n, len(SIGNAL_NAMES))`` float64 in :data:`SIGNAL_NAMES` order. A read turns
-    the row's columns into arrays once instead of building an object per item."""
+    ``signals``, ``(n, len(SIGNAL_NAMES))`` float64 in :data:`SIGNAL_NAMES` order; ``times``
+    (``published_at`` as int64) and ``half_lives`` (each content type's freshness half-life,
+    hours) as ``(n,)`` arrays. A read turns the row's columns into arrays once instead of
+    building an object per item."""
 
     def __init__(self, post_ids: Sequence[str], creator_ids: Sequence[str], sources: Sequence[str],
                  published_at: Sequence[int], content_types: Sequence[str], signals: np.ndarray,
@@ -123,6 +125,8 @@ class StoredFeed:
         self.published_at, self.content_types = list(published_at), list(content_types)
         self.signals = np.asarray(signals, dtype=np.float64).reshape(len(self.post_ids), len(SIGNAL_NAMES))
         self.notes = list(notes) if notes is not None else [None] * len(self.post_ids)
+        self.times = np.asarray(self.published_at, dtype=np.int64).reshape(len(self.post_ids))
+        self.half_lives = R.half_lives_h(self.content_types)
 
     def __len__(self) -> int:
         return len(self.post_ids)
@@ -213,7 +217,7 @@ class FreshPool:
 
         self.ids, self.creators, self.parents = column("post_id"), column("creator_id"), column("parent_creator_id")
         self.sources, self.content_types, self.notes = column("source"), column("content_type"), column("note")
-        self.published = self.times.tolist()
+        self.half_lives = R.half_lives_h([p.content_type for p in self.posts])
         self.expires = np.asarray([_NEVER if p.expires_at is None else p.expires_at for p in self.posts],
                                   dtype=np.int64)
         dims = [p.vector.shape[0] for p in self.posts if p.vector is not None]
@@ -293,26 +297,28 @@ def rerank(items: StoredFeed | Sequence[StoredItem], pool: FreshPool | Sequence[
     now = max(int(now_ms), int(reader.ranked_at))
     have = set(stored.post_ids)
     if len(have) == len(stored) and not (exclude and not have.isdisjoint(exclude)):
-        keep = list(range(len(stored)))  # the usual case: nothing to drop
+        keep = np.arange(len(stored))  # the usual case: nothing to drop
         ids, creators, sources = list(stored.post_ids), list(stored.creator_ids), list(stored.sources)
-        published, types, notes = list(stored.published_at), list(stored.content_types), list(stored.notes)
+        notes = list(stored.notes)
     else:
-        keep, have = [], set()
+        keep_list, have = [], set()
         for k, pid in enumerate(stored.post_ids):
             if pid in exclude or pid in have:
                 continue
             have.add(pid)
-            keep.append(k)
-        ids = [stored.post_ids[k] for k in keep]
-        creators = [stored.creator_ids[k] for k in keep]
-        sources = [stored.sources[k] for k in keep]
-        published = [stored.published_at[k] for k in keep]
-        types = [stored.content_types[k] for k in keep]
-        notes = [stored.notes[k] for k in keep]
+            keep_list.append(k)
+        keep = np.asarray(keep_list, dtype=np.int64)
+        ids = [stored.post_ids[k] for k in keep_list]
+        creators = [stored.creator_ids[k] for k in keep_list]
+        sources = [stored.sources[k] for k in keep_list]
+        notes = [stored.notes[k] for k in keep_list]
     m = len(keep)
+    times, halves = [stored.times[keep]], [stored.half_lives[keep]]
     blocks = []
     for fp in (pulled, pool):
         if not isinstance(fp, FreshPool):
+            if not fp:
+                continue
             fp = FreshPool(fp)
         picked = _fresh_indices(fp, reader, now, have, exclude)
         if len(picked):
@@ -322,15 +328,15 @@ def rerank(items: StoredFeed | Sequence[StoredItem], pool: FreshPool | Sequence[
             ids += added
             creators += fp.creators[picked].tolist()
             sources += fp.sources[picked].tolist()
-            published += [fp.published[i] for i in picked.tolist()]
-            types += fp.content_types[picked].tolist()
+            times.append(fp.times[picked])
+            halves.append(fp.half_lives[picked])
             notes += fp.notes[picked].tolist()
     if stats is not None:
         stats["candidates"] = len(ids)
     if not ids:
         return []
     columns: dict[str, np.ndarray] = {}
-    kept = stored.signals[np.asarray(keep, dtype=np.int64)] if m else np.zeros((0, len(SIGNAL_NAMES)))
+    kept = stored.signals[keep] if m else np.zeros((0, len(SIGNAL_NAMES)))
     for j, name in enumerate(SIGNAL_NAMES):
         if name not in TIME_SIGNALS:
             col = np.zeros(len(ids), dtype=np.float64)
@@ -360,13 +366,14 @@ def rerank(items: StoredFeed | Sequence[StoredItem], pool: FreshPool | Sequence[
             sums = tags.row_sums(f, tags.weigh(reader.hashtags)[tags.cols])
             n_tags = tags.lengths[f]
             columns["hashtag"][sl] = np.where(n_tags > 0, sums / np.maximum(n_tags, 1), 0.0)
-    ages = now - np.asarray(published, dtype=np.int64)
+    published = np.concatenate(times)
+    ages = now - published
     columns["novelty"] = R.novelty_array(ages)
-    columns["freshness"] = R.freshness_array(ages, types)
+    columns["freshness"] = R.freshness_array(ages, (), half_lives=np.concatenate(halves))
     names, matrix, scores = R.score_arrays(columns)
     out = []
     for i, score in R.diversified(scores, ids, creators, size):
-        out.append(R.Scored(ids[i], creators[i], sources[i], published[i],
+        out.append(R.Scored(ids[i], creators[i], sources[i], int(published[i]),
                             dict(zip(names, matrix[i].tolist())), score, note=notes[i]))
     return out
 
@@ -382,10 +389,9 @@ def _fresh_indices(pool: FreshPool, reader: Reader, now: int, have: Collection[s
     ok = (pool.expires[lo:hi] > now) & (pool.creators[lo:hi] != reader.user_id)
     for ids in (have, exclude):
         if len(ids) <= hi - lo:  # look the fewer ids up
-            for pid in ids:
-                i = pool.index.get(pid)
-                if i is not None and lo <= i < hi:
-                    ok[i - lo] = False
+            found = np.fromiter((i for i in map(pool.index.get, ids) if i is not None), dtype=np.int64)
+            found = found[(found >= lo) & (found < hi)]
+            ok[found - lo] = False
         else:
             for i in range(lo, hi):
                 if ok[i - lo] and pool.posts[i].post_id in ids:

@@ -126,14 +126,24 @@ def novelty_array(ages_ms: Sequence[int]):
     return np.exp2(-age / (NOVELTY_HALF_LIFE_H * HOUR_MS))
 
 
-def freshness_array(ages_ms: Sequence[int], content_types: Sequence[str]):
-    """:func:`freshness` of many posts at once: ``(n,)`` float64."""
+def half_lives_h(content_types: Sequence[str]):
+    """Each content type's freshness half-life in hours (:data:`FRESHNESS_HALF_LIFE_H`, an
+    unknown type as FOREVER): ``(n,)`` float64."""
     import numpy as np
 
     default = FRESHNESS_HALF_LIFE_H["FOREVER"]
     of_type = {c: FRESHNESS_HALF_LIFE_H.get(c, default) for c in set(content_types)}
-    half = np.fromiter(map(of_type.__getitem__, content_types), dtype=np.float64,
+    return np.fromiter(map(of_type.__getitem__, content_types), dtype=np.float64,
                        count=len(content_types))
+
+
+def freshness_array(ages_ms: Sequence[int], content_types: Sequence[str], half_lives=None):
+    """:func:`freshness` of many posts at once: ``(n,)`` float64. ``half_lives``, when given, is
+    :func:`half_lives_h` of ``content_types`` computed before (then ``content_types`` is not
+    read)."""
+    import numpy as np
+
+    half = half_lives_h(content_types) if half_lives is None else half_lives
     age = np.maximum(np.asarray(ages_ms, dtype=np.float64), 0.0)
     return np.exp2(-age / (half * HOUR_MS))
 
