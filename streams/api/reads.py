@@ -40,19 +40,22 @@ def _views() -> Iterator[None]:
 
 
 @router.get("/feeds/{user_id}", summary="A page of a user's feed, ranked for now.")
-def get_feed(user_id: str, request: Request, limit: int = Query(20, ge=1, le=200),
+async def get_feed(user_id: str, request: Request, limit: int = Query(20, ge=1, le=200),
              cursor: str | None = Query(None, max_length=64, description="next_cursor of the previous page"),
              principal: Principal = Depends(authenticate)) -> JSONBody:
     """Each post with its score, source and reasons; ``next_cursor`` continues at the same
-    reading time (the cursor of ``pulse feed``)."""
-    from streams.query.feeds import CursorError, read_feed
+    reading time (the cursor of ``pulse feed``). Served on the event loop
+    (:func:`~streams.query.feeds.read_feed_async`): a worker thread per read cost the API a
+    third of its throughput (docs/api.md)."""
+    from streams.query.feeds import CursorError, read_feed_async
 
     _allow(principal, "feeds", user_id)
     with _views():
         try:
-            return JSONBody(read_feed(context(request).read_side, user_id, limit=limit, cursor=cursor).as_dict())
+            page = await read_feed_async(context(request).read_side, user_id, limit=limit, cursor=cursor)
         except CursorError as exc:
             raise ApiError(400, str(exc)) from None
+    return JSONBody(page.as_dict())
 
 
 @router.get("/users/{user_id}/notifications", summary="A user's notifications, newest first.")

@@ -25,6 +25,7 @@ that boundary (feeds change as people act; a client refreshes from the top).
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -203,28 +204,94 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
     models.ranking.feed_row.FeedRowError
         The stored feed is of a format this version cannot read.
     """
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    pinned, offset = _parse_cursor(cursor)
+    pinned, offset = _parse_request(limit, cursor)
     rs = read_side_of(source)
     ks = rs.active_keyspace()
-    row = rs.execute("SELECT feed, generated_at FROM {ks}.user_feeds WHERE user_id = ?",
-                     (user_id,), keyspace=ks).one()
-    page = FeedPage(user_id)
+    row = rs.execute(_FEED_ROW, (user_id,), keyspace=ks).one()
     if row is None:
-        return page
-    page.generated_at = row.generated_at
+        return FeedPage(user_id)
     if row.feed is not None:
         columns: dict[str, Any] = {"feed": row.feed}
     else:  # a row of a ranker before the packed feed (infra/cassandra/schema.cql)
-        old = rs.execute("SELECT items, signals, content_types, interest_vector, hashtag_affinity, "
-                         "category_affinity FROM {ks}.user_feeds WHERE user_id = ?",
-                         (user_id,), keyspace=ks).one()
+        old = rs.execute(_COLLECTIONS_ROW, (user_id,), keyspace=ks).one()
         columns = old._asdict() if old is not None else {}
+    inputs = feed_inputs(user_id, columns, _ms(row.generated_at))
+    pulled: list[FreshPost] = []
+    if inputs is not None and pulled_creators(rs, ks):
+        follows = rs.execute(_FOLLOWING, (user_id,), keyspace=ks)
+        pulled = [_pulled_post(c, r) for c in _pulled_followed(rs, ks, follows)
+                  for r in rs.execute(_PULLED_POSTS, (c, row.generated_at, PULLED_PER_CREATOR), keyspace=ks)]
+    return _page(rs, ks, user_id, row.generated_at, columns, inputs, pulled, limit, pinned, offset, fresh)
+
+
+async def read_feed_async(rs: ReadSide, user_id: str, *, limit: int = 20, cursor: str | None = None,
+                          fresh: int | None = None) -> FeedPage:
+    """:func:`read_feed` for an event loop (the HTTP API): the same page, with the feed row, the
+    followed pulled creators and their posts awaited (:meth:`ReadSide.fetch`) instead of
+    blocking a thread. The per-process caches (takedowns, fresh pool, pulled creators) are
+    refreshed in place when stale, a query each at most once a second or five.
+
+    Raises as :func:`read_feed`."""
+    pinned, offset = _parse_request(limit, cursor)
+    ks = rs.active_keyspace()
+    rows = await rs.fetch(_FEED_ROW, (user_id,), keyspace=ks)
+    if not rows:
+        return FeedPage(user_id)
+    row = rows[0]
+    if row.feed is not None:
+        columns: dict[str, Any] = {"feed": row.feed}
+    else:
+        old = await rs.fetch(_COLLECTIONS_ROW, (user_id,), keyspace=ks)
+        columns = old[0]._asdict() if old else {}
+    inputs = feed_inputs(user_id, columns, _ms(row.generated_at))
+    pulled: list[FreshPost] = []
+    if inputs is not None and pulled_creators(rs, ks):
+        followed = _pulled_followed(rs, ks, await rs.fetch(_FOLLOWING, (user_id,), keyspace=ks))
+        pages = await asyncio.gather(*(rs.fetch(_PULLED_POSTS, (c, row.generated_at, PULLED_PER_CREATOR),
+                                                keyspace=ks) for c in followed))
+        pulled = [_pulled_post(c, r) for c, page in zip(followed, pages) for r in page]
+    return _page(rs, ks, user_id, row.generated_at, columns, inputs, pulled, limit, pinned, offset, fresh)
+
+
+_FEED_ROW = "SELECT feed, generated_at FROM {ks}.user_feeds WHERE user_id = ?"
+_COLLECTIONS_ROW = ("SELECT items, signals, content_types, interest_vector, hashtag_affinity, "
+                    "category_affinity FROM {ks}.user_feeds WHERE user_id = ?")
+_FOLLOWING = "SELECT followee_id FROM {ks}.following WHERE follower_id = ?"
+_PULLED_POSTS = ("SELECT post_id, published_at, content_type, distribution, quality, expires_at "
+                 "FROM {ks}.pulled_posts WHERE creator_id = ? AND published_at > ? LIMIT ?")
+
+
+def _parse_request(limit: int, cursor: str | None) -> tuple[int | None, int]:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    return _parse_cursor(cursor)
+
+
+def _pulled_followed(rs: ReadSide, ks: str, follows: Any) -> list[str]:
+    """The pulled creators among the ``following`` rows ``follows``, sorted."""
+    return sorted({r.followee_id for r in follows} & set(pulled_creators(rs, ks)))
+
+
+def _pulled_post(creator: str, r: Any) -> FreshPost:
+    """A ``pulled_posts`` row of a followed pulled creator as a pool entry: source IN_NETWORK,
+    following 1, the trust of a new creator, reason ``pulled at read``."""
+    return FreshPost(post_id=r.post_id, creator_id=creator, published_at=_ms(r.published_at),
+                     content_type=r.content_type or "FOREVER", quality=r.quality,
+                     expires_at=None if r.expires_at is None else _ms(r.expires_at),
+                     trust=creator_trust(0, 0), source="IN_NETWORK", following=1.0,
+                     note="pulled at read")
+
+
+def _page(rs: ReadSide, ks: str, user_id: str, generated: datetime, columns: dict[str, Any],
+          inputs: Any, pulled: list[FreshPost], limit: int, pinned: int | None, offset: int,
+          fresh: int | None) -> FeedPage:
+    """The page of a feed row read (``columns``, ranked at ``generated``; ``inputs`` its
+    :func:`~models.ranking.readtime.feed_inputs`), with the followed pulled creators' posts
+    published after the ranking (``pulled``, newest :data:`PULLED_PER_CREATOR` per creator)."""
+    page = FeedPage(user_id, generated_at=generated)
     down = taken_down(rs, ks)
     items: list[tuple] = list(columns.get("items") or [])
     now = pinned
-    inputs = feed_inputs(user_id, columns, _ms(row.generated_at))
     if inputs is not None:
         stored, reader = inputs
         settings = rs.settings
@@ -232,7 +299,6 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
         pool = fresh_pool(rs, ks, size)
         # a followed pulled creator's post is theirs, not a stranger's RECENT one: rerank takes
         # ``pulled`` before the pool
-        pulled = _pulled(rs, ks, user_id, row.generated_at)
         if now is None:
             now = max([reader.ranked_at] + [p.published_at for p in pulled]
                       + ([int(pool.times[-1])] if len(pool) else []))
@@ -253,29 +319,8 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
                                    None if published_ms is None else
                                    datetime.fromtimestamp(published_ms / 1000, tz=timezone.utc)))
     if offset + limit < total:
-        page.next_cursor = f"{now if now is not None else _ms(row.generated_at)}.{offset + limit}"
+        page.next_cursor = f"{now if now is not None else _ms(generated)}.{offset + limit}"
     return page
-
-
-def _pulled(rs: ReadSide, ks: str, user_id: str, generated: datetime) -> list[FreshPost]:
-    """The followed pulled creators' posts published after the ranking (``generated``), newest
-    :data:`PULLED_PER_CREATOR` per creator, as pool entries: source IN_NETWORK, following 1."""
-    pulled = pulled_creators(rs, ks)
-    if not pulled:
-        return []
-    follows = {r.followee_id for r in rs.execute(
-        "SELECT followee_id FROM {ks}.following WHERE follower_id = ?", (user_id,), keyspace=ks)}
-    out = []
-    for c in sorted(follows & set(pulled)):
-        for r in rs.execute("SELECT post_id, published_at, content_type, distribution, quality, expires_at "
-                            "FROM {ks}.pulled_posts WHERE creator_id = ? AND published_at > ? LIMIT ?",
-                            (c, generated, PULLED_PER_CREATOR), keyspace=ks):
-            out.append(FreshPost(
-                post_id=r.post_id, creator_id=c, published_at=_ms(r.published_at),
-                content_type=r.content_type or "FOREVER", quality=r.quality,
-                expires_at=None if r.expires_at is None else _ms(r.expires_at),
-                trust=creator_trust(0, 0), source="IN_NETWORK", following=1.0, note="pulled at read"))
-    return out
 
 
 def read_profile(source: Settings | ReadSide, user_id: str) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ once per keyspace even under contention, bar a harmless duplicate prepare).
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import threading
@@ -36,7 +37,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
 from streams.settings import Settings
-from streams.stores.cassandra import ViewStoreError, connect
+from streams.stores.cassandra import ROWS_PROFILE, ViewStoreError, connect
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,38 @@ class ReadSide:
         if timeout is None:
             return self.session.execute(stmt, tuple(params))
         return self.session.execute(stmt, tuple(params), timeout=timeout)
+
+    async def fetch(self, cql: str, params: Sequence[Any] = (), *, keyspace: str | None = None) -> list[Any]:
+        """:meth:`execute` for an event loop: the rows of ``cql`` (every page), awaited instead of
+        blocking the calling thread. The driver's I/O thread answers; its callbacks hand the
+        rows to the loop (``call_soon_threadsafe``); rows are named tuples of a type made once per
+        column list (:func:`streams.stores.cassandra.named_rows`), so a lightweight transaction,
+        whose ``was_applied`` needs the driver's own factory, goes through :meth:`execute`. The
+        first use of a statement prepares it (one blocking round trip); errors are the driver's,
+        as :meth:`execute` raises them."""
+        stmt = self.prepare(cql, keyspace=keyspace)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+        rows: list[Any] = []
+        response = self.session.execute_async(stmt, tuple(params), execution_profile=ROWS_PROFILE)
+
+        def settle(result: list[Any] | None, error: BaseException | None) -> None:
+            if done.done():  # the awaiting request went away
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def page(got: list[Any]) -> None:
+            rows.extend(got)
+            if response.has_more_pages:
+                response.start_fetching_next_page()
+            else:
+                loop.call_soon_threadsafe(settle, rows, None)
+
+        response.add_callbacks(page, lambda exc: loop.call_soon_threadsafe(settle, None, exc))
+        return await done
 
     def execute_concurrent(self, cql: str, params: Iterable[Sequence[Any]], *,
                            keyspace: str | None = None, concurrency: int = 64) -> list[Any]:

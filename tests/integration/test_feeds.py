@@ -4,6 +4,7 @@ creator's posts at read time, seen filtering, re-ranking on a profile change, an
 determinism (two rebuilds of the feed agents agree)."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from models.ranking.feed_row import stored_post_ids
 from streams.producer import Publisher
-from streams.query.feeds import read_feed, read_profile
+from streams.query.feeds import read_feed, read_feed_async, read_profile
 from streams.query.views import view_session
 from streams.query.read_side import ReadSide
 
@@ -110,6 +111,13 @@ def test_fanout_pull_seen_filter_rerank_and_replay_determinism(pipeline, workers
         page = {i.post_id: i for i in read_feed(rs, fans[0], limit=50, fresh=0).items}
         assert page[p_big].source == "IN_NETWORK" and "pulled at read" in page[p_big].reasons
         assert page[p_big].rank < 5
+        # the API's event-loop read (awaited queries, the pulled creators' posts included)
+        # serves the same page, as it does a second page and a user without a feed
+        first = read_feed(rs, fans[0], limit=2, fresh=0)
+        assert asyncio.run(read_feed_async(rs, fans[0], limit=2, fresh=0)).as_dict() == first.as_dict()
+        assert asyncio.run(read_feed_async(rs, fans[0], limit=2, cursor=first.next_cursor, fresh=0)).as_dict() \
+            == read_feed(rs, fans[0], limit=2, cursor=first.next_cursor, fresh=0).as_dict()
+        assert asyncio.run(read_feed_async(rs, f"{r}-nobody")).items == []
         with view_session(rs) as s:
             stored = s.execute("SELECT feed, items FROM user_feeds WHERE user_id = %s", (fans[0],)).one()
         assert p_big not in (stored_post_ids(stored._asdict()) if stored else [])  # pulled, not pushed
