@@ -158,9 +158,9 @@ def score_arrays(columns: Mapping[str, Sequence[float]]):
     names = [k for k in WEIGHTS if k in columns]
     m = np.round(np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in names]), 6)
     w = np.asarray([WEIGHTS[k] for k in names], dtype=np.float64)
-    total = np.zeros(m.shape[0], dtype=np.float64)
-    for j in range(len(names)):  # fixed order, elementwise: no BLAS blocking in the sum
-        total += w[j] * m[:, j]
+    # summed left to right in WEIGHTS order, as score() sums: cumsum along a row accumulates
+    # sequentially (no pairwise or BLAS blocking), so the last column is that sum bit for bit
+    total = np.cumsum(m * w, axis=1)[:, -1] if names else np.zeros(m.shape[0], dtype=np.float64)
     return names, m, np.round(total, 9)
 
 
