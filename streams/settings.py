@@ -292,8 +292,8 @@ class Settings:
         ``PULSE_API_THREADS`` (default ``4``): worker threads per API process for the
         synchronous endpoints (the reads: a Cassandra round trip and read-time ranking, CPU-bound
         under one interpreter lock, so a few threads overlap one read's I/O with another's work
-        and more only contend: 32 connections on 2 cores, 2026-12-06, gave p99 3.4 s with
-        anyio's default of 40 and 0.23 s with 4). Scale with ``pulse api --workers N`` instead.
+        and more only contend: 32 connections on 2 cores, 2026-12-06, gave p99 up to 4 s with
+        anyio's default of 40 and 0.2 s with 4). Scale with ``pulse api --workers N`` instead.
     api_key_rate / api_key_burst:
         ``PULSE_API_KEY_RATE`` (default ``200`` requests/s) and ``PULSE_API_KEY_BURST`` (``400``):
         each API key's token bucket, per API process (429 with ``Retry-After`` when empty).
