@@ -228,8 +228,9 @@ async def read_feed_async(rs: ReadSide, user_id: str, *, limit: int = 20, cursor
                           fresh: int | None = None) -> FeedPage:
     """:func:`read_feed` for an event loop (the HTTP API): the same page, with the feed row, the
     followed pulled creators and their posts awaited (:meth:`ReadSide.fetch`) instead of
-    blocking a thread. The per-process caches (takedowns, fresh pool, pulled creators) are
-    refreshed in place when stale, a query each at most once a second or five.
+    blocking a thread. The per-process caches (takedowns, fresh pool, pulled creators, the
+    active-keyspace pointer) are refreshed in place when stale: a blocking query each, at most
+    once every one to five seconds.
 
     Raises as :func:`read_feed`."""
     pinned, offset = _parse_request(limit, cursor)
