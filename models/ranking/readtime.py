@@ -369,7 +369,7 @@ def rerank(items: StoredFeed | Sequence[StoredItem], pool: FreshPool | Sequence[
     published = np.concatenate(times)
     ages = now - published
     columns["novelty"] = R.novelty_array(ages)
-    columns["freshness"] = R.freshness_array(ages, (), half_lives=np.concatenate(halves))
+    columns["freshness"] = R.freshness_of_half_lives(ages, np.concatenate(halves))
     names, matrix, scores = R.score_arrays(columns)
     out = []
     for i, score in R.diversified(scores, ids, creators, size):

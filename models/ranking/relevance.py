@@ -137,15 +137,18 @@ def half_lives_h(content_types: Sequence[str]):
                        count=len(content_types))
 
 
-def freshness_array(ages_ms: Sequence[int], content_types: Sequence[str], half_lives=None):
-    """:func:`freshness` of many posts at once: ``(n,)`` float64. ``half_lives``, when given, is
-    :func:`half_lives_h` of ``content_types`` computed before (then ``content_types`` is not
-    read)."""
+def freshness_array(ages_ms: Sequence[int], content_types: Sequence[str]):
+    """:func:`freshness` of many posts at once: ``(n,)`` float64."""
+    return freshness_of_half_lives(ages_ms, half_lives_h(content_types))
+
+
+def freshness_of_half_lives(ages_ms: Sequence[int], half_lives):
+    """:func:`freshness_array` with each post's half-life (hours, :func:`half_lives_h`) already
+    looked up: ``(n,)`` float64."""
     import numpy as np
 
-    half = half_lives_h(content_types) if half_lives is None else half_lives
     age = np.maximum(np.asarray(ages_ms, dtype=np.float64), 0.0)
-    return np.exp2(-age / (half * HOUR_MS))
+    return np.exp2(-age / (np.asarray(half_lives, dtype=np.float64) * HOUR_MS))
 
 
 def score_arrays(columns: Mapping[str, Sequence[float]]):
