@@ -26,7 +26,6 @@ timestamp in UTC epoch ms).
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import multiprocessing as mp
 import os
@@ -43,7 +42,8 @@ from streams.contracts.schemas import default_catalog
 from streams.settings import Settings
 from streams.contracts.topics import topic_spec
 
-from replay.reader import Position, message_counts, read_topic_batches
+from replay.reader import (OWN_KEYS, Position, message_counts, read_topic_batches, reader_keys,
+                           scan_limit)
 
 ROW_GROUP_SIZE = 10_000
 """Rows per Parquet row group: also how many rows the exporter holds in memory at once."""
@@ -230,6 +230,74 @@ def row_groups_of_batches(batches: Iterable[tuple[list[Position], list[dict[str,
         yield row_group_table(records, positions, schema, first_row=n)
 
 
+class _ParquetFiles:
+    """One Parquet file (zstd) per topic, each written row group by row group to a temporary
+    file beside it and moved into place by :meth:`commit`, so a failed export leaves no partial
+    file. ``on_progress(topic, rows)`` is told each topic's rows written so far after each of
+    its tables, and ``0`` once at the commit for a topic that had none."""
+
+    def __init__(self, outputs: Mapping[str, Path], schemas: Mapping[str, pa.Schema],
+                 on_progress: Callable[[str, int], None] | None = None) -> None:
+        self.paths = dict(outputs)
+        self.schemas = dict(schemas)
+        self.rows = dict.fromkeys(self.paths, 0)
+        self.groups = dict.fromkeys(self.paths, 0)
+        self._tmp = {t: p.with_name(f".{p.name}.{os.getpid()}.tmp") for t, p in self.paths.items()}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._on_progress = on_progress
+
+    def __enter__(self) -> "_ParquetFiles":
+        try:
+            for topic, tmp in self._tmp.items():
+                self._writers[topic] = pq.ParquetWriter(tmp, self.schemas[topic], compression="zstd")
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def write(self, topic: str, table: pa.Table) -> None:
+        """Write ``table`` as one row group of ``topic``'s file.
+
+        Raises
+        ------
+        ExportError
+            ``table`` does not fit the schema as the Parquet writer checks it.
+        """
+        n = self.rows[topic]
+        try:
+            self._writers[topic].write_table(table, row_group_size=max(1, table.num_rows))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # e.g. a null nested deeper
+            where = f"{topic}: " if topic else ""
+            raise ExportError(f"{where}rows {n}..{n + table.num_rows - 1} do not fit the Arrow "
+                              f"schema: {exc}") from exc
+        self.rows[topic] = n + table.num_rows
+        self.groups[topic] += 1
+        if self._on_progress:
+            self._on_progress(topic, self.rows[topic])
+
+    def commit(self) -> None:
+        """Close every file and move it to its path."""
+        while self._writers:
+            topic, writer = self._writers.popitem()
+            writer.close()
+            os.replace(self._tmp[topic], self.paths[topic])
+            if self._on_progress and not self.groups[topic]:
+                self._on_progress(topic, 0)
+
+    def _discard(self) -> None:
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the export's own error is the one raised
+                pass
+        self._writers.clear()
+        for tmp in self._tmp.values():
+            tmp.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._discard()
+
+
 def write_tables(tables: Iterable[pa.Table], schema: pa.Schema, out_path: Path, *,
                  on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Write Arrow ``tables`` of ``schema`` to a Parquet file (zstd), one row group per table.
@@ -243,27 +311,12 @@ def write_tables(tables: Iterable[pa.Table], schema: pa.Schema, out_path: Path, 
     ExportError
         A table does not fit ``schema`` as the Parquet writer checks it.
     """
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    n = groups = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for table in tables:
-                try:
-                    writer.write_table(table, row_group_size=max(1, table.num_rows))
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # e.g. a null nested deeper
-                    raise ExportError(f"rows {n}..{n + table.num_rows - 1} do not fit the Arrow "
-                                      f"schema: {exc}") from exc
-                n += table.num_rows
-                groups += 1
-                if on_progress:
-                    on_progress(n)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if on_progress and not groups:
-        on_progress(0)
-    return n, groups
+    progress = None if on_progress is None else (lambda _topic, n: on_progress(n))
+    with _ParquetFiles({"": Path(out_path)}, {"": schema}, progress) as files:
+        for table in tables:
+            files.write("", table)
+        files.commit()
+    return files.rows[""], files.groups[""]
 
 
 def write_parquet(rows: Iterable[tuple[Position, dict[str, Any]]], schema: pa.Schema, out_path: Path, *,
@@ -292,79 +345,112 @@ slower in two processes on 2 cores)."""
 
 
 def default_jobs(messages: int, partitions: int, cpus: int | None = None) -> int:
-    """How many processes export a topic of ``messages`` messages in ``partitions`` non-empty
-    partitions: one per CPU (``cpus``, default ``os.cpu_count()``), at most one per partition
+    """How many processes export ``messages`` messages in ``partitions`` non-empty partitions (of
+    one topic or of several exported together): one per CPU (``cpus``, default ``os.cpu_count()``), at most one per partition
     (a partition is read by one process, which keeps its offset order), and one per
     :data:`PARALLEL_MIN_MESSAGES` messages; at least 1."""
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
     return max(1, min(cpus, partitions, messages // PARALLEL_MIN_MESSAGES))
 
 
-def split_partitions(plan: Iterable[tuple[int, int]], jobs: int) -> list[list[int]]:
-    """Share partitions ``[(partition, messages)]`` among ``jobs`` processes so their message
-    counts are as even as whole partitions allow (largest first, each to the least loaded
-    share: the LPT rule, within 4/3 of the best split; Graham 1969). Empty shares are left
-    out; each share's partitions are sorted."""
-    shares: list[tuple[int, int, list[int]]] = [(0, i, []) for i in range(max(1, jobs))]
-    for partition, messages in sorted(plan, key=lambda pm: (-pm[1], pm[0])):
-        load, i, parts = heapq.heappop(shares)
-        parts.append(partition)
-        heapq.heappush(shares, (load + messages, i, parts))
-    return [sorted(parts) for _, _, parts in sorted(shares, key=lambda s: s[1]) if parts]
+def plan_units(counts: Mapping[str, Mapping[int, int]]) -> list[tuple[str, int, int]]:
+    """The units of a parallel export: ``(topic, partition, messages)`` for every non-empty
+    partition of ``counts`` (``{topic: {partition: messages}}``, as
+    :func:`replay.reader.message_counts` gives them), largest first (ties: the topics' order in
+    ``counts``, then the partition). Each partition is read by one process, in offset order;
+    processes take the units in this order as each becomes free: list scheduling in LPT order,
+    within 4/3 of the shortest possible makespan (Graham 1969)."""
+    order = {topic: i for i, topic in enumerate(counts)}
+    units = [(topic, p, m) for topic, parts in counts.items() for p, m in parts.items() if m > 0]
+    return sorted(units, key=lambda u: (-u[2], order[u[0]], u[1]))
 
 
-def _share_tables(settings: Settings, topic: str, partitions: list[int] | None, start_ms: int | None,
-                  end_ms: int | None, on_error: str, row_group_size: int) -> Iterator[pa.Table]:
+def _topic_tables(settings: Settings, topic: str, partitions: list[int] | None, start_ms: int | None,
+                  end_ms: int | None, on_error: str, row_group_size: int, keys: Any = OWN_KEYS
+                  ) -> Iterator[pa.Table]:
     """The row groups of ``partitions`` of ``topic`` (``None``: all), read and decoded here."""
     batches = read_topic_batches(settings, topic, start_ms=start_ms, end_ms=end_ms,
-                                 on_error=on_error, partitions=partitions)
+                                 on_error=on_error, partitions=partitions, keys=keys)
     return row_groups_of_batches(batches, arrow_schema(topic_spec(topic).schema), row_group_size)
 
 
-def _export_share(settings: Settings, topic: str, partitions: list[int], start_ms: int | None,
-                  end_ms: int | None, on_error: str, row_group_size: int, out) -> None:
-    """In an export process: read ``partitions`` of ``topic`` (:func:`read_topic_batches`) and put each
-    row group's Arrow table on ``out`` as ``("table", table)``, then ``("done", None)``; an
-    exception is put as ``("error", exc)`` (one that cannot be pickled as a
-    :class:`ExportError` with its text)."""
+def _claim(counter: Any) -> int:
+    """The index of the next unit for this process (``counter``: a shared ``multiprocessing``
+    integer, taken and advanced under its lock)."""
+    with counter.get_lock():
+        i = counter.value
+        counter.value = i + 1
+    return i
+
+
+def _claimed_tables(settings: Settings, units: list[tuple[str, int, int]], counter: Any,
+                    start_ms: int | None, end_ms: int | None, on_error: str, row_group_size: int,
+                    scan_keys: int = 0) -> Iterator[tuple[str, pa.Table]]:
+    """``(topic, row group)`` of the units this process claims (:func:`_claim`) one after
+    another until none is left, with one connection and key cache for every unit's personal
+    fields (:func:`replay.reader.reader_keys`)."""
+    keys = reader_keys(settings, scan_keys)
     try:
-        for table in _share_tables(settings, topic, partitions, start_ms, end_ms, on_error, row_group_size):
-            out.put(("table", table))
-        out.put(("done", None))
+        while (i := _claim(counter)) < len(units):
+            topic, partition, _ = units[i]
+            for table in _topic_tables(settings, topic, [partition], start_ms, end_ms, on_error,
+                                       row_group_size, keys=keys):
+                yield topic, table
+    finally:
+        if keys is not None:
+            keys.close()
+
+
+def _export_worker(settings: Settings, units: list[tuple[str, int, int]], counter: Any,
+                   start_ms: int | None, end_ms: int | None, on_error: str, row_group_size: int,
+                   scan_keys: int, out: Any) -> None:
+    """In an export process: put each claimed unit's row groups on ``out`` as
+    ``("table", topic, table)``, then ``("done", None, None)``; an exception is put as
+    ``("error", None, exc)`` (one that cannot be pickled as a :class:`ExportError` with its
+    text)."""
+    try:
+        for topic, table in _claimed_tables(settings, units, counter, start_ms, end_ms, on_error,
+                                            row_group_size, scan_keys):
+            out.put(("table", topic, table))
+        out.put(("done", None, None))
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
         try:
             pickle.dumps(exc)
         except Exception:  # noqa: BLE001
             exc = ExportError(f"{type(exc).__name__}: {exc}")
-        out.put(("error", exc))
+        out.put(("error", None, exc))
 
 
-def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int]],
+def _tables_from_processes(settings: Settings, units: list[tuple[str, int, int]], jobs: int,
                            start_ms: int | None, end_ms: int | None, on_error: str,
-                           row_group_size: int) -> Iterator[pa.Table]:
-    """The row groups of ``shares`` (lists of partitions), yielded as they arrive: the first
-    share read and decoded in this process, each other share in a process of its own
-    (``spawn``: a fresh interpreter, no threads inherited from this one). This process also
-    writes every row group, so it takes part in the reading rather than wait beside N readers:
-    one process fewer competing for the cores. The other processes' row groups are taken
-    between this one's, and once it has read its share. An error in any process is raised
-    here, and the other processes are stopped; so are they all when the caller stops early."""
+                           row_group_size: int, scan_keys: int = 0
+                           ) -> Iterator[tuple[str, pa.Table]]:
+    """``(topic, row group)`` of every unit, yielded as they arrive, read by ``jobs`` processes:
+    this one and ``jobs - 1`` started for the export (``spawn``: a fresh interpreter, no threads
+    inherited from this one), each claiming the next unit when it is free. This process also
+    hands on every row group (to the writer), so it takes part in the reading rather than wait
+    beside N readers: one process fewer competing for the cores. The other processes' row
+    groups are taken between this one's, and once it has no unit left. An error in any process
+    is raised here, and the other processes are stopped; so are they all when the caller stops
+    early."""
     ctx = mp.get_context("spawn")
-    out = ctx.Queue(maxsize=4 * len(shares))  # bounded: the readers wait for the writer
-    procs = [ctx.Process(target=_export_share, name=f"pulse-export-{topic}-{i}", daemon=True,
-                         args=(settings, topic, share, start_ms, end_ms, on_error, row_group_size, out))
-             for i, share in enumerate(shares[1:], start=1)]
+    counter = ctx.Value("i", 0)
+    out = ctx.Queue(maxsize=4 * jobs)  # bounded: the readers wait for the writer
+    procs = [ctx.Process(target=_export_worker, name=f"pulse-export-{i}", daemon=True,
+                         args=(settings, units, counter, start_ms, end_ms, on_error, row_group_size,
+                               scan_keys, out))
+             for i in range(1, jobs)]
     for proc in procs:
         proc.start()
     running = len(procs)
 
-    def take(block: bool) -> Iterator[pa.Table]:
+    def take(block: bool) -> Iterator[tuple[str, pa.Table]]:
         """The tables the other processes have sent: those ready now, or (``block``) at least
         one message, waiting for it."""
         nonlocal running
         while running:
             try:
-                kind, value = out.get(timeout=1.0) if block else out.get_nowait()
+                kind, topic, value = out.get(timeout=1.0) if block else out.get_nowait()
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
@@ -374,7 +460,7 @@ def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int
                     return
                 continue
             if kind == "table":
-                yield value
+                yield topic, value
             elif kind == "done":
                 running -= 1
             else:
@@ -383,8 +469,9 @@ def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int
                 return
 
     try:
-        for table in _share_tables(settings, topic, shares[0], start_ms, end_ms, on_error, row_group_size):
-            yield table
+        for item in _claimed_tables(settings, units, counter, start_ms, end_ms, on_error,
+                                    row_group_size, scan_keys):
+            yield item
             yield from take(block=False)
         while running:
             yield from take(block=True)
@@ -397,63 +484,104 @@ def _tables_from_processes(settings: Settings, topic: str, shares: list[list[int
         out.close()
 
 
-def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_ms: int | None = None,
-                 end_ms: int | None = None, on_progress: Callable[[int], None] | None = None,
-                 row_group_size: int = ROW_GROUP_SIZE, skip_undecodable: bool = False,
-                 jobs: int | None = 1) -> dict:
-    """Decode ``topic`` (messages with Kafka timestamp in ``[start_ms, end_ms)``, epoch ms) as
-    :func:`replay.reader.read_topic` reads it, and write them to the Parquet file ``out_path``.
+def export_topics(settings: Settings, outputs: Mapping[str, Path | str], *,
+                  start_ms: int | None = None, end_ms: int | None = None,
+                  on_progress: Callable[[str, int], None] | None = None,
+                  row_group_size: int = ROW_GROUP_SIZE, skip_undecodable: bool = False,
+                  jobs: int | None = 1, counts: Mapping[str, Mapping[int, int]] | None = None
+                  ) -> list[dict]:
+    """Decode each topic of ``outputs`` (``{topic: Parquet path}``; messages with Kafka
+    timestamp in ``[start_ms, end_ms)``, epoch ms) as :func:`replay.reader.read_topic` reads
+    it, and write it to its Parquet file. ``on_progress(topic, rows)`` is told each topic's
+    rows written so far. ``counts``: the topics' ``{partition: messages}`` from ``start_ms``
+    (:func:`replay.reader.message_counts`), when the caller has read them already (for its
+    progress totals); read here otherwise.
 
     ``skip_undecodable`` leaves out messages that do not decode (they are in ``dead-letters``
     already); by default such a message stops the export with a :class:`CodecError` naming it.
 
-    ``jobs`` processes read and decode the topic's partitions side by side
-    (:func:`split_partitions`; each partition in one process, in offset order): this process
-    reads the first share and ``jobs - 1`` others started for the export read the rest, and this
-    one writes every row group to the file as it comes: partitions interleave in the file as they
-    do in a one-process export, where the broker interleaves them. ``None`` chooses
-    :func:`default_jobs` (what ``pulse export`` does); ``1``, the default here, reads in this
-    process. Decoding Avro and opening personal fields is Python work, so on a machine with more
-    than one core more processes make an export faster (docs/replay.md has the figures). The
-    processes are started with ``spawn``, which imports the caller's main module again: a script
-    that asks for more than one must keep its top level under ``if __name__ == "__main__":``, as
-    every program that starts processes with :mod:`multiprocessing` must; hence the default.
+    ``jobs`` processes read and decode side by side, the topics together: every non-empty
+    partition of every topic is a unit (:func:`plan_units`), read in offset order by whichever
+    process claims it, largest first; this process reads units too and writes every row group
+    to its topic's file as it comes, so partitions interleave in a file as they do in a
+    one-process export, where the broker interleaves them. Exporting the topics together keeps
+    the cores busy where one topic at a time would leave one waiting (the end of a topic, a
+    topic whose personal fields wait on Cassandra for keys). ``None`` chooses
+    :func:`default_jobs` over all the units (what ``pulse export`` does); ``1``, the default
+    here, reads the topics one after another in this process. Decoding Avro and opening
+    personal fields is Python work, so on a machine with more than one core more processes make
+    an export faster (docs/replay.md has the figures). The processes are started with
+    ``spawn``, which imports the caller's main module again: a script that asks for more than
+    one must keep its top level under ``if __name__ == "__main__":``, as every program that
+    starts processes with :mod:`multiprocessing` must; hence the default.
 
     Returns
     -------
-    dict
-        ``topic``, ``path``, ``rows``, ``row_groups``, ``bytes`` (file size), ``seconds``,
-        ``jobs`` (processes that read).
+    list of dict
+        One per topic, in the order of ``outputs``: ``topic``, ``path``, ``rows``,
+        ``row_groups``, ``bytes`` (file size), ``seconds`` (the whole export's), ``jobs``
+        (processes that read), ``keys_scanned`` (whether the subjects' keys were read in one
+        scan first, :func:`replay.reader.scan_limit`).
 
     Raises
     ------
     TopicError
         Unknown topic, or Kafka not configured.
+    FileNotFoundError
+        An output's directory does not exist.
     CodecError
         An undecodable message (unless ``skip_undecodable``).
     ExportError
-        The event type has no Arrow mapping, a record does not fit it, ``jobs`` is below 1, or
-        an export process died.
+        An event type has no Arrow mapping, a record does not fit it, two topics share a path,
+        ``jobs`` is below 1, or an export process died.
     """
-    schema = arrow_schema(topic_spec(topic).schema)
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise FileNotFoundError(f"{out_path.parent}: no such directory")
+    paths = {topic: Path(path) for topic, path in outputs.items()}
+    schemas = {topic: arrow_schema(topic_spec(topic).schema) for topic in paths}
+    for path in paths.values():
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: no such directory")
+    if len({p.resolve() for p in paths.values()}) < len(paths):
+        raise ExportError("two topics would be written to the same file")
     if jobs is not None and jobs < 1:
         raise ExportError(f"jobs must be 1 or more, not {jobs}")
     on_error = "skip" if skip_undecodable else "raise"
     began = time.perf_counter()
-    shares: list[list[int]] = []
-    if jobs != 1:
-        plan = [(p, m) for p, m in message_counts(settings, topic, start_ms).items() if m > 0]
-        wanted = jobs or default_jobs(sum(m for _, m in plan), len(plan))
-        shares = split_partitions(plan, wanted) if wanted > 1 else []
-    if len(shares) > 1:
-        tables = _tables_from_processes(settings, topic, shares, start_ms, end_ms, on_error,
-                                        row_group_size)
-    else:
-        tables = _share_tables(settings, topic, None, start_ms, end_ms, on_error, row_group_size)
-    n, groups = write_tables(tables, schema, out_path, on_progress=on_progress)
-    return {"topic": topic, "path": str(out_path), "rows": n, "row_groups": groups,
-            "bytes": out_path.stat().st_size, "seconds": round(time.perf_counter() - began, 3),
-            "jobs": max(1, len(shares))}
+    if counts is None or set(counts) != set(paths):
+        counts = {topic: message_counts(settings, topic, start_ms) for topic in paths}
+    units = plan_units(counts)
+    wanted = 1 if jobs == 1 else min(jobs or default_jobs(sum(m for *_, m in units), len(units)),
+                                     len(units))
+    scan_keys = scan_limit(settings, counts)
+    with _ParquetFiles(paths, schemas, on_progress) as files:
+        if wanted > 1:
+            for topic, table in _tables_from_processes(settings, units, wanted, start_ms, end_ms,
+                                                       on_error, row_group_size, scan_keys):
+                files.write(topic, table)
+        else:
+            keys = reader_keys(settings, scan_keys)
+            try:
+                for topic in paths:
+                    for table in _topic_tables(settings, topic, None, start_ms, end_ms, on_error,
+                                               row_group_size, keys=keys):
+                        files.write(topic, table)
+            finally:
+                if keys is not None:
+                    keys.close()
+        files.commit()
+    seconds = round(time.perf_counter() - began, 3)
+    return [{"topic": topic, "path": str(path), "rows": files.rows[topic],
+             "row_groups": files.groups[topic], "bytes": path.stat().st_size, "seconds": seconds,
+             "jobs": max(1, wanted), "keys_scanned": scan_keys > 0} for topic, path in paths.items()]
+
+
+def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_ms: int | None = None,
+                 end_ms: int | None = None, on_progress: Callable[[int], None] | None = None,
+                 row_group_size: int = ROW_GROUP_SIZE, skip_undecodable: bool = False,
+                 jobs: int | None = 1) -> dict:
+    """:func:`export_topics` of one topic to the Parquet file ``out_path``;
+    ``on_progress(rows)``. With ``jobs`` above 1, each process reads whole partitions of the
+    topic. Returns that topic's dict; raises as :func:`export_topics`."""
+    progress = None if on_progress is None else (lambda _topic, n: on_progress(n))
+    return export_topics(settings, {topic: out_path}, start_ms=start_ms, end_ms=end_ms,
+                         on_progress=progress, row_group_size=row_group_size,
+                         skip_undecodable=skip_undecodable, jobs=jobs)[0]

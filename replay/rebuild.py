@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from agents.registry import select
-from replay.reader import offset_ranges
+from replay.reader import message_counts, offset_ranges, scan_limit
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC
 from streams.runtime.binding import RuntimeContext
 from streams.runtime.engine import RawMessage
@@ -272,11 +272,13 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         # the schema in the new keyspace; the context keeps the base keyspace in its settings, so
         # the vector sink writes the rebuilt keyspace's own collections (``<into>__content``)
         apply_schema(replace(settings, cassandra_keyspace=into))
+    topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
+    # personal fields decrypted with the live run's keys (a shredded subject's read as erased),
+    # read in one scan first where the rebuild needs most of them (scan_limit)
     from streams.stores.keys import subject_keys
 
-    # personal fields decrypted with the live run's keys (a shredded subject's read as erased)
-    ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into, keys=subject_keys(settings))
-    topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
+    keys = subject_keys(settings)
+    ctx = RuntimeContext(settings, extra_schemas=extra, keyspace=into, keys=keys)
     by_topic = {t: [sp for sp in specs if t in sp.topics] for t in topics}
     order = upstream_first(specs)
     batches: dict[str, list[RawMessage]] = {sp.name: [] for sp in specs}
@@ -339,6 +341,10 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
 
     began = time.perf_counter()
     try:
+        if keys is not None:
+            limit = scan_limit(settings, {t: message_counts(settings, t, start_ms) for t in topics}, keys)
+            if limit:
+                keys.load_all(limit)
         for spec in specs:
             ctx.prepare(spec)
         for msg in read_merged(settings, topics, start_ms=start_ms, end_ms=end_ms,

@@ -8,9 +8,10 @@ it holds the events asked for, and published with :class:`~streams.producer.Publ
 not the measured figure). Then, over the same topics:
 
 - baseline: a plain confluent-kafka consumer reads every message of each topic, no decoding;
-- export: :func:`replay.export.export_topic` of each topic to Parquet (decode, Arrow, zstd),
-  in one process (``export_one_process``) and with the default processes (``export``: one per
-  CPU, at most one per partition and per 100,000 messages); the read and both exports twice
+- export: :func:`replay.export.export_topics` of the topics together to Parquet (decode,
+  Arrow, zstd), in one process (``export_one_process``) and with the default processes
+  (``export``: one per CPU, at most one per partition and per 100,000 messages, claiming the
+  partitions of every topic); the read and both exports twice
   each, the faster run of each reported (:func:`measure`);
 - rebuild: :func:`replay.rebuild.rebuild_views` of the materializer (its source topics
   ``uploads``, ``signups``, ``follows``; Cassandra writes included).
@@ -194,33 +195,32 @@ def plain_read(settings: Settings, topics: Iterable[str], timeout_s: float = 30.
 
 def export_all(settings: Settings, topics: Iterable[str], out_dir: Path,
                on_progress: Progress = lambda *_: None, jobs: int | None = None) -> dict:
-    """``pulse export [--jobs N]`` of each topic into ``out_dir/<topic>.parquet`` through
-    :func:`replay.export.export_topic`, with the progress total the command shows
-    (:func:`replay.reader.message_counts`). Returns ``events`` (rows), ``bytes`` (files),
-    ``seconds``, ``events_per_s``, ``by_topic`` (rows), ``jobs`` (processes per topic) and
-    ``progress_end`` (the last ``[done, total]`` each bar was given)."""
-    from replay.export import export_topic
+    """``pulse export TOPIC... --out-dir DIR [--jobs N]``: the topics exported together into
+    ``out_dir/<topic>.parquet`` through :func:`replay.export.export_topics`, with the progress
+    totals the command shows (:func:`replay.reader.message_counts`). Returns ``events`` (rows),
+    ``bytes`` (files), ``seconds``, ``events_per_s``, ``by_topic`` (rows), ``jobs`` (processes
+    that read), ``keys_scanned`` and ``progress_end`` (the last ``[done, total]`` each bar was given)."""
+    from replay.export import export_topics
     from replay.reader import message_counts
 
-    out = {"events": 0, "bytes": 0, "seconds": 0.0, "by_topic": {}, "jobs": {}, "progress_end": {}}
-    for topic in topics:
-        total = sum(message_counts(settings, topic).values())
-        last = out["progress_end"][topic] = [0, total]
+    topics = list(topics)
+    counts = {topic: message_counts(settings, topic) for topic in topics}
+    totals = {topic: sum(counts[topic].values()) for topic in topics}
+    last = {topic: [0, totals[topic]] for topic in topics}
 
-        def progress(n: int, topic=topic, total=total, last=last) -> None:
-            last[0] = n
-            on_progress(f"export {topic}", n, total)
+    def progress(topic: str, n: int) -> None:
+        last[topic][0] = n
+        on_progress(f"export {topic}", n, totals[topic])
 
-        r = export_topic(settings, topic, Path(out_dir) / f"{topic}.parquet", on_progress=progress,
-                         jobs=jobs)
-        out["by_topic"][topic] = r["rows"]
-        out["jobs"][topic] = r["jobs"]
-        out["events"] += r["rows"]
-        out["bytes"] += r["bytes"]
-        out["seconds"] += r["seconds"]
-    out["seconds"] = round(out["seconds"], 3)
-    out["events_per_s"] = round(out["events"] / out["seconds"]) if out["seconds"] else 0
-    return out
+    results = export_topics(settings, {t: Path(out_dir) / f"{t}.parquet" for t in topics},
+                            on_progress=progress, jobs=jobs, counts=counts)
+    seconds = results[0]["seconds"] if results else 0.0
+    events = sum(r["rows"] for r in results)
+    return {"events": events, "bytes": sum(r["bytes"] for r in results), "seconds": seconds,
+            "events_per_s": round(events / seconds) if seconds else 0,
+            "by_topic": {r["topic"]: r["rows"] for r in results},
+            "jobs": results[0]["jobs"] if results else 1,
+            "keys_scanned": bool(results and results[0]["keys_scanned"]), "progress_end": last}
 
 
 def rebuild_materializer(settings: Settings, into: str | None = None,

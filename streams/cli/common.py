@@ -71,6 +71,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from streams.stores.cassandra import ViewStoreError
     from streams.contracts.codec import CodecError
+    from streams.contracts.personal import KeyUnavailable
     from streams.producer import PublishError
     from streams.servers.supervisor import ServerError
     from streams.settings import SettingsError
@@ -79,7 +80,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ServerError, TopicError, ViewStoreError, CodecError, PublishError, SinkError,
             SettingsError, FileNotFoundError, NotADirectoryError, PermissionError, MediaError,
-            FingerprintUnavailable, *_EXTRA_USER_ERRORS, *_named_user_errors())
+            FingerprintUnavailable, KeyUnavailable, *_EXTRA_USER_ERRORS, *_named_user_errors())
 
 
 def friendly(fn):

@@ -369,37 +369,53 @@ _TO_HELP = "ISO-8601 time or epoch ms: stop before this Kafka timestamp (default
 
 @app.command()
 @friendly
-def export(topic: str = typer.Argument(..., help="Topic to export."),
-           out: Path = typer.Option(..., "--out", help="Parquet file to write (replaced if it exists)."),
+def export(topics: list[str] = typer.Argument(..., help="Topics to export, together."),
+           out: Optional[Path] = typer.Option(None, "--out",
+                                              help="Parquet file to write, for one topic (replaced if it exists)."),
+           out_dir: Optional[Path] = typer.Option(None, "--out-dir",
+                                                  help="Directory to write TOPIC.parquet of each topic into."),
            start: Optional[str] = typer.Option(None, "--from", help=_FROM_HELP),
            end: Optional[str] = typer.Option(None, "--to", help=_TO_HELP),
            skip_undecodable: bool = typer.Option(False, "--skip-undecodable",
                                                  help="Leave out messages that do not decode."),
            jobs: Optional[int] = typer.Option(None, "--jobs", min=1,
                                               help="Processes that read and decode partitions side "
-                                                   "by side (default: one per CPU, at most one per "
-                                                   "partition and per 100,000 messages).")) -> None:
-    """Write a topic's events to Parquet: one column per schema field (types from the Avro
-    contract) plus _topic, _partition, _offset and _timestamp_ms."""
+                                                   "by side, the topics together (default: one per "
+                                                   "CPU, at most one per partition and per 100,000 "
+                                                   "messages).")) -> None:
+    """Write topics' events to Parquet, a file per topic: one column per schema field (types from
+    the Avro contract) plus _topic, _partition, _offset and _timestamp_ms."""
     from rich.progress import Progress
 
-    from replay.export import ExportError, export_topic
+    from replay.export import ExportError, export_topics
     from replay.reader import message_counts
 
     from streams.contracts.codec import CodecError
     from streams.contracts.topics import topic_spec
 
     start_ms, end_ms = _time_range(start, end)
+    if len(set(topics)) < len(topics):
+        raise typer.BadParameter("a topic is named twice", param_hint="TOPICS")
+    if (out is None) == (out_dir is None):
+        raise typer.BadParameter("give either --out FILE (one topic) or --out-dir DIR",
+                                 param_hint="--out / --out-dir")
+    if out is not None and len(topics) > 1:
+        raise typer.BadParameter(f"--out names one file; for {len(topics)} topics give --out-dir DIR",
+                                 param_hint="--out")
     s = settings()
-    topic_spec(topic)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"{out.parent}: no such directory")
+    for topic in topics:
+        topic_spec(topic)
+    outputs = {topics[0]: out} if out is not None else {t: out_dir / f"{t}.parquet" for t in topics}
+    for path in outputs.values():
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: no such directory")
     with Progress(console=err_console) as bar:
-        task = bar.add_task(f"exporting {topic}", total=sum(message_counts(s, topic, start_ms).values()))
+        counts = {t: message_counts(s, t, start_ms) for t in topics}
+        tasks = {t: bar.add_task(f"exporting {t}", total=sum(counts[t].values())) for t in topics}
         try:
-            r = export_topic(s, topic, out, start_ms=start_ms, end_ms=end_ms,
-                             skip_undecodable=skip_undecodable, jobs=jobs,
-                             on_progress=lambda n: bar.update(task, completed=n))
+            results = export_topics(s, outputs, start_ms=start_ms, end_ms=end_ms,
+                                    skip_undecodable=skip_undecodable, jobs=jobs, counts=counts,
+                                    on_progress=lambda t, n: bar.update(tasks[t], completed=n))
         except CodecError as exc:
             err_console.print(f"[bold red]error:[/] {exc} (--skip-undecodable leaves such messages "
                               f"out; a worker sends them to dead-letters when it consumes them)", highlight=False)
@@ -407,10 +423,14 @@ def export(topic: str = typer.Argument(..., help="Topic to export."),
         except ExportError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(1)
-        bar.update(task, completed=r["rows"], total=r["rows"])
-    console.print(f"{r['rows']} rows written to {r['path']} ({r['row_groups']} row groups, "
-                  f"{r['bytes']:,} bytes, {r['seconds']:.1f} s, {r['jobs']} "
-                  f"process{'es' if r['jobs'] > 1 else ''})")
+        for r in results:
+            bar.update(tasks[r["topic"]], completed=r["rows"], total=r["rows"])
+    for r in results:
+        console.print(f"{r['rows']} rows written to {r['path']} ({r['row_groups']} row groups, "
+                      f"{r['bytes']:,} bytes)")
+    r = results[0]
+    console.print(f"{sum(x['rows'] for x in results)} rows in {r['seconds']:.1f} s, {r['jobs']} "
+                  f"process{'es' if r['jobs'] > 1 else ''}")
 
 
 @app.command()

@@ -38,7 +38,7 @@ def test_bench_replay_pieces_count_every_event_and_report_every_field(pipeline, 
         assert r[export]["by_topic"] == expected
         assert r[export]["progress_end"] == {t: [n, n] for t, n in expected.items()}
         assert len(r[export]["runs_seconds"]) == 2 and min(r[export]["runs_seconds"]) == r[export]["seconds"]
-    assert set(r["export_one_process"]["jobs"].values()) == {1}
+    assert r["export_one_process"]["jobs"] == 1
     assert r["rebuild_materializer"]["by_topic"] == {t: expected[t] for t in MATERIALIZER_TOPICS}
     assert r["rebuild_materializer"]["progress_end"] == [r["rebuild_materializer"]["events"]] * 2
     assert r["rebuild_materializer"]["keyspace"] == keyspace

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from cassandra.query import ValueSequence
 from confluent_kafka import Producer
 
-from replay.export import export_topic
+import replay.export
+from replay.export import export_topic, export_topics
 from replay.reader import read_topic
 from replay.rebuild import read_merged, rebuild_views
 from streams.contracts.codec import CodecError
@@ -231,6 +232,45 @@ def test_a_parallel_export_writes_the_rows_of_a_one_process_export_each_partitio
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.parquet", "skipped.parquet", "two.parquet"]
 
 
+def test_topics_exported_together_in_processes_write_what_each_alone_writes(pipeline, tmp_path,
+                                                                             monkeypatch):
+    """Two topics, one with personal fields, exported together by two processes claiming
+    partitions, with every subject's key read in one scan first: each file holds the rows of
+    that topic exported alone in one process with its keys read batch by batch (decrypted the
+    same way), each partition in offset order."""
+    start = tick()
+    users = [unique("u") for _ in range(12)]
+    with Publisher(pipeline, producer_name="test-export-together") as pub:
+        for i, user in enumerate(users):
+            pub.publish("signups", {"user_id": user, "handle": f"h{i}", "declared_interests": [],
+                                    "locale": None, "country": None, "about": f"about {user}",
+                                    "event_time": T0 + i})
+            pub.publish("follows", {"follower_id": user, "followee_id": users[0], "action": "FOLLOW",
+                                    "event_time": T0 + i})
+    monkeypatch.setattr(replay.export, "scan_limit", lambda *_: 0)
+    alone = {t: export_topic(pipeline, t, tmp_path / f"{t}-alone.parquet", start_ms=start)
+             for t in ("signups", "follows")}
+    assert not any(r["keys_scanned"] for r in alone.values())
+    monkeypatch.setattr(replay.export, "scan_limit", lambda *_: 1_000_000)
+    progress: dict[str, int] = {}
+    together = export_topics(pipeline, {t: tmp_path / f"{t}.parquet" for t in ("signups", "follows")},
+                             start_ms=start, jobs=2, on_progress=progress.__setitem__)
+    assert [r["topic"] for r in together] == ["signups", "follows"]
+    assert all(r["jobs"] == 2 and r["keys_scanned"] for r in together)
+    key = lambda r: (r["_partition"], r["_offset"])  # noqa: E731
+    for r in together:
+        rows = pq.read_table(r["path"]).to_pylist()
+        assert sorted(rows, key=key) == sorted(pq.read_table(alone[r["topic"]]["path"]).to_pylist(), key=key)
+        assert len(rows) == r["rows"] == alone[r["topic"]]["rows"] == progress[r["topic"]] >= 12
+        for p in {row["_partition"] for row in rows}:
+            offsets = [row["_offset"] for row in rows if row["_partition"] == p]
+            assert offsets == sorted(offsets)
+    abouts = {row["user_id"]: row["about"] for row in pq.read_table(tmp_path / "signups.parquet").to_pylist()}
+    assert all(abouts[u] == f"about {u}" for u in users)  # opened with the scanned keys
+    with pytest.raises(replay.export.ExportError, match="same file"):
+        export_topics(pipeline, {"signups": tmp_path / "x.parquet", "follows": tmp_path / "x.parquet"})
+
+
 def _pulse(pipeline, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=worker_env(pipeline, "cli"),
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -258,3 +298,14 @@ def test_cli_replay_and_export(pipeline, tmp_path):
 
     bad = _pulse(pipeline, "export", "uploads", "--out", str(path), "--from", "last tuesday")
     assert bad.returncode == 2 and "ISO-8601" in bad.stderr and "Traceback" not in bad.stderr
+
+    out_dir = tmp_path / "topics"
+    out_dir.mkdir()
+    out = _pulse(pipeline, "export", "uploads", "signups", "--out-dir", str(out_dir), "--from", start,
+                 "--jobs", "2")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "2 processes" in out.stdout
+    assert f"{creator}-p0" in pq.read_table(out_dir / "uploads.parquet").column("post_id").to_pylist()
+    assert user in pq.read_table(out_dir / "signups.parquet").column("user_id").to_pylist()
+    both = _pulse(pipeline, "export", "uploads", "signups", "--out", str(path))
+    assert both.returncode == 2 and "--out-dir" in both.stderr and "Traceback" not in both.stderr

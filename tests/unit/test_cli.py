@@ -120,3 +120,24 @@ def test_error_types_registered_by_name_exist_and_starting_pulse_imports_none_of
                           "if m in sys.modules))"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_unreachable_subject_keys_are_one_line_not_a_traceback(capsys):
+    """A reader that cannot reach the subjects' keys (Cassandra down while Kafka answers: an
+    export of a topic with personal fields) reports the store's message, which says what to
+    check, and exits 1."""
+    import typer
+
+    from streams.cli.common import friendly
+    from streams.stores.keys import KeyStoreError
+
+    @friendly
+    def command():
+        raise KeyStoreError("subject keys in pulse_keys: NoHostAvailable: ...; is Cassandra up "
+                            "(`pulse status`)?")
+
+    with pytest.raises(typer.Exit) as exit_:
+        command()
+    assert exit_.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "is Cassandra up" in err and "Traceback" not in err

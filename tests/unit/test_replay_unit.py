@@ -15,7 +15,7 @@ import agents.registry as registry
 import replay.rebuild as rebuild
 from agents.materializer import process as materialize
 from replay.export import (POSITION_COLUMNS, ExportError, arrow_schema, arrow_type, default_jobs,
-                           row_groups, split_partitions, write_parquet)
+                           plan_units, row_groups, write_parquet)
 from replay.reader import Position
 from replay.rebuild import (TimeRangeError, Written, check_range, parse_time_ms, read_merged,
                             rebuild_views)
@@ -565,12 +565,8 @@ def test_default_jobs_is_bounded_by_cpus_partitions_and_messages(messages, parti
     assert default_jobs(messages, partitions, cpus) == jobs
 
 
-def test_partitions_are_split_evenly_by_messages_each_in_one_share():
-    plan = [(0, 100), (1, 300), (2, 200), (3, 200)]
-    shares = split_partitions(plan, 2)
-    assert sorted(p for share in shares for p in share) == [0, 1, 2, 3]
-    loads = sorted(sum(dict(plan)[p] for p in share) for share in shares)
-    assert loads == [400, 400]
-    assert split_partitions(plan, 8) == [[1], [2], [3], [0]]  # no empty shares
-    assert split_partitions(plan, 1) == [[0, 1, 2, 3]]
-    assert split_partitions([], 2) == []
+def test_export_units_are_the_non_empty_partitions_of_every_topic_largest_first():
+    counts = {"signups": {0: 100, 1: 300, 2: 0}, "follows": {0: 300, 1: 50}}
+    assert plan_units(counts) == [("signups", 1, 300), ("follows", 0, 300), ("signups", 0, 100),
+                                  ("follows", 1, 50)]  # ties: the topics' order, then partition
+    assert plan_units({"follows": {0: 0}}) == [] and plan_units({}) == []
