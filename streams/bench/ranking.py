@@ -443,17 +443,27 @@ class Pipeline:
         got = self.feeds.get(user)
         if got is None:
             return None
+        served = None if at_ms is None else self.served_feed(user, at_ms, fresh)
+        return stored_post_ids(got[1]) if served is None else [s.post_id for s in served]
+
+    def served_feed(self, user: str, at_ms: int, fresh: int = 0) -> list[Any] | None:
+        """``user``'s feed as the read side serves it at ``at_ms`` (:meth:`feed_of`), each entry
+        a :class:`models.ranking.relevance.Scored` (its source and signals); None before the
+        first ranking or for a row that read-time ranking cannot read."""
+        got = self.feeds.get(user)
+        if got is None:
+            return None
         row = got[1]
-        inputs = feed_inputs(user, row, int(row["generated_at"])) if at_ms is not None else None
+        inputs = feed_inputs(user, row, int(row["generated_at"]))
         if inputs is None:
-            return stored_post_ids(row)
+            return None
         stored, reader = inputs
         if len(self.fresh_times) != len(self.fresh):
             self.fresh_times = [p.published_at for p in self.fresh]
         hi = bisect.bisect_right(self.fresh_times, at_ms) if fresh > 0 else 0
         pool = self.fresh[max(0, hi - fresh):hi]
         size = max(len(stored), int(getattr(self.rctx.settings, "feed_size", 200)))
-        return [s.post_id for s in rerank(stored, pool, reader, at_ms, size)]
+        return rerank(stored, pool, reader, at_ms, size)
 
 
 def default_stages(settings: Settings, content: tuple[AgentSpec, Any] | None,
@@ -562,9 +572,11 @@ class CollaborativeBaselines:
         self.retrains = 0
         self.train_seconds = 0.0
 
-    def maybe_retrain(self, t: int, observed: Observed) -> None:
+    def maybe_retrain(self, t: int, observed: Observed) -> bool:
+        """Retrain on everything before ``t`` if :data:`RETRAIN_DAYS` have passed since the last
+        training (or there was none); returns whether it did."""
         if self.trained_at is not None and t < self.trained_at + self.retrain_ms:
-            return
+            return False
         from implicit.cpu.als import AlternatingLeastSquares
         from implicit.nearest_neighbours import CosineRecommender
         from scipy.sparse import csr_matrix
@@ -577,7 +589,7 @@ class CollaborativeBaselines:
         self.trained_at = t
         if not triples:
             self.als = self.knn = None
-            return
+            return True
         counts = Counter((users[u], self.items[p]) for u, p in triples)
         rows, cols = zip(*counts)
         m = csr_matrix((np.fromiter(counts.values(), np.float32, len(counts)), (rows, cols)),
@@ -591,6 +603,7 @@ class CollaborativeBaselines:
                 self.knn.fit(m, show_progress=False)
         self.retrains += 1
         self.train_seconds += time.perf_counter() - started
+        return True
 
     def _row(self, user: str, observed: Observed):
         from scipy.sparse import csr_matrix
@@ -683,6 +696,10 @@ class RankingEvaluation:
         Only the first ``days`` of the history (None: all).
     content:
         The content-enrichment agent and its models instead of clip_ai (tests).
+    collaborative:
+        Run feed_ranker with its collaborative candidate source, trained from the log before
+        each of the baselines' retraining moments (:meth:`retrain_collaborative`); by default
+        it runs as shipped, with none loaded (``PULSE_COLLABORATIVE_MODEL`` unset).
 
     Raises
     ------
@@ -692,7 +709,7 @@ class RankingEvaluation:
 
     def __init__(self, history: Sequence[tuple[str, dict]], settings: Settings, *,
                  anonymous_user_id: str | None, warmup_days: float = 30.0, days: float | None = None,
-                 content: tuple[AgentSpec, Any] | None = None) -> None:
+                 content: tuple[AgentSpec, Any] | None = None, collaborative: bool = False) -> None:
         self.started = time.perf_counter()
         history = list(history)
         if not history:
@@ -720,6 +737,12 @@ class RankingEvaluation:
         self.published: PublishedPosts = self.pipeline.side_state(PublishedPosts)
         self.observed = Observed(anonymous_user_id)
         self.cf = CollaborativeBaselines()
+        self.collaborative = collaborative
+        self.collaborative_retrains = 0
+        self._engaging: list[dict] = []  # interactions fed to the agents (collaborative training)
+        self._ranker = next(st for st in self.pipeline.stages if st.spec.name == "feed_ranker")
+        self.pulse_sources: Counter = Counter()      # sources of Pulse's top 10s as served
+        self.pulse_hit_sources: Counter = Counter()  # source of the engaged post, when in them
         self.horizon_ms = int(float(settings.feed_horizon_days) * DAY_MS)
         self.fresh_pool = int(getattr(settings, "feed_fresh_pool", 0))
         self.tallies = {name: Tally() for name in RANKERS}
@@ -744,6 +767,8 @@ class RankingEvaluation:
                     self.evaluate(e)
             if not (event_type == "interaction" and r["user_id"] == self.anonymous):
                 self.pipeline.publish(TOPIC_OF[event_type], r)
+                if self.collaborative and event_type == "interaction":
+                    self._engaging.append(r)
             self.observed.observe(event_type, r, e)
             if progress is not None:
                 progress(i + 1, total)
@@ -758,10 +783,20 @@ class RankingEvaluation:
         facts = {f.post_id: f for f in pool}
         if e.post_id not in facts:
             self.diagnostics["target_outside_pool"] += 1
-        self.cf.maybe_retrain(t, observed)
+        if self.cf.maybe_retrain(t, observed) and self.collaborative:
+            self.retrain_collaborative(t)
         since_recent = t - POPULAR_RECENT_DAYS * DAY_MS
+        served = self.pipeline.served_feed(user, t, self.fresh_pool)
+        if served is None:  # no feed yet, or a row read-time ranking cannot read: as stored
+            pulse = self.pipeline.feed_of(user)
+        else:
+            pulse = [s.post_id for s in served]
+            self.pulse_sources.update(s.source for s in served[:10])
+            hit = next((s.source for s in served[:10] if s.post_id == e.post_id), None)
+            if hit is not None:
+                self.pulse_hit_sources[hit] += 1
         lists: dict[str, list[str] | None] = {
-            "pulse": self.pipeline.feed_of(user, t, self.fresh_pool),
+            "pulse": pulse,
             "reverse_chronological_all": ranked(pool),
             "reverse_chronological_following": ranked([f for f in pool if f.creator_id in followed]),
             "popular_all_time": ranked(pool, lambda f: observed.popularity(f.post_id, 0, t)),
@@ -777,6 +812,27 @@ class RankingEvaluation:
             self.tallies[name].add(rank_of(ids, e.post_id), cold, t, top)
         if lists["pulse"] is None:
             self.diagnostics["pulse_no_feed_yet"] += 1
+
+    def retrain_collaborative(self, t: int) -> None:
+        """Train feed_ranker's collaborative candidate source as ``pulse train collaborative``
+        would from the log before ``t`` (:func:`replay.training.engagement_rows` of the
+        interactions fed so far and the posts published before ``t``: likes, comments, shares
+        and replies, never on one's own post; :func:`models.ranking.collaborative.fit`), and
+        load it into the running feed_ranker, as a worker restarted with
+        ``PULSE_COLLABORATIVE_MODEL`` would: feeds ranked from then on draw COLLABORATIVE
+        candidates from it. Called at the baselines' retraining moments, so the collaborative
+        model is never newer than theirs."""
+        from models.ranking.collaborative import fit
+        from replay.training import engagement_rows
+
+        published = [{"post_id": f.post_id, "creator_id": f.creator_id,
+                      "parent_post_id": f.parent_post_id, "event_time": f.published_at}
+                     for f in self.published.window(0, t - 1)]
+        rows = engagement_rows([r for r in self._engaging if _time(r) < t], published, until_ms=t - 1)
+        self.collaborative_retrains += 1
+        self._ranker.runner.models = (fit([(u, p) for _, u, p in rows],
+                                          version=f"eval-{self.collaborative_retrains}")
+                                      if rows else None)
 
     def report(self, dataset: str = "", plot: Path | None = None) -> dict[str, Any]:
         """The JSON-able report (module docstring); saves the plot at ``plot`` when given."""
@@ -818,6 +874,10 @@ class RankingEvaluation:
                 "creators": len(creators),
                 "users_ranked_by_pulse": len(pipeline.feeds),
                 "cf_retrains": cf.retrains,
+                "pulse_top10_sources": dict(sorted(self.pulse_sources.items())),
+                "pulse_hit10_sources": dict(sorted(self.pulse_hit_sources.items())),
+                "pulse_collaborative": self.collaborative,
+                "pulse_collaborative_retrains": self.collaborative_retrains,
                 "cf_train_seconds": round(cf.train_seconds, 2),
                 "log_records": dict(sorted(pipeline.records.items())),
                 "agent_events": {st.spec.name: st.events for st in pipeline.stages},
@@ -862,12 +922,13 @@ def goals(rankers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 def run_ranking_eval(history: Sequence[tuple[str, dict]], settings: Settings, *,
                      anonymous_user_id: str | None, dataset: str = "", warmup_days: float = 30.0,
                      days: float | None = None, plot: Path | None = DEFAULT_PLOT,
-                     content: tuple[AgentSpec, Any] | None = None,
+                     content: tuple[AgentSpec, Any] | None = None, collaborative: bool = False,
                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Build, run and report a :class:`RankingEvaluation` (parameters there; ``plot``: the PNG
     path, None for none; ``dataset``: the name the report gives)."""
     evaluation = RankingEvaluation(history, settings, anonymous_user_id=anonymous_user_id,
-                                   warmup_days=warmup_days, days=days, content=content)
+                                   warmup_days=warmup_days, days=days, content=content,
+                                   collaborative=collaborative)
     evaluation.run(progress)
     return evaluation.report(dataset, plot)
 

@@ -54,6 +54,10 @@ def eval_ranking(
         torch_threads: int = typer.Option(1, "--torch-threads", min=1,
                                           help="Intra-op threads for clip_ai's models (one is fastest "
                                                "for batch-of-one inference on a small shared machine)."),
+        collaborative: bool = typer.Option(False, "--collaborative/--no-collaborative",
+                                           help="Run feed_ranker with its collaborative candidates, "
+                                                "retrained from the log before each moment as the "
+                                                "baselines are (default: as shipped, none loaded)."),
 ) -> None:
     """Replay a Stack Exchange history through the live agents (clip_ai, publisher, user_profiler,
     feed_fanout, feed_ranker; in-process, no servers) and score each engagement's post in the
@@ -75,7 +79,7 @@ def eval_ranking(
         task = bar.add_task("events", total=len(history))
         report = run_ranking_eval(
             history, settings(), anonymous_user_id=ANONYMOUS_USER_ID, dataset=path.name,
-            warmup_days=warmup_days, days=days, plot=plot,
+            warmup_days=warmup_days, days=days, plot=plot, collaborative=collaborative,
             progress=lambda done, total: bar.update(task, completed=done) if done % 50 == 0 or done == total else None)
     _print_table(report)
     if as_json:

@@ -307,3 +307,37 @@ def test_real_dump_first_weeks(tmp_path):
     assert report["rankers"]["pulse"]["ranked_events"] > 0
     assert 0.0 <= report["rankers"]["pulse"]["ndcg10"] <= 1.0
     assert plot.stat().st_size > 1000
+
+
+def test_with_collaborative_candidates_the_ranker_loads_a_model_of_the_log_before_each_retrain(settings):
+    """``collaborative=True``: at the baselines' retraining moment (b's first evaluated comment)
+    feed_ranker gets an item-kNN of the engagements strictly before it (c's two comments, not
+    b's), and b's next ranking draws q2, co-engaged with q1 by c, as a COLLABORATIVE candidate.
+    Without it, the ranker runs as shipped, with no model."""
+    from models.ranking.collaborative import ItemNeighbours
+    from models.ranking.readtime import feed_inputs
+
+    history = in_order(
+        signup("a", T0), signup("b", T0 + 1), signup("c", T0 + 2), signup("d", T0 + 3),
+        upload("q1", "a", T0 + DAY, tags=("x",)),
+        upload("q2", "d", T0 + DAY + 1, tags=("z",)),
+        interaction("c1", "c", "q1", T0 + DAY + DAY // 2),
+        interaction("c2", "c", "q2", T0 + DAY + DAY // 2 + 1),
+        interaction("b1", "b", "q1", T0 + 2 * DAY),                 # evaluated: the retrain
+    )
+    ev = R.RankingEvaluation(history, settings, anonymous_user_id=ANON, warmup_days=1.9,
+                             content=FAKE_CONTENT, collaborative=True)
+    ev.run()
+    model = ev._ranker.runner.models
+    assert ev.collaborative_retrains == ev.cf.retrains == 1
+    assert isinstance(model, ItemNeighbours) and sorted(model.items) == ["q1", "q2"]
+    assert [p for p, _ in model.recommend(["q1"], 5)] == ["q2"]
+    _, row = ev.pipeline.feeds["b"]
+    stored, _ = feed_inputs("b", row, int(row["generated_at"]))
+    assert dict(zip(stored.post_ids, stored.sources)).get("q2") == "COLLABORATIVE"
+    report = ev.report("synthetic")
+    assert report["diagnostics"]["pulse_collaborative_retrains"] == 1
+    assert sum(report["diagnostics"]["pulse_top10_sources"].values()) >= 1  # b's feed was read
+
+    shipped = evaluate(history, settings, warmup_days=1.9)
+    assert shipped._ranker.runner.models is None and shipped.collaborative_retrains == 0
