@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generator
 
 from models.ranking.relevance import creator_trust
 from models.ranking.readtime import FreshPool, FreshPost, feed_inputs, fresh_post_of, rerank
@@ -204,53 +204,66 @@ def read_feed(source: Settings | ReadSide, user_id: str, *, limit: int = 20,
     models.ranking.feed_row.FeedRowError
         The stored feed is of a format this version cannot read.
     """
-    pinned, offset = _parse_request(limit, cursor)
     rs = read_side_of(source)
-    ks = rs.active_keyspace()
-    row = rs.execute(_FEED_ROW, (user_id,), keyspace=ks).one()
-    if row is None:
-        return FeedPage(user_id)
-    if row.feed is not None:
-        columns: dict[str, Any] = {"feed": row.feed}
-    else:  # a row of a ranker before the packed feed (infra/cassandra/schema.cql)
-        old = rs.execute(_COLLECTIONS_ROW, (user_id,), keyspace=ks).one()
-        columns = old._asdict() if old is not None else {}
-    inputs = feed_inputs(user_id, columns, _ms(row.generated_at))
-    pulled: list[FreshPost] = []
-    if inputs is not None and pulled_creators(rs, ks):
-        follows = rs.execute(_FOLLOWING, (user_id,), keyspace=ks)
-        pulled = [_pulled_post(c, r) for c in _pulled_followed(rs, ks, follows)
-                  for r in rs.execute(_PULLED_POSTS, (c, row.generated_at, PULLED_PER_CREATOR), keyspace=ks)]
-    return _page(rs, ks, user_id, row.generated_at, columns, inputs, pulled, limit, pinned, offset, fresh)
+    steps = _read_steps(rs, user_id, limit, cursor, fresh)
+    try:
+        queries = next(steps)
+        while True:
+            queries = steps.send([list(rs.execute(cql, params, keyspace=ks))
+                                  for cql, params, ks in queries])
+    except StopIteration as done:
+        return done.value
 
 
 async def read_feed_async(rs: ReadSide, user_id: str, *, limit: int = 20, cursor: str | None = None,
                           fresh: int | None = None) -> FeedPage:
     """:func:`read_feed` for an event loop (the HTTP API): the same page, with the feed row, the
-    followed pulled creators and their posts awaited (:meth:`ReadSide.fetch`) instead of
-    blocking a thread. The per-process caches (takedowns, fresh pool, pulled creators, the
-    active-keyspace pointer) are refreshed in place when stale: a blocking query each, at most
-    once every one to five seconds.
+    followed pulled creators and their posts awaited (:meth:`ReadSide.fetch`; the posts of
+    several pulled creators side by side) instead of blocking a thread. The per-process caches
+    (takedowns, fresh pool, pulled creators, the active-keyspace pointer) are refreshed in place
+    when stale: a blocking query each, at most once every one to five seconds.
 
     Raises as :func:`read_feed`."""
+    steps = _read_steps(rs, user_id, limit, cursor, fresh)
+    try:
+        queries = next(steps)
+        while True:
+            if len(queries) == 1:  # no task to make for a single query
+                (cql, params, ks), = queries
+                queries = steps.send([await rs.fetch(cql, params, keyspace=ks)])
+            else:
+                queries = steps.send(await asyncio.gather(*(rs.fetch(cql, params, keyspace=ks)
+                                                            for cql, params, ks in queries)))
+    except StopIteration as done:
+        return done.value
+
+
+def _read_steps(rs: ReadSide, user_id: str, limit: int, cursor: str | None, fresh: int | None
+                ) -> Generator[list[tuple[str, tuple, str]], list[list[Any]], FeedPage]:
+    """The feed read of :func:`read_feed`, written once for both callers without doing I/O: it
+    yields the queries it needs next, ``[(cql, params, keyspace)]`` (independent of each other),
+    is sent their rows in the same order (lists of named tuples), and returns the page. The
+    blocking and the awaiting reader each drive it with their own I/O."""
     pinned, offset = _parse_request(limit, cursor)
     ks = rs.active_keyspace()
-    rows = await rs.fetch(_FEED_ROW, (user_id,), keyspace=ks)
+    (rows,) = yield [(_FEED_ROW, (user_id,), ks)]
     if not rows:
         return FeedPage(user_id)
     row = rows[0]
     if row.feed is not None:
         columns: dict[str, Any] = {"feed": row.feed}
-    else:
-        old = await rs.fetch(_COLLECTIONS_ROW, (user_id,), keyspace=ks)
+    else:  # a row of a ranker before the packed feed (infra/cassandra/schema.cql)
+        (old,) = yield [(_COLLECTIONS_ROW, (user_id,), ks)]
         columns = old[0]._asdict() if old else {}
     inputs = feed_inputs(user_id, columns, _ms(row.generated_at))
     pulled: list[FreshPost] = []
     if inputs is not None and pulled_creators(rs, ks):
-        followed = _pulled_followed(rs, ks, await rs.fetch(_FOLLOWING, (user_id,), keyspace=ks))
-        pages = await asyncio.gather(*(rs.fetch(_PULLED_POSTS, (c, row.generated_at, PULLED_PER_CREATOR),
-                                                keyspace=ks) for c in followed))
-        pulled = [_pulled_post(c, r) for c, page in zip(followed, pages) for r in page]
+        (follows,) = yield [(_FOLLOWING, (user_id,), ks)]
+        followed = _pulled_followed(rs, ks, follows)
+        if followed:
+            pages = yield [(_PULLED_POSTS, (c, row.generated_at, PULLED_PER_CREATOR), ks)
+                           for c in followed]
+            pulled = [_pulled_post(c, r) for c, page in zip(followed, pages) for r in page]
     return _page(rs, ks, user_id, row.generated_at, columns, inputs, pulled, limit, pinned, offset, fresh)
 
 
