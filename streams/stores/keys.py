@@ -10,9 +10,9 @@ created on first use (same replication as the views' keyspace).
 * Keys are cached in each process for ``PULSE_SUBJECT_KEY_CACHE_S`` seconds (default 60). That is
   the **window** after an erasure during which a running process may still decrypt the
   subject's fields (a process that shredded a key drops it from its own cache at once).
-  Absent keys are never cached, so a key made by another process is seen at once; only after
-  a scan of every key (:meth:`CassandraSubjectKeys.load_all`, for an export of whole topics)
-  does a subject with no cached key count as keyless, for the same window.
+  Absent keys are never cached, so a key made by another process is seen at once, also after
+  a scan of every key (:meth:`CassandraSubjectKeys.load_all`, for an export of whole topics):
+  a subject the scan did not see is read as ever.
 * :meth:`CassandraSubjectKeys.shred` deletes a key (the eraser's ``ShredKey`` effect, through the
   Cassandra sink). Deleting is final: nothing can decrypt the subject's fields afterwards.
 
@@ -68,8 +68,8 @@ class CassandraSubjectKeys:
         self._lock = threading.Lock()
         self._prepared: dict[str, Any] = {}
         self.lookups = 0
-        self._complete_at: float | None = None  # when load_all last cached every key
-        self._rescan: tuple[int | None] | None = None  # (limit,) of a load_all to make again
+        self._scanned_at: float | None = None  # when a load_all to make again cached every key
+        self._scan_limit: int | None = None  # its limit
 
     def _connect(self) -> Any:
         with self._lock:
@@ -118,12 +118,10 @@ class CassandraSubjectKeys:
         KeyStoreError
             Cassandra cannot be reached or refuses.
         """
-        now = time.monotonic()
+        now = self._rescan_if_due(time.monotonic())
         hit = self._cache.get(subject)
         if hit is not None and now - hit[1] < self.ttl_s:
             return hit[0]
-        if not create and self._complete(now):
-            return None  # every key was read at once (load_all): this subject has none
         self.lookups += 1
         row = self._run("get", (subject,)).one()
         key = bytes(row.key) if row is not None and row.key else None
@@ -161,9 +159,7 @@ class CassandraSubjectKeys:
         """
         from cassandra.concurrent import execute_concurrent_with_args
 
-        now = time.monotonic()
-        if self._complete(now):
-            return 0  # every key was read at once (load_all): the subjects not cached have none
+        now = self._rescan_if_due(time.monotonic())
         missing = self._fresh(subjects, now)
         if not missing:
             return 0
@@ -183,20 +179,16 @@ class CassandraSubjectKeys:
         self.lookups += len(missing)
         return found
 
-    def _complete(self, now: float) -> bool:
-        """Whether a :meth:`load_all` that read every key did so less than the TTL ago; once the
-        TTL has run out, the scan is made again (same limit) if the last one took under a tenth
-        of the TTL, so a long export keeps both the scan's economy and the erasure window; else
-        the cache goes back to reading keys batch by batch."""
-        if self._complete_at is None:
-            return False
-        if now - self._complete_at < self.ttl_s:
-            return True
-        if self._rescan is not None:
-            (limit,), self._rescan, self._complete_at = self._rescan, None, None
-            self.load_all(limit)
-            return self._complete_at is not None
-        return False
+    def _rescan_if_due(self, now: float) -> float:
+        """Make the last :meth:`load_all` again (same limit) once the keys it cached have outlived
+        the TTL, if it read every key and took under a tenth of the TTL: a long export keeps
+        both the scan's economy and the erasure window. Returns the time to judge the cache by
+        (``now``, or the rescan's start)."""
+        if self._scanned_at is None or now - self._scanned_at < self.ttl_s:
+            return now
+        limit, self._scanned_at = self._scan_limit, None
+        self.load_all(limit)
+        return time.monotonic()
 
     def estimated_subjects(self) -> int | None:
         """How many subjects have a key, as Cassandra estimates it (``system.size_estimates``,
@@ -224,13 +216,12 @@ class CassandraSubjectKeys:
         most ``limit`` keys are read (``None``: no limit); returns whether the scan read every
         key (the table had no more than ``limit``).
 
-        After a complete scan, and until the cache's TTL runs out, a subject with no cached key
-        counts as having none, with no read (:meth:`prefetch`, and :meth:`key` without
-        ``create``): an event's key is made before the event is written, so a subject of an
-        event already in the log that has no key at the scan has been erased. Keys made later
-        (``ensure``, ``key(create=True)``) are still made and cached. When the TTL runs out the
-        scan is made again if it took under a tenth of the TTL, so a subject erased meanwhile
-        is seen within the same window as with reads batch by batch. After a scan cut short by
+        A subject the scan did not cache is read as before (:meth:`prefetch`, :meth:`key`):
+        one erased, or one whose key was made after the scan by a producer still writing to the
+        topics being read (a miss is never taken for an erasure: a reader's end offsets are
+        taken after its scan). When the cached keys outlive the TTL the scan is made again, if
+        it read every key and took under a tenth of the TTL, so a subject erased meanwhile is
+        seen within the same window as with reads batch by batch. After a scan cut short by
         ``limit``, the keys it read are cached and the others are read batch by batch.
 
         Measured on one local node (2 cores): 162,667 keys in about 1 s, where reading them
@@ -259,9 +250,8 @@ class CassandraSubjectKeys:
         except Exception as exc:  # the driver raises many types
             raise self._store_error(exc) from None
         complete = limit is None or rows <= limit
-        if complete:
-            self._complete_at = now
-            self._rescan = (limit,) if time.monotonic() - now < self.ttl_s / 10 else None
+        if complete and time.monotonic() - now < self.ttl_s / 10:
+            self._scanned_at, self._scan_limit = now, limit
         return complete
 
     def ensure(self, subjects: Any) -> int:
