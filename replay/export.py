@@ -551,23 +551,27 @@ def export_topics(settings: Settings, outputs: Mapping[str, Path | str], *,
     units = plan_units(counts)
     wanted = 1 if jobs == 1 else min(jobs or default_jobs(sum(m for *_, m in units), len(units)),
                                      len(units))
-    scan_keys = scan_limit(settings, counts)
-    with _ParquetFiles(paths, schemas, on_progress) as files:
-        if wanted > 1:
-            for topic, table in _tables_from_processes(settings, units, wanted, start_ms, end_ms,
-                                                       on_error, row_group_size, scan_keys):
-                files.write(topic, table)
-        else:
-            keys = reader_keys(settings, scan_keys)
-            try:
+    # one process reads with its own key store, which also answers the size estimate; the
+    # processes side by side each open their own, so the estimate opens one here
+    keys = reader_keys(settings) if wanted <= 1 else None
+    try:
+        scan_keys = scan_limit(settings, counts, keys)
+        if scan_keys and keys is not None:
+            keys.load_all(scan_keys)
+        with _ParquetFiles(paths, schemas, on_progress) as files:
+            if wanted > 1:
+                for topic, table in _tables_from_processes(settings, units, wanted, start_ms, end_ms,
+                                                           on_error, row_group_size, scan_keys):
+                    files.write(topic, table)
+            else:
                 for topic in paths:
                     for table in _topic_tables(settings, topic, None, start_ms, end_ms, on_error,
                                                row_group_size, keys=keys):
                         files.write(topic, table)
-            finally:
-                if keys is not None:
-                    keys.close()
-        files.commit()
+            files.commit()
+    finally:
+        if keys is not None:
+            keys.close()
     seconds = round(time.perf_counter() - began, 3)
     return [{"topic": topic, "path": str(path), "rows": files.rows[topic],
              "row_groups": files.groups[topic], "bytes": path.stat().st_size, "seconds": seconds,
