@@ -43,7 +43,7 @@ from streams.settings import Settings
 from streams.contracts.topics import topic_spec
 
 from replay.reader import (OWN_KEYS, Position, message_counts, read_topic_batches, reader_keys,
-                           scan_limit)
+                           scan_into, scan_limit)
 
 ROW_GROUP_SIZE = 10_000
 """Rows per Parquet row group: also how many rows the exporter holds in memory at once."""
@@ -346,8 +346,9 @@ slower in two processes on 2 cores)."""
 
 def default_jobs(messages: int, partitions: int, cpus: int | None = None) -> int:
     """How many processes export ``messages`` messages in ``partitions`` non-empty partitions (of
-    one topic or of several exported together): one per CPU (``cpus``, default ``os.cpu_count()``), at most one per partition
-    (a partition is read by one process, which keeps its offset order), and one per
+    one topic or of several exported together): one per CPU (``cpus``, default
+    ``os.cpu_count()``), at most one per partition (a partition is read by one process, which
+    keeps its offset order), and one per
     :data:`PARALLEL_MIN_MESSAGES` messages; at least 1."""
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
     return max(1, min(cpus, partitions, messages // PARALLEL_MIN_MESSAGES))
@@ -555,13 +556,11 @@ def export_topics(settings: Settings, outputs: Mapping[str, Path | str], *,
     # processes side by side each open their own, so the estimate opens one here
     keys = reader_keys(settings) if wanted <= 1 else None
     try:
-        scan_keys = scan_limit(settings, counts, keys)
-        if scan_keys and keys is not None:
-            keys.load_all(scan_keys)
+        scanned = scan_into(settings, keys, counts) if keys is not None else scan_limit(settings, counts)
         with _ParquetFiles(paths, schemas, on_progress) as files:
             if wanted > 1:
                 for topic, table in _tables_from_processes(settings, units, wanted, start_ms, end_ms,
-                                                           on_error, row_group_size, scan_keys):
+                                                           on_error, row_group_size, scanned):
                     files.write(topic, table)
             else:
                 for topic in paths:
@@ -575,7 +574,7 @@ def export_topics(settings: Settings, outputs: Mapping[str, Path | str], *,
     seconds = round(time.perf_counter() - began, 3)
     return [{"topic": topic, "path": str(path), "rows": files.rows[topic],
              "row_groups": files.groups[topic], "bytes": path.stat().st_size, "seconds": seconds,
-             "jobs": max(1, wanted), "keys_scanned": scan_keys > 0} for topic, path in paths.items()]
+             "jobs": max(1, wanted), "keys_scanned": scanned > 0} for topic, path in paths.items()]
 
 
 def export_topic(settings: Settings, topic: str, out_path: Path | str, *, start_ms: int | None = None,

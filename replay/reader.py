@@ -273,3 +273,20 @@ def scan_limit(settings: Settings, counts: Mapping[str, Mapping[int, int]], keys
         if store is not keys:
             store.close()
     return 0 if estimate is not None and estimate > limit else limit
+
+
+def scan_into(settings: Settings, keys: Any, counts: Mapping[str, Mapping[int, int]]) -> int:
+    """Read into ``keys`` (a reader's own key store, ``None`` when encryption is off) the keys
+    :func:`scan_limit` allows for ``counts``, in one scan
+    (:meth:`~streams.stores.keys.CassandraSubjectKeys.load_all`), the same store answering the
+    size estimate. Returns the limit used (0: no scan).
+
+    Raises
+    ------
+    KeyStoreError
+        Cassandra cannot be reached or refuses.
+    """
+    limit = scan_limit(settings, counts, keys) if keys is not None else 0
+    if limit:
+        keys.load_all(limit)
+    return limit

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from agents.registry import select
-from replay.reader import message_counts, offset_ranges, scan_limit
+from replay.reader import message_counts, offset_ranges, scan_into
 from streams.contracts.deadletters import DEAD_LETTER_TOPIC
 from streams.runtime.binding import RuntimeContext
 from streams.runtime.engine import RawMessage
@@ -274,7 +274,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
         apply_schema(replace(settings, cassandra_keyspace=into))
     topics = list(dict.fromkeys(t for spec in specs for t in spec.topics))
     # personal fields decrypted with the live run's keys (a shredded subject's read as erased),
-    # read in one scan first where the rebuild needs most of them (scan_limit)
+    # read in one scan first where the rebuild needs most of them (scan_into)
     from streams.stores.keys import subject_keys
 
     keys = subject_keys(settings)
@@ -342,9 +342,7 @@ def rebuild_views(settings: Settings, agent_names: list[str] | None, *, start_ms
     began = time.perf_counter()
     try:
         if keys is not None:
-            limit = scan_limit(settings, {t: message_counts(settings, t, start_ms) for t in topics}, keys)
-            if limit:
-                keys.load_all(limit)
+            scan_into(settings, keys, {t: message_counts(settings, t, start_ms) for t in topics})
         for spec in specs:
             ctx.prepare(spec)
         for msg in read_merged(settings, topics, start_ms=start_ms, end_ms=end_ms,

@@ -240,10 +240,12 @@ async def read_feed_async(rs: ReadSide, user_id: str, *, limit: int = 20, cursor
 
 def _read_steps(rs: ReadSide, user_id: str, limit: int, cursor: str | None, fresh: int | None
                 ) -> Generator[list[tuple[str, tuple, str]], list[list[Any]], FeedPage]:
-    """The feed read of :func:`read_feed`, written once for both callers without doing I/O: it
-    yields the queries it needs next, ``[(cql, params, keyspace)]`` (independent of each other),
-    is sent their rows in the same order (lists of named tuples), and returns the page. The
-    blocking and the awaiting reader each drive it with their own I/O."""
+    """The feed read of :func:`read_feed`, written once for both callers: it does not run the
+    read's own queries but yields those it needs next, ``[(cql, params, keyspace)]``
+    (independent of each other), is sent their rows in the same order (lists of named tuples),
+    and returns the page. The blocking and the awaiting reader each drive it with their own
+    I/O. The per-process caches it consults (takedowns, fresh pool, pulled creators, the
+    active-keyspace pointer) still refresh themselves with a blocking query when stale."""
     pinned, offset = _parse_request(limit, cursor)
     ks = rs.active_keyspace()
     (rows,) = yield [(_FEED_ROW, (user_id,), ks)]

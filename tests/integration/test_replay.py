@@ -17,6 +17,7 @@ from cassandra.query import ValueSequence
 from confluent_kafka import Producer
 
 import replay.export
+import replay.reader
 from replay.export import export_topic, export_topics
 from replay.reader import read_topic
 from replay.rebuild import read_merged, rebuild_views
@@ -247,11 +248,15 @@ def test_topics_exported_together_in_processes_write_what_each_alone_writes(pipe
                                     "event_time": T0 + i})
             pub.publish("follows", {"follower_id": user, "followee_id": users[0], "action": "FOLLOW",
                                     "event_time": T0 + i})
-    monkeypatch.setattr(replay.export, "scan_limit", lambda *_: 0)
+    def limit_scans(n: int) -> None:  # the one-process path asks replay.reader's, the others export's
+        for module in (replay.export, replay.reader):
+            monkeypatch.setattr(module, "scan_limit", lambda *_: n)
+
+    limit_scans(0)
     alone = {t: export_topic(pipeline, t, tmp_path / f"{t}-alone.parquet", start_ms=start)
              for t in ("signups", "follows")}
     assert not any(r["keys_scanned"] for r in alone.values())
-    monkeypatch.setattr(replay.export, "scan_limit", lambda *_: 1_000_000)
+    limit_scans(1_000_000)
     progress: dict[str, int] = {}
     together = export_topics(pipeline, {t: tmp_path / f"{t}.parquet" for t in ("signups", "follows")},
                              start_ms=start, jobs=2, on_progress=progress.__setitem__)
